@@ -1,0 +1,55 @@
+"""`tapforge` console script: dispatches to the subcommand's own module.
+
+Each subcommand module exposes ``main(argv: list[str]) -> int | None`` and owns its argument
+parsing, so heavy imports (bpy, torch, lightning) happen only for the command that needs them.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from tapforge.errors import TapforgeError
+
+COMMANDS = {
+    "synth": ("synth.cli", "render, verify and preview synthetic point-tracking shards"),
+    "train": ("train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
+    "eval": ("tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
+    "export": ("tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
+    "track": ("tapir.cli_track", "track points through a video and write an overlay"),
+    "demo": ("tapforge.demo", "the whole loop on a tiny embedded default"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: tapforge COMMAND [options]   (tapforge COMMAND --help for details)", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from tapforge import __version__
+
+        print(f"tapforge {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"tapforge: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except TapforgeError as err:
+        print(f"tapforge {argv[0]}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tapforge {argv[0]}: interrupted; completed work is kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
