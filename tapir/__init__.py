@@ -1,0 +1,17 @@
+"""TAPIR point tracking in PyTorch.
+
+Importing the package is light: ``tapir.tapvid`` and ``tapir.viz`` stay numpy-only, and torch is
+imported only when ``TAPIR`` (or another model symbol) is first accessed, e.g. ``from tapir import TAPIR``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TAPIR"]
+
+
+def __getattr__(name: str):
+    if name == "TAPIR":
+        from tapir.model import TAPIR
+
+        return TAPIR
+    raise AttributeError(f"module 'tapir' has no attribute {name!r}")
