@@ -1,0 +1,271 @@
+"""Build a `SceneSpec` in Blender 5 (bpy) and render it with Cycles.
+
+One Blender process renders many scenes: `BlenderRenderer` sets the render settings and the two view
+layers once ("rgb" at the configured samples; "aux" at 1 sample with exact Vector, Position, Normal,
+Object Index, Depth and an object-coordinates AOV), and `render_scene` clears the previous scene's
+objects before building the next. Passes come back as numpy arrays via multilayer EXR.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from synth.exr import read_multilayer_exr
+from synth.physics import Trajectories
+from synth.recipe import MaterialSpec, SceneSpec, look_at_matrices
+
+AOV_OBJECT_COORDINATES = "object_coordinates"
+AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
+FLOOR_SIZE = 80.0
+
+
+def linear_to_srgb_uint8(linear: np.ndarray) -> np.ndarray:
+    """Blender's 'Standard' view transform: clip to [0, 1], sRGB transfer function, round to uint8."""
+    x = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    return np.round(srgb * 255.0).astype(np.uint8)
+
+
+class BlenderRenderer:
+    """Owns the bpy session: render settings once, then `render_scene` per scene."""
+
+    def __init__(self, render_cfg: dict, resolution: tuple[int, int]):
+        import bpy
+
+        self.bpy = bpy
+        bpy.ops.wm.read_factory_settings(use_empty=True)
+        bpy.context.preferences.edit.keyframe_new_interpolation_type = "LINEAR"
+        scene = bpy.context.scene
+        self.scene = scene
+        scene.render.engine = "CYCLES"
+        self.device = _select_device(bpy, render_cfg["device"])
+        scene.cycles.device = "CPU" if self.device == "cpu" else "GPU"
+        scene.cycles.samples = render_cfg["samples"]
+        scene.cycles.use_denoising = bool(render_cfg["denoise"])
+        scene.cycles.use_adaptive_sampling = False
+        scene.render.threads_mode = "FIXED" if render_cfg["threads"] else "AUTO"
+        if render_cfg["threads"]:
+            scene.render.threads = render_cfg["threads"]
+        scene.render.resolution_x, scene.render.resolution_y = resolution
+        scene.render.resolution_percentage = 100
+        scene.render.use_persistent_data = True
+        scene.view_settings.view_transform = "Standard"
+        scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
+        scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
+        scene.render.image_settings.exr_codec = "ZIP"
+        scene.render.image_settings.color_depth = "32"
+        rgb = scene.view_layers[0]
+        rgb.name = "rgb"
+        aux = scene.view_layers.new("aux")
+        aux.samples = 1
+        aux.use_pass_combined = False
+        for flag in AUX_PASSES:
+            setattr(aux, flag, True)
+        aov = aux.aovs.add()
+        aov.name = AOV_OBJECT_COORDINATES  # a view-layer AOV is named by .name; the shader node by .aov_name
+        aov.type = "COLOR"
+        self.rgb_layer, self.aux_layer = rgb, aux
+        self.timing: dict[str, float] = {}
+
+    # ----------------------------------------------------------------------------------------- building
+    def _clear(self) -> None:
+        bpy = self.bpy
+        for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.cameras,
+                           bpy.data.lights, bpy.data.images, bpy.data.worlds, bpy.data.actions):
+            for item in list(collection):
+                collection.remove(item)
+
+    def _material(self, name: str, spec: MaterialSpec):
+        bpy = self.bpy
+        mat = bpy.data.materials.new(name)
+        nodes, links = mat.node_tree.nodes, mat.node_tree.links
+        bsdf = nodes["Principled BSDF"]
+        bsdf.inputs["Roughness"].default_value = spec.roughness
+        bsdf.inputs["Metallic"].default_value = spec.metallic
+        coords = nodes.new("ShaderNodeTexCoord")
+        aov = nodes.new("ShaderNodeOutputAOV")
+        aov.aov_name = AOV_OBJECT_COORDINATES
+        links.new(coords.outputs["Object"], aov.inputs["Color"])
+        if spec.texture is None:
+            bsdf.inputs["Base Color"].default_value = (*spec.colour, 1.0)
+            return mat
+        mapping = nodes.new("ShaderNodeMapping")
+        mapping.inputs["Scale"].default_value = (spec.texture_scale,) * 3
+        links.new(coords.outputs["Object"], mapping.inputs["Vector"])
+        if spec.texture in ("noise", "voronoi", "wave", "checker", "magic", "brick"):
+            node_type = {"noise": "ShaderNodeTexNoise", "voronoi": "ShaderNodeTexVoronoi",
+                         "wave": "ShaderNodeTexWave", "checker": "ShaderNodeTexChecker",
+                         "magic": "ShaderNodeTexMagic", "brick": "ShaderNodeTexBrick"}[spec.texture]
+            tex = nodes.new(node_type)
+            if spec.texture == "noise":
+                tex.inputs["Detail"].default_value = 8.0
+            links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
+            ramp = nodes.new("ShaderNodeValToRGB")
+            ramp.color_ramp.elements[0].color = (*spec.colour, 1.0)
+            ramp.color_ramp.elements[1].color = (*spec.colour2, 1.0)
+            factor = tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs["Distance"]
+            links.new(factor, ramp.inputs["Fac"])
+            links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+        else:
+            tex = nodes.new("ShaderNodeTexImage")
+            tex.image = bpy.data.images.load(spec.texture, check_existing=True)
+            tex.projection = "BOX"
+            tex.projection_blend = 0.2
+            links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
+            links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+        return mat
+
+    def _mesh_object(self, name: str, vertices: np.ndarray, faces: np.ndarray, pass_index: int, material):
+        bpy = self.bpy
+        mesh = bpy.data.meshes.new(name)
+        mesh.from_pydata(vertices.tolist(), [], faces.tolist())
+        mesh.validate()
+        mesh.materials.append(material)
+        obj = bpy.data.objects.new(name, mesh)
+        obj.pass_index = pass_index
+        obj.rotation_mode = "QUATERNION"
+        self.scene.collection.objects.link(obj)
+        return obj
+
+    def _world(self, spec: SceneSpec) -> None:
+        bpy = self.bpy
+        world = bpy.data.worlds.new("world")
+        self.scene.world = world
+        nodes, links = world.node_tree.nodes, world.node_tree.links
+        background = nodes["Background"]
+        if spec.background == "plain":
+            background.inputs["Color"].default_value = (*spec.background_colour, 1.0)
+            background.inputs["Strength"].default_value = 1.0
+            return
+        if spec.background == "hdri" and spec.hdri:
+            tex = nodes.new("ShaderNodeTexEnvironment")
+            tex.image = bpy.data.images.load(spec.hdri, check_existing=True)
+        else:
+            tex = nodes.new("ShaderNodeTexSky")
+            tex.sky_type = "PREETHAM"
+            tex.turbidity = spec.sky_params.get("turbidity", 2.0)
+            tex.sun_direction = spec.sun_direction.tolist()
+            background.inputs["Strength"].default_value = 0.3
+        links.new(tex.outputs["Color"], background.inputs["Color"])
+
+    def build(self, spec: SceneSpec, meshes: list, trajectories: Trajectories) -> None:
+        """Create floor, objects (keyed per frame), camera (keyed per frame), sun and world for one scene."""
+        bpy = self.bpy
+        self._clear()
+        scene = self.scene
+        scene.frame_start, scene.frame_end = 0, spec.num_frames - 1
+        scene.render.fps = spec.frame_rate
+        scene.render.use_motion_blur = spec.motion_blur > 0
+        scene.render.motion_blur_shutter = max(spec.motion_blur, 1e-3)
+        self._world(spec)
+        half = FLOOR_SIZE / 2
+        floor_vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
+        floor_faces = np.array([[0, 1, 2], [0, 2, 3]])
+        self._mesh_object("floor", floor_vertices, floor_faces, 0, self._material("floor", spec.floor))
+        for obj, (vertices, faces, _), pos, quat in zip(spec.objects, meshes, trajectories.positions,
+                                                         trajectories.quaternions):
+            blender_obj = self._mesh_object(f"object_{obj.instance_id}", vertices, faces, obj.instance_id,
+                                            self._material(f"material_{obj.instance_id}", obj.material))
+            for t in range(spec.num_frames):
+                blender_obj.location = pos[t]
+                blender_obj.rotation_quaternion = (quat[t, 3], quat[t, 0], quat[t, 1], quat[t, 2])
+                blender_obj.keyframe_insert("location", frame=t)
+                blender_obj.keyframe_insert("rotation_quaternion", frame=t)
+        cam_data = bpy.data.cameras.new("camera")
+        cam_data.lens = spec.focal_length
+        cam_data.sensor_fit = "HORIZONTAL"
+        cam_data.sensor_width = spec.sensor_width
+        cam_data.clip_start, cam_data.clip_end = 0.01, 1000.0
+        camera = bpy.data.objects.new("camera", cam_data)
+        camera.rotation_mode = "QUATERNION"
+        scene.collection.objects.link(camera)
+        scene.camera = camera
+        from mathutils import Matrix
+
+        for t, matrix in enumerate(look_at_matrices(spec.camera_positions, spec.camera_lookats)):
+            camera.matrix_world = Matrix(matrix.tolist())
+            camera.keyframe_insert("location", frame=t)
+            camera.keyframe_insert("rotation_quaternion", frame=t)
+        sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
+        sun.data.energy = spec.sun_strength
+        sun.data.angle = np.radians(3.0)
+        sun.rotation_mode = "QUATERNION"
+        from mathutils import Vector
+
+        sun.rotation_quaternion = Vector(spec.sun_direction.tolist()).to_track_quat("Z", "Y")
+        scene.collection.objects.link(sun)
+
+    # ----------------------------------------------------------------------------------------- rendering
+    def _render_layers(self, out_dir: Path, rgb: bool, aux: bool, motion_blur: bool | None = None) -> float:
+        scene = self.scene
+        self.rgb_layer.use = rgb
+        self.aux_layer.use = aux
+        saved_blur = scene.render.use_motion_blur
+        if motion_blur is not None:
+            scene.render.use_motion_blur = motion_blur
+        # aux passes sample exactly the pixel centre (a box filter of ~zero width); rgb keeps the default filter
+        scene.cycles.pixel_filter_type = "BLACKMAN_HARRIS" if rgb else "BOX"
+        scene.cycles.filter_width = 1.5 if rgb else 0.01
+        scene.render.filepath = str(out_dir / ("rgb_" if rgb else "aux_"))
+        start = time.perf_counter()
+        self.bpy.ops.render.render(animation=True)
+        scene.render.use_motion_blur = saved_blur
+        return time.perf_counter() - start
+
+    def render(self, num_frames: int) -> dict[str, np.ndarray]:
+        """Render the built scene: ``rgb`` uint8 [T,H,W,3] plus the aux passes as float arrays.
+
+        Records ``self.timing``: 'path_tracing' (the rgb layer) and 'aux_passes' / 'exr_read' seconds.
+        """
+        with tempfile.TemporaryDirectory(prefix="tapforge-render-") as tmp:
+            out_dir = Path(tmp)
+            self.timing = {"path_tracing": self._render_layers(out_dir, rgb=True, aux=False)}
+            # aux passes always without motion blur: Cycles has no vector pass with blur on
+            self.timing["aux_passes"] = self._render_layers(out_dir, rgb=False, aux=True, motion_blur=False)
+            start = time.perf_counter()
+            frames = [(read_multilayer_exr(out_dir / f"rgb_{t:04d}.exr"),
+                       read_multilayer_exr(out_dir / f"aux_{t:04d}.exr")) for t in range(num_frames)]
+            self.timing["exr_read"] = time.perf_counter() - start
+        return stack_passes(frames)
+
+
+def stack_passes(frames: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
+    """Per-frame EXR channel dicts -> stacked [T,H,W(,C)] arrays with tapforge's pass names."""
+    def channels(layer: dict, name: str, suffixes: str) -> np.ndarray:
+        return np.stack([layer[f"{name}.{s}"] for s in suffixes], -1)
+
+    out: dict[str, list] = {k: [] for k in ("rgb", "depth_z", "position", "normal", "vector", "object_index",
+                                             "object_coordinates")}
+    for rgb, aux in frames:
+        out["rgb"].append(linear_to_srgb_uint8(channels(rgb, "rgb.Combined", "RGB")))
+        out["depth_z"].append(aux["aux.Depth.Z"])
+        out["position"].append(channels(aux, "aux.Position", "XYZ"))
+        out["normal"].append(channels(aux, "aux.Normal", "XYZ"))
+        out["vector"].append(channels(aux, "aux.Vector", "XYZW"))
+        out["object_index"].append(np.round(aux["aux.Object Index.X"]).astype(np.int32))
+        out["object_coordinates"].append(channels(aux, f"aux.{AOV_OBJECT_COORDINATES}", "RGB"))
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _select_device(bpy, device: str) -> str:
+    """Enable the requested Cycles GPU backend, or raise a clear error when none is present."""
+    if device == "cpu":
+        return "cpu"
+    from tapforge.errors import TapforgeError
+
+    prefs = bpy.context.preferences.addons["cycles"].preferences
+    try:
+        prefs.compute_device_type = device.upper()
+        prefs.refresh_devices()
+    except TypeError as err:
+        raise TapforgeError(f"render.device={device}: this Blender build has no {device.upper()} support; "
+                            "use render.device=cpu") from err
+    gpus = [d for d in prefs.devices if d.type == device.upper()]
+    if not gpus:
+        raise TapforgeError(f"render.device={device}: no {device.upper()} GPU found; use render.device=cpu")
+    for d in prefs.devices:
+        d.use = d.type == device.upper()
+    return device

@@ -1,0 +1,55 @@
+"""Scene-scale meshes for each object: the same vertices go to PyBullet and to Blender.
+
+Vertices are scaled to the object's size and re-centred on the solid's centre of mass, so the physics body
+frame, the Blender object frame and the ground-truth object frame are one frame.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from synth.recipe import ObjectSpec
+from synth.shapes import Mesh, make_shape
+
+
+def volume_and_centroid(vertices: np.ndarray, faces: np.ndarray) -> tuple[float, np.ndarray]:
+    """Signed volume and centre of mass of a closed, outward-oriented triangle mesh."""
+    tri = vertices[faces]
+    signed = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])) / 6.0
+    volume = float(signed.sum())
+    centroid = (signed[:, None] * tri.sum(1) / 4.0).sum(0) / volume if abs(volume) > 1e-12 else tri.mean((0, 1))
+    return volume, centroid
+
+
+@lru_cache(maxsize=1)
+def _suzanne() -> Mesh:
+    import bmesh  # Suzanne is Blender's own mesh
+
+    bm = bmesh.new()
+    bmesh.ops.create_monkey(bm)
+    bmesh.ops.triangulate(bm, faces=bm.faces[:])
+    vertices = np.array([v.co[:] for v in bm.verts], float)
+    faces = np.array([[v.index for v in f.verts] for f in bm.faces], np.int32)
+    bm.free()
+    lo, hi = vertices.min(0), vertices.max(0)
+    return (vertices - (lo + hi) / 2) / (hi - lo).max(), faces
+
+
+def unit_mesh(obj: ObjectSpec) -> Mesh:
+    """The object's mesh with its longest side 1, before scaling."""
+    if obj.shape == "suzanne":
+        return _suzanne()
+    if obj.shape == "asset":
+        from synth.assets import load_asset_mesh
+
+        return load_asset_mesh(obj.asset_id)
+    return make_shape(obj.shape, obj.shape_params)
+
+
+def object_mesh(obj: ObjectSpec) -> tuple[np.ndarray, np.ndarray, float]:
+    """(vertices [V,3] in the object frame, faces [F,3], volume) at the object's size, centred on its mass."""
+    vertices, faces = unit_mesh(obj)
+    vertices = vertices * obj.size
+    volume, centroid = volume_and_centroid(vertices, faces)
+    return vertices - centroid, faces, abs(volume)
