@@ -7,6 +7,9 @@ objects before building the next. Passes come back as numpy arrays via multilaye
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +54,8 @@ class BlenderRenderer:
             scene.render.threads = render_cfg["threads"]
         scene.render.resolution_x, scene.render.resolution_y = resolution
         scene.render.resolution_percentage = 100
-        scene.render.use_persistent_data = True
+        # persistent data keeps the rgb layer's compiled shaders for the aux render: the AOV then comes out zero
+        scene.render.use_persistent_data = False
         scene.view_settings.view_transform = "Standard"
         scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
         scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
@@ -211,7 +215,8 @@ class BlenderRenderer:
         scene.cycles.filter_width = 1.5 if rgb else 0.01
         scene.render.filepath = str(out_dir / ("rgb_" if rgb else "aux_"))
         start = time.perf_counter()
-        self.bpy.ops.render.render(animation=True)
+        with _quiet_stdout():
+            self.bpy.ops.render.render(animation=True)
         scene.render.use_motion_blur = saved_blur
         return time.perf_counter() - start
 
@@ -230,6 +235,21 @@ class BlenderRenderer:
                        read_multilayer_exr(out_dir / f"aux_{t:04d}.exr")) for t in range(num_frames)]
             self.timing["exr_read"] = time.perf_counter() - start
         return stack_passes(frames)
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence Blender's per-frame prints (C-level stdout) so progress bars stay readable."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def stack_passes(frames: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:

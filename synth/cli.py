@@ -1,0 +1,62 @@
+"""`tapforge synth render|verify|preview`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tapforge.errors import TapforgeError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tapforge synth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="render scenes into WebDataset shards (resumable, shard-indexed)")
+    render.add_argument("--config", default="movi_e", help="preset name (movi_a, movi_e, ...) or YAML path")
+    render.add_argument("--out", required=True, type=Path, help="dataset folder (created if missing)")
+    render.add_argument("--num-scenes", type=int, default=8, help="scenes in the whole dataset (all jobs)")
+    render.add_argument("--shard-index", type=int, help="this job's index I (default: SLURM/Kubernetes env, else 0)")
+    render.add_argument("--num-shards", type=int, help="number K of parallel jobs the dataset is split over")
+    render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set render.samples=64 (repeatable)")
+    render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    verify = sub.add_parser("verify", help="check manifest, checksums and schema of every shard")
+    verify.add_argument("dir", type=Path)
+    preview = sub.add_parser("preview", help="write a GIF/MP4 of one scene with its tracks drawn")
+    preview.add_argument("dir", type=Path)
+    preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
+    preview.add_argument("--index", type=int, default=0, help="which scene of the dataset (in shard order)")
+    preview.add_argument("--max-tracks", type=int, default=300, help="draw at most this many tracks")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "render":
+        from synth.config import load_config
+        from synth.render_job import render_dataset
+        from synth.shards import job_from_environment
+
+        config = load_config(args.config, args.overrides)
+        job_index, num_jobs = job_from_environment(args.shard_index, args.num_shards)
+        summary = render_dataset(config, args.out, args.num_scenes, job_index, num_jobs,
+                                 progress=not args.no_progress)
+        print(json.dumps(summary))
+        return 0
+    if args.command == "verify":
+        from synth.shards import read_manifest, verify_dataset
+
+        problems = verify_dataset(args.dir)
+        manifest = read_manifest(args.dir)
+        if problems:
+            for problem in problems:
+                print(f"DAMAGED {problem}", file=sys.stderr)
+            return 1
+        print(f"ok: {manifest['num_complete_shards']} shards, {manifest['num_complete_scenes']} scenes "
+              f"(of {manifest['num_scenes']} planned) in {args.dir}")
+        return 0
+    from synth.preview import write_preview
+
+    print(write_preview(args.dir, args.out, args.index, args.max_tracks))
+    return 0

@@ -1,0 +1,194 @@
+"""Shard files on disk: atomic writes, per-shard records, the manifest, job slicing and verification.
+
+Layout of a dataset folder::
+
+    shard-000000.tar   complete WebDataset shards (written to a temp name, fsynced, renamed)
+    shard-000000.json  the shard's record: sample count, sha256, scene keys and seeds, timing
+    manifest.json      rebuilt from all records under a lock after every shard (safe for parallel jobs)
+
+A job killed at any moment leaves only complete shards visible; rerunning renders the missing ones.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from tapforge.errors import TapforgeError
+
+from synth.schema import SchemaError, decode_clip
+
+MANIFEST = "manifest.json"
+GENERATOR = "tapforge-synth"
+
+
+def shard_path(out_dir: Path, shard: int) -> Path:
+    return out_dir / f"shard-{shard:06d}.tar"
+
+
+def record_path(out_dir: Path, shard: int) -> Path:
+    return out_dir / f"shard-{shard:06d}.json"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename over `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> str:
+    """Write WebDataset samples as a tar atomically (fixed mtime: same content, same bytes); return its sha256."""
+    import webdataset as wds
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        with wds.TarWriter(f, user="tapforge", group="tapforge", mtime=0.0) as sink:
+            for sample in samples:
+                sink.write(sample)
+        f.flush()
+        os.fsync(f.fileno())
+    digest = sha256_of(tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def job_slice(num_shards_total: int, job_index: int, num_jobs: int) -> list[int]:
+    """Output shards of job `job_index` out of `num_jobs`: every num_jobs-th shard (disjoint, deterministic)."""
+    if num_jobs < 1 or not 0 <= job_index < num_jobs:
+        raise TapforgeError(f"shard index {job_index} is not in [0, {num_jobs}); "
+                            "give --shard-index I --num-shards K with 0 <= I < K")
+    return list(range(job_index, num_shards_total, num_jobs))
+
+
+def job_from_environment(shard_index: int | None, num_shards: int | None,
+                         env: dict[str, str] | None = None) -> tuple[int, int]:
+    """Job index and count from the flags, else SLURM array or Kubernetes indexed-job variables, else (0, 1)."""
+    env = dict(os.environ if env is None else env)
+    if shard_index is not None or num_shards is not None:
+        if shard_index is None or num_shards is None:
+            raise TapforgeError("give --shard-index and --num-shards together")
+        return shard_index, num_shards
+    if "SLURM_ARRAY_TASK_ID" in env:
+        if "SLURM_ARRAY_TASK_COUNT" not in env:
+            raise TapforgeError("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass --num-shards")
+        offset = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        return int(env["SLURM_ARRAY_TASK_ID"]) - offset, int(env["SLURM_ARRAY_TASK_COUNT"])
+    if "JOB_COMPLETION_INDEX" in env:
+        if "TAPFORGE_NUM_SHARDS" not in env:
+            raise TapforgeError("JOB_COMPLETION_INDEX is set: also set TAPFORGE_NUM_SHARDS to the job's "
+                                "completions count (or pass --num-shards)")
+        return int(env["JOB_COMPLETION_INDEX"]), int(env["TAPFORGE_NUM_SHARDS"])
+    return 0, 1
+
+
+def shard_is_complete(out_dir: Path, shard: int) -> bool:
+    """A shard counts as done when its tar and its record both exist and the sizes agree."""
+    tar, rec = shard_path(out_dir, shard), record_path(out_dir, shard)
+    if not (tar.is_file() and rec.is_file()):
+        return False
+    try:
+        return json.loads(rec.read_text())["bytes"] == tar.stat().st_size
+    except (json.JSONDecodeError, KeyError, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def _locked(out_dir: Path) -> Iterator[None]:
+    with open(out_dir / ".manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_records(out_dir: Path) -> dict[int, dict]:
+    records = {}
+    for path in sorted(out_dir.glob("shard-*.json")):
+        with contextlib.suppress(json.JSONDecodeError, ValueError):
+            records[int(path.stem.split("-")[1])] = json.loads(path.read_text())
+    return records
+
+
+def update_manifest(out_dir: Path, header: dict[str, Any]) -> dict:
+    """Rebuild manifest.json from the header and every shard record, under a file lock."""
+    with _locked(out_dir):
+        records = load_records(out_dir)
+        manifest = dict(header)
+        manifest["shards"] = [dict(records[k], name=shard_path(out_dir, k).name) for k in sorted(records)]
+        manifest["num_complete_shards"] = len(records)
+        manifest["num_complete_scenes"] = sum(r["num_samples"] for r in records.values())
+        atomic_write_bytes(out_dir / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
+    return manifest
+
+
+def read_manifest(out_dir: Path) -> dict:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        raise TapforgeError(f"{out_dir} has no {MANIFEST}; is it a dataset folder written by `tapforge synth render`?")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise TapforgeError(f"{path} is not valid JSON ({err}); rerun `tapforge synth render` on the folder "
+                            "to rebuild it") from err
+
+
+def iter_tar_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """Group a shard's members into WebDataset samples (key = name up to the first dot)."""
+    current: dict[str, Any] = {}
+    with tarfile.open(path, "r|") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, entry = member.name.partition(".")
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            current.setdefault("__key__", key)
+            current[entry] = tar.extractfile(member).read()
+    if current:
+        yield current
+
+
+def verify_dataset(out_dir: Path, decode: bool = True) -> list[str]:
+    """Check the manifest against every shard (presence, sha256, sample count, schema); return problems."""
+    manifest = read_manifest(out_dir)
+    problems = []
+    listed = {s["name"] for s in manifest.get("shards", [])}
+    for path in sorted(out_dir.glob("shard-*.tar")):
+        if path.name not in listed:
+            problems.append(f"{path.name}: on disk but not in the manifest; rerun `tapforge synth render` to record it")
+    for entry in manifest.get("shards", []):
+        path = out_dir / entry["name"]
+        if not path.is_file():
+            problems.append(f"{entry['name']}: missing; rerun `tapforge synth render` with the same config to redo it")
+            continue
+        if sha256_of(path) != entry["sha256"]:
+            problems.append(f"{entry['name']}: checksum mismatch (damaged); delete it and its .json record, "
+                            "then rerun `tapforge synth render`")
+            continue
+        try:
+            keys = [decode_clip(s, with_video=decode).key for s in iter_tar_samples(path)]
+        except (SchemaError, tarfile.TarError) as err:
+            problems.append(f"{entry['name']}: unreadable sample ({err}); delete it and rerun the render")
+            continue
+        if len(keys) != entry["num_samples"] or keys != entry["keys"]:
+            problems.append(f"{entry['name']}: holds {len(keys)} samples, manifest says {entry['num_samples']}")
+    return problems

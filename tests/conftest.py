@@ -1,0 +1,29 @@
+"""Shared fixtures: tiny real Blender renders made once per test session."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+TINY = ["render.resolution=48", "render.samples=2", "scene.num_frames=4", "tracks.num_tracks=128",
+        "outputs.scenes_per_shard=1"]
+
+
+@pytest.fixture(scope="session")
+def rendered_scene():
+    """One movi_e scene at 64x64 with its passes, poses and camera, rendered by Blender for real."""
+    pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
+    from synth.config import load_config
+    from synth.pipeline import SceneRenderer
+
+    config = load_config("movi_e", ["render.resolution=64", "render.samples=4", "scene.num_frames=5",
+                                    "tracks.num_tracks=512", "scene.num_static_objects=[4,6]",
+                                    "scene.num_dynamic_objects=[2,3]", "outputs.passes=[depth,segmentation]"])
+    renderer = SceneRenderer(config)
+    clip, timing = renderer.render(3)
+    return {"clip": clip, "timing": timing, "passes": renderer.last_passes,
+            "poses": renderer.last_trajectories.matrices(), "config": config}
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

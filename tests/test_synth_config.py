@@ -1,0 +1,54 @@
+import pytest
+
+from synth.config import CONFIG_DIR, load_config
+from tapforge.errors import TapforgeError
+
+PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip", "tiny"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_loads_and_validates(preset):
+    config = load_config(preset)
+    assert config["render"]["samples"] >= 1
+    assert len(config["render"]["resolution"]) == 2
+
+
+def test_presets_differ_where_the_movi_recipes_differ():
+    assert load_config("movi_a")["scene"]["camera"] == "fixed"
+    assert load_config("panning_movi_e")["scene"]["camera"] == "linear_movement_linear_lookat"
+    assert load_config("movi_f")["scene"]["motion_blur"] == [0.0, 1.0]
+    assert load_config("long_clip")["scene"]["num_frames"] == 120
+
+
+def test_overrides_are_parsed_as_yaml_and_applied():
+    config = load_config("movi_e", ["render.samples=64", "outputs.passes=[depth,segmentation]", "render.resolution=128"])
+    assert config["render"]["samples"] == 64
+    assert config["outputs"]["passes"] == ["depth", "segmentation"]
+    assert config["render"]["resolution"] == [128, 128]
+
+
+def test_every_problem_is_listed_with_its_fix_before_rendering():
+    with pytest.raises(TapforgeError) as err:
+        load_config("movi_e", ["render.samples=0", "render.device=tpu", "scene.num_frame=3", "seed=abc"])
+    message = str(err.value)
+    assert "4 problem(s)" in message
+    assert "render.samples: bad value 0; use an integer >= 1" in message
+    assert "render.device: bad value 'tpu'; use cpu, cuda or optix" in message
+    assert "scene.num_frame: unknown key" in message
+    assert "seed: bad value 'abc'" in message
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(TapforgeError, match="movi_e"):
+        load_config("movi_z")
+
+
+def test_bad_yaml_and_unknown_file_keys_are_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scene: [unclosed\n")
+    with pytest.raises(TapforgeError, match="not valid YAML"):
+        load_config(bad)
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(f"inherit: {CONFIG_DIR / 'movi_e.yaml'}\nrender:\n  sample: 3\n")
+    with pytest.raises(TapforgeError, match="render.sample: unknown key"):
+        load_config(extra)
