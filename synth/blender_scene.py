@@ -265,7 +265,7 @@ def stack_passes(frames: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
         out["position"].append(channels(aux, "aux.Position", "XYZ"))
         out["normal"].append(channels(aux, "aux.Normal", "XYZ"))
         out["vector"].append(channels(aux, "aux.Vector", "XYZW"))
-        out["object_index"].append(np.round(aux["aux.Object Index.X"]).astype(np.int32))
+        out["object_index"].append(np.round(aux["aux.Object Index.X"]).astype(np.uint16))
         out["object_coordinates"].append(channels(aux, f"aux.{AOV_OBJECT_COORDINATES}", "RGB"))
     return {k: np.stack(v) for k, v in out.items()}
 
