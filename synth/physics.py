@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.recipe import DYNAMIC_SPAWN_REGION, STATIC_SPAWN_REGION, VELOCITY_RANGE, SceneSpec
+from synth.recipe import DYNAMIC_SPAWN_REGION, STATIC_SPAWN_REGION, VELOCITY_RANGE, ObjectSpec, SceneSpec
 
 SETTLE_FRAMES = 100
 MAX_PLACEMENT_TRIES = 100
@@ -71,9 +71,19 @@ def _write_obj_parts(parts: list[tuple[np.ndarray, np.ndarray]], path: Path) -> 
     path.write_text("\n".join(lines) + "\n")
 
 
-def _collision_shape(client: int, shape: str, vertices: np.ndarray, faces: np.ndarray, scratch: Path) -> int:
+def _collision_shape(client: int, obj: ObjectSpec, vertices: np.ndarray, faces: np.ndarray, scratch: Path) -> int:
     import pybullet as pb
 
+    shape = obj.shape
+    if shape == "asset":  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
+        from synth.assets import convex_decomposition
+        from synth.meshes import unit_mesh
+
+        unit_vertices, unit_faces = unit_mesh(obj)
+        offset = vertices[0] - unit_vertices[0] * obj.size
+        return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(convex_decomposition(unit_vertices, unit_faces)),
+                                       meshScale=[obj.size] * 3, collisionFramePosition=offset.tolist(),
+                                       physicsClientId=client)
     if shape == "torus":  # non-convex: a compound of convex sectors instead of one hull
         path = scratch / f"torus_{len(list(scratch.iterdir()))}.obj"
         _write_obj_parts(_torus_pieces(vertices, faces), path)
@@ -104,7 +114,7 @@ def simulate(spec: SceneSpec, meshes: list[tuple[np.ndarray, np.ndarray, float]]
             for obj, (vertices, faces, volume) in zip(spec.objects, meshes):
                 if obj.dynamic != dynamic:
                     continue
-                shape_id = _collision_shape(client, obj.shape, vertices, faces, Path(scratch.name))
+                shape_id = _collision_shape(client, obj, vertices, faces, Path(scratch.name))
                 body = pb.createMultiBody(DENSITY * volume, shape_id, physicsClientId=client)
                 pb.changeDynamics(body, -1, lateralFriction=obj.friction, restitution=obj.restitution,
                                   physicsClientId=client)

@@ -1,0 +1,47 @@
+"""A user asset folder in Kubric's manifest format loads through the same path as procedural shapes."""
+import json
+
+import numpy as np
+import pytest
+
+from synth.assets import open_asset_directory, read_obj
+from synth.shapes import blob
+from tapforge.errors import TapforgeError
+
+pytestmark = pytest.mark.slow
+
+
+def _write_obj(path, vertices, faces):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"v {x} {y} {z}\n" for x, y, z in vertices) +
+                    "".join(f"f {a + 1}/1 {b + 1}/1 {c + 1}/1\n" for a, b, c in faces))
+
+
+def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypatch):
+    pytest.importorskip("bpy", reason="bpy is needed to render")
+    monkeypatch.setattr("synth.assets.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("synth.assets.VHACD_RESOLUTION", 10_000)  # coarse and quick for the test
+    vertices, faces = blob(np.random.default_rng(0), subdivisions=6)  # an irregular pebble
+    _write_obj(tmp_path / "assets" / "pebble" / "visual_geometry.obj", vertices * 0.2, faces)
+    manifest = {"name": "test", "data_dir": ".", "assets": {"pebble": {
+        "asset_type": "FileBasedObject", "license": "CC0", "kwargs": {"render_filename": "pebble/visual_geometry.obj"}}}}
+    (tmp_path / "assets" / "manifest.json").write_text(json.dumps(manifest))
+    assert open_asset_directory(tmp_path / "assets") == ["pebble"]
+    v, f = read_obj(tmp_path / "assets" / "pebble" / "visual_geometry.obj")
+    assert v.shape == vertices.shape and f.shape == faces.shape
+
+    from synth.config import load_config
+    from synth.pipeline import SceneRenderer
+
+    config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
+                                    "tracks.num_tracks=32", "scene.num_static_objects=4",
+                                    f"assets.directory={tmp_path / 'assets'}"])
+    clip, _ = SceneRenderer(config).render(1)
+    shapes = [o["shape"] for o in clip.meta["scene"]["objects"]]
+    assert "asset" in shapes
+    assert list((tmp_path / "cache" / "vhacd").glob("*.obj"))  # decomposition computed once and cached
+
+
+def test_a_folder_without_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(TapforgeError, match="manifest"):
+        open_asset_directory(tmp_path)
