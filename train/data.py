@@ -1,0 +1,391 @@
+"""Training data: WebDataset shards -> random sub-clips with tapnet-style queries -> batches.
+
+Each DDP rank and each loader worker reads its own share of the shards (split by rank, then by
+worker), draws shards with replacement (so the stream never runs dry) and yields exactly its
+share of ``epoch_length`` batches, so every rank sees the same number of batches per epoch
+whatever the shard sizes. Clips are decoded on the CPU (only the frames of the sub-clip), the
+batch is shipped as uint8 in pinned memory, and augmentation runs on the device afterwards
+(``on_after_batch_transfer``).
+"""
+from __future__ import annotations
+
+import io
+import logging
+import random
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from synth.schema import SchemaError, decode_clip
+from tapforge.errors import TapforgeError
+from train.augment import AugmentConfig, Sim2RealAugment
+from train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
+from train.sampling import outside_frame, sample_queries, subclip_indices
+from train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, resampled_urls, split_urls
+
+log = logging.getLogger(__name__)
+
+STAT_NAMES = ("bad_shards", "bad_samples", "skipped_clips")
+
+
+def decode_frames(sample: dict, indices: np.ndarray) -> np.ndarray:
+    """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3]."""
+    names = sorted(k for k in sample if k.startswith("video."))
+    frames = []
+    for i in indices:
+        with Image.open(io.BytesIO(sample[names[i]])) as image:
+            frames.append(np.asarray(image.convert("RGB")))
+    return np.stack(frames)
+
+
+def resize_clip(video: np.ndarray, tracks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize frames [T,H,W,3] to ``size`` (height, width) and scale (x, y) tracks to match."""
+    height, width = video.shape[1:3]
+    new_h, new_w = size
+    video = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.BILINEAR)) for f in video])
+    return video, tracks * np.array([new_w / width, new_h / height], np.float32)
+
+
+def make_training_example(
+    sample: dict,
+    num_frames: int,
+    frame_strides: Sequence[int],
+    num_queries: int,
+    rng: np.random.Generator,
+    frame_size: tuple[int, int] | None = None,
+) -> dict | str:
+    """Raw shard sample -> a training example, or a string saying why the clip was skipped.
+
+    The example holds video uint8 [T,H,W,3], tracks float32 [Q,T,2], occluded bool [Q,T],
+    query_frame int64 [Q] (a frame where the query's track is visible) and object_ids [Q].
+    Raises SchemaError for a sample that does not follow the shard schema.
+    """
+    clip = decode_clip(sample, with_video=False)
+    frames = subclip_indices(clip.num_frames, num_frames, frame_strides, rng)
+    if frames is None:
+        return f"clip {clip.key} has {clip.num_frames} frames, fewer than data.num_frames={num_frames}"
+    video = decode_frames(sample, frames)
+    tracks = clip.tracks[:, frames]
+    if frame_size is not None and tuple(frame_size) != video.shape[1:3]:
+        video, tracks = resize_clip(video, tracks, frame_size)
+    occluded = clip.occluded[:, frames] | outside_frame(tracks, *video.shape[1:3])
+    chosen = sample_queries(occluded, clip.object_ids, num_queries, rng)
+    if chosen is None:
+        return f"clip {clip.key} has no track visible in the sampled frames"
+    rows, query_frame = chosen
+    return {
+        "video": video,
+        "tracks": tracks[rows].astype(np.float32),
+        "occluded": occluded[rows],
+        "query_frame": query_frame,
+        "object_ids": clip.object_ids[rows].astype(np.int64),
+        "key": clip.key,
+    }
+
+
+def collate(examples: list[dict]) -> dict:
+    """Stack examples into a batch of tensors (frames must share one size)."""
+    sizes = {e["video"].shape[1:3] for e in examples}
+    if len(sizes) > 1:
+        raise TapforgeError(
+            f"clips in the shards have different frame sizes {sorted(sizes)}; "
+            "fix: set data.frame_size: [H, W] so that every clip is resized to one size"
+        )
+    batch = {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in examples[0] if k != "key"}
+    batch["key"] = [e["key"] for e in examples]
+    return batch
+
+
+class TrainClipStream(IterableDataset):
+    """Endless, resampled stream of training batches; one epoch = exactly ``epoch_length`` batches."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        batch_size: int,
+        epoch_length: int,
+        num_frames: int,
+        frame_strides: Sequence[int],
+        num_queries: int,
+        frame_size: tuple[int, int] | None = None,
+        shuffle_buffer: int = 64,
+        on_corrupt: str = "skip",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_consecutive_skips: int = 200,
+    ):
+        self.urls = list(urls)
+        self.batch_size = batch_size
+        self.epoch_length = epoch_length
+        self.num_frames = num_frames
+        self.frame_strides = list(frame_strides)
+        self.num_queries = num_queries
+        self.frame_size = frame_size
+        self.shuffle_buffer = shuffle_buffer
+        self.on_corrupt = on_corrupt
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.max_consecutive_skips = max_consecutive_skips
+        self._batches: Iterator[dict] | None = None
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def _examples(self, worker: int, num_workers: int) -> Iterator[dict]:
+        part = self.rank * num_workers + worker
+        seed = [self.seed, self.rank, worker]
+        urls = split_urls(self.urls, part, self.world_size * num_workers)
+        handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
+        rng = np.random.default_rng(seed)
+        stats = np.zeros(len(STAT_NAMES), np.int64)
+        skips, last_reason = 0, ""
+        for sample in read_samples(resampled_urls(urls, random.Random(str(seed))), handler):
+            try:
+                example = make_training_example(
+                    sample, self.num_frames, self.frame_strides, self.num_queries, rng, self.frame_size
+                )
+            except SchemaError as err:
+                handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
+                example = "damaged sample"
+            if isinstance(example, str):
+                skips += 1
+                last_reason = example
+                if example != "damaged sample":
+                    stats[2] += 1
+                if skips > self.max_consecutive_skips:
+                    raise TapforgeError(
+                        f"{skips} clips in a row could not be used (last: {last_reason}); fix: check "
+                        "data.train_shards and data.num_frames / data.frame_strides against the clips"
+                    )
+                continue
+            skips = 0
+            stats[0], stats[1] = handler.bad_shards, handler.bad_samples
+            example["stats"] = stats.copy()
+            yield example
+
+    def _batch_stream(self, worker: int, num_workers: int) -> Iterator[dict]:
+        shuffle_rng = random.Random(str([self.seed, self.rank, worker, "shuffle"]))
+        buffer: list[dict] = []
+        examples = self._examples(worker, num_workers)
+        while True:
+            while len(buffer) < max(self.shuffle_buffer, self.batch_size):
+                buffer.append(next(examples))
+            picked = []
+            for _ in range(self.batch_size):
+                index = shuffle_rng.randrange(len(buffer))
+                buffer[index], buffer[-1] = buffer[-1], buffer[index]
+                picked.append(buffer.pop())
+            stats = np.max(np.stack([e.pop("stats") for e in picked]), axis=0)
+            batch = collate(picked)
+            batch["stats"] = torch.from_numpy(stats)
+            batch["worker"] = torch.tensor(worker)
+            yield batch
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        if self._batches is None:  # the stream carries on across epochs (persistent workers)
+            self._batches = self._batch_stream(worker, num_workers)
+        share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
+        for _ in range(share):
+            yield next(self._batches)
+
+
+@dataclass
+class DataStats:
+    """Running totals of skipped shards / samples / clips, summed over the loader workers."""
+
+    per_worker: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def update(self, worker: int, counts: torch.Tensor) -> None:
+        self.per_worker[int(worker)] = counts
+
+    def totals(self) -> dict[str, int]:
+        if not self.per_worker:
+            return dict.fromkeys(STAT_NAMES, 0)
+        summed = torch.stack(list(self.per_worker.values())).sum(dim=0).tolist()
+        return dict(zip(STAT_NAMES, summed))
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise TapforgeError(message)
+
+
+class TAPIRDataModule(LightningDataModule):
+    """Shards for training, TAP-Vid pickles and held-out shards for validation.
+
+    Args:
+      train_shards: shard folder(s), files, globs, brace patterns or URLs for training.
+      val_shards: held-out synthetic shards evaluated like TAP-Vid (optional).
+      tapvid: paths of TAP-Vid DAVIS / Kinetics / RGB-Stacking / RoboTAP pickles (absent ones are
+        skipped with a message).
+      query_modes: TAP-Vid query modes to evaluate ("first", "strided").
+      batch_size: clips per device and step.
+      num_frames: frames per training clip; frame_strides: strides a sub-clip may use.
+      num_queries: query points per training clip.
+      resolution: (height, width) the model sees, after augmentation, and of validation videos.
+      frame_size: resize decoded shard frames on the CPU to this (height, width) first (needed
+        only when shards mix frame sizes or are much larger than ``resolution``).
+      epoch_length: training batches per rank per epoch.
+      shuffle_buffer: clips held per worker for shuffling.
+      num_workers / val_num_workers: loader worker processes per rank.
+      val_max_videos: evaluate at most this many videos per validation source (None: all).
+      val_max_tracks: tracks evaluated per held-out synthetic clip.
+      on_corrupt: "skip" (log, count, carry on) or "fail" for damaged shards and samples.
+      seed: base seed for sub-clip/query sampling and augmentation (offset per rank and worker).
+      augment: the sim2real augmentation settings.
+    """
+
+    def __init__(
+        self,
+        train_shards: list[str] | str | None = None,
+        val_shards: list[str] | str | None = None,
+        tapvid: TapVidPaths = TapVidPaths(),
+        query_modes: tuple[str, ...] = ("first", "strided"),
+        batch_size: int = 8,
+        num_frames: int = 24,
+        frame_strides: tuple[int, ...] = (1,),
+        num_queries: int = 256,
+        resolution: tuple[int, int] = (256, 256),
+        frame_size: tuple[int, int] | None = None,
+        epoch_length: int = 1000,
+        shuffle_buffer: int = 64,
+        num_workers: int = 8,
+        val_num_workers: int = 1,
+        val_max_videos: int | None = None,
+        val_max_tracks: int = 256,
+        on_corrupt: str = "skip",
+        seed: int = 0,
+        augment: AugmentConfig = AugmentConfig(),
+    ):
+        super().__init__()
+        for key, value in [("batch_size", batch_size), ("num_frames", num_frames), ("num_queries", num_queries),
+                           ("epoch_length", epoch_length), ("val_max_tracks", val_max_tracks)]:  # fmt: skip
+            _check(int(value) > 0, f"data.{key} is {value}; fix: set it to a positive integer")
+        _check(num_frames >= 2, f"data.num_frames is {num_frames}; fix: use at least 2 frames")
+        _check(shuffle_buffer >= 0, f"data.shuffle_buffer is {shuffle_buffer}; fix: use 0 or more")
+        _check(num_workers >= 0 and val_num_workers >= 0, "data.num_workers must be >= 0; fix: use 0 or more")
+        _check(len(frame_strides) > 0 and all(int(s) >= 1 for s in frame_strides),
+               f"data.frame_strides is {frame_strides}; fix: give a list of strides >= 1, e.g. [1, 2]")  # fmt: skip
+        for key, size in [("resolution", resolution), ("frame_size", frame_size)]:
+            _check(size is None or (len(size) == 2 and min(size) >= 8),
+                   f"data.{key} is {size}; fix: give [height, width] of at least 8 pixels each")  # fmt: skip
+        _check(on_corrupt in ON_CORRUPT, f"data.on_corrupt is {on_corrupt!r}; fix: use one of {', '.join(ON_CORRUPT)}")
+        bad_modes = [m for m in query_modes if m not in ("first", "strided")]
+        _check(not bad_modes, f"data.query_modes has {bad_modes}; fix: use 'first' and/or 'strided'")
+        _check(val_max_videos is None or val_max_videos > 0,
+               f"data.val_max_videos is {val_max_videos}; fix: use a positive integer or null for all")  # fmt: skip
+        self.train_shards = train_shards
+        self.val_shards = val_shards
+        self.tapvid = tapvid
+        self.query_modes = list(query_modes)
+        self.batch_size = int(batch_size)
+        self.num_frames = int(num_frames)
+        self.frame_strides = [int(s) for s in frame_strides]
+        self.num_queries = int(num_queries)
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
+        self.epoch_length = int(epoch_length)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.num_workers = int(num_workers)
+        self.val_num_workers = int(val_num_workers)
+        self.val_max_videos = val_max_videos
+        self.val_max_tracks = int(val_max_tracks)
+        self.on_corrupt = on_corrupt
+        self.seed = int(seed)
+        self.augment = Sim2RealAugment(augment, self.resolution)
+        self.stats = DataStats()
+        self._generator: torch.Generator | None = None
+        self.val_sets: list = []
+
+    # -- datasets -----------------------------------------------------------------------------
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def setup(self, stage: str) -> None:
+        rank, world = self._rank()
+        self.val_sets = []
+        if self.val_shards:
+            urls = expand_shards(self.val_shards, "data.val_shards")
+            self.val_sets.append(
+                SyntheticEvalSet(urls, "synthetic", self.query_modes, self.resolution, self.val_max_tracks,
+                                 self.val_max_videos, rank, world, self.on_corrupt)  # fmt: skip
+            )
+        for name, path in self.tapvid.items():
+            self.val_sets.append(
+                TapVidEvalSet(path, name, self.query_modes, self.resolution, self.val_max_videos, rank, world)
+            )
+        if stage == "fit":
+            if not self.train_shards:
+                raise TapforgeError("data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL)")
+            self.train_urls = expand_shards(self.train_shards, "data.train_shards")
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank()
+        step = self.trainer.global_step if self.trainer is not None else 0
+        stream = TrainClipStream(
+            self.train_urls, self.batch_size, self.epoch_length, self.num_frames, self.frame_strides,
+            self.num_queries, self.frame_size, self.shuffle_buffer, self.on_corrupt,
+            seed=self.seed * 1_000_003 + step, rank=rank, world_size=world,
+        )  # fmt: skip
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            prefetch_factor=4 if self.num_workers > 0 else None,
+        )
+
+    def _eval_loaders(self) -> list[DataLoader]:
+        return [
+            DataLoader(
+                dataset,
+                batch_size=None,
+                num_workers=self.val_num_workers,
+                pin_memory=torch.cuda.is_available(),
+            )
+            for dataset in self.val_sets
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def val_set_names(self) -> list[str]:
+        """Names under which validation metrics are logged, e.g. ``davis_first``."""
+        return [f"{s.name}_{mode}" for s in self.val_sets for mode in self.query_modes]
+
+    # -- device side --------------------------------------------------------------------------
+
+    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if "stats" in batch:
+            self.stats.update(int(batch.pop("worker")), batch.pop("stats"))
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        if batch.get("split") == "eval":
+            video = batch["video"]
+            if video.dtype == torch.uint8:
+                batch["video"] = video.float() / 127.5 - 1.0
+            return batch
+        device = batch["video"].device
+        if self._generator is None or self._generator.device != device:
+            rank, _ = self._rank()
+            step = self.trainer.global_step if self.trainer is not None else 0
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(zlib.crc32(repr((self.seed, rank, step)).encode()))
+        return self.augment(batch, self._generator)
