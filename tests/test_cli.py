@@ -1,0 +1,34 @@
+"""The `tapforge` dispatcher: help, unknown commands, one clear error line for user errors."""
+import subprocess
+import sys
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "tapforge.cli", *args], capture_output=True, text=True)
+
+
+def test_help_lists_every_command():
+    out = _run("--help")
+    assert out.returncode == 0
+    for command in ("synth", "train", "eval", "export", "track", "demo"):
+        assert command in out.stdout
+
+
+def test_unknown_command_is_one_line_with_the_choices():
+    out = _run("rander")
+    assert out.returncode == 2 and "unknown command 'rander'" in out.stderr and "synth" in out.stderr
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path):
+    out = _run("synth", "verify", str(tmp_path))
+    assert out.returncode == 2
+    assert out.stderr.startswith("tapforge synth: error:") and "manifest.json" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = _run("synth", "render", "--out", str(tmp_path / "x"), "--set", "render.samples=zero")
+    assert out.returncode == 2 and "render.samples: bad value 'zero'" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_importing_synth_and_the_schema_does_not_import_bpy_or_torch():
+    code = "import sys, synth, synth.schema, synth.config, synth.shards; print('bpy' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
