@@ -34,14 +34,13 @@ def _normalise(vertices: np.ndarray, faces: np.ndarray) -> Mesh:
 
 
 def _surface_of_revolution(profile: np.ndarray, segments: int) -> Mesh:
-    """Rotate a (radius, z) profile polyline about the z axis; the profile's ends must have radius 0."""
+    """Rotate a (radius, z) profile polyline about the z axis; the profile's ends must have radius 0.
+
+    A repeated profile point makes a sharp edge (flat caps) and welds into one ring."""
     theta = np.linspace(0, 2 * np.pi, segments, endpoint=False)
     ring = np.stack([np.cos(theta), np.sin(theta)], -1)
     vertices = np.concatenate([np.concatenate([r * ring, np.full((segments, 1), z)], 1) for r, z in profile])
-    faces = _grid_faces(len(profile), segments)
-    tri = vertices[faces]
-    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    return vertices, faces[area > 1e-12]
+    return _weld(vertices, _grid_faces(len(profile), segments))
 
 
 def uv_sphere(rings: int = 24, segments: int = 32) -> Mesh:
@@ -167,22 +166,14 @@ def blob(rng: np.random.Generator, subdivisions: int = 16, amplitude: float = 0.
     return _normalise(vertices, faces)
 
 
+PARAMETER_FREE = {"cube": cube, "sphere": uv_sphere, "cylinder": cylinder, "cone": cone, "torus": torus,
+                  "capsule": capsule, "icosphere": icosphere}
+
+
 def make_shape(name: str, params: dict) -> Mesh:
     """Build the unit-size mesh for a shape name from `synth.config.SHAPES` (except suzanne)."""
-    if name == "cube":
-        return cube()
-    if name == "sphere":
-        return uv_sphere()
-    if name == "cylinder":
-        return cylinder()
-    if name == "cone":
-        return cone()
-    if name == "torus":
-        return torus()
-    if name == "capsule":
-        return capsule()
-    if name == "icosphere":
-        return icosphere()
+    if name in PARAMETER_FREE:
+        return PARAMETER_FREE[name]()
     if name == "prism":
         return prism(int(params.get("sides", 3)))
     if name == "superquadric":
