@@ -45,3 +45,32 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
 def test_a_folder_without_manifest_is_a_clear_error(tmp_path):
     with pytest.raises(TapforgeError, match="manifest"):
         open_asset_directory(tmp_path)
+
+
+def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
+    pytest.importorskip("bpy", reason="bpy is needed to render")
+    import OpenEXR
+    from PIL import Image
+
+    textures, hdris = tmp_path / "textures", tmp_path / "hdris"
+    textures.mkdir()
+    hdris.mkdir()
+    pattern = (np.indices((32, 32)).sum(0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.stack([pattern, 255 - pattern, pattern], -1)).save(textures / "checks.png")
+    sky = np.ones((16, 32), np.float32)
+    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+                      {"R": sky * 0.2, "G": sky * 0.4, "B": sky * 0.9}) as exr:
+        exr.write(str(hdris / "blue.exr"))
+
+    from synth.config import load_config
+    from synth.pipeline import SceneRenderer
+
+    config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
+                                    "tracks.num_tracks=32", "scene.num_static_objects=6", "scene.background=hdri",
+                                    "scene.materials=[textured]", f"assets.textures_dir={textures}",
+                                    f"assets.hdri_dir={hdris}"])
+    clip, _ = SceneRenderer(config).render(2)
+    scene = clip.meta["scene"]
+    assert scene["hdri"].endswith("blue.exr")
+    used = [o["material"]["texture"] for o in scene["objects"]] + [scene["floor"]["texture"]]
+    assert any(str(t).endswith("checks.png") for t in used)
