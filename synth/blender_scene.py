@@ -147,6 +147,9 @@ class BlenderRenderer:
         if spec.background == "hdri" and spec.hdri:
             tex = nodes.new("ShaderNodeTexEnvironment")
             tex.image = bpy.data.images.load(spec.hdri, check_existing=True)
+            # the importance map is built per render; size it to the image, not to Blender's fixed 1024
+            world.cycles.sampling_method = "MANUAL"
+            world.cycles.sample_map_resolution = max(64, min(1024, tex.image.size[0] // 2))
         else:
             tex = nodes.new("ShaderNodeTexSky")
             tex.sky_type = "PREETHAM"
