@@ -53,10 +53,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> str:
-    """Write WebDataset samples as a tar atomically (fixed mtime: same content, same bytes); return its sha256."""
+def write_shard(out_dir: Path, shard: int, samples: Iterable[dict[str, Any]], record: dict[str, Any]) -> dict:
+    """Write a shard atomically with its record; return the record with ``sha256`` and ``bytes`` added.
+
+    Order: tar to a temp name (fsynced), then the record, then the rename; so a visible tar always has
+    its record. The tar uses a fixed mtime: the same content gives the same bytes and checksum.
+    """
     import webdataset as wds
 
+    path = shard_path(out_dir, shard)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         with wds.TarWriter(f, user="tapforge", group="tapforge", mtime=0.0) as sink:
@@ -64,9 +69,10 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> str:
                 sink.write(sample)
         f.flush()
         os.fsync(f.fileno())
-    digest = sha256_of(tmp)
+    record = dict(record, sha256=sha256_of(tmp), bytes=tmp.stat().st_size)
+    atomic_write_bytes(record_path(out_dir, shard), (json.dumps(record, sort_keys=True) + "\n").encode())
     os.replace(tmp, path)
-    return digest
+    return record
 
 
 def job_slice(num_shards_total: int, job_index: int, num_jobs: int) -> list[int]:
@@ -99,7 +105,8 @@ def job_from_environment(shard_index: int | None, num_shards: int | None,
 
 
 def shard_is_complete(out_dir: Path, shard: int) -> bool:
-    """A shard counts as done when its tar and its record both exist and the sizes agree."""
+    """A shard counts as done when its tar and its record both exist and the sizes agree (a record without
+    its tar is a job killed between the two writes: the shard is redone)."""
     tar, rec = shard_path(out_dir, shard), record_path(out_dir, shard)
     if not (tar.is_file() and rec.is_file()):
         return False
@@ -120,10 +127,12 @@ def _locked(out_dir: Path) -> Iterator[None]:
 
 
 def load_records(out_dir: Path) -> dict[int, dict]:
+    """Records of the complete shards, by shard number."""
     records = {}
     for path in sorted(out_dir.glob("shard-*.json")):
-        with contextlib.suppress(json.JSONDecodeError, ValueError):
-            records[int(path.stem.split("-")[1])] = json.loads(path.read_text())
+        shard = int(path.stem.split("-")[1])
+        if shard_is_complete(out_dir, shard):
+            records[shard] = json.loads(path.read_text())
     return records
 
 
