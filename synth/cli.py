@@ -1,4 +1,4 @@
-"""`tapforge synth render|verify|preview`."""
+"""`tapforge synth render|verify|preview|to-tapvid`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,6 @@ import json
 import sys
 from pathlib import Path
 
-from tapforge.errors import TapforgeError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +27,10 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
     preview.add_argument("--index", type=int, default=0, help="which scene of the dataset (in shard order)")
     preview.add_argument("--max-tracks", type=int, default=300, help="draw at most this many tracks")
+    to_tapvid = sub.add_parser("to-tapvid", help="write the clips as a TAP-Vid DAVIS-format pickle for evaluation")
+    to_tapvid.add_argument("dir", type=Path)
+    to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")
+    to_tapvid.add_argument("--max-tracks", type=int, help="keep at most this many tracks per clip (random)")
     return parser
 
 
@@ -55,6 +58,12 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"ok: {manifest['num_complete_shards']} shards, {manifest['num_complete_scenes']} scenes "
               f"(of {manifest['num_scenes']} planned) in {args.dir}")
+        return 0
+    if args.command == "to-tapvid":
+        from synth.tapvid_export import export_tapvid_pickle
+
+        count = export_tapvid_pickle(args.dir, args.out, args.max_tracks)
+        print(f"wrote {count} videos to {args.out}")
         return 0
     from synth.preview import write_preview
 

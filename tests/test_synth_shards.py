@@ -81,6 +81,18 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
     frames, _ = read_video(gif)
     assert frames.shape == (4, 48, 48, 3)
 
+    # the clips as a TAP-Vid DAVIS-format pickle, readable by the TAP-Vid loader
+    pkl = tmp_path / "synthetic_tapvid.pkl"
+    subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(killed), "--out", str(pkl)],
+                   check=True, capture_output=True)
+    from tapir.tapvid import load_tapvid_pickle
+
+    videos = dict(load_tapvid_pickle(pkl))
+    assert sorted(videos) == sorted(a)
+    example = videos["scene-0000001"]
+    assert np.allclose(example["points"] * 48, a["scene-0000001"][0])
+    assert np.array_equal(example["occluded"], a["scene-0000001"][1])
+
     # a different config in the same folder is refused with a clear message
     result = subprocess.run(_render_cmd(killed, 3, "--set", "seed=7"), capture_output=True, text=True)
     assert result.returncode == 2 and "another config" in result.stderr and "Traceback" not in result.stderr
