@@ -1,0 +1,352 @@
+"""Load TAPIR from any checkpoint format and export it to others.
+
+Formats read by :func:`load_model` (sniffed from the content, not the suffix):
+
+* official tapnet ``.pt``: a bare state_dict. Its config is inferred from the keys (rule below);
+* our Lightning ``.ckpt``: ``state_dict`` with keys prefixed ``model.`` and the TAPIR keyword
+  arguments in ``hyper_parameters["model"]``;
+* our ``.safetensors``: the TAPIR config as JSON in the metadata under ``tapir_config``
+  (a safetensors file without it is treated like a tapnet ``.pt``).
+
+Config inference for bare state_dicts: ``pyramid_level`` comes from the width of
+``torch_pips_mixer.linear.weight`` (388 + 49 * (pyramid_level + 2) inputs); ``extra_convs`` from the
+presence of ``extra_convs.*`` keys; ``softmax_temperature`` is 10.0 when extra convs are present
+(BootsTAPIR) and 20.0 otherwise (TAPIR); ``use_casual_conv`` cannot be seen in the weights (causal
+convs only pad differently), so it is True exactly when the file name contains "causal", as the
+official ``causal_*checkpoint.pt`` files do. Explicit overrides win over every inferred or stored value.
+
+Loading is always strict: a mismatch names the missing, unexpected and shape-mismatched keys.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from typing import Any, Callable, Mapping
+
+import torch
+
+from tapforge.errors import TapforgeError
+
+MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
+MIXER_BASE_INPUTS = 4 + 128 + 256
+LIGHTNING_PREFIX = "model."
+SAFETENSORS_CONFIG_KEY = "tapir_config"
+EXPORT_FORMATS = ("tapnet-pt", "safetensors", "onnx", "torchscript")
+ONNX_OPSET = 20  # GridSample-20 accepts the 5-D (volumetric) sampling TAPIR uses for query features
+
+
+def _tapir_class():
+    from tapir.model import TAPIR
+
+    return TAPIR
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> dict[str, Any]:
+    """TAPIR keyword arguments for a bare (official tapnet) state_dict; see the module docstring."""
+    if MIXER_INPUT_KEY not in state_dict:
+        raise TapforgeError(
+            f"checkpoint {os.fspath(path)!r} has no {MIXER_INPUT_KEY!r}, so it is not a TAPIR state_dict; "
+            "fix: pass a tapnet TAPIR/BootsTAPIR .pt, a tapforge .ckpt or a tapforge .safetensors file"
+        )
+    width = state_dict[MIXER_INPUT_KEY].shape[-1]
+    pyramid_level, remainder = divmod(width - MIXER_BASE_INPUTS, 49)
+    pyramid_level -= 2
+    if remainder or pyramid_level < 0:
+        raise TapforgeError(
+            f"{MIXER_INPUT_KEY} has {width} inputs, which matches no pyramid_level (388 + 49*(level+2)); "
+            "fix: use a checkpoint of the TAPIR architecture"
+        )
+    extra_convs = any(k.startswith("extra_convs.") for k in state_dict)
+    return {
+        "pyramid_level": int(pyramid_level),
+        "extra_convs": extra_convs,
+        "softmax_temperature": 10.0 if extra_convs else 20.0,
+        "use_casual_conv": "causal" in os.path.basename(os.fspath(path)).lower(),
+    }
+
+
+def _read_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    """(state_dict, stored config or None, format name) for any supported file."""
+    if not os.path.isfile(path):
+        raise TapforgeError(f"checkpoint {path!r} does not exist; fix: check the path")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if zipfile.is_zipfile(path) or head[:1] == b"\x80":
+        return _read_torch(path)
+    return _read_safetensors(path)
+
+
+def _read_torch(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if not path.endswith(".ckpt"):
+            raise TapforgeError(
+                f"{path!r} holds Python objects besides tensors and is not a .ckpt; fix: pass a plain state_dict "
+                "(tapforge export CKPT --to tapnet-pt) or rename a trusted Lightning checkpoint to .ckpt"
+            ) from None
+        # Lightning checkpoints may pickle hyper-parameter objects; .ckpt files are the user's own runs.
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise TapforgeError(f"cannot read checkpoint {path!r} ({type(err).__name__}: {err}); fix: re-download or re-export it") from None
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        state_dict = {
+            k[len(LIGHTNING_PREFIX):]: v for k, v in obj["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)
+        }
+        if not state_dict:
+            raise TapforgeError(
+                f"Lightning checkpoint {path!r} has no '{LIGHTNING_PREFIX}*' weights; "
+                "fix: pass a checkpoint written by tapforge train"
+            )
+        config = (obj.get("hyper_parameters") or {}).get("model")
+        if isinstance(config, Mapping) and "init_args" in config:
+            config = config["init_args"]
+        return state_dict, (dict(config) if isinstance(config, Mapping) else None), "lightning"
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj), None, "tapnet-pt"
+    raise TapforgeError(
+        f"{path!r} is neither a state_dict nor a Lightning checkpoint (it holds a {type(obj).__name__}); "
+        "fix: pass a tapnet .pt, a tapforge .ckpt or a .safetensors file"
+    )
+
+
+def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            state_dict = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise TapforgeError(
+            f"cannot read checkpoint {path!r}: not a torch or safetensors file ({err}); fix: re-download or re-export it"
+        ) from None
+    config = None
+    if SAFETENSORS_CONFIG_KEY in metadata:
+        try:
+            config = json.loads(metadata[SAFETENSORS_CONFIG_KEY])
+        except json.JSONDecodeError as err:
+            raise TapforgeError(f"{path!r}: metadata {SAFETENSORS_CONFIG_KEY!r} is not JSON ({err}); fix: re-export it") from None
+    return state_dict, config, "safetensors"
+
+
+def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
+    """``TAPIR(**config)`` with JSON lists turned back into tuples and unknown keys named."""
+    tapir_cls = _tapir_class()
+    accepted = inspect.signature(tapir_cls).parameters
+    unknown = sorted(set(config) - set(accepted))
+    if unknown:
+        raise TapforgeError(
+            f"checkpoint config has keys TAPIR does not take: {', '.join(unknown)}; "
+            "fix: the checkpoint was written by another version, re-export it with this one"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+    return tapir_cls(**kwargs)
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load with strict=True after naming every missing, unexpected and shape-mismatched key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state_dict))
+        if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    ]
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
+        if items:
+            shown = ", ".join(items[:6]) + (f" ... (+{len(items) - 6} more)" if len(items) > 6 else "")
+            problems.append(f"{len(items)} {label} keys: {shown}")
+    if problems:
+        config = getattr(model, "config", {})
+        raise TapforgeError(
+            f"{source} does not fit TAPIR({_format_config(config)}): " + "; ".join(problems)
+            + "; fix: pass the matching config overrides (e.g. pyramid_level, extra_convs) or a TAPIR checkpoint"
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _format_config(config: Mapping[str, Any]) -> str:
+    keys = ("pyramid_level", "extra_convs", "softmax_temperature", "use_casual_conv", "initial_resolution")
+    return ", ".join(f"{k}={config[k]!r}" for k in keys if k in config)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> torch.nn.Module:
+    """TAPIR in eval mode from a tapnet ``.pt``, tapforge ``.ckpt`` or ``.safetensors`` file.
+
+    ``overrides`` (TAPIR keyword arguments, e.g. ``softmax_temperature=10.0`` or
+    ``use_casual_conv=True``) replace stored or inferred config values.
+    """
+    path = os.fspath(path)
+    state_dict, config, kind = _read_file(path)
+    if config is None:
+        config = infer_config(state_dict, path)
+    config = {**config, **overrides}
+    model = build_model(config)
+    load_state_dict_strict(model, state_dict, source=f"{kind} checkpoint {path!r}")
+    return model.to(device).eval()
+
+
+def model_config(model: torch.nn.Module) -> dict[str, Any]:
+    """The model's constructor kwargs as JSON-ready values (tuples become lists)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping):
+        raise TypeError("model has no `config` dict of constructor kwargs")
+    return json.loads(json.dumps(dict(config)))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
+
+
+def save_tapnet_pt(model: torch.nn.Module, path: str | os.PathLike) -> str:
+    """A bare float32 state_dict that the official tapnet TAPIR loads with strict=True."""
+    state_dict = _cpu_state_dict(model)
+    return atomic_write(path, lambda tmp: torch.save(state_dict, tmp))
+
+
+def save_safetensors(model: torch.nn.Module, path: str | os.PathLike) -> str:
+    """A safetensors file with the TAPIR config as JSON in the metadata under ``tapir_config``."""
+    from safetensors.torch import save_file
+
+    from tapforge import __version__
+
+    metadata = {SAFETENSORS_CONFIG_KEY: json.dumps(model_config(model)), "producer": f"tapforge {__version__}"}
+    state_dict = _cpu_state_dict(model)
+    return atomic_write(path, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
+
+
+class TrackingGraph(torch.nn.Module):
+    """The exported computation: (video, query_points) -> tracks, occlusion, expected_dist, visibility.
+
+    video [1,T,H,W,3] float32 in [-1,1] at the model resolution; query_points [1,N,3] (t,y,x) in
+    its pixels. Outputs: tracks [1,N,T,2] (x,y), occlusion and expected_dist logits [1,N,T] and
+    visibility = (1 - sigmoid(occlusion)) * (1 - sigmoid(expected_dist)) [1,N,T] (visible > 0.5).
+    """
+
+    def __init__(self, model: torch.nn.Module, query_chunk_size: int):
+        super().__init__()
+        self.model = model
+        self.query_chunk_size = query_chunk_size
+
+    def forward(self, video: torch.Tensor, query_points: torch.Tensor):
+        out = self.model(video, query_points, is_training=False, query_chunk_size=self.query_chunk_size)
+        visibility = (1 - torch.sigmoid(out["occlusion"])) * (1 - torch.sigmoid(out["expected_dist"]))
+        return out["tracks"], out["occlusion"], out["expected_dist"], visibility
+
+
+class _ShapeGuard(torch.nn.Module):
+    """Refuses inputs of another shape than the traced one (a trace would silently misbehave)."""
+
+    def __init__(self, traced: torch.nn.Module, video_shape: list[int], query_shape: list[int]):
+        super().__init__()
+        self.traced = traced
+        self.video_shape = video_shape
+        self.query_shape = query_shape
+
+    def forward(self, video: torch.Tensor, query_points: torch.Tensor):
+        if list(video.shape) != self.video_shape or list(query_points.shape) != self.query_shape:
+            raise RuntimeError(
+                "this TorchScript TAPIR was exported for video " + str(self.video_shape) + " and query_points "
+                + str(self.query_shape) + "; re-export with tapforge export --frames/--num-queries for other shapes"
+            )
+        return self.traced(video, query_points)
+
+
+def example_inputs(model: torch.nn.Module, num_frames: int, num_queries: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random video in [-1,1] at the model resolution and queries inside it, for tracing and checks."""
+    height, width = model_config(model).get("initial_resolution", (256, 256))
+    gen = torch.Generator().manual_seed(seed)
+    video = torch.rand(1, num_frames, height, width, 3, generator=gen) * 2 - 1
+    t = torch.randint(0, num_frames, (1, num_queries, 1), generator=gen).float()
+    yx = torch.rand(1, num_queries, 2, generator=gen) * torch.tensor([height, width])
+    return video, torch.cat([t, yx], dim=-1)
+
+
+def _export_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A float32 CPU eval copy, so exporting leaves the caller's model where it was."""
+    return copy.deepcopy(model).float().cpu().eval()
+
+
+def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, num_frames: int, num_queries: int) -> str:
+    """Trace :class:`TrackingGraph` for video [1,num_frames,H,W,3] and num_queries queries (fixed shapes)."""
+    model = _export_copy(model)
+    video, queries = example_inputs(model, num_frames, num_queries)
+    graph = TrackingGraph(model, num_queries)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed by design
+        traced = torch.jit.trace(graph, (video, queries), check_trace=False)
+    guarded = torch.jit.script(_ShapeGuard(traced, list(video.shape), list(queries.shape)))
+    extra = {"tapir_config.json": json.dumps(model_config(model))}
+    return atomic_write(path, lambda tmp: torch.jit.save(guarded, tmp, _extra_files=extra))
+
+
+def _squeeze_symbolic(g, self, dim=None):
+    """ONNX Squeeze for ``tensor.squeeze(dim=(a, b))``, which the legacy exporter cannot convert."""
+    from torch.onnx import symbolic_helper
+
+    if dim is None:
+        return g.op("Squeeze", self)
+    dims = symbolic_helper._maybe_get_const(dim, "is")
+    axes = [dims] if isinstance(dims, int) else list(dims)
+    return g.op("Squeeze", self, g.op("Constant", value_t=torch.tensor(axes, dtype=torch.int64)))
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, num_frames: int, num_queries: int) -> str:
+    """ONNX (opset 20) of :class:`TrackingGraph` with fixed input shapes; config in the metadata."""
+    import onnx
+
+    model = _export_copy(model)
+    video, queries = example_inputs(model, num_frames, num_queries)
+    graph = TrackingGraph(model, num_queries)
+
+    def write(tmp: str) -> None:
+        torch.onnx.register_custom_op_symbolic("aten::squeeze", _squeeze_symbolic, ONNX_OPSET)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer and legacy-exporter notices; shapes are fixed
+                torch.onnx.export(
+                    graph, (video, queries), tmp, dynamo=False, opset_version=ONNX_OPSET,
+                    input_names=["video", "query_points"],
+                    output_names=["tracks", "occlusion", "expected_dist", "visibility"],
+                )
+        finally:
+            torch.onnx.unregister_custom_op_symbolic("aten::squeeze", ONNX_OPSET)
+        proto = onnx.load(tmp)
+        for key, value in (
+            (SAFETENSORS_CONFIG_KEY, json.dumps(model_config(model))),
+            ("inputs", "video [1,T,H,W,3] float32 in [-1,1]; query_points [1,N,3] (t,y,x) pixels"),
+        ):
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, tmp)
+
+    return atomic_write(path, write)
