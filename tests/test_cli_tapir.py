@@ -1,0 +1,138 @@
+"""`tapforge track`, `tapforge eval` and `tapforge export` end to end on data made here."""
+
+import csv
+import json
+import pickle
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+
+from tapforge.cli import main as tapforge
+from tapir import TAPIR
+from tapir import checkpoint as ck
+from tapir.video import read_video
+
+NUM_FRAMES, HEIGHT, WIDTH = 6, 48, 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint_file(tmp_path_factory):
+    """A randomly initialised TAPIR at 64x64, as a safetensors checkpoint."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return str(ck.save_safetensors(TAPIR(initial_resolution=(64, 64)), path))
+
+
+@pytest.fixture(scope="module")
+def video_file(tmp_path_factory):
+    """An mp4 of a textured square moving right over a noisy background."""
+    rng = np.random.default_rng(0)
+    background = rng.integers(0, 80, (HEIGHT, WIDTH, 3), dtype=np.uint8)
+    texture = rng.integers(120, 256, (16, 16, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("video") / "square.mp4"
+    writer = imageio_ffmpeg.write_frames(str(path), (WIDTH, HEIGHT), fps=10, macro_block_size=1, ffmpeg_log_level="error")
+    writer.send(None)
+    for t in range(NUM_FRAMES):
+        frame = background.copy()
+        frame[16:32, 4 + 6 * t : 20 + 6 * t] = texture
+        writer.send(frame)
+    writer.close()
+    return str(path)
+
+
+def test_track_writes_overlay_and_tracks(tmp_path, checkpoint_file, video_file, capsys):
+    out, save = tmp_path / "overlay.mp4", tmp_path / "tracks.npz"
+    rc = tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--grid", "3", "--out", str(out), "--save", str(save)])
+    assert rc == 0, capsys.readouterr().err
+    frames, fps = read_video(out)
+    assert frames.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and fps == pytest.approx(10)
+    with np.load(save) as data:
+        assert data["tracks"].shape == (9, NUM_FRAMES, 2) and data["occluded"].shape == (9, NUM_FRAMES)
+        assert data["occluded"].dtype == bool and data["queries"].shape == (9, 3)
+        assert np.isfinite(data["tracks"]).all() and int(data["height"]) == HEIGHT and int(data["width"]) == WIDTH
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_track_points_csv_in_either_column_order(tmp_path, checkpoint_file, video_file):
+    points = tmp_path / "points.csv"
+    points.write_text("t,y,x\n0,24,12\n2,20,30\n")  # same columns, other order than the docs' t,x,y
+    save = tmp_path / "tracks.csv"
+    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(points), "--save", str(save)]) == 0
+    with open(save) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * NUM_FRAMES and set(rows[0]) == {"point", "frame", "x", "y", "occluded", "visibility"}
+    npz = tmp_path / "q.npz"
+    np.savez(npz, queries=np.array([[2, 20, 30], [0, 24, 12]], np.float32))
+    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(npz), "--save", str(tmp_path / "b.npz")]) == 0
+    with np.load(tmp_path / "b.npz") as data:
+        np.testing.assert_array_equal(data["queries"], [[2, 20, 30], [0, 24, 12]])
+
+
+def test_track_errors_are_one_clear_line(tmp_path, checkpoint_file, video_file, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 500)
+    assert tapforge(["track", str(broken), "--checkpoint", checkpoint_file, "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "cannot decode video" in capsys.readouterr().err
+
+    points = tmp_path / "far.csv"
+    points.write_text("t,x,y\n0,10,10\n1,500,10\n9,10,10\n")
+    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(points), "--out", str(tmp_path / "o.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "2 query point(s) lie outside" in err and "#1 " in err and "#2 " in err and "#0 " not in err
+
+    state = ck.load_model(checkpoint_file).state_dict()
+    state.pop("torch_pips_mixer.linear.bias")
+    torch.save(state, tmp_path / "wrong.pt")
+    assert tapforge(["track", video_file, "--checkpoint", str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "missing keys: torch_pips_mixer.linear.bias" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+    headerless = tmp_path / "headerless.csv"
+    headerless.write_text("0,10,10\n")
+    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(headerless), "--save", str(tmp_path / "t.npz")]) == 2
+    assert "header" in capsys.readouterr().err
+
+
+def test_eval_scores_model_and_stay_put(tmp_path, checkpoint_file, capsys):
+    rng = np.random.default_rng(1)
+    davis = {}
+    for name in ("bear", "car"):
+        start = rng.uniform(0.2, 0.6, (3, 1, 2))
+        points = (start + np.linspace(0, 0.2, 4)[None, :, None]).astype(np.float32)
+        davis[name] = {
+            "video": rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8),
+            "points": points,
+            "occluded": np.zeros((3, 4), bool),
+        }
+    with open(tmp_path / "davis.pkl", "wb") as f:
+        pickle.dump(davis, f)
+    out = tmp_path / "metrics.json"
+    args = ["eval", "--checkpoint", checkpoint_file, "--tapvid-davis", str(tmp_path / "davis.pkl"), "--json", str(out)]
+    assert tapforge(args + ["--query-mode", "strided"]) == 0
+    printed = capsys.readouterr().out
+    assert "stay-put" in printed and "model" in printed and "AJ" in printed
+    report = json.loads(out.read_text())["datasets"]["tapvid_davis"]
+    assert report["num_videos"] == 2 and report["videos"] == ["bear", "car"] and report["query_mode"] == "strided"
+    for method in ("model", "stay_put"):
+        assert 0.0 <= report[method]["mean"]["average_jaccard"] <= 1.0
+        assert len(report[method]["per_video"]["occlusion_accuracy"]) == 2
+    # every point moves 0.2 * 256 / 3 = 17 px per frame, so staying put is never within 16 px after the query
+    assert report["stay_put"]["mean"]["pts_within_16"] == 0.0 and report["stay_put"]["mean"]["occlusion_accuracy"] == 1.0
+    assert tapforge(["eval", "--checkpoint", checkpoint_file]) == 2
+    assert "no dataset given" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt,name", [("tapnet-pt", "out.pt"), ("safetensors", "out.safetensors")])
+def test_export_weights(tmp_path, checkpoint_file, fmt, name, capsys):
+    out = tmp_path / name
+    assert tapforge(["export", checkpoint_file, "--to", fmt, "--out", str(out)]) == 0
+    assert "max |exported - pytorch| = 0.00e+00" in capsys.readouterr().out
+    original = ck.load_model(checkpoint_file)
+    overrides = {"initial_resolution": (64, 64)} if fmt == "tapnet-pt" else {}
+    reloaded = ck.load_model(out, **overrides)
+    assert reloaded.config == original.config
+    assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), reloaded.state_dict().values()))
+    assert tapforge(["export", str(tmp_path / "nope.pt"), "--to", fmt, "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
