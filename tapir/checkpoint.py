@@ -303,10 +303,11 @@ def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, num_fram
     graph = TrackingGraph(model, num_queries)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed by design
+        warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what this format asks for
         traced = torch.jit.trace(graph, (video, queries), check_trace=False)
-    guarded = torch.jit.script(_ShapeGuard(traced, list(video.shape), list(queries.shape)))
-    extra = {"tapir_config.json": json.dumps(model_config(model))}
-    return atomic_write(path, lambda tmp: torch.jit.save(guarded, tmp, _extra_files=extra))
+        guarded = torch.jit.script(_ShapeGuard(traced, list(video.shape), list(queries.shape)))
+        extra = {"tapir_config.json": json.dumps(model_config(model))}
+        return atomic_write(path, lambda tmp: torch.jit.save(guarded, tmp, _extra_files=extra))
 
 
 def _squeeze_symbolic(g, self, dim=None):

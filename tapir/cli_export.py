@@ -5,7 +5,8 @@
 ONNX and TorchScript hold the traced graph for one input shape: video [1,T,H,W,3] float32 in
 [-1,1] at the model resolution and query_points [1,N,3] (t,y,x) pixels; outputs tracks,
 occlusion, expected_dist and visibility. After exporting, the file is loaded back and run against
-PyTorch on a random input, and the largest difference is printed (--no-verify skips this).
+PyTorch on a random input and the largest difference is printed; more than 1e-3 (ONNX,
+TorchScript) or any difference (weights) is an error. --no-verify skips this.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import torch
 
 from tapforge.errors import TapforgeError
 from tapir import checkpoint
+
+GRAPH_TOLERANCE = 1e-3
+"""Largest accepted difference between an ONNX/TorchScript file and PyTorch (pixels or logits)."""
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapforge export", description="Export a TAPIR checkpoint to another format.")
@@ -83,5 +87,11 @@ def main(argv: list[str]) -> int:
     print(f"wrote {args.out} ({args.to}, {os.path.getsize(args.out) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
     if not args.no_verify:
         diff = verify_export(model, args.out, args.to, args.frames, args.num_queries)
+        tolerance = GRAPH_TOLERANCE if args.to in ("onnx", "torchscript") else 0.0
+        if not diff <= tolerance:
+            raise TapforgeError(
+                f"{args.out} was written but differs from PyTorch by {diff:.2e} (more than {tolerance:g}); "
+                "fix: do not use it, and report this with the checkpoint and command"
+            )
         print(f"verified: max |exported - pytorch| = {diff:.2e}")
     return 0

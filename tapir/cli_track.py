@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", help="tracks to write (.npz or .csv)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="model input size (default: the model's)")
+    p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="resize frames to H W before tracking (multiples of 8; default the model's initial resolution; larger sizes add refinement at that size)")
     p.add_argument("--query-chunk-size", type=int, default=64, help="queries per cost-volume chunk (memory)")
     p.add_argument("--fps", type=float, help="overlay frame rate (default: the video's)")
     p.add_argument("--trail", type=int, default=8, help="frames of trail drawn behind each point (default 8)")

@@ -42,6 +42,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TapforgeError("device cuda was asked for but torch sees no GPU; fix: pass --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TapforgeError(f"there is no {device}: torch sees {torch.cuda.device_count()} GPU(s); fix: pick cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return device
 
 

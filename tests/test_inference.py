@@ -102,6 +102,6 @@ def test_real_tapir_tracks_a_tiny_video():
     assert result.tracks.shape == (3, 3, 2) and result.occluded.shape == (3, 3)
     assert np.isfinite(result.tracks).all() and ((result.visibility >= 0) & (result.visibility <= 1)).all()
     # chunking queries does not change the answer
-    again = Tracker(model, device="cpu", query_chunk_size=64, query_batch_size=1).track(frames, queries)
+    again = Tracker(model, device="cpu", query_chunk_size=64, query_batch_size=2).track(frames, queries)
     np.testing.assert_allclose(again.tracks, result.tracks, atol=1e-3)
     np.testing.assert_array_equal(again.occluded, result.occluded)
