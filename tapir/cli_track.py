@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import os
 import time
 import zipfile
@@ -61,16 +60,21 @@ def read_points(path: str) -> np.ndarray:
         try:
             with np.load(path) as data:
                 if "queries" in data:
-                    return np.asarray(data["queries"], dtype=np.float64).reshape(-1, 3)
-                if all(k in data for k in "txy"):
-                    return np.stack([np.ravel(data[k]) for k in "tyx"], axis=-1).astype(np.float64)
-                keys = ", ".join(data.files)
+                    queries = np.asarray(data["queries"], dtype=np.float64)
+                elif all(k in data for k in "txy") and len({np.size(data[k]) for k in "txy"}) == 1:
+                    queries = np.stack([np.ravel(data[k]) for k in "tyx"], axis=-1).astype(np.float64)
+                else:
+                    queries = None
+                keys = ", ".join(f"{k} {data[k].shape}" for k in data.files)
         except (OSError, ValueError, zipfile.BadZipFile) as err:
             raise TapforgeError(f"cannot read points file {path!r} ({err}); fix: write it with numpy.savez") from None
-        raise TapforgeError(f"{path!r} holds {keys or 'nothing'}; fix: store 'queries' [N,3] as (t,y,x) or arrays t, x, y")
-    with open(path, newline="") as f:
-        text = f.read()
-    rows = list(csv.reader(io.StringIO(text)))
+        if queries is None or queries.ndim != 2 or queries.shape[1] != 3:
+            raise TapforgeError(
+                f"{path!r} holds {keys or 'nothing'}; fix: store 'queries' [N,3] as (t,y,x) or equal-length arrays t, x, y"
+            )
+        return queries
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
     rows = [r for r in rows if any(c.strip() for c in r)]
     header = [c.strip().lower() for c in rows[0]] if rows else []
     if not all(k in header for k in "txy"):
