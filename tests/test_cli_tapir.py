@@ -94,6 +94,11 @@ def test_track_errors_are_one_clear_line(tmp_path, checkpoint_file, video_file, 
     assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(headerless), "--save", str(tmp_path / "t.npz")]) == 2
     assert "header" in capsys.readouterr().err
 
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, queries=np.zeros((6, 2)))  # 12 numbers must not be reshaped into 4 queries
+    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(flat), "--save", str(tmp_path / "t.npz")]) == 2
+    assert "queries (6, 2)" in capsys.readouterr().err
+
 
 def test_eval_scores_model_and_stay_put(tmp_path, checkpoint_file, capsys):
     rng = np.random.default_rng(1)
