@@ -1,4 +1,5 @@
-"""Ground-truth benchmark: milliseconds per clip for 2048 tracks x 24 frames at 256x256, on real passes.
+"""Ground-truth benchmark: milliseconds per clip for 2048 tracks x 24 frames at 256x256, on real passes,
+and the agreement of the tracks with the renderer's segmentation, position and vector passes.
 
     python bench/gt.py [--tracks 2048] [--frames 24] [--resolution 256] [--repeats 20]
 """
@@ -11,6 +12,7 @@ import time
 import numpy as np
 
 from synth.config import load_config
+from synth.gt_check import render_pass_agreement
 from synth.pipeline import SceneRenderer
 from synth.recipe import intrinsics, look_at_matrices, sample_scene
 from synth.tracks import compute_tracks
@@ -40,6 +42,8 @@ def main() -> None:
     print(f"ground truth: {args.tracks} tracks x {args.frames} frames at {args.resolution}x{args.resolution}: "
           f"median {1000 * statistics.median(times):.1f} ms/clip (min {1000 * min(times):.1f}, "
           f"{args.repeats} repeats); visible fraction {1 - gt.occluded.mean():.2f}")
+    figures = render_pass_agreement(clip, renderer.last_passes)
+    print("agreement with the render passes: " + ", ".join(f"{k} {v:.4g}" for k, v in figures.items()))
 
 
 if __name__ == "__main__":

@@ -5,19 +5,6 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _visible(clip):
-    n, t = np.nonzero(~clip.occluded)
-    x = np.floor(clip.tracks[n, t, 0]).astype(int)
-    y = np.floor(clip.tracks[n, t, 1]).astype(int)
-    return n, t, y, x
-
-
-def _camera_points(passes, clip):
-    """The position pass in OpenCV camera coordinates, [T,H,W,3]."""
-    w2c = np.array(clip.camera["world_to_cam_opencv"])
-    return np.einsum("tij,thwj->thwi", w2c[:, :3, :3], passes["position"]) + w2c[:, None, None, :3, 3]
-
-
 def test_query_points_project_to_the_pixel_centre_they_were_sampled_from(rendered_scene):
     clip = rendered_scene["clip"]
     t = clip.query[:, 0].astype(int)
@@ -26,63 +13,33 @@ def test_query_points_project_to_the_pixel_centre_they_were_sampled_from(rendere
     assert not clip.occluded[np.arange(clip.num_tracks), t].any()
 
 
-def test_segmentation_shows_the_tracked_object_at_visible_points(rendered_scene):
-    clip, passes = rendered_scene["clip"], rendered_scene["passes"]
-    n, t, y, x = _visible(clip)
-    match = (passes["object_index"][t, y, x] == clip.object_ids[n]).mean()
-    print(f"visible points whose segmentation matches: {match:.4f} of {len(n)}")
-    assert len(n) > 500 and match > 0.9
+@pytest.fixture(scope="module")
+def agreement(rendered_scene):
+    from synth.gt_check import render_pass_agreement
+
+    figures = render_pass_agreement(rendered_scene["clip"], rendered_scene["passes"])
+    print(figures)
+    return figures
 
 
-def test_position_pass_shows_the_tracked_3d_point_at_visible_points(rendered_scene):
-    clip, passes = rendered_scene["clip"], rendered_scene["passes"]
-    n, t, y, x = _visible(clip)
-    surface = _camera_points(passes, clip)[t, y, x]
-    same_object = passes["object_index"][t, y, x] == clip.object_ids[n]
-    error = np.linalg.norm(surface - clip.tracks_3d[n, t], axis=-1)[same_object]
-    depth = clip.tracks_3d[n, t, 2][same_object]
+def test_segmentation_shows_the_tracked_object_at_visible_points(agreement):
+    assert agreement["visible_points"] > 500 and agreement["visible_segmentation_match"] > 0.9
+
+
+def test_position_pass_shows_the_tracked_3d_point_at_visible_points(agreement):
     # the pixel centre lies within half a pixel of the point: its surface point is within ~1 pixel footprint
-    pixel_footprint = depth / np.array(clip.camera["K"])[0, 0]
-    assert np.median(error / pixel_footprint) < 1.0
+    assert agreement["visible_position_error_px"] < 1.0
 
 
-def test_hidden_points_in_frame_really_are_behind_something(rendered_scene):
-    clip, passes = rendered_scene["clip"], rendered_scene["passes"]
-    h, w = clip.video.shape[1:3]
-    xy = clip.tracks
-    z = clip.tracks_3d[..., 2]
-    in_frame = (xy[..., 0] >= 0) & (xy[..., 0] < w) & (xy[..., 1] >= 0) & (xy[..., 1] < h) & (z > 0)
-    n, t = np.nonzero(clip.occluded & in_frame)
-    assert len(n) > 20
-    x = np.floor(xy[n, t, 0]).astype(int)
-    y = np.floor(xy[n, t, 1]).astype(int)
-    surface_depth = _camera_points(passes, clip)[t, y, x, 2]
-    sky = passes["depth_z"][t, y, x] > 1e9
-    same_object = passes["object_index"][t, y, x] == clip.object_ids[n]
-    point_depth = z[n, t]
-    # the pixel shows another object, or a surface nearer than the point: hidden by an occluder
-    occluder = ~same_object | (~sky & (surface_depth < point_depth * 0.99))
-    # the pixel shows this very object at this very depth: a hidden point that is plainly visible (an error)
-    plainly_visible = same_object & (np.abs(surface_depth - point_depth) <= 0.01 * point_depth)
-    print(f"hidden in-frame points: {len(n)}; covered by an occluder {occluder.mean():.4f}; "
-          f"plainly visible {plainly_visible.mean():.4f} (the rest face away at silhouettes)")
-    assert plainly_visible.mean() < 0.05
-    assert occluder.mean() > 0.6
+def test_hidden_points_in_frame_really_are_behind_something(agreement):
+    assert agreement["hidden_in_frame_points"] > 20
+    assert agreement["hidden_plainly_visible"] < 0.05  # hardly any hidden point is plainly in view
+    assert agreement["hidden_covered"] > 0.6  # the rest face away at silhouettes
 
 
-def test_forward_flow_of_the_vector_pass_agrees_with_track_motion(rendered_scene):
-    clip, passes = rendered_scene["clip"], rendered_scene["passes"]
-    n, t, y, x = _visible(clip)
-    keep = (t < clip.num_frames - 1)
-    n, t, y, x = n[keep], t[keep], y[keep], x[keep]
-    keep = ~clip.occluded[n, t + 1] & (passes["object_index"][t, y, x] == clip.object_ids[n])
-    n, t, y, x = n[keep], t[keep], y[keep], x[keep]
-    motion = clip.tracks[n, t + 1] - clip.tracks[n, t]
-    vector = passes["vector"][t, y, x]
-    flow = np.stack([-vector[:, 2], vector[:, 3]], -1)  # Blender 5: forward flow = (-Z, +W)
-    error = np.linalg.norm(flow - motion, axis=-1)
-    assert np.abs(motion).max() > 0.1  # the camera or objects move
-    assert np.median(error) < 0.1, np.median(error)
+def test_forward_flow_of_the_vector_pass_agrees_with_track_motion(agreement):
+    assert agreement["median_motion_px"] > 0.05  # the camera or objects move
+    assert agreement["flow_error_px"] < 0.1
 
 
 def test_object_coordinates_aov_is_written_and_matches_the_poses(rendered_scene):

@@ -1,0 +1,63 @@
+"""How well ground-truth tracks agree with the renderer's own passes (used by tests and bench/gt.py).
+
+The tracks come from poses and the camera; the passes come from Cycles. At the pixel under each point:
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from synth.schema import Clip
+
+
+def _camera_points(passes: dict, clip: Clip) -> np.ndarray:
+    """The position pass in OpenCV camera coordinates, [T,H,W,3]."""
+    w2c = np.array(clip.camera["world_to_cam_opencv"])
+    return np.einsum("tij,thwj->thwi", w2c[:, :3, :3], passes["position"]) + w2c[:, None, None, :3, 3]
+
+
+def render_pass_agreement(clip: Clip, passes: dict) -> dict[str, float]:
+    """Fractions measured at the pixel containing each track point.
+
+    - ``visible_segmentation_match``: visible points whose segmentation pass shows the tracked object;
+    - ``visible_position_error_px``: median distance between the position pass and the tracked 3D point,
+      in pixel footprints at the point's depth (visible points on their own object);
+    - ``hidden_covered``: hidden in-frame points where another object or a nearer surface is shown;
+    - ``hidden_plainly_visible``: hidden in-frame points where the pass shows this object at this very depth
+      (within 1%), i.e. ground truth that wrongly hides a point;
+    - ``flow_error_px``: median |vector-pass forward flow - track motion| at visible points.
+    """
+    height, width = clip.video.shape[1:3]
+    xy, z = clip.tracks, clip.tracks_3d[..., 2]
+    surface = _camera_points(passes, clip)
+    seg = passes["object_index"]
+    fx = np.array(clip.camera["K"])[0, 0]
+
+    n, t = np.nonzero(~clip.occluded)
+    x, y = np.floor(xy[n, t, 0]).astype(int), np.floor(xy[n, t, 1]).astype(int)
+    same = seg[t, y, x] == clip.object_ids[n]
+    error = np.linalg.norm(surface[t, y, x] - clip.tracks_3d[n, t], axis=-1) / (z[n, t] / fx)
+
+    moving = same & (t < clip.num_frames - 1)
+    nm, tm, ym, xm = n[moving], t[moving], y[moving], x[moving]
+    both = ~clip.occluded[nm, tm + 1]
+    motion = clip.tracks[nm, tm + 1] - clip.tracks[nm, tm]
+    vector = passes["vector"][tm, ym, xm]
+    flow = np.stack([-vector[:, 2], vector[:, 3]], -1)  # Blender 5: forward flow = (-Z, +W)
+    flow_error = np.linalg.norm(flow - motion, axis=-1)[both]
+
+    in_frame = (xy[..., 0] >= 0) & (xy[..., 0] < width) & (xy[..., 1] >= 0) & (xy[..., 1] < height) & (z > 0)
+    hn, ht = np.nonzero(clip.occluded & in_frame)
+    hx, hy = np.floor(xy[hn, ht, 0]).astype(int), np.floor(xy[hn, ht, 1]).astype(int)
+    depth = surface[ht, hy, hx, 2]
+    sky = passes["depth_z"][ht, hy, hx] > 1e9
+    hidden_same = seg[ht, hy, hx] == clip.object_ids[hn]
+    point_depth = z[hn, ht]
+    covered = ~hidden_same | (~sky & (depth < point_depth * 0.99))
+    plainly_visible = hidden_same & (np.abs(depth - point_depth) <= 0.01 * point_depth)
+    return {
+        "visible_points": float(len(n)), "visible_segmentation_match": float(same.mean()),
+        "visible_position_error_px": float(np.median(error[same])),
+        "hidden_in_frame_points": float(len(hn)), "hidden_covered": float(covered.mean()),
+        "hidden_plainly_visible": float(plainly_visible.mean()),
+        "flow_error_px": float(np.median(flow_error)), "median_motion_px": float(np.median(np.abs(motion[both]))),
+    }
