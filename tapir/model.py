@@ -183,7 +183,8 @@ class TAPIR(nn.Module):
           query_chunk_size: queries processed together (default 32 in training, 64 otherwise).
           refinement_resolutions: (height, width) per refinement stage; default log-spaced from
             ``initial_resolution`` up to the video size.
-          frame_chunk_size: frames per cost-volume / correlation step (default: sized to memory).
+          frame_chunk_size: frames per cost-volume step (default: sized to bound memory); with
+            ``query_chunk_size`` it bounds the memory of long videos with many queries.
 
         Returns:
           ``tracks`` [B, N, T, 2] (x, y) pixels, ``occlusion`` and ``expected_dist`` logits

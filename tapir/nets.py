@@ -89,8 +89,9 @@ def sample_query_features(grid: torch.Tensor, positions: torch.Tensor) -> torch.
     (y, x) are raster coordinates in grid cells and t is a frame index; positions outside the grid
     are clamped to its border. Returns [B, N, C].
     """
-    x = grid.permute(0, 4, 1, 2, 3)
-    y = positions[:, :, None, None, :].float()
+    dtype = torch.promote_types(grid.dtype, torch.float32)  # sub-pixel positions need >= fp32
+    x = grid.permute(0, 4, 1, 2, 3).to(dtype)
+    y = positions[:, :, None, None, :].to(dtype)
     y = y + torch.tensor([0.5, 0.0, 0.0], device=y.device)
     y = 2 * (y / torch.tensor(x.shape[2:], device=y.device)) - 1
     y = torch.flip(y, dims=(-1,))
@@ -289,7 +290,7 @@ class PIPsConvBlock(nn.Module):
         if causal:
             new_history = (torch.cat([hist1, h], dim=1)[:, -(k - 1) :], torch.cat([hist2, up], dim=1)[:, -(k - 1) :])
         up = temporal_depthwise_conv(up, self.mlp1_up_1.weight, self.mlp1_up_1.bias, causal, hist2)
-        x = x + up.view(m_, t, c, 4).sum(dim=-1)
+        x = x + (up[..., 0::4] + up[..., 1::4] + up[..., 2::4] + up[..., 3::4])
         x = x + self.conv_channels_mixer(self.layer_norm_1(x))
         return x, new_history
 

@@ -1,0 +1,157 @@
+"""Benchmark the TAPIR model: forward and forward+backward time, optionally against official tapnet.
+
+    python bench/model.py                                # 24 frames, 256x256, 256 queries, CPU fp32
+    python bench/model.py --train --bf16 --compile       # also a training step, bf16 autocast, compiled mixer
+    python bench/model.py --official-path ~/src/tapnet   # side by side with tapnet/torch (needs einshape, dm-tree)
+
+Prints medians over ``--repeats`` runs (after one warm-up) and, with ``--official-path``, the
+speed ratio and the largest output differences on identical random weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tapir import TAPIR
+from tapir.losses import tapir_loss
+
+CONFIGS = {
+    "tapir": dict(pyramid_level=0, extra_convs=False),
+    "bootstapir": dict(pyramid_level=1, extra_convs=True, softmax_temperature=10.0),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=sorted(CONFIGS), default="tapir")
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--size", type=int, default=256, help="square frame side (pixels)")
+    parser.add_argument("--queries", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--train", action="store_true", help="also time forward + loss + backward")
+    parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
+    parser.add_argument("--compile", action="store_true", help="also time with the mixer torch.compile'd")
+    parser.add_argument("--official-path", type=Path, default=None, help="tapnet checkout to compare against")
+    return parser.parse_args(argv)
+
+
+def make_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    t, s, n = args.frames, args.size, args.queries
+    coarse = torch.rand(t, 3, s // 16, s // 16, generator=gen)
+    video = torch.nn.functional.interpolate(coarse, size=(s, s), mode="bilinear").permute(0, 2, 3, 1)[None] * 2 - 1
+    queries = torch.cat([torch.randint(0, t, (1, n, 1), generator=gen).float(), torch.rand(1, n, 2, generator=gen) * s], -1)
+    target = torch.rand(1, n, t, 2, generator=gen) * s
+    occluded = torch.rand(1, n, t, generator=gen) < 0.2
+    return tuple(x.to(args.device) for x in (video, queries, target, occluded))
+
+
+def timed(fn, repeats: int, device: str) -> tuple[float, object]:
+    result = fn()  # warm-up (and compilation)
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def load_official(path: Path):
+    root = path.resolve()
+    if (root / "tapir_model.py").exists():
+        root = root.parent.parent
+    sys.path.insert(0, str(root))
+    return importlib.import_module("tapnet.torch.tapir_model")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    video, queries, target, occluded = make_inputs(args)
+    image_size = (args.size, args.size)
+    kwargs = dict(CONFIGS[args.config], initial_resolution=image_size)
+    torch.manual_seed(0)
+    model = TAPIR(**kwargs).to(device).eval()
+    print(
+        f"TAPIR {args.config}: {args.frames} frames {args.size}x{args.size}, {args.queries} queries, device {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+
+    def forward(m, autocast_dtype=None):
+        ctx = torch.autocast(device.split(":")[0], dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            return m(video, queries)
+
+    def train_step(m, **kw):
+        m.zero_grad(set_to_none=True)
+        out = m(video, queries, is_training=True, **kw)
+        loss, _ = tapir_loss(out, target, occluded, image_size)
+        loss.backward()
+        return loss.detach()
+
+    results = {}
+    results["forward fp32"], ours_out = timed(lambda: forward(model), args.repeats, device)
+    print(f"forward fp32             median {results['forward fp32']:.3f} s")
+    if args.bf16:
+        results["forward bf16"], bf16_out = timed(lambda: forward(model, torch.bfloat16), args.repeats, device)
+        drift = (bf16_out["tracks"].float() - ours_out["tracks"]).abs().median().item()
+        print(f"forward bf16 autocast    median {results['forward bf16']:.3f} s  (median |tracks - fp32| {drift:.3f} px)")
+    if args.train:
+        model.train()
+        results["train fp32"], _ = timed(lambda: train_step(model), args.repeats, device)
+        print(f"forward+backward fp32    median {results['train fp32']:.3f} s  (query chunk 32, JAX stop-gradients)")
+        model.eval()
+    if args.compile:
+        compiled = TAPIR(**kwargs).to(device).eval()
+        compiled.load_state_dict(model.state_dict())
+        compiled.torch_pips_mixer.compile()
+        try:
+            results["forward compiled"], comp_out = timed(lambda: forward(compiled), args.repeats, device)
+        except Exception as err:  # compilers are optional: report and carry on
+            print(f"torch.compile unavailable here: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        else:
+            diff = (comp_out["tracks"] - ours_out["tracks"]).abs().max().item()
+            print(f"forward compiled mixer   median {results['forward compiled']:.3f} s  (max |tracks diff| {diff:.2e} px)")
+
+    if args.official_path is not None:
+        official_module = load_official(args.official_path)
+        official = official_module.TAPIR(**kwargs).to(device).eval()
+        official.load_state_dict(model.state_dict(), strict=True)
+
+        def official_forward():
+            with torch.no_grad():
+                return official(video, queries, query_chunk_size=64)
+
+        t_official, official_out = timed(official_forward, args.repeats, device)
+        print(f"official forward fp32    median {t_official:.3f} s  -> ours is {t_official / results['forward fp32']:.2f}x faster")
+        for key in ("tracks", "occlusion", "expected_dist"):
+            diff = (official_out[key] - ours_out[key]).abs().max().item()
+            print(f"  max |{key} diff| {diff:.2e}")
+        if args.train:
+            official.train()
+            t_official_train, _ = timed(lambda: train_step(official, query_chunk_size=64), args.repeats, device)
+            print(
+                f"official forward+backward median {t_official_train:.3f} s -> ours is "
+                f"{t_official_train / results['train fp32']:.2f}x faster (official: detached soft argmax, no stop-gradients)"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
