@@ -2,7 +2,7 @@
 
 Every validation sample is one video in one query mode, batched as the official evaluation does
 (batch of one): ``video`` [1,T,H,W,3], ``query_points`` [1,Q,3] (t,y,x), ``target_points``
-[1,Q,T,2] (x,y), ``occluded`` [1,Q,T], plus ``set`` (e.g. ``davis_first``) and ``name``.
+[1,Q,T,2] (x,y), ``occluded`` [1,Q,T], plus ``set`` (e.g. ``davis_first``), ``mode`` and ``name``.
 Videos are dealt out to ranks and loader workers round-robin, so each video is scored exactly
 once; per-video metrics are summed per set and the sums reduced over ranks before dividing, which
 gives the official benchmark number (the mean over videos) however the videos were split.
@@ -61,12 +61,12 @@ def _mine(index: int, rank: int, world_size: int) -> bool:
     return index % (world_size * num_workers) == rank * num_workers + worker
 
 
-def _as_batch(sample: dict, set_name: str, name: str) -> dict:
+def _as_batch(sample: dict, set_name: str, mode: str, name: str) -> dict:
     batch = {k: torch.from_numpy(np.ascontiguousarray(sample[k])) for k in ("video", "query_points", "target_points")}
     batch["query_points"] = batch["query_points"].float()
     batch["target_points"] = batch["target_points"].float()
     batch["occluded"] = torch.from_numpy(np.asarray(sample["occluded"], dtype=bool))
-    batch.update(split="eval", set=set_name, name=name)
+    batch.update(split="eval", set=set_name, mode=mode, name=name)
     return batch
 
 
@@ -103,7 +103,7 @@ class TapVidEvalSet(IterableDataset):
                 if _mine(index, self.rank, self.world_size):
                     for mode in self.query_modes:
                         sample = tapvid.convert_example(example, mode, self.resolution, name=video_name)
-                        yield _as_batch(sample, f"{self.name}_{mode}", video_name)
+                        yield _as_batch(sample, f"{self.name}_{mode}", mode, video_name)
                 index += 1
 
 
@@ -164,7 +164,7 @@ class SyntheticEvalSet(IterableDataset):
             for mode in self.query_modes:
                 if mode == "first" or np.any(~occluded[:, ::5]):
                     sample_out = queries_for_mode(occluded, tracks, video, mode)
-                    yield _as_batch(sample_out, f"{self.name}_{mode}", clip.key)
+                    yield _as_batch(sample_out, f"{self.name}_{mode}", mode, clip.key)
 
 
 class MetricAccumulator:

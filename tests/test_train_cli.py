@@ -1,0 +1,132 @@
+"""`tapforge train` end to end on CPU: fit with validation, checkpoints, resume, config errors."""
+import csv
+import glob
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tapforge.errors import TapforgeError
+from tapir.checkpoint import load_model
+from train.cli import main
+from train.optim import warmup_cosine
+from train.procedural import write_shards
+
+torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml")
+
+
+def tiny_config(tmp, train, val, davis):
+    """cpu_smoke.yaml shrunk to seconds: 32x32, 4 frames, a one-block TAPIR."""
+    config = {
+        "trainer": {"max_steps": 4, "default_root_dir": str(tmp / "run"), "log_every_n_steps": 1,
+                    "limit_val_batches": 8, "enable_progress_bar": False},
+        "model": {"model": {"initial_resolution": [32, 32], "mixer_hidden_dim": 32, "num_mixer_blocks": 1,
+                            "blocks_per_group": [1, 1, 1, 1], "num_pips_iter": 1},
+                  "warmup_steps": 2},
+        "data": {"train_shards": train, "val_shards": val, "tapvid": {"davis": davis, "kinetics": str(tmp / "absent")},
+                 "batch_size": 2, "num_frames": 4, "num_queries": 8, "resolution": [32, 32], "epoch_length": 2,
+                 "num_workers": 0, "val_num_workers": 0, "val_max_tracks": 8, "shuffle_buffer": 2},
+    }  # fmt: skip
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    kw = dict(num_frames=6, size=(32, 32), num_objects=2, points_per_object=8, background_points=8)
+    write_shards(str(tmp / "train"), num_clips=4, clips_per_shard=2, seed=0, **kw)
+    write_shards(str(tmp / "val"), num_clips=2, clips_per_shard=2, seed=9, **kw)
+    rng = np.random.default_rng(0)
+    occluded = rng.random((4, 5)) < 0.2
+    occluded[:, 0] = False
+    davis = {"v0": {"video": rng.integers(0, 255, (5, 40, 48, 3), dtype=np.uint8),
+                    "points": rng.random((4, 5, 2)).astype(np.float32), "occluded": occluded}}  # fmt: skip
+    with open(tmp / "davis.pkl", "wb") as f:
+        pickle.dump(davis, f)
+    return tmp, tiny_config(tmp, str(tmp / "train"), str(tmp / "val"), str(tmp / "davis.pkl"))
+
+
+def read_metrics(run):
+    rows = []
+    for path in glob.glob(os.path.join(run, "csv", "version_*", "metrics.csv")):
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    return rows
+
+
+def test_fit_validates_checkpoints_and_resumes_the_schedule(setup, caplog):
+    tmp, tiny = setup
+    run = str(tmp / "run")
+    with caplog.at_level("WARNING"):
+        assert main(["fit", "--config", SMOKE, "--config", tiny]) == 0
+    assert "data.tapvid.kinetics" in caplog.text  # an absent pickle is skipped with a message
+
+    last = os.path.join(run, "checkpoints", "last.ckpt")
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 4
+    model = load_model(last)  # the checkpoint contract: model.* keys + hyper_parameters["model"]
+    assert model.config["num_mixer_blocks"] == 1
+
+    saved = yaml.safe_load(open(glob.glob(os.path.join(run, "tensorboard", "version_*", "config.yaml"))[0]))
+    assert saved["data"]["num_queries"] == 8 and saved["trainer"]["max_steps"] == 4
+    rows = read_metrics(run)
+    val = {k: float(v) for r in rows for k, v in r.items() if k.startswith("val/") and v}
+    for name in ("synthetic_first", "synthetic_strided", "davis_first", "davis_strided"):
+        assert 0.0 <= val[f"val/{name}/average_jaccard"] <= 1.0
+        assert 0.0 <= val[f"val/{name}_stay_put/occlusion_accuracy"] <= 1.0
+    assert val["val/synthetic_first/num_videos"] == 2 and val["val/davis_first/num_videos"] == 1
+    assert any(r.get("train/loss") for r in rows) and any(r.get("train/lr") for r in rows)
+    assert glob.glob(os.path.join(run, "tensorboard", "version_*", "overlays", "overlay_davis_first_v0_*.gif"))
+
+    # resume: the step count and the learning-rate schedule carry on where they stopped
+    assert main(["fit", "--config", SMOKE, "--config", tiny, "--trainer.max_steps", "6", "--ckpt_path", "last"]) == 0
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["global_step"] == 6
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 6
+    expected_lr = 1e-3 * warmup_cosine(6, 2, 6)
+    assert ckpt["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(expected_lr, abs=1e-12)
+
+
+def test_validate_and_test_subcommands_score_a_checkpoint(setup):
+    tmp, tiny = setup
+    last = os.path.join(str(tmp / "run"), "checkpoints", "last.ckpt")
+    if not os.path.exists(last):
+        pytest.skip("needs the checkpoint of test_fit_validates_checkpoints_and_resumes_the_schedule")
+    assert main(["validate", "--config", SMOKE, "--config", tiny, "--ckpt_path", last]) == 0
+    assert main(["test", "--config", SMOKE, "--config", tiny, "--ckpt_path", last, "--data.query_modes", "[first]"]) == 0
+    rows = read_metrics(str(tmp / "run"))
+    assert any(r.get("test/davis_first/average_jaccard") for r in rows)
+
+
+@pytest.mark.parametrize(
+    "extra,pattern",
+    [
+        (["--data.batch_size", "abc"], r"bad training config: .*batch_size"),
+        (["--data.bacth_size", "3"], r"bad training config: .*bacth_size"),
+        (["--data.num_queries", "0"], r"data\.num_queries is 0; fix"),
+        (["--model.lr", "-1"], r"model\.lr is -1.0; fix"),
+        (["--data.augment.crop.p", "2"], r"data\.augment\.crop\.p is 2.0; fix"),
+        (["--data.train_shards", "/does/not/exist-*.tar"], r"data\.train_shards: .* matches no shard"),
+    ],
+)
+def test_bad_config_is_one_clear_error(setup, extra, pattern):
+    tmp, tiny = setup
+    with pytest.raises(TapforgeError, match=pattern) as info:
+        main(["fit", "--config", SMOKE, "--config", tiny, "--trainer.max_steps", "1"] + extra)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["tapir.yaml", "bootstapir_finetune.yaml", "cpu_smoke.yaml"])
+def test_shipped_configs_parse(name, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", os.path.join(ROOT, "configs", "train", name), "--print_config"])
+    assert info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["batch_size"] >= 1 and printed["model"]["model"]

@@ -1,0 +1,121 @@
+"""Optimiser recipe, skipped non-finite steps and init_from, on the real (tiny) TAPIR."""
+import math
+from unittest import mock
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback
+
+from tapforge.errors import TapforgeError
+from train.data import TAPIRDataModule
+from train.module import TAPIRModule
+from train.optim import param_groups, warmup_cosine
+from train.procedural import write_shards
+
+torch.set_num_threads(1)
+TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
+
+
+def test_weight_decay_follows_tapnet_exclusions():
+    module = TAPIRModule(model=TINY)
+    decay, no_decay = param_groups(module.model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    undecayed = {names[id(p)] for p in no_decay["params"]}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert len(undecayed) + len(decayed) == len(names)
+    kinds = dict(module.model.named_modules())
+    for name in names.values():
+        owner = kinds[name.rpartition(".")[0]]
+        if isinstance(owner, torch.nn.LayerNorm):
+            assert name in undecayed, name  # Haiku "layer_norm*" modules
+        elif isinstance(owner, torch.nn.InstanceNorm2d):
+            assert name in decayed, name  # Haiku "instancenorm_*" matches no exclusion
+        elif name.endswith(".bias"):
+            assert name in undecayed, name  # Haiku "b"
+        else:
+            assert name in decayed, name
+    assert any("layer_norm" in n for n in undecayed) and any(n.endswith("bn_0.bias") for n in decayed)
+
+
+def test_warmup_cosine_matches_the_optax_shape():
+    assert warmup_cosine(0, 10, 110) == 0.0
+    assert warmup_cosine(5, 10, 110) == pytest.approx(0.5)
+    assert warmup_cosine(10, 10, 110) == pytest.approx(1.0)
+    assert warmup_cosine(60, 10, 110) == pytest.approx(0.5)
+    assert warmup_cosine(110, 10, 110) == pytest.approx(0.0)
+    assert warmup_cosine(500, 10, 110, end_factor=0.1) == pytest.approx(0.1)
+    assert warmup_cosine(35, 10, 110) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.25)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,key",
+    [(dict(lr=0.0), "model.lr"), (dict(weight_decay=-1.0), "model.weight_decay"), (dict(init_from="/no/such.pt"), "model.init_from"),
+     (dict(model={"pyramid_levels": 1}), "model.model")],
+)  # fmt: skip
+def test_bad_module_config_names_the_key(kwargs, key):
+    with pytest.raises(TapforgeError, match=key.replace(".", r"\.")):
+        TAPIRModule(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train")
+    write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,
+                 points_per_object=8, background_points=8)  # fmt: skip
+    return str(out)
+
+
+def tiny_data(shards):
+    return TAPIRDataModule(train_shards=shards, batch_size=2, num_frames=4, num_queries=8, resolution=(32, 32),
+                           epoch_length=3, num_workers=0, shuffle_buffer=0)  # fmt: skip
+
+
+def test_non_finite_steps_are_skipped_and_counted(shards, tmp_path):
+    module = TAPIRModule(model=TINY, warmup_steps=0, lr=1e-2)
+    from tapir.losses import tapir_loss
+
+    calls = []
+
+    def loss_with_a_nan(*args, **kwargs):
+        loss, parts = tapir_loss(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            loss = loss * float("nan")
+        return loss, parts
+
+    snapshots = []
+
+    class Remember(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            snapshots.append([p.detach().clone() for p in pl_module.parameters()])
+
+    trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[Remember()], default_root_dir=str(tmp_path))  # fmt: skip
+    with mock.patch("tapir.losses.tapir_loss", loss_with_a_nan):
+        trainer.fit(module, datamodule=tiny_data(shards))
+    assert trainer.global_step == 3 and module.skipped_steps == 1
+    changed = [any(not torch.equal(a, b) for a, b in zip(before, after)) for before, after in zip(snapshots, snapshots[1:])]
+    assert changed == [False, True]  # step 2 (NaN) left every weight as it was, step 3 updated again
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_init_from_copies_weights_and_rejects_other_architectures(shards, tmp_path):
+    source = TAPIRModule(model=TINY)
+    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=str(tmp_path), enable_checkpointing=False)  # fmt: skip
+    trainer.fit(source, datamodule=tiny_data(shards))
+    path = str(tmp_path / "source.ckpt")
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["hyper_parameters"]["model"] == source.model.config  # the contract tapir.checkpoint relies on
+
+    target = TAPIRModule(model=TINY, init_from=path)
+    target.setup("validate")
+    for (name, a), b in zip(source.model.state_dict().items(), target.model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+    other = TAPIRModule(model={**TINY, "num_mixer_blocks": 2}, init_from=path)
+    with pytest.raises(TapforgeError, match="num_mixer_blocks: 1"):
+        other.setup("fit")

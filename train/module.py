@@ -1,0 +1,272 @@
+"""The LightningModule: TAPIR + the TAPIR loss, tapnet's optimiser, TAP-Vid validation.
+
+Checkpoint contract (read by ``tapir.checkpoint.load_model``): the TAPIR is ``self.model``, so
+state_dict keys are ``model.<official key>``, and ``hyper_parameters["model"]`` is the full TAPIR
+keyword-argument dict (``model.config``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+
+from tapforge.errors import TapforgeError
+from tapir import tapvid
+from train.evaluation import MetricAccumulator
+from train.optim import grad_norm, param_groups, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+STRUCTURAL_KEYS = ("pyramid_level", "extra_convs", "use_casual_conv", "mixer_hidden_dim", "num_mixer_blocks",
+                   "mixer_kernel_shape", "patch_size", "blocks_per_group")  # fmt: skip
+
+
+class TAPIRModule(LightningModule):
+    """Trains ``tapir.TAPIR`` on augmented synthetic batches and scores it TAP-Vid style.
+
+    Args:
+      model: TAPIR keyword arguments (``pyramid_level``, ``extra_convs``, ``softmax_temperature``,
+        ``initial_resolution`` ...); saved in checkpoints as the complete ``model.config``.
+      lr: peak learning rate; betas, eps: AdamW; weight_decay: decoupled decay (tapnet exclusions).
+      warmup_steps: linear warmup from 0; then cosine decay to ``end_lr_factor * lr`` at
+        ``total_steps`` (default: the trainer's ``max_steps`` / estimated steps).
+      init_from: an official tapnet ``.pt``, a tapforge ``.ckpt`` or ``.safetensors`` whose weights
+        start the run (fine-tuning); ignored when resuming from a checkpoint.
+      compile: ``torch.compile`` the TAPIR (state_dict keys are unchanged).
+      query_chunk_size: queries per cost-volume chunk in validation (memory bound).
+      num_overlay_videos: validation clips per dataset drawn as track-overlay videos (rank 0).
+      overlay_max_points: tracks drawn per overlay.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.1,
+        warmup_steps: int = 1000,
+        total_steps: int | None = None,
+        end_lr_factor: float = 0.0,
+        init_from: str | None = None,
+        compile: bool = False,
+        query_chunk_size: int = 64,
+        num_overlay_videos: int = 2,
+        overlay_max_points: int = 40,
+    ):
+        super().__init__()
+        checks = [
+            (lr > 0, f"model.lr is {lr}; fix: use a positive learning rate such as 1e-3"),
+            (len(betas) == 2 and all(0 <= b < 1 for b in betas), f"model.betas is {betas}; fix: use [0.9, 0.95]"),
+            (eps > 0, f"model.eps is {eps}; fix: use a small positive value such as 1e-8"),
+            (weight_decay >= 0, f"model.weight_decay is {weight_decay}; fix: use 0 or more (tapnet: 0.1)"),
+            (warmup_steps >= 0, f"model.warmup_steps is {warmup_steps}; fix: use 0 or more"),
+            (total_steps is None or total_steps > 0, f"model.total_steps is {total_steps}; fix: use a positive count or null"),
+            (0 <= end_lr_factor <= 1, f"model.end_lr_factor is {end_lr_factor}; fix: use a value in [0, 1]"),
+            (query_chunk_size > 0, f"model.query_chunk_size is {query_chunk_size}; fix: use a positive count"),
+            (num_overlay_videos >= 0, f"model.num_overlay_videos is {num_overlay_videos}; fix: use 0 or more"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise TapforgeError(message)
+        if init_from is not None and not os.path.isfile(os.path.expanduser(init_from)):
+            raise TapforgeError(f"model.init_from {init_from!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file")
+        self.save_hyperparameters()
+        from tapir import TAPIR
+
+        try:
+            self.model = TAPIR(**(model or {}))
+        except TypeError as err:
+            raise TapforgeError(f"model.model has a key TAPIR does not take ({err}); fix: see tapir.TAPIR's arguments") from None
+        self.hparams.model = self.model.config  # the complete kwargs, for tapir.checkpoint.load_model
+        self.skipped_steps = 0
+        self._initialised = False
+        self._compiled = False
+        self._metrics: MetricAccumulator | None = None
+        self._overlays: dict[str, int] = {}
+        self._overlay_dir: str | None = None
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.init_from and not self._initialised:
+            trainer = self._trainer  # None when set up by hand, outside a Trainer
+            if trainer is not None and trainer.ckpt_path:
+                log.info("resuming from %s, so model.init_from is not loaded", trainer.ckpt_path)
+            else:
+                self.load_initial_weights(os.path.expanduser(self.hparams.init_from))
+        self._initialised = True
+        if self.hparams.compile and not self._compiled:
+            self.model.compile()
+            self._compiled = True
+
+    def load_initial_weights(self, path: str) -> None:
+        """Copy the weights of a tapnet / tapforge checkpoint into ``self.model`` (strict)."""
+        from tapir.checkpoint import load_model, load_state_dict_strict
+
+        source = load_model(path)
+        differ = [k for k in STRUCTURAL_KEYS if source.config.get(k) != self.model.config.get(k)]
+        if differ:
+            wanted = ", ".join(f"{k}: {source.config[k]!r}" for k in differ)
+            raise TapforgeError(
+                f"model.init_from {path!r} is a TAPIR with {wanted}, but model.model has "
+                + ", ".join(f"{k}: {self.model.config[k]!r}" for k in differ)
+                + f"; fix: set model.model to {{{wanted}}} (or use a matching checkpoint)"
+            )
+        load_state_dict_strict(self.model, source.state_dict(), source=f"model.init_from {path!r}")
+        log.info("initialised TAPIR from %s", path)
+
+    # -- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
+        if total <= 0 or total == float("inf"):
+            raise TapforgeError("the schedule length is unknown; fix: set trainer.max_steps (or model.total_steps)")
+        fused = self.device.type == "cuda"
+        optimizer = torch.optim.AdamW(
+            param_groups(self.model, hp.weight_decay), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, fused=fused
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.end_lr_factor)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Skip (and count) a step whose gradients are not finite; log the gradient norm.
+
+        Gradients are identical on every DDP rank after the all-reduce, so all ranks agree. With a
+        gradient scaler (16-mixed) the scaler already skips such steps itself.
+        """
+        norm = grad_norm(self.parameters())
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is None and not bool(torch.isfinite(norm)):
+            for p in self.parameters():
+                p.grad = None  # AdamW leaves parameters without gradients untouched
+            self.skipped_steps += 1
+            log.warning("step %d: non-finite gradients, update skipped (%d so far)", self.global_step, self.skipped_steps)
+        else:
+            self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
+        self._initialised = True
+
+    # -- training -----------------------------------------------------------------------------
+
+    def forward(self, video: torch.Tensor, query_points: torch.Tensor, is_training: bool = False, **kwargs):
+        return self.model(video, query_points, is_training=is_training, **kwargs)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        from tapir.losses import tapir_loss
+
+        video = batch["video"]
+        outputs = self.model(video, batch["query_points"], is_training=True)
+        outputs = {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
+        loss, parts = tapir_loss(outputs, batch["tracks"], batch["occluded"], image_size=tuple(video.shape[2:4]))
+        batch_size = video.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
+        self._log_data_stats(batch)
+        return loss
+
+    def _log_data_stats(self, batch: dict) -> None:
+        """Skipped shards/samples/clips summed over workers and ranks, at the logging cadence."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "stats"):
+            return
+        if self.global_step % max(1, self.trainer.log_every_n_steps) != 0:
+            return
+        totals = datamodule.stats.totals()
+        local = torch.tensor(list(totals.values()) + [float(batch["no_visible_track"].sum())], device=self.device)
+        summed = self.trainer.strategy.reduce(local.double(), reduce_op="sum").tolist()
+        names = [f"data/{k}" for k in totals] + ["data/clips_without_visible_track"]
+        for name, value in zip(names, summed):
+            self.log(name, value, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    # -- validation / test --------------------------------------------------------------------
+
+    def _set_names(self) -> list[str]:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = datamodule.val_set_names() if datamodule is not None else []
+        return names + [f"{n}_stay_put" for n in names]
+
+    def _start_eval(self) -> None:
+        self._metrics = MetricAccumulator(self._set_names())
+        self._overlays = {}
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
+        self._overlay_dir = os.path.join(log_dir, "overlays") if log_dir else None
+
+    def _eval_step(self, batch: dict) -> None:
+        from tapir.inference import postprocess
+
+        outputs = self.model(
+            batch["video"], batch["query_points"], is_training=False, query_chunk_size=self.hparams.query_chunk_size
+        )
+        _, pred_occluded = postprocess(outputs["occlusion"].float(), outputs["expected_dist"].float())
+        query = batch["query_points"].cpu().numpy()
+        gt_occluded = batch["occluded"].cpu().numpy()
+        gt_tracks = batch["target_points"].cpu().numpy()
+        pred_tracks = outputs["tracks"].float().cpu().numpy()
+        pred_occluded = pred_occluded.cpu().numpy()
+        mode, set_name = batch["mode"], batch["set"]
+        metrics = tapvid.compute_tapvid_metrics(query, gt_occluded, gt_tracks, pred_occluded, pred_tracks, mode)
+        self._metrics.add(set_name, metrics)
+        stay_tracks, stay_occluded = tapvid.stay_put_prediction(query, gt_tracks.shape[2])
+        stay = tapvid.compute_tapvid_metrics(query, gt_occluded, gt_tracks, stay_occluded, stay_tracks, mode)
+        self._metrics.add(f"{set_name}_stay_put", stay)
+        self._maybe_overlay(batch, pred_tracks[0], pred_occluded[0])
+
+    def _maybe_overlay(self, batch: dict, pred_tracks: np.ndarray, pred_occluded: np.ndarray) -> None:
+        from train.overlays import log_overlay, overlay_frames
+
+        set_name = batch["set"]
+        if self.global_rank != 0 or self.trainer.sanity_checking or self._overlays.get(set_name, 0) >= self.hparams.num_overlay_videos:
+            return
+        self._overlays[set_name] = self._overlays.get(set_name, 0) + 1
+        frames = overlay_frames(
+            batch["video"][0].float().cpu().numpy(),
+            batch["target_points"][0].cpu().numpy(),
+            batch["occluded"][0].cpu().numpy(),
+            pred_tracks,
+            pred_occluded,
+            self.hparams.overlay_max_points,
+        )
+        log_overlay(self.trainer, f"overlay/{set_name}/{batch['name']}", frames, self._overlay_dir)
+
+    def _finish_eval(self, prefix: str) -> dict[str, float]:
+        results = self._metrics.reduce(lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"))
+        with warnings.catch_warnings():  # the values are already reduced over ranks: no sync_dist
+            warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed")
+            for key, value in results.items():
+                self.log(f"{prefix}/{key}", value, sync_dist=False)
+        return results
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_eval()
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_eval("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_eval()
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_eval("test")
