@@ -3,11 +3,13 @@ import csv
 import glob
 import os
 import pickle
+import signal
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 
 from tapforge.errors import TapforgeError
 from tapir.checkpoint import load_model
@@ -130,3 +132,46 @@ def test_shipped_configs_parse(name, capsys):
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["batch_size"] >= 1 and printed["model"]["model"]
+
+
+class PreemptAt(Callback):
+    """Sends this process SLURM's pre-emption signal (SIGUSR1) after a given training step."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+
+class RecordStart(Callback):
+    """Writes the step training starts from (0, or where a resumed run picks up) to a file."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module):
+        with open(self.path, "w") as f:
+            f.write(str(trainer.global_step))
+
+
+def test_slurm_preemption_checkpoints_then_the_requeued_job_resumes(setup, tmp_path, monkeypatch):
+    _, tiny = setup
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "tapir", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+                       "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node0"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol here: the requeue call fails, the checkpoint is kept
+    run = tmp_path / "slurm"
+    args = ["fit", "--config", SMOKE, "--config", tiny, "--trainer.default_root_dir", str(run), "--data.val_shards", "null",
+            "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null"]  # fmt: skip
+    assert main(args + ["--trainer.max_steps", "2", "--trainer.callbacks+=test_train_cli.PreemptAt",
+                        "--trainer.callbacks.init_args.step", "1"]) == 0  # fmt: skip
+    hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=False)
+    assert hpc["global_step"] == 1
+    # the requeued job starts with the same command and picks the pre-emption checkpoint up by itself
+    start = tmp_path / "start.txt"
+    assert main(args + ["--trainer.max_steps", "4", "--trainer.callbacks+=test_train_cli.RecordStart",
+                        "--trainer.callbacks.init_args.path", str(start)]) == 0  # fmt: skip
+    assert start.read_text() == "1"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4

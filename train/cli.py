@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from jsonargparse import ArgumentError
 
     from tapforge.errors import TapforgeError
+    from train.callbacks import FinalCheckpoint
     from train.data import TAPIRDataModule
     from train.module import TAPIRModule
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             args=argv,
             parser_kwargs=parser_kwargs,
             save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [FinalCheckpoint()]},
             seed_everything_default=0,
             auto_configure_optimizers=False,
         )
