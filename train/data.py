@@ -37,11 +37,14 @@ STAT_NAMES = ("bad_shards", "bad_samples", "skipped_clips")
 def decode_frames(sample: dict, indices: np.ndarray) -> np.ndarray:
     """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3]."""
     names = sorted(k for k in sample if k.startswith("video."))
-    frames = []
-    for i in indices:
-        with Image.open(io.BytesIO(sample[names[i]])) as image:
-            frames.append(np.asarray(image.convert("RGB")))
-    return np.stack(frames)
+    out = None
+    for i, index in enumerate(indices):
+        with Image.open(io.BytesIO(sample[names[index]])) as image:
+            frame = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        if out is None:
+            out = np.empty((len(indices),) + frame.shape, np.uint8)
+        out[i] = frame
+    return out
 
 
 def resize_clip(video: np.ndarray, tracks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -345,7 +348,6 @@ class TAPIRDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            prefetch_factor=4 if self.num_workers > 0 else None,
         )
 
     def _eval_loaders(self) -> list[DataLoader]:

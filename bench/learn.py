@@ -1,0 +1,93 @@
+""""It learns": train with a config for a fixed number of steps and score held-out clips.
+
+    python bench/learn.py --train out/learn/train --heldout out/learn/heldout     # rendered shards
+    python bench/learn.py --procedural                                            # procedural shards
+
+Runs ``tapforge train`` three times: ``validate`` with the untrained model, ``fit`` for --steps
+steps (no validation during the fit), ``validate`` with the resulting ``last.ckpt``. Prints the
+held-out AJ, <delta_avg and OA (TAP-Vid metrics, query modes first and strided) of the stay-put
+baseline, the untrained and the trained model, and the training time.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os
+import time
+
+from train.cli import main as train_main
+from train.procedural import write_shards
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLUMNS = (("AJ", "average_jaccard"), ("<d_avg", "average_pts_within_thresh"), ("OA", "occlusion_accuracy"))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", help="training shard folder/glob")
+    p.add_argument("--heldout", help="held-out shard folder/glob")
+    p.add_argument("--procedural", action="store_true", help="generate 64 train + 16 held-out procedural clips")
+    p.add_argument("--size", type=int, default=128, help="procedural frame side")
+    p.add_argument("--frames", type=int, default=24, help="procedural clip length")
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml"))
+    p.add_argument("--steps", type=int, default=200, help="training steps (the fixed budget)")
+    p.add_argument("--out", default="runs/bench_learn")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra overrides, e.g. data.batch_size=4")
+    args = p.parse_args(argv)
+    if not args.procedural and not (args.train and args.heldout):
+        p.error("pass --train and --heldout, or --procedural")
+    return args
+
+
+def metrics_of(folder: str) -> dict[str, float]:
+    """The last logged value of every metric in the CSV logs under ``folder``."""
+    values: dict[str, float] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "csv", "version_*", "metrics.csv"))):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return values
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.procedural:
+        data = os.path.join(args.out, "data")
+        args.train, args.heldout = os.path.join(data, "train"), os.path.join(data, "heldout")
+        if not os.path.isdir(args.train):
+            kw = dict(num_frames=args.frames, size=(args.size, args.size), num_objects=4, points_per_object=64,
+                      background_points=128)  # fmt: skip
+            print(f"writing procedural shards to {data}")
+            write_shards(args.train, 64, clips_per_shard=8, seed=1, **kw)
+            write_shards(args.heldout, 16, clips_per_shard=8, seed=2, **kw)
+    common = ["--config", args.config, "--data.train_shards", args.train, "--data.val_shards", args.heldout,
+              "--data.val_max_videos", "null", "--trainer.limit_val_batches", "1.0"]  # fmt: skip
+    common += [f"--{item.split('=', 1)[0]}={item.split('=', 1)[1]}" for item in args.set]
+    phase = lambda name: ["--trainer.default_root_dir", os.path.join(args.out, name)]  # noqa: E731
+
+    train_main(["validate"] + common + phase("untrained"))
+    start = time.perf_counter()
+    train_main(["fit"] + common + phase("trained") + ["--trainer.max_steps", str(args.steps),
+                                                       "--trainer.limit_val_batches", "0"])  # fmt: skip
+    train_seconds = time.perf_counter() - start
+    last = os.path.join(args.out, "trained", "checkpoints", "last.ckpt")
+    train_main(["validate"] + common + phase("trained_eval") + ["--ckpt_path", last])
+
+    untrained = metrics_of(os.path.join(args.out, "untrained"))
+    trained = metrics_of(os.path.join(args.out, "trained_eval"))
+    print(f"\ntrained {args.steps} steps in {train_seconds / 60:.1f} min ({train_seconds / args.steps:.2f} s/step), "
+          f"config {os.path.relpath(args.config)}")
+    for mode in ("first", "strided"):
+        key = f"val/synthetic_{mode}"
+        if f"{key}/num_videos" not in trained:
+            continue
+        print(f"\nheld-out, query mode {mode}, {int(trained[f'{key}/num_videos'])} clips (x100):")
+        print(f"  {'':<10}" + "".join(f"{c:>8}" for c, _ in COLUMNS))
+        for name, source, prefix in (("stay-put", trained, f"{key}_stay_put"), ("untrained", untrained, key),
+                                     ("trained", trained, key)):  # fmt: skip
+            print(f"  {name:<10}" + "".join(f"{100 * source[f'{prefix}/{m}']:8.1f}" for _, m in COLUMNS))
+
+
+if __name__ == "__main__":
+    main()
