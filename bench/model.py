@@ -43,7 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="also time with the mixer torch.compile'd")
     parser.add_argument("--official-path", type=Path, default=None, help="tapnet checkout to compare against")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    return args
 
 
 def make_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -248,19 +248,21 @@ class TAPIR(nn.Module):
         b, t, h, w, c = video.shape
         frames = video.reshape(b * t, h, w, c).permute(0, 3, 1, 2)
         chunk = self.feature_extractor_chunk_size or b * t
-        lows, highs = [], []
+        low_all = high_all = None
         for start in range(0, b * t, chunk):
             part = frames[start : start + chunk]
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 low, high = checkpoint(self._encode_frames, part, use_reentrant=False)
             else:
                 low, high = self._encode_frames(part)
-            lows.append(low)
-            highs.append(high)
-        # Contiguous grids make the per-iteration correlation gathers copy-free.
-        low = lows[0].contiguous() if len(lows) == 1 else torch.cat(lows)
-        high = highs[0].contiguous() if len(highs) == 1 else torch.cat(highs)
-        return low.view(b, t, *low.shape[1:]), high.view(b, t, *high.shape[1:])
+            if low_all is None:
+                # Filled chunk by chunk (no concatenation copy); contiguous, so the correlation
+                # gathers read them without copies.
+                low_all = low.new_empty((b * t, *low.shape[1:]))
+                high_all = high.new_empty((b * t, *high.shape[1:]))
+            low_all[start : start + chunk] = low
+            high_all[start : start + chunk] = high
+        return low_all.view(b, t, *low_all.shape[1:]), high_all.view(b, t, *high_all.shape[1:])
 
     def _encode_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         outputs = self.resnet_torch(frames)
@@ -554,3 +556,5 @@ def _check_inputs(video: torch.Tensor, query_points: torch.Tensor) -> None:
             f"query_points must be [batch, num_queries, 3] (t, y, x) matching the video batch "
             f"{video.shape[0]}, got shape {tuple(query_points.shape)}; fix: stack queries as (t, y, x) rows"
         )
+    if query_points.shape[1] == 0:
+        raise TapforgeError("query_points holds no queries; fix: pass at least one (t, y, x) point to track")

@@ -281,6 +281,8 @@ def test_bad_inputs_raise_clear_errors(small_model):
         small_model(video[0], queries)
     with pytest.raises(TapforgeError, match="fix"):
         small_model(video, queries[..., :2])
+    with pytest.raises(TapforgeError, match="no queries"):
+        small_model(video, queries[:, :0])
     with pytest.raises(TapforgeError, match="multiples of 8"):
         TAPIR(initial_resolution=(250, 256))
 
