@@ -175,3 +175,10 @@ def test_slurm_preemption_checkpoints_then_the_requeued_job_resumes(setup, tmp_p
                         "--trainer.callbacks.init_args.path", str(start)]) == 0  # fmt: skip
     assert start.read_text() == "1"
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_validate_without_validation_data_says_what_to_set(setup):
+    _, tiny = setup
+    with pytest.raises(TapforgeError, match="nothing to validate.*data.val_shards"):
+        main(["validate", "--config", SMOKE, "--config", tiny, "--data.val_shards", "null",
+              "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null"])  # fmt: skip

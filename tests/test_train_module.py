@@ -56,7 +56,7 @@ def test_warmup_cosine_matches_the_optax_shape():
 )  # fmt: skip
 def test_bad_module_config_names_the_key(kwargs, key):
     with pytest.raises(TapforgeError, match=key.replace(".", r"\.")):
-        TAPIRModule(**kwargs)
+        TAPIRModule(**kwargs).setup("fit")  # init_from is read (and checked) at setup, unless resuming
 
 
 @pytest.fixture(scope="module")

@@ -35,15 +35,21 @@ STAT_NAMES = ("bad_shards", "bad_samples", "skipped_clips")
 
 
 def decode_frames(sample: dict, indices: np.ndarray) -> np.ndarray:
-    """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3]."""
+    """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3].
+
+    Raises SchemaError for an undecodable frame or frames of different sizes.
+    """
     names = sorted(k for k in sample if k.startswith("video."))
     out = None
     for i, index in enumerate(indices):
-        with Image.open(io.BytesIO(sample[names[index]])) as image:
-            frame = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-        if out is None:
-            out = np.empty((len(indices),) + frame.shape, np.uint8)
-        out[i] = frame
+        try:
+            with Image.open(io.BytesIO(sample[names[index]])) as image:
+                frame = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            if out is None:
+                out = np.empty((len(indices),) + frame.shape, np.uint8)
+            out[i] = frame
+        except (OSError, ValueError) as err:  # PIL's errors for damaged images, numpy's for size mismatches
+            raise SchemaError(f"entry {names[index]} is not a decodable frame of the clip's size ({err})") from err
     return out
 
 
@@ -333,6 +339,18 @@ class TAPIRDataModule(LightningDataModule):
             if not self.train_shards:
                 raise TapforgeError("data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL)")
             self.train_urls = expand_shards(self.train_shards, "data.train_shards")
+            readers = world * max(1, self.num_workers)
+            if len(self.train_urls) < readers and rank == 0:
+                log.warning(
+                    "%d training shards for %d readers (ranks x workers): every reader draws from all shards, so ranks "
+                    "may see the same clips at the same time; write at least %d shards", len(self.train_urls), readers,
+                    readers,
+                )
+        elif not self.val_sets:
+            raise TapforgeError(
+                f"nothing to {getattr(stage, 'value', stage)}: no held-out shards and no TAP-Vid pickle found; "
+                "fix: set data.val_shards and/or data.tapvid.davis (kinetics, rgb_stacking, robotap)"
+            )
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank()

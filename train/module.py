@@ -74,8 +74,6 @@ class TAPIRModule(LightningModule):
         for ok, message in checks:
             if not ok:
                 raise TapforgeError(message)
-        if init_from is not None and not os.path.isfile(os.path.expanduser(init_from)):
-            raise TapforgeError(f"model.init_from {init_from!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file")
         self.save_hyperparameters()
         from tapir import TAPIR
 
@@ -109,6 +107,8 @@ class TAPIRModule(LightningModule):
         """Copy the weights of a tapnet / tapforge checkpoint into ``self.model`` (strict)."""
         from tapir.checkpoint import load_model, load_state_dict_strict
 
+        if not os.path.isfile(path):
+            raise TapforgeError(f"model.init_from {path!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file")
         source = load_model(path)
         differ = [k for k in STRUCTURAL_KEYS if source.config.get(k) != self.model.config.get(k)]
         if differ:
@@ -232,7 +232,13 @@ class TAPIRModule(LightningModule):
         from train.overlays import log_overlay, overlay_frames
 
         set_name = batch["set"]
-        if self.global_rank != 0 or self.trainer.sanity_checking or self._overlays.get(set_name, 0) >= self.hparams.num_overlay_videos:
+        modes = getattr(getattr(self.trainer, "datamodule", None), "query_modes", None) or [batch["mode"]]
+        if (
+            self.global_rank != 0
+            or self.trainer.sanity_checking
+            or batch["mode"] != modes[0]  # one overlay per video, in the first query mode
+            or self._overlays.get(set_name, 0) >= self.hparams.num_overlay_videos
+        ):
             return
         self._overlays[set_name] = self._overlays.get(set_name, 0) + 1
         frames = overlay_frames(

@@ -39,8 +39,7 @@ def _remote_glob(pattern: str) -> list[str]:
     import fsspec
 
     fs, _, paths = fsspec.get_fs_token_paths(pattern)
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    return sorted(p if "://" in p else f"{protocol}://{p}" for p in paths)
+    return sorted(fs.unstrip_protocol(p) for p in paths)
 
 
 def expand_shards(spec: str | Sequence[str] | None, key: str = "data.train_shards") -> list[str]:
