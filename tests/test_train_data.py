@@ -1,7 +1,6 @@
 """Training data path: shard lists, query sampling, resampled batches, corrupt shards, eval sets."""
 import os
 import pickle
-import tarfile
 
 import numpy as np
 import pytest

@@ -103,7 +103,8 @@ class TapVidEvalSet(IterableDataset):
                 if _mine(index, self.rank, self.world_size):
                     for mode in self.query_modes:
                         sample = tapvid.convert_example(example, mode, self.resolution, name=video_name)
-                        yield _as_batch(sample, f"{self.name}_{mode}", mode, video_name)
+                        if sample["query_points"].shape[1]:  # strided mode can find no visible point
+                            yield _as_batch(sample, f"{self.name}_{mode}", mode, video_name)
                 index += 1
 
 
@@ -162,7 +163,7 @@ class SyntheticEvalSet(IterableDataset):
                 tracks = tracks * np.array([self.resolution[1] / width, self.resolution[0] / height], np.float32)
             occluded = clip.occluded[rows] | outside_frame(tracks, *self.resolution)
             for mode in self.query_modes:
-                if mode == "first" or np.any(~occluded[:, ::5]):
+                if mode == "first" or np.any(~occluded[:, ::5]):  # strided queries need a visible point
                     sample_out = queries_for_mode(occluded, tracks, video, mode)
                     yield _as_batch(sample_out, f"{self.name}_{mode}", mode, clip.key)
 

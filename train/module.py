@@ -172,7 +172,11 @@ class TAPIRModule(LightningModule):
         video = batch["video"]
         outputs = self.model(video, batch["query_points"], is_training=True)
         outputs = {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
-        loss, parts = tapir_loss(outputs, batch["tracks"], batch["occluded"], image_size=tuple(video.shape[2:4]))
+        # a clip that augmentation left without any visible point has no valid query: leave it out
+        mask = (~batch["no_visible_track"]).float()[:, None, None].expand(batch["occluded"].shape)
+        loss, parts = tapir_loss(
+            outputs, batch["tracks"], batch["occluded"], image_size=tuple(video.shape[2:4]), mask=mask
+        )
         batch_size = video.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in parts.items():
