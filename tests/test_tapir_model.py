@@ -341,7 +341,7 @@ def _import_official_tapir():
         sys.path.remove(str(root))
 
 
-@pytest.mark.parametrize("name", ["tapir", "bootstapir"])
+@pytest.mark.parametrize("name", ["tapir", "bootstapir", "causal_bootstapir"])
 def test_matches_official_reference(name):
     official_module = _import_official_tapir()
     kwargs = OFFICIAL_LAYOUTS[name][0]
