@@ -6,7 +6,7 @@ imported only when ``TAPIR`` (or another model symbol) is first accessed, e.g. `
 
 from __future__ import annotations
 
-__all__ = ["TAPIR"]
+__all__ = ["TAPIR", "Tracker", "track"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from tapir.model import TAPIR
 
         return TAPIR
+    if name in ("Tracker", "track"):
+        from tapir import inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'tapir' has no attribute {name!r}")

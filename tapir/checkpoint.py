@@ -310,17 +310,6 @@ def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, num_fram
         return atomic_write(path, lambda tmp: torch.jit.save(guarded, tmp, _extra_files=extra))
 
 
-def _squeeze_symbolic(g, self, dim=None):
-    """ONNX Squeeze for ``tensor.squeeze(dim=(a, b))``, which the legacy exporter cannot convert."""
-    from torch.onnx import symbolic_helper
-
-    if dim is None:
-        return g.op("Squeeze", self)
-    dims = symbolic_helper._maybe_get_const(dim, "is")
-    axes = [dims] if isinstance(dims, int) else list(dims)
-    return g.op("Squeeze", self, g.op("Constant", value_t=torch.tensor(axes, dtype=torch.int64)))
-
-
 def export_onnx(model: torch.nn.Module, path: str | os.PathLike, num_frames: int, num_queries: int) -> str:
     """ONNX (opset 20) of :class:`TrackingGraph` with fixed input shapes; config in the metadata."""
     import onnx
@@ -330,17 +319,13 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, num_frames: int
     graph = TrackingGraph(model, num_queries)
 
     def write(tmp: str) -> None:
-        torch.onnx.register_custom_op_symbolic("aten::squeeze", _squeeze_symbolic, ONNX_OPSET)
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer and legacy-exporter notices; shapes are fixed
-                torch.onnx.export(
-                    graph, (video, queries), tmp, dynamo=False, opset_version=ONNX_OPSET,
-                    input_names=["video", "query_points"],
-                    output_names=["tracks", "occlusion", "expected_dist", "visibility"],
-                )
-        finally:
-            torch.onnx.unregister_custom_op_symbolic("aten::squeeze", ONNX_OPSET)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer and legacy-exporter notices; shapes are fixed
+            torch.onnx.export(
+                graph, (video, queries), tmp, dynamo=False, opset_version=ONNX_OPSET,
+                input_names=["video", "query_points"],
+                output_names=["tracks", "occlusion", "expected_dist", "visibility"],
+            )
         proto = onnx.load(tmp)
         for key, value in (
             (SAFETENSORS_CONFIG_KEY, json.dumps(model_config(model))),

@@ -96,7 +96,7 @@ def sample_query_features(grid: torch.Tensor, positions: torch.Tensor) -> torch.
     y = 2 * (y / torch.tensor(x.shape[2:], device=y.device)) - 1
     y = torch.flip(y, dims=(-1,))
     out = F.grid_sample(x, y, mode="bilinear", align_corners=False, padding_mode="border")
-    return out.squeeze(dim=(3, 4)).permute(0, 2, 1)
+    return out[:, :, :, 0, 0].permute(0, 2, 1)  # indexing, not squeeze(dim=tuple): exportable to ONNX
 
 
 def patch_correlation(
