@@ -19,6 +19,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from tapforge.atomic import atomic_write_bytes
 from tapforge.errors import TapforgeError
 
 from synth.schema import SchemaError, decode_clip
@@ -41,16 +42,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_shard(out_dir: Path, shard: int, samples: Iterable[dict[str, Any]], record: dict[str, Any]) -> dict:

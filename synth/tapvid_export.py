@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from synth.schema import decode_clip
-from synth.shards import atomic_write_bytes, iter_tar_samples, read_manifest
+from synth.shards import iter_tar_samples, read_manifest
+from tapforge.atomic import atomic_write_bytes
 
 
 def export_tapvid_pickle(dataset: Path, out: Path, max_tracks: int | None = None, seed: int = 0) -> int:

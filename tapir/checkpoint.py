@@ -25,13 +25,13 @@ import inspect
 import json
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import torch
 
+from tapforge.atomic import atomic_write
 from tapforge.errors import TapforgeError
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
@@ -180,6 +180,16 @@ def _format_config(config: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={config[k]!r}" for k in keys if k in config)
 
 
+def config_overrides(softmax_temperature: float | None = None, causal: bool | None = None) -> dict[str, Any]:
+    """Model settings a checkpoint cannot tell (the CLIs' --softmax-temperature / --causal), as overrides."""
+    overrides: dict[str, Any] = {}
+    if softmax_temperature is not None:
+        overrides["softmax_temperature"] = softmax_temperature
+    if causal is not None:
+        overrides["use_casual_conv"] = causal
+    return overrides
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> torch.nn.Module:
     """TAPIR in eval mode from a tapnet ``.pt``, tapforge ``.ckpt`` or ``.safetensors`` file.
 
@@ -202,22 +212,6 @@ def model_config(model: torch.nn.Module) -> dict[str, Any]:
     if not isinstance(config, Mapping):
         raise TypeError("model has no `config` dict of constructor kwargs")
     return json.loads(json.dumps(dict(config)))
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> str:
-    """Call ``write(tmp)`` on a temporary name beside ``path``, then rename it into place."""
-    path = os.path.abspath(os.fspath(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
 
 
 def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

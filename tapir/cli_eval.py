@@ -106,13 +106,10 @@ def main(argv: list[str]) -> int:
         raise TapforgeError(f"--max-videos {args.max_videos} is not positive; fix: pass N >= 1")
     tracker = None
     if args.checkpoint:
+        from tapir.checkpoint import config_overrides
         from tapir.inference import Tracker
 
-        overrides = {}
-        if args.softmax_temperature is not None:
-            overrides["softmax_temperature"] = args.softmax_temperature
-        if args.causal is not None:
-            overrides["use_casual_conv"] = args.causal
+        overrides = config_overrides(args.softmax_temperature, args.causal)
         tracker = Tracker.from_checkpoint(
             args.checkpoint, device=args.device, overrides=overrides, bf16=args.bf16, query_chunk_size=args.query_chunk_size
         )
@@ -128,7 +125,7 @@ def main(argv: list[str]) -> int:
         print(f"\n{dest} ({report['num_videos']} videos, query mode {args.query_mode}; x100)")
         print(format_table(rows))
     if args.json:
-        from tapir.checkpoint import atomic_write
+        from tapforge.atomic import atomic_write
 
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:

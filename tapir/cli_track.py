@@ -94,7 +94,7 @@ def read_points(path: str) -> np.ndarray:
 
 def save_tracks(path: str, result, fps: float, height: int, width: int) -> None:
     """Write tracks as NPZ or CSV (by suffix), atomically."""
-    from tapir.checkpoint import atomic_write
+    from tapforge.atomic import atomic_write
 
     if path.lower().endswith(".npz"):
         def write(tmp: str) -> None:
@@ -125,6 +125,7 @@ def main(argv: list[str]) -> int:
 
         if not args.out.lower().endswith(WRITE_SUFFIXES):
             raise TapforgeError(f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}")
+    from tapir.checkpoint import config_overrides
     from tapir.inference import Tracker, grid_queries
     from tapir.video import read_video, write_video
     from tapir.viz import draw_tracks
@@ -138,11 +139,7 @@ def main(argv: list[str]) -> int:
             raise TapforgeError(f"--grid-frame {args.grid_frame} is outside the video's {num_frames} frames; fix: use 0..{num_frames - 1}")
         queries = grid_queries(args.grid or 8, height, width, args.grid_frame)
 
-    overrides = {}
-    if args.softmax_temperature is not None:
-        overrides["softmax_temperature"] = args.softmax_temperature
-    if args.causal is not None:
-        overrides["use_casual_conv"] = args.causal
+    overrides = config_overrides(args.softmax_temperature, args.causal)
     tracker = Tracker.from_checkpoint(
         args.checkpoint, device=args.device, overrides=overrides, bf16=args.bf16,
         resolution=tuple(args.resolution) if args.resolution else None, query_chunk_size=args.query_chunk_size,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
+from tapforge.atomic import atomic_write
 from tapforge.errors import TapforgeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -123,21 +123,13 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
         raise ValueError(f"frames must be uint8 [T,H,W,3] with T > 0, got {frames.dtype} {frames.shape}")
     if not fps > 0:
         raise TapforgeError(f"frame rate {fps} is not positive; fix: pass fps > 0")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         if suffix == ".gif":
             _write_gif(tmp, frames, fps)
         else:
             _write_with_ffmpeg(tmp, frames, fps, suffix)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write, suffix=f".tmp{suffix}")
 
 
 def _write_gif(path: str, frames: np.ndarray, fps: float) -> None:
