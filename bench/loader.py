@@ -5,7 +5,8 @@
     python bench/loader.py --gpu-step-seconds 0.35       # a measured GPU training-step time
 
 Prints (medians): per-clip CPU cost of decoding + sub-clip + query sampling on one core (and its
-parts), clips/s through a DataLoader with --workers processes, the cost of the default sim2real
+parts), clips per CPU-second of the whole in-process stream (CPU time, so a busy shared machine
+does not skew it; wall-clock alongside), clips/s through a DataLoader with --workers processes, the cost of the default sim2real
 augmentation on one batch on one CPU core, and the ratio of what --target-workers workers supply
 to what one GPU consumes. The GPU step time is --gpu-step-seconds, or else estimated from the
 FLOPs of one TAPIR training step (counted on fake tensors) at --gpu-tflops x --mfu.
@@ -65,18 +66,18 @@ def get_shards(args) -> list[str]:
 
 
 def per_clip_parts(samples: list[dict], args) -> dict[str, float]:
-    """Median seconds per clip of each CPU stage, on one core, from in-memory samples."""
+    """Median CPU seconds per clip of each stage, on one core, from in-memory samples."""
     rng = np.random.default_rng(0)
     times = {"arrays+checks": [], "frame decode": [], "sub-clip+queries": []}
     for sample in samples:
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         clip = decode_clip(sample, with_video=False)
-        t1 = time.perf_counter()
+        t1 = time.process_time()
         frames = subclip_indices(clip.num_frames, args.num_frames, [1], rng)
         decode_frames(sample, frames)
-        t2 = time.perf_counter()
+        t2 = time.process_time()
         sample_queries(clip.occluded[:, frames], clip.object_ids, args.num_queries, rng)
-        t3 = time.perf_counter()
+        t3 = time.process_time()
         times["arrays+checks"].append(t1 - t0)
         times["frame decode"].append(t2 - t1)
         times["sub-clip+queries"].append(t3 - t2)
@@ -87,18 +88,21 @@ def stream(urls, args, epoch_length):
     return TrainClipStream(urls, args.batch_size, epoch_length, args.num_frames, [1], args.num_queries, shuffle_buffer=16)
 
 
-def loader_rate(urls, args, workers: int) -> float:
-    """Clips per second through a DataLoader (after the first batch, which fills buffers)."""
+def loader_rate(urls, args, workers: int) -> tuple[float, float]:
+    """(clips per wall second, clips per CPU second of this process) through a DataLoader.
+
+    Timing starts after the first batches, which fill the shuffle buffers.
+    """
     loader = DataLoader(stream(urls, args, args.batches + 2), batch_size=None, num_workers=workers,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)  # fmt: skip
     it = iter(loader)
     for _ in range(max(1, workers)):
         next(it)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     count = 0
     for batch in it:
         count += batch["video"].shape[0]
-    return count / (time.perf_counter() - start)
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu_start)
 
 
 def augment_cost(args) -> float:
@@ -114,9 +118,9 @@ def augment_cost(args) -> float:
     augment = Sim2RealAugment(AugmentConfig(), (s, s))
     times = []
     for _ in tqdm(range(args.aug_repeats), desc="augment", leave=False):
-        start = time.perf_counter()
+        start = time.process_time()
         augment(batch, gen)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
@@ -154,15 +158,16 @@ def main(argv=None) -> None:
         print(f"  {name:<18} {seconds * 1e3:8.1f} ms")
     print(f"  {'total':<18} {per_clip * 1e3:8.1f} ms  ->  {1 / per_clip:6.1f} clips/s/core")
 
-    in_process = loader_rate(urls, args, 0)
-    print(f"\nTrainClipStream in-process (read + decode + sample + shuffle + collate): {in_process:6.1f} clips/s/core")
+    wall, in_process = loader_rate(urls, args, 0)
+    print(f"\nTrainClipStream in-process (read + decode + sample + shuffle + collate): {in_process:6.1f} clips per "
+          f"CPU-second ({wall:.1f} clips/s wall-clock)")
     if args.workers:
-        rate = loader_rate(urls, args, args.workers)
-        print(f"DataLoader, {args.workers} workers on {os.cpu_count()} cores: {rate:6.1f} clips/s")
+        rate, _ = loader_rate(urls, args, args.workers)
+        print(f"DataLoader, {args.workers} workers on {os.cpu_count()} cores: {rate:6.1f} clips/s wall-clock")
 
     aug = augment_cost(args)
     print(f"\nsim2real augmentation (defaults), batch {args.batch_size}x{args.num_frames}x{args.size}^2, "
-          f"1 CPU thread: {aug:.2f} s per batch (runs on the GPU in training)")
+          f"1 CPU thread: {aug:.2f} CPU-s per batch (runs on the GPU in training)")
 
     if args.gpu_step_seconds:
         step, how = args.gpu_step_seconds, "measured"
@@ -173,7 +178,7 @@ def main(argv=None) -> None:
     consumed = args.batch_size / step
     supplied = args.target_workers * in_process
     print(f"\nGPU step {step:.3f} s ({how}) consumes {consumed:.1f} clips/s")
-    print(f"{args.target_workers} workers supply ~{supplied:.1f} clips/s (x{args.target_workers} the in-process rate): "
+    print(f"{args.target_workers} workers supply ~{supplied:.1f} clips/s ({args.target_workers} x the per-CPU-second rate): "
           f"ratio {supplied / consumed:.2f} (goal >= 3)")
 
 
