@@ -11,12 +11,11 @@ baseline, the untrained and the trained model, and the training time.
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
 import os
 import time
 
 from train.cli import main as train_main
+from train.evaluation import logged_metrics
 from train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,16 +37,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.procedural and not (args.train and args.heldout):
         p.error("pass --train and --heldout, or --procedural")
     return args
-
-
-def metrics_of(folder: str) -> dict[str, float]:
-    """The last logged value of every metric in the CSV logs under ``folder``."""
-    values: dict[str, float] = {}
-    for path in sorted(glob.glob(os.path.join(folder, "csv", "version_*", "metrics.csv"))):
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
-    return values
 
 
 def main(argv=None) -> None:
@@ -74,8 +63,8 @@ def main(argv=None) -> None:
     last = os.path.join(args.out, "trained", "checkpoints", "last.ckpt")
     train_main(["validate"] + common + phase("trained_eval") + ["--ckpt_path", last])
 
-    untrained = metrics_of(os.path.join(args.out, "untrained"))
-    trained = metrics_of(os.path.join(args.out, "trained_eval"))
+    untrained = logged_metrics(os.path.join(args.out, "untrained"))
+    trained = logged_metrics(os.path.join(args.out, "trained_eval"))
     print(f"\ntrained {args.steps} steps in {train_seconds / 60:.1f} min ({train_seconds / args.steps:.2f} s/step), "
           f"config {os.path.relpath(args.config)}")
     for mode in ("first", "strided"):

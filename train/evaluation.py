@@ -9,6 +9,8 @@ gives the official benchmark number (the mean over videos) however the videos we
 """
 from __future__ import annotations
 
+import csv
+import glob
 import logging
 import os
 import zlib
@@ -202,3 +204,13 @@ class MetricAccumulator:
                 if counts[row, col]:
                     out[f"{name}/{key}"] = float(sums[row, col] / counts[row, col])
         return out
+
+
+def logged_metrics(root: str) -> dict[str, float]:
+    """The last logged value of every metric in the CSV logs (``csv/version_*``) under ``root``."""
+    values: dict[str, float] = {}
+    for path in sorted(glob.glob(os.path.join(root, "csv", "version_*", "metrics.csv"))):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return values
