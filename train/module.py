@@ -38,6 +38,8 @@ class TAPIRModule(LightningModule):
       init_from: an official tapnet ``.pt``, a tapforge ``.ckpt`` or ``.safetensors`` whose weights
         start the run (fine-tuning); ignored when resuming from a checkpoint.
       compile: ``torch.compile`` the TAPIR (state_dict keys are unchanged).
+      expected_dist_thresh: the expected-distance head learns "error above this many pixels (256
+        scale)"; tapnet uses 6. Inference calls such points occluded, so a coarse model needs more.
       query_chunk_size: queries per cost-volume chunk in validation (memory bound).
       num_overlay_videos: validation clips per dataset drawn as track-overlay videos (rank 0).
       overlay_max_points: tracks drawn per overlay.
@@ -55,6 +57,7 @@ class TAPIRModule(LightningModule):
         end_lr_factor: float = 0.0,
         init_from: str | None = None,
         compile: bool = False,
+        expected_dist_thresh: float = 6.0,
         query_chunk_size: int = 64,
         num_overlay_videos: int = 2,
         overlay_max_points: int = 40,
@@ -68,6 +71,8 @@ class TAPIRModule(LightningModule):
             (warmup_steps >= 0, f"model.warmup_steps is {warmup_steps}; fix: use 0 or more"),
             (total_steps is None or total_steps > 0, f"model.total_steps is {total_steps}; fix: use a positive count or null"),
             (0 <= end_lr_factor <= 1, f"model.end_lr_factor is {end_lr_factor}; fix: use a value in [0, 1]"),
+            (expected_dist_thresh > 0, f"model.expected_dist_thresh is {expected_dist_thresh}; fix: use a positive "
+                                       "distance in pixels at 256x256 (tapnet: 6)"),
             (query_chunk_size > 0, f"model.query_chunk_size is {query_chunk_size}; fix: use a positive count"),
             (num_overlay_videos >= 0, f"model.num_overlay_videos is {num_overlay_videos}; fix: use 0 or more"),
         ]  # fmt: skip
@@ -175,7 +180,8 @@ class TAPIRModule(LightningModule):
         # a clip that augmentation left without any visible point has no valid query: leave it out
         mask = (~batch["no_visible_track"]).float()[:, None, None].expand(batch["occluded"].shape)
         loss, parts = tapir_loss(
-            outputs, batch["tracks"], batch["occluded"], image_size=tuple(video.shape[2:4]), mask=mask
+            outputs, batch["tracks"], batch["occluded"], image_size=tuple(video.shape[2:4]), mask=mask,
+            expected_dist_thresh=self.hparams.expected_dist_thresh,
         )
         batch_size = video.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
