@@ -52,7 +52,7 @@ def test_warmup_cosine_matches_the_optax_shape():
 @pytest.mark.parametrize(
     "kwargs,key",
     [(dict(lr=0.0), "model.lr"), (dict(weight_decay=-1.0), "model.weight_decay"), (dict(init_from="/no/such.pt"), "model.init_from"),
-     (dict(model={"pyramid_levels": 1}), "model.model")],
+     (dict(model={"pyramid_levels": 1}), "model.model"), (dict(expected_dist_thresh=0.0), "model.expected_dist_thresh")],
 )  # fmt: skip
 def test_bad_module_config_names_the_key(kwargs, key):
     with pytest.raises(TapforgeError, match=key.replace(".", r"\.")):
