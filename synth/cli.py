@@ -6,6 +6,16 @@ import json
 import sys
 from pathlib import Path
 
+from tapforge.errors import TapforgeError
+
+
+def _workers(text: str) -> int | None:
+    """``--workers`` value: a positive integer, or None for auto."""
+    if text == "auto":
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise TapforgeError(f"--workers {text}: give a positive number of worker processes, or auto")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--num-shards", type=int, help="number K of parallel jobs the dataset is split over")
     render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set render.samples=64 (repeatable)")
+    render.add_argument("--workers", default="auto", metavar="N|auto",
+                        help="Blender worker processes on this machine, each rendering whole scenes (default auto: "
+                             "one per 4 usable cores, Cycles threads split between them; 1 on a GPU)")
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     verify = sub.add_parser("verify", help="check manifest, checksums and schema of every shard")
     verify.add_argument("dir", type=Path)
@@ -41,10 +54,11 @@ def main(argv: list[str]) -> int:
         from synth.render_job import render_dataset
         from synth.shards import job_from_environment
 
+        workers = _workers(args.workers)
         config = load_config(args.config, args.overrides)
         job_index, num_jobs = job_from_environment(args.shard_index, args.num_shards)
         summary = render_dataset(config, args.out, args.num_scenes, job_index, num_jobs,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, workers=workers)
         print(json.dumps(summary))
         return 0
     if args.command == "verify":

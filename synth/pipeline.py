@@ -33,9 +33,13 @@ def _files(folder: str | None, suffixes: tuple[str, ...]) -> list[str]:
 
 
 class SceneRenderer:
-    """Renders scenes of one config in one Blender session (Blender starts once, not per scene)."""
+    """Renders scenes of one config in one Blender session (Blender starts once, not per scene).
 
-    def __init__(self, config: dict):
+    `threads` (Cycles threads) overrides ``render.threads`` without changing the config hash: the thread
+    count does not change the pixels, so it is not part of the dataset's identity.
+    """
+
+    def __init__(self, config: dict, threads: int | None = None):
         from synth.blender_scene import BlenderRenderer
 
         self.config = config
@@ -48,7 +52,8 @@ class SceneRenderer:
             from synth.assets import open_asset_directory
 
             self.asset_ids = open_asset_directory(assets["directory"])
-        self.blender = BlenderRenderer(config["render"], tuple(config["render"]["resolution"]))
+        render_cfg = dict(config["render"], threads=threads) if threads else config["render"]
+        self.blender = BlenderRenderer(render_cfg, tuple(config["render"]["resolution"]))
 
     def render(self, scene_index: int) -> tuple[Clip, dict[str, float]]:
         """Render global scene `scene_index`; return the clip and its timing breakdown (seconds)."""

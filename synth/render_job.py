@@ -1,10 +1,24 @@
-"""`tapforge synth render`: render this job's slice of a dataset into shards, resumably."""
+"""`tapforge synth render`: render this job's slice of a dataset into shards, resumably, on all cores.
+
+Scenes are rendered by one Blender session in this process (one worker) or by W spawned worker processes
+(one Blender session each, whole scenes at a time) that hand back encoded samples. Only this process writes
+shards, from the samples in scene order, so the output does not depend on the number of workers.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import multiprocessing
+import os
+import re
+import signal
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Iterator
 
 from tapforge import __version__
 from tapforge.errors import TapforgeError
@@ -30,12 +44,16 @@ def _licences(config: dict) -> dict[str, str]:
     return licences
 
 
-def manifest_header(config: dict, num_scenes: int) -> dict:
+def blender_version() -> str:
     import bpy
 
+    return bpy.app.version_string
+
+
+def manifest_header(config: dict, num_scenes: int, blender: str) -> dict:
     per_shard = config["outputs"]["scenes_per_shard"]
     return {
-        "generator": GENERATOR, "generator_version": __version__, "blender_version": bpy.app.version_string,
+        "generator": GENERATOR, "generator_version": __version__, "blender_version": blender,
         "config": config, "config_hash": config_hash(config), "num_scenes": num_scenes,
         "scenes_per_shard": per_shard, "num_shards": math.ceil(num_scenes / per_shard),
         "asset_licences": _licences(config),
@@ -57,13 +75,110 @@ def _check_same_dataset(out_dir: Path, config: dict, num_scenes: int) -> None:
             "resume it with the same config and --num-scenes, or choose a new --out folder")
 
 
+# Cycles threads per worker when the worker count is automatic: Cycles scales well over a few threads, and
+# more workers overlap the single-threaded parts (physics, scene build, EXR reading, ground truth, encoding)
+# with path tracing; each worker is a Blender session of ~0.5-1 GB, so one per core would cost much memory.
+AUTO_THREADS_PER_WORKER = 4
+# the script folders inside the bpy package (bpy/5.0/scripts/...), which `import bpy` puts first on sys.path
+BLENDER_SCRIPTS = re.compile(r"[/\\]bpy[/\\]\d+\.\d+[/\\]scripts([/\\]|$)")
+
+
+def _cgroup_cpu_limit() -> int | None:
+    """Whole CPUs allowed by a cgroup CPU quota (Kubernetes or Docker CPU limits), None without a quota."""
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            values = (Path("/sys/fs/cgroup") / quota_file).read_text().split()
+            if period_file:
+                values += (Path("/sys/fs/cgroup") / period_file).read_text().split()
+            quota, period = values
+            return None if quota in ("max", "-1") else max(1, int(quota) // int(period))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may use: its CPU affinity (SLURM, taskset) capped by a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return min(cores, limit) if limit else cores
+
+
+def plan_workers(workers: int | None, threads: int, num_scenes: int, cores: int) -> tuple[int, int]:
+    """(worker processes, Cycles threads per worker) for rendering `num_scenes` scenes on `cores` cores.
+
+    `workers` None is automatic: one worker per AUTO_THREADS_PER_WORKER cores, at least one, whatever the
+    device (workers on a GPU share it, so their CPU-side work overlaps its path tracing). Never more workers
+    than scenes. Threads: ``render.threads`` if set, else the cores split evenly between the workers.
+    """
+    if workers is None:
+        workers = max(1, cores // AUTO_THREADS_PER_WORKER)
+    workers = max(1, min(workers, num_scenes))
+    return workers, threads or max(1, cores // workers)
+
+
+def _render_scene(renderer, config: dict, index: int) -> tuple[dict, dict[str, float]]:
+    """Render and encode scene `index`; return the shard sample and its timing breakdown (seconds)."""
+    start = time.perf_counter()
+    clip, timing = renderer.render(index)
+    sample = encode_clip(clip, config["outputs"]["video_codec"], config["outputs"]["jpeg_quality"])
+    timing["encode"] = time.perf_counter() - start - sum(timing.values())
+    return sample, {k: round(v, 4) for k, v in timing.items()}
+
+
+_worker_renderer = None
+
+
+def _render_in_worker(config: dict, threads: int, index: int) -> tuple[dict, dict[str, float]]:
+    """Worker side: render one scene in this process's Blender session (started on the first scene)."""
+    global _worker_renderer
+    if _worker_renderer is None:
+        from synth.pipeline import SceneRenderer
+
+        _worker_renderer = SceneRenderer(config, threads)
+    return _render_scene(_worker_renderer, config, index)
+
+
+def _start_worker() -> None:
+    """Worker set-up: leave Ctrl-C to the main process, which stops every worker; drop the script folders that
+    Blender puts on sys.path when the main process has imported bpy (spawn copies sys.path, and there they hide
+    the bpy module itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.path[:] = [p for p in sys.path if not BLENDER_SCRIPTS.search(p)]
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """Spawned worker processes; on any error or interrupt the workers are stopped at once, and a worker that
+    died (Blender crash, out of memory) ends the run with one error line instead of a hanging pool."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_start_worker)
+    try:
+        yield pool
+    except BaseException as err:
+        for process in list((pool._processes or {}).values()):  # no public way to stop busy workers before 3.14
+            process.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if isinstance(err, BrokenProcessPool):
+            raise TapforgeError(
+                "a render worker process died (a Blender crash, or killed, e.g. out of memory); complete shards "
+                "are kept: rerun the same command to resume, with fewer --workers if memory is short") from None
+        raise
+    pool.shutdown(wait=True)
+
+
 def render_dataset(config: dict, out_dir: Path, num_scenes: int, job_index: int = 0, num_jobs: int = 1,
-                   progress: bool = True) -> dict:
-    """Render the shards of job `job_index` / `num_jobs` that are not complete yet; return a summary."""
+                   progress: bool = True, workers: int | None = None) -> dict:
+    """Render the shards of job `job_index` / `num_jobs` that are not complete yet; return a summary.
+
+    `workers`: Blender worker processes on this machine (None = automatic, see `plan_workers`).
+    """
     from tqdm import tqdm
 
     if num_scenes < 1:
         raise TapforgeError(f"--num-scenes {num_scenes}: give at least 1")
+    if workers is not None and workers < 1:
+        raise TapforgeError(f"--workers {workers}: give a positive number of worker processes, or auto")
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_dataset(out_dir, config, num_scenes)
     per_shard = config["outputs"]["scenes_per_shard"]
@@ -73,36 +188,48 @@ def render_dataset(config: dict, out_dir: Path, num_scenes: int, job_index: int 
         for stale in out_dir.glob(f".{shard_path(out_dir, shard).name}.tmp-*"):
             stale.unlink(missing_ok=True)
     todo = [s for s in mine if not shard_is_complete(out_dir, s)]
-    header = manifest_header(config, num_scenes)
+    scenes = {s: list(range(s * per_shard, min((s + 1) * per_shard, num_scenes))) for s in todo}
+    order = [index for shard in todo for index in scenes[shard]]
+    num_workers, threads = plan_workers(workers, config["render"]["threads"], max(1, len(order)),
+                                         usable_cores())
     summary = {"job": [job_index, num_jobs], "shards_in_slice": len(mine), "shards_rendered": 0,
-               "shards_skipped": len(mine) - len(todo), "scenes_rendered": 0}
-    if todo:
-        from synth.pipeline import SceneRenderer
+               "shards_skipped": len(mine) - len(todo), "scenes_rendered": 0, "workers": num_workers,
+               "threads_per_worker": threads}
+    if not todo:
+        update_manifest(out_dir, manifest_header(config, num_scenes, blender_version()))
+        return summary
+    shard_of = {index: shard for shard in todo for index in scenes[shard]}
+    done: dict[int, dict[int, tuple[dict, dict]]] = {shard: {} for shard in todo}
+    with contextlib.ExitStack() as stack:
+        if num_workers == 1:
+            from synth.pipeline import SceneRenderer
 
-        renderer = SceneRenderer(config)
-        scenes = {s: list(range(s * per_shard, min((s + 1) * per_shard, num_scenes))) for s in todo}
-        bar = tqdm(total=sum(map(len, scenes.values())), unit="scene", disable=not progress,
-                   desc=f"render job {job_index}/{num_jobs}")
-        for shard in todo:
-            samples, timings = [], []
-            for index in scenes[shard]:
-                start = time.perf_counter()
-                clip, timing = renderer.render(index)
-                sample = encode_clip(clip, config["outputs"]["video_codec"], config["outputs"]["jpeg_quality"])
-                timing["encode"] = time.perf_counter() - start - sum(timing.values())
-                samples.append(sample)
-                timings.append({k: round(v, 4) for k, v in timing.items()})
-                bar.update(1)
+            renderer = SceneRenderer(config, threads)
+            header = manifest_header(config, num_scenes, blender_version())
+            results = ((index, _render_scene(renderer, config, index)) for index in order)
+        else:
+            pool = stack.enter_context(_worker_pool(num_workers))
+            version = pool.submit(blender_version)
+            futures = {pool.submit(_render_in_worker, config, threads, index): index for index in order}
+            header = manifest_header(config, num_scenes, version.result())
+            results = ((futures.pop(future), future.result()) for future in as_completed(futures))
+        bar = stack.enter_context(tqdm(total=len(order), unit="scene", disable=not progress,
+                                       desc=f"render job {job_index}/{num_jobs}, workers: {num_workers}"))
+        for index, result in results:
+            bar.update(1)
+            shard = shard_of[index]
+            done[shard][index] = result
+            if len(done[shard]) < len(scenes[shard]):
+                continue
+            finished = done.pop(shard)
+            rendered = [finished[i] for i in scenes[shard]]
             record = {
-                "num_samples": len(samples), "keys": [scene_key(i) for i in scenes[shard]],
+                "num_samples": len(rendered), "keys": [scene_key(i) for i in scenes[shard]],
                 "seeds": [scene_seed(config["seed"], i) for i in scenes[shard]],
-                "timing_seconds": {"scenes": timings},
+                "timing_seconds": {"scenes": [timing for _, timing in rendered]},
             }
-            write_shard(out_dir, shard, samples, record)
+            write_shard(out_dir, shard, [sample for sample, _ in rendered], record)
             update_manifest(out_dir, header)
             summary["shards_rendered"] += 1
-            summary["scenes_rendered"] += len(samples)
-        bar.close()
-    else:
-        update_manifest(out_dir, header)
+            summary["scenes_rendered"] += len(rendered)
     return summary
