@@ -23,6 +23,7 @@ from synth.recipe import MaterialSpec, SceneSpec, look_at_matrices
 AOV_OBJECT_COORDINATES = "object_coordinates"
 AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
 FLOOR_SIZE = 80.0
+GPU_BACKENDS = ("optix", "cuda")  # render.device=auto tries these in order, then the CPU
 
 
 def linear_to_srgb_uint8(linear: np.ndarray) -> np.ndarray:
@@ -274,21 +275,39 @@ def stack_passes(frames: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
 
 
 def _select_device(bpy, device: str) -> str:
-    """Enable the requested Cycles GPU backend, or raise a clear error when none is present."""
+    """Enable the Cycles device for ``render.device`` and return the one used (cpu, cuda or optix).
+
+    ``auto`` takes OptiX GPUs if Blender finds any, else CUDA GPUs, else the CPU, and says which on stderr
+    (stdout belongs to progress bars). An explicit cuda or optix that Blender cannot use is a clear error.
+    """
     if device == "cpu":
         return "cpu"
     from tapforge.errors import TapforgeError
 
     prefs = bpy.context.preferences.addons["cycles"].preferences
+    for backend in GPU_BACKENDS if device == "auto" else (device,):
+        gpus = _enable_gpus(prefs, backend)
+        if gpus:
+            if device == "auto":
+                print(f"render.device=auto: using {backend.upper()} ({', '.join(gpus)})", file=sys.stderr)
+            return backend
+        if device != "auto" and gpus is None:
+            raise TapforgeError(f"render.device={device}: this Blender build has no {backend.upper()} support; "
+                                "use render.device=auto or cpu")
+        if device != "auto":
+            raise TapforgeError(f"render.device={device}: Blender finds no {backend.upper()} GPU (NVIDIA driver "
+                                "loaded? in Docker: run with --gpus all); use render.device=auto or cpu")
+    print("render.device=auto: no OptiX or CUDA GPU found, using CPU", file=sys.stderr)
+    return "cpu"
+
+
+def _enable_gpus(prefs, backend: str) -> list[str] | None:
+    """Make `backend` the Cycles compute type and use only its GPUs; their names (None: not in this build)."""
     try:
-        prefs.compute_device_type = device.upper()
-        prefs.refresh_devices()
-    except TypeError as err:
-        raise TapforgeError(f"render.device={device}: this Blender build has no {device.upper()} support; "
-                            "use render.device=cpu") from err
-    gpus = [d for d in prefs.devices if d.type == device.upper()]
-    if not gpus:
-        raise TapforgeError(f"render.device={device}: no {device.upper()} GPU found; use render.device=cpu")
+        prefs.compute_device_type = backend.upper()
+    except TypeError:  # not among the enum's items: Blender was built without it
+        return None
+    prefs.refresh_devices()
     for d in prefs.devices:
-        d.use = d.type == device.upper()
-    return device
+        d.use = d.type == backend.upper()
+    return [d.name for d in prefs.devices if d.use]

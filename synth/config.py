@@ -74,7 +74,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scene.floor_texture": (lambda v: isinstance(v, bool), "true or false"),
     "render.resolution": (_resolution, "[width, height] or one integer, each in [16, 8192]"),
     "render.samples": (lambda v: _is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
-    "render.device": (lambda v: v in ("cpu", "cuda", "optix"), "cpu, cuda or optix"),
+    "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
     "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
     "render.threads": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
     "tracks.num_tracks": (lambda v: _is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),

@@ -20,6 +20,11 @@ def test_presets_differ_where_the_movi_recipes_differ():
     assert load_config("long_clip")["scene"]["num_frames"] == 120
 
 
+def test_rendering_uses_a_gpu_when_there_is_one_unless_told_otherwise():
+    assert all(load_config(preset)["render"]["device"] == "auto" for preset in PRESETS)
+    assert load_config("tiny", ["render.device=cpu"])["render"]["device"] == "cpu"
+
+
 def test_overrides_are_parsed_as_yaml_and_applied():
     config = load_config("movi_e", ["render.samples=64", "outputs.passes=[depth,segmentation]", "render.resolution=128"])
     assert config["render"]["samples"] == 64
@@ -33,7 +38,7 @@ def test_every_problem_is_listed_with_its_fix_before_rendering():
     message = str(err.value)
     assert "4 problem(s)" in message
     assert "render.samples: bad value 0; use an integer >= 1" in message
-    assert "render.device: bad value 'tpu'; use cpu, cuda or optix" in message
+    assert "render.device: bad value 'tpu'; use auto, cpu, cuda or optix" in message
     assert "scene.num_frame: unknown key" in message
     assert "seed: bad value 'abc'" in message
 

@@ -1,4 +1,6 @@
-"""Scene recipe, procedural shapes and physics, without rendering."""
+"""Scene recipe, procedural shapes, physics and the Cycles device choice, without rendering."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -6,6 +8,7 @@ from synth.config import SHAPES, load_config
 from synth.meshes import volume_and_centroid
 from synth.recipe import look_at_matrices, sample_scene
 from synth.shapes import make_shape
+from tapforge.errors import TapforgeError
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s != "suzanne"])
@@ -59,3 +62,86 @@ def test_physics_is_deterministic_and_objects_come_to_rest_on_the_floor():
     moved = np.linalg.norm(a.positions[:, -1] - a.positions[:, 0], axis=-1)
     assert (moved[static] < 0.5).all()  # settled static objects stay put
     assert np.allclose(np.linalg.norm(a.quaternions, axis=-1), 1.0)
+
+
+class _FakeCyclesPrefs:
+    """Cycles add-on preferences as bpy shows them, with a chosen build and chosen GPUs."""
+
+    def __init__(self, backends: set[str], gpus: list[tuple[str, str]]):
+        self.backends = backends
+        self._type = "NONE"
+        self.devices = [SimpleNamespace(name=name, type=kind, use=False) for name, kind in gpus]
+        self.devices.append(SimpleNamespace(name="Some CPU", type="CPU", use=True))
+
+    @property
+    def compute_device_type(self):
+        return self._type
+
+    @compute_device_type.setter
+    def compute_device_type(self, value):
+        if value not in self.backends:  # bpy refuses enum values the build lacks with a TypeError
+            raise TypeError(f"enum {value!r} not found")
+        self._type = value
+
+    def refresh_devices(self):
+        pass
+
+
+def _fake_bpy(prefs):
+    return SimpleNamespace(context=SimpleNamespace(preferences=SimpleNamespace(
+        addons={"cycles": SimpleNamespace(preferences=prefs)})))
+
+
+H100 = [("NVIDIA H100", "CUDA"), ("NVIDIA H100", "OPTIX")]
+
+
+@pytest.mark.parametrize("backends, gpus, expected", [
+    ({"CUDA", "OPTIX"}, H100, "optix"),
+    ({"CUDA"}, H100[:1], "cuda"),           # a build without OptiX
+    ({"CUDA", "OPTIX"}, H100[:1], "cuda"),  # a GPU that OptiX does not list
+])
+def test_auto_device_prefers_optix_then_cuda_and_says_which(capsys, backends, gpus, expected):
+    from synth.blender_scene import _select_device
+
+    prefs = _FakeCyclesPrefs(backends, gpus)
+    assert _select_device(_fake_bpy(prefs), "auto") == expected
+    assert capsys.readouterr().err.strip() == f"render.device=auto: using {expected.upper()} (NVIDIA H100)"
+    assert [d.type for d in prefs.devices if d.use] == [expected.upper()]  # only those GPUs, not the CPU too
+
+
+def test_explicit_gpu_device_missing_from_the_build_names_the_fix():
+    from synth.blender_scene import _select_device
+
+    with pytest.raises(TapforgeError, match="render.device=optix: this Blender build has no OPTIX support; "
+                                            "use render.device=auto or cpu"):
+        _select_device(_fake_bpy(_FakeCyclesPrefs({"CUDA"}, H100[:1])), "optix")
+
+
+@pytest.fixture
+def blender_without_gpu():
+    """Real bpy, on a machine where Blender finds no OptiX or CUDA GPU (skipped where it finds one)."""
+    bpy = pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed")
+    import _cycles
+
+    if any(d[1] == kind for kind in ("CUDA", "OPTIX") for d in _cycles.available_devices(kind)):
+        pytest.skip("Blender finds a GPU here")
+    return bpy
+
+
+def test_auto_device_without_a_gpu_renders_on_the_cpu_and_says_so(capsys, blender_without_gpu):
+    from synth.blender_scene import _select_device
+
+    assert _select_device(blender_without_gpu, "auto") == "cpu"
+    assert capsys.readouterr().err.strip() == "render.device=auto: no OptiX or CUDA GPU found, using CPU"
+
+
+@pytest.mark.parametrize("device", ["cuda", "optix"])
+def test_explicit_gpu_device_without_a_gpu_is_one_line_naming_the_fix(blender_without_gpu, device):
+    from synth.blender_scene import _select_device
+
+    with pytest.raises(TapforgeError) as err:
+        _select_device(blender_without_gpu, device)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"render.device={device}: Blender finds no {device.upper()} GPU")
+    assert "--gpus all" in message and message.endswith("use render.device=auto or cpu")
