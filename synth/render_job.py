@@ -200,36 +200,42 @@ def render_dataset(config: dict, out_dir: Path, num_scenes: int, job_index: int 
         return summary
     shard_of = {index: shard for shard in todo for index in scenes[shard]}
     done: dict[int, dict[int, tuple[dict, dict]]] = {shard: {} for shard in todo}
-    with contextlib.ExitStack() as stack:
-        if num_workers == 1:
-            from synth.pipeline import SceneRenderer
+    header = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if num_workers == 1:
+                from synth.pipeline import SceneRenderer
 
-            renderer = SceneRenderer(config, threads)
-            header = manifest_header(config, num_scenes, blender_version())
-            results = ((index, _render_scene(renderer, config, index)) for index in order)
-        else:
-            pool = stack.enter_context(_worker_pool(num_workers))
-            version = pool.submit(blender_version)
-            futures = {pool.submit(_render_in_worker, config, threads, index): index for index in order}
-            header = manifest_header(config, num_scenes, version.result())
-            results = ((futures.pop(future), future.result()) for future in as_completed(futures))
-        bar = stack.enter_context(tqdm(total=len(order), unit="scene", disable=not progress,
-                                       desc=f"render job {job_index}/{num_jobs}, workers: {num_workers}"))
-        for index, result in results:
-            bar.update(1)
-            shard = shard_of[index]
-            done[shard][index] = result
-            if len(done[shard]) < len(scenes[shard]):
-                continue
-            finished = done.pop(shard)
-            rendered = [finished[i] for i in scenes[shard]]
-            record = {
-                "num_samples": len(rendered), "keys": [scene_key(i) for i in scenes[shard]],
-                "seeds": [scene_seed(config["seed"], i) for i in scenes[shard]],
-                "timing_seconds": {"scenes": [timing for _, timing in rendered]},
-            }
-            write_shard(out_dir, shard, [sample for sample, _ in rendered], record)
+                renderer = SceneRenderer(config, threads)
+                header = manifest_header(config, num_scenes, blender_version())
+                results = ((index, _render_scene(renderer, config, index)) for index in order)
+            else:
+                pool = stack.enter_context(_worker_pool(num_workers))
+                version = pool.submit(blender_version)
+                futures = {pool.submit(_render_in_worker, config, threads, index): index for index in order}
+                header = manifest_header(config, num_scenes, version.result())
+                results = ((futures.pop(future), future.result()) for future in as_completed(futures))
+            bar = stack.enter_context(tqdm(total=len(order), unit="scene", disable=not progress,
+                                           desc=f"render job {job_index}/{num_jobs}, workers: {num_workers}"))
+            for index, result in results:
+                bar.update(1)
+                shard = shard_of[index]
+                done[shard][index] = result
+                if len(done[shard]) < len(scenes[shard]):
+                    continue
+                finished = done.pop(shard)
+                rendered = [finished[i] for i in scenes[shard]]
+                record = {
+                    "num_samples": len(rendered), "keys": [scene_key(i) for i in scenes[shard]],
+                    "seeds": [scene_seed(config["seed"], i) for i in scenes[shard]],
+                    "timing_seconds": {"scenes": [timing for _, timing in rendered]},
+                }
+                write_shard(out_dir, shard, [sample for sample, _ in rendered], record)
+                update_manifest(out_dir, header)
+                summary["shards_rendered"] += 1
+                summary["scenes_rendered"] += len(rendered)
+    except BaseException:
+        if header is not None:  # an interrupt may fall between a shard's rename and the manifest update
             update_manifest(out_dir, header)
-            summary["shards_rendered"] += 1
-            summary["scenes_rendered"] += len(rendered)
+        raise
     return summary
