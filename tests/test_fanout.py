@@ -1,6 +1,9 @@
-"""Parallel rendering: worker processes on one machine."""
+"""Parallel rendering: worker processes on one machine, and shard-indexed jobs fanned out by SLURM arrays or
+Kubernetes Indexed Jobs (the recipes in configs/ are run here as plain commands with the scheduler's variables)."""
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,11 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from synth.cli import _parser
+from synth.config import load_config
 from synth.render_job import plan_workers
 from synth.schema import decode_clip
-from synth.shards import iter_tar_samples
+from synth.shards import iter_tar_samples, job_from_environment, job_slice, verify_dataset
 
+ROOT = Path(__file__).resolve().parents[1]
+RENDER_SBATCH = ROOT / "configs" / "synth" / "slurm_array.sbatch"
+TRAIN_SBATCH = ROOT / "configs" / "train" / "slurm_multinode.sbatch"
+K8S_JOB = ROOT / "configs" / "k8s" / "synth-render-indexed-job.yaml"
 SMALL = ["render.resolution=32", "render.samples=1", "scene.num_frames=2", "tracks.num_tracks=64",
          "scene.num_static_objects=[1,2]", "scene.num_dynamic_objects=1", "outputs.scenes_per_shard=2"]
 SETS = [arg for item in SMALL for arg in ("--set", item)]
@@ -80,6 +90,16 @@ def _wait_until(condition, proc, timeout=120):
         time.sleep(0.02)
 
 
+def _sbatch_options(path):
+    return dict(re.findall(r"^#SBATCH --([\w-]+)(?:=(\S+))?", path.read_text(), re.M))
+
+
+def _k8s_container():
+    job = yaml.safe_load(K8S_JOB.read_text())
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return job, container
+
+
 @pytest.fixture(scope="module")
 def one_worker(tmp_path_factory):
     """The reference dataset: one job, one worker."""
@@ -88,6 +108,24 @@ def one_worker(tmp_path_factory):
                             text=True, check=True)
     assert _summary(result.stdout)["workers"] == 1
     return out
+
+
+# ------------------------------------------------------------------------------------------ slicing, planning
+@pytest.mark.parametrize("num_jobs", [1, 2, 3, 7])
+def test_scheduler_variables_select_the_same_slices_as_the_flags(num_jobs):
+    num_shards = 10
+    slices = []
+    for i in range(num_jobs):
+        slurm = {"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": str(num_jobs)}
+        slurm_offset = {"SLURM_ARRAY_TASK_ID": str(i + 4), "SLURM_ARRAY_TASK_MIN": "4",
+                        "SLURM_ARRAY_TASK_COUNT": str(num_jobs)}
+        kubernetes = {"JOB_COMPLETION_INDEX": str(i), "TAPFORGE_NUM_SHARDS": str(num_jobs)}
+        flags = job_from_environment(i, num_jobs, {})
+        for env in (slurm, slurm_offset, kubernetes):
+            assert job_from_environment(None, None, env) == flags == (i, num_jobs)
+        assert job_from_environment(i, num_jobs, {**slurm, "SLURM_ARRAY_TASK_ID": "0"}) == flags  # flags win
+        slices.append(job_slice(num_shards, *flags))
+    assert sorted(sum(slices, [])) == list(range(num_shards))  # every shard exactly once
 
 
 def test_worker_plan_splits_the_cores_between_the_workers():
@@ -148,6 +186,109 @@ def test_a_dead_worker_or_ctrl_c_stops_the_run_and_every_worker_and_complete_sha
     assert proc.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr
     assert workers and not any(_running(pid) for pid in workers)
     assert first.stat().st_mtime_ns == stamp and "shard-000019.tar" not in shards()
-    verify = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "verify", str(tmp_path)], env=_env(),
-                            capture_output=True, text=True)
-    assert verify.returncode == 0, verify.stderr  # only complete shards are visible, all in the manifest
+    assert verify_dataset(tmp_path) == []  # only complete shards are visible, all in the manifest
+
+
+# -------------------------------------------------------------------------------------------- cluster recipes
+def test_render_sbatch_script_is_consistent_with_what_tapforge_reads():
+    subprocess.run(["bash", "-n", str(RENDER_SBATCH)], check=True)
+    options = _sbatch_options(RENDER_SBATCH)
+    first, last = map(int, re.fullmatch(r"(\d+)-(\d+)(%\d+)?", options["array"]).groups()[:2])
+    assert "requeue" in options and int(options["cpus-per-task"]) >= 1
+    text = RENDER_SBATCH.read_text()
+    (command,) = [line for line in text.splitlines() if line.startswith("tapforge ")]
+    assert command.startswith("tapforge synth render --config") and '"$@"' in command
+    assert "--shard-index" not in command and "--num-shards" not in command  # the index comes from SLURM
+    for flag in ("--out", "--num-scenes", "--no-progress"):
+        assert flag in command
+    config = re.search(r'CONFIG="\$\{CONFIG:-(\w+)\}"', text).group(1)
+    num_scenes = int(re.search(r'NUM_SCENES="\$\{NUM_SCENES:-(\d+)\}"', text).group(1))
+    shards = math.ceil(num_scenes / load_config(config)["outputs"]["scenes_per_shard"])
+    assert 1 <= last - first + 1 <= shards  # no task without shards
+
+
+def test_kubernetes_indexed_job_is_consistent_with_what_tapforge_reads():
+    job, container = _k8s_container()
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job" and spec["completionMode"] == "Indexed"
+    assert 1 <= spec["parallelism"] <= spec["completions"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert int(env["TAPFORGE_NUM_SHARDS"]) == spec["completions"]
+    assert "JOB_COMPLETION_INDEX" not in env  # Kubernetes sets it in each pod
+    command = container["command"] + container["args"]
+    assert command[:3] == ["tapforge", "synth", "render"] and container["image"] == "tapforge:latest"
+    args = _parser().parse_args(command[2:])  # every flag is one `tapforge synth render` takes
+    assert args.shard_index is None and args.num_shards is None and args.no_progress
+    shards = math.ceil(args.num_scenes / load_config(args.config)["outputs"]["scenes_per_shard"])
+    assert spec["completions"] <= shards
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (data,) = [name for path, name in mounts.items() if str(args.out).startswith(path + "/")]
+    assert "persistentVolumeClaim" in volumes[data]  # one folder shared by every pod
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["restartPolicy"] in ("Never", "OnFailure")
+
+
+@pytest.mark.slow
+def test_fanned_out_jobs_write_the_same_dataset_as_one_job(one_worker, tmp_path):
+    """Three independent jobs share one folder: a SLURM array task (the sbatch script, array starting at 5),
+    a Kubernetes indexed pod (the manifest's command) and a job given --shard-index."""
+    out = tmp_path / "fanout"
+    slurm = _env(CONFIG="tiny", OUT=str(out), NUM_SCENES=str(NUM_SCENES), SLURM_ARRAY_TASK_ID="5",
+                 SLURM_ARRAY_TASK_MIN="5", SLURM_ARRAY_TASK_COUNT="3")
+    _, container = _k8s_container()
+    k8s = container["command"] + container["args"] + SETS
+    for flag, value in (("--config", "tiny"), ("--out", str(out)), ("--num-scenes", str(NUM_SCENES))):
+        k8s[k8s.index(flag) + 1] = value
+    jobs = [
+        (["bash", str(RENDER_SBATCH), *SETS], slurm),
+        (k8s, _env(JOB_COMPLETION_INDEX="1", TAPFORGE_NUM_SHARDS="3")),
+        (_render_cmd(out, NUM_SCENES, "--shard-index", "2", "--num-shards", "3"), _env()),
+    ]
+    procs = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd, env in jobs]
+    for index, proc in enumerate(procs):
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        summary = _summary(stdout)
+        assert summary["job"] == [index, 3] and summary["shards_rendered"] == 1
+    _assert_same_dataset(one_worker, out)
+
+
+def test_training_sbatch_runs_lightning_ddp_under_srun_and_resumes_from_the_newest_checkpoint(tmp_path):
+    options = _sbatch_options(TRAIN_SBATCH)
+    assert options["signal"].startswith("SIGUSR1@") and "requeue" in options
+    assert options["ntasks-per-node"] == options["gpus-per-node"]  # one DDP rank per GPU
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$SRUN_ARGS"\n')
+    (shims / "srun").chmod(0o755)
+    run_dir = tmp_path / "run"
+    env = _env(SLURM_JOB_NUM_NODES="2", SLURM_NTASKS_PER_NODE="8", SLURM_CPUS_PER_TASK="10",
+               SRUN_ARGS=str(tmp_path / "srun_args"), RUN_DIR=str(run_dir))
+    env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
+
+    def srun_args():
+        subprocess.run(["bash", str(TRAIN_SBATCH), "--data.train_shards", "data/train"], env=env, cwd=tmp_path,
+                       check=True)
+        return (tmp_path / "srun_args").read_text().splitlines()
+
+    args = srun_args()
+    assert args[:4] == ["--cpus-per-task=10", "tapforge", "train", "fit"]
+    value = {flag: args[args.index(flag) + 1] for flag in ("--trainer.num_nodes", "--trainer.devices",
+                                                             "--trainer.strategy", "--trainer.default_root_dir")}
+    assert value == {"--trainer.num_nodes": "2", "--trainer.devices": "8", "--trainer.strategy": "ddp",
+                     "--trainer.default_root_dir": str(run_dir)}
+    assert "--ckpt_path" not in args and args[-2:] == ["--data.train_shards", "data/train"]
+    (run_dir / "checkpoints").mkdir(parents=True)
+    last, hpc = run_dir / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_1.ckpt"
+    for path, stamp in ((last, 1_000_000), (hpc, 2_000_000)):
+        path.write_bytes(b"")
+        os.utime(path, (stamp, stamp))
+    args = srun_args()
+    assert args[args.index("--ckpt_path") + 1] == str(hpc)  # requeued after SIGUSR1
+    os.utime(last, (3_000_000, 3_000_000))
+    args = srun_args()
+    assert args[args.index("--ckpt_path") + 1] == str(last)  # requeued after pre-emption
+    assert args[-2:] == ["--data.train_shards", "data/train"]  # the user's arguments come last and win
