@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="override a config value, e.g. --set render.samples=64 (repeatable)")
     render.add_argument("--workers", default="auto", metavar="N|auto",
                         help="Blender worker processes on this machine, each rendering whole scenes (default auto: "
-                             "one per 4 usable cores, Cycles threads split between them; 1 on a GPU)")
+                             "one per 4 usable cores, Cycles threads split between them)")
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     verify = sub.add_parser("verify", help="check manifest, checksums and schema of every shard")
     verify.add_argument("dir", type=Path)
