@@ -307,7 +307,8 @@ def _enable_gpus(prefs, backend: str) -> list[str] | None:
         prefs.compute_device_type = backend.upper()
     except TypeError:  # not among the enum's items: Blender was built without it
         return None
-    prefs.refresh_devices()
+    with _quiet_stdout():  # Cycles prints its CUDA/HIP library probes to stdout
+        prefs.refresh_devices()
     for d in prefs.devices:
         d.use = d.type == backend.upper()
     return [d.name for d in prefs.devices if d.use]
