@@ -159,7 +159,9 @@ def test_two_workers_write_the_same_dataset_as_one(one_worker, tmp_path):
 def test_a_dead_worker_or_ctrl_c_stops_the_run_and_every_worker_and_complete_shards_are_kept(tmp_path):
     def start():
         # far more scenes than are rendered before each interruption, so the run cannot finish first on any machine
+        # SIGINT back to its default first: a parent that runs us in the background (nohup, `cmd &`) ignores it
         return subprocess.Popen(_render_cmd(tmp_path, 400, "--workers", "2"), env=_env(), text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
     def shards():
