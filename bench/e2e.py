@@ -61,13 +61,14 @@ def load_seconds(train_config: str, shards: str, batches: int) -> tuple[float, i
     data.pop("tapvid", None)
     module = TAPIRDataModule(**data)
     module.setup("fit")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     clips, start = 0, time.perf_counter()
     for batch in module.train_dataloader():
         batch = module.on_after_batch_transfer(module.on_before_batch_transfer(batch, 0), 0)
         clips += batch["video"].shape[0]
     seconds = time.perf_counter() - start
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     return seconds, clips
 
 
