@@ -116,6 +116,7 @@ def test_validate_and_test_subcommands_score_a_checkpoint(setup):
         (["--model.lr", "-1"], r"model\.lr is -1.0; fix"),
         (["--data.augment.crop.p", "2"], r"data\.augment\.crop\.p is 2.0; fix"),
         (["--data.train_shards", "/does/not/exist-*.tar"], r"data\.train_shards: .* matches no shard"),
+        (["--trainer.enable_checkpointing", "false"], r"conflicting trainer settings: .*enable_checkpointing"),
     ],
 )
 def test_bad_config_is_one_clear_error(setup, extra, pattern):

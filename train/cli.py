@@ -92,6 +92,7 @@ def _build_cli_class():
 def main(argv: list[str] | None = None) -> int:
     """Run ``fit``, ``validate`` or ``test``; see the module docstring."""
     from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from tapforge.errors import TapforgeError
     from train.callbacks import FinalCheckpoint
@@ -125,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         raise TapforgeError(
             f"bad training config: {_one_line(str(err))}; fix: correct that key in the YAML or on the command line "
             "(tapforge train fit --help lists every key)"
+        ) from None
+    except MisconfigurationException as err:
+        raise TapforgeError(
+            f"conflicting trainer settings: {_one_line(str(err))}; fix: change one of them in the YAML or on the "
+            "command line"
         ) from None
     except TapforgeError as err:
         raise TapforgeError(_one_line(str(err))) from None
