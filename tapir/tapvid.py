@@ -2,7 +2,8 @@
 
 Follows the official evaluation code (``tapnet/tapvid/evaluation_datasets.py``): the pickle
 formats, the query sampling (``first`` and ``strided`` with stride 5), the 256x256 resize and
-``compute_tapvid_metrics`` give the same keys and values.
+``compute_tapvid_metrics`` give the same keys and values, plus two that split occlusion accuracy by
+the ground truth (``visible_recall``, ``occluded_recall``).
 
 Conventions: query points are (t, y, x), tracks are (x, y), both in raster pixels of the resized
 video; ``occluded`` is True where the point is not visible; ``video`` is float32 in [-1, 1].
@@ -28,6 +29,7 @@ METRIC_KEYS = (
     + tuple(f"pts_within_{t}" for t in THRESHOLDS)
     + tuple(f"jaccard_{t}" for t in THRESHOLDS)
     + ("average_jaccard", "average_pts_within_thresh")
+    + ("visible_recall", "occluded_recall")
 )
 
 
@@ -47,7 +49,10 @@ def compute_tapvid_metrics(
     ``query_mode`` 'first' evaluates the frames after each query frame, 'strided' every frame but
     the query frame. Returns arrays of shape [b] (or [b,n] with ``get_trackwise_metrics``) for
     occlusion_accuracy, pts_within_{1,2,4,8,16}, jaccard_{1,2,4,8,16}, average_jaccard and
-    average_pts_within_thresh; the benchmark score is the mean over videos.
+    average_pts_within_thresh; the benchmark score is the mean over videos. Beyond the official
+    metrics: visible_recall and occluded_recall, the shares of visible and of hidden evaluated points
+    that are predicted so (occlusion accuracy is their mix, weighted by the visible share; NaN for a
+    video without points of that kind).
     """
     summing_axis = (2,) if get_trackwise_metrics else (1, 2)
     eye = np.eye(gt_tracks.shape[2], dtype=np.int32)
@@ -67,6 +72,12 @@ def compute_tapvid_metrics(
 
     visible = np.logical_not(gt_occluded)
     pred_visible = np.logical_not(pred_occluded)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for key, truth, pred in (("visible_recall", visible, pred_visible),
+                                 ("occluded_recall", ~visible, ~pred_visible)):  # fmt: skip
+            metrics[key] = np.sum(truth & pred & evaluation_points, axis=summing_axis) / np.sum(
+                truth & evaluation_points, axis=summing_axis
+            )
     all_frac_within = []
     all_jaccard = []
     for thresh in THRESHOLDS:
@@ -284,7 +295,8 @@ def iter_tapvid(
 
 
 def mean_metrics(per_video: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
-    """Benchmark score: the simple mean over videos of each per-video metric, as the paper reports."""
+    """Benchmark score: the simple mean over videos of each per-video metric, as the paper reports
+    (a video whose metric is NaN, e.g. no hidden point for occluded_recall, is left out of that mean)."""
     if not per_video:
         raise TapforgeError("no videos were evaluated; fix: check that the TAP-Vid pickle holds examples")
-    return {k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in METRIC_KEYS}
+    return {k: float(np.nanmean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in METRIC_KEYS}

@@ -199,3 +199,21 @@ def test_mean_metrics_is_mean_over_videos():
     mean = tapvid.mean_metrics([good, bad])
     assert mean["average_jaccard"] == pytest.approx(0.5)
     assert mean["occlusion_accuracy"] == pytest.approx(0.5)
+
+
+def test_occlusion_recalls_split_the_accuracy_by_ground_truth():
+    q, occ, tracks = _static_case(num_tracks=2, num_frames=5)
+    occ[0, 0, 2:] = True  # of the 8 evaluated points (frames 1..4), 3 hidden and 5 visible
+    pred_occ = occ.copy()
+    pred_occ[0, 1, 1] = True  # one visible point called hidden
+    pred_occ[0, 0, 4] = False  # one hidden point called visible
+    m = tapvid.compute_tapvid_metrics(q, occ, tracks, pred_occ, tracks.copy(), "first")
+    assert m["visible_recall"][0] == pytest.approx(4 / 5)
+    assert m["occluded_recall"][0] == pytest.approx(2 / 3)
+    assert m["occlusion_accuracy"][0] == pytest.approx(5 / 8 * 4 / 5 + 3 / 8 * 2 / 3)
+    # a video without hidden points has no occluded_recall, and the benchmark mean leaves it out
+    q2, occ2, tracks2 = _static_case(num_tracks=2, num_frames=5)
+    m2 = tapvid.compute_tapvid_metrics(q2, occ2, tracks2, occ2.copy(), tracks2.copy(), "first")
+    assert np.isnan(m2["occluded_recall"][0])
+    assert tapvid.mean_metrics([m, m2])["occluded_recall"] == pytest.approx(2 / 3)
+    assert tapvid.mean_metrics([m, m2])["visible_recall"] == pytest.approx((4 / 5 + 1) / 2)
