@@ -27,6 +27,7 @@ DATASET_FLAGS = (
 )
 TABLE_COLUMNS = (
     ("AJ", "average_jaccard"), ("<d_avg", "average_pts_within_thresh"), ("OA", "occlusion_accuracy"),
+    ("vis ok", "visible_recall"), ("hid ok", "occluded_recall"),
     ("J1", "jaccard_1"), ("J2", "jaccard_2"), ("J4", "jaccard_4"), ("J8", "jaccard_8"), ("J16", "jaccard_16"),
     ("<1", "pts_within_1"), ("<2", "pts_within_2"), ("<4", "pts_within_4"), ("<8", "pts_within_8"), ("<16", "pts_within_16"),
 )
