@@ -14,6 +14,7 @@ COMMANDS = {
     "synth": ("synth.cli", "render, verify and preview synthetic point-tracking shards"),
     "train": ("train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
     "eval": ("tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
+    "photo-clips": ("train.photo_clips", "clips of real photos moved by known homographies, as a TAP-Vid pickle"),
     "export": ("tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
     "track": ("tapir.cli_track", "track points through a video and write an overlay"),
     "demo": ("tapforge.demo", "the whole loop on a tiny embedded default"),
@@ -22,7 +23,8 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: tapforge COMMAND [options]   (tapforge COMMAND --help for details)", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    width = max(len(name) for name in COMMANDS)
+    lines += [f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ Modules: ``shards`` (shard lists, opening, corrupt-shard handling), ``sampling``
 query points, numpy), ``data`` (the LightningDataModule), ``augment`` (batched sim2real
 augmentation on the device), ``evaluation`` (TAP-Vid and held-out synthetic validation sets and
 metric accumulation), ``optim`` (AdamW groups and the warmup-cosine schedule), ``module`` (the
-LightningModule), ``overlays`` (track videos for the loggers) and ``cli`` (``tapforge train``).
+LightningModule), ``overlays`` (track videos for the loggers), ``cli`` (``tapforge train``) and
+``photo_clips`` (real photos moved by known homographies as TAP-Vid clips, numpy; ``tapforge photo-clips``).
 Importing this package imports nothing heavy; import the submodules you need.
 """
