@@ -3,7 +3,11 @@
 One Blender process renders many scenes: `BlenderRenderer` sets the render settings and the two view
 layers once ("rgb" at the configured samples; "aux" at 1 sample with exact Vector, Position, Normal,
 Object Index, Depth and an object-coordinates AOV), and `render_scene` clears the previous scene's
-objects before building the next. Passes come back as numpy arrays via multilayer EXR.
+objects before building the next. The rgb layer comes back as 8-bit PNG through the appearance's view
+transform (AgX; Standard for the legacy look), the aux passes as float arrays via multilayer EXR.
+
+Textures are projected from the object's own coordinates (box projection for objects, planar on the
+floor, box on the dome), so texel density stays even on every face: no UV stretching at poles or caps.
 """
 from __future__ import annotations
 
@@ -16,21 +20,28 @@ from pathlib import Path
 
 import numpy as np
 
+from PIL import Image
+
 from synth.exr import read_multilayer_exr
 from synth.physics import Trajectories
-from synth.recipe import MaterialSpec, SceneSpec, look_at_matrices
+from synth.recipe import PROCEDURAL_TEXTURES, MaterialSpec, SceneSpec, look_at_matrices
+from synth.shapes import FACETED, SHARP_ANGLE, uv_sphere
+from synth.textures import FAMILIES, generate_texture
 
 AOV_OBJECT_COORDINATES = "object_coordinates"
 AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
 FLOOR_SIZE = 80.0
+DOME_RADIUS = FLOOR_SIZE / 2  # a hemisphere standing on the floor, inside its square: no gap at the horizon
+VIEW_TRANSFORMS = {"natural": "AgX", "plain": "AgX", "legacy": "Standard"}
 GPU_BACKENDS = ("optix", "cuda")  # render.device=auto tries these in order, then the CPU
 
 
-def linear_to_srgb_uint8(linear: np.ndarray) -> np.ndarray:
-    """Blender's 'Standard' view transform: clip to [0, 1], sRGB transfer function, round to uint8."""
-    x = np.clip(linear, 0.0, 1.0)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
-    return np.round(srgb * 255.0).astype(np.uint8)
+def dome_mesh(radius: float = DOME_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """The upper half of a fine UV sphere of ``radius``, its faces turned inward (towards the scene)."""
+    vertices, faces = uv_sphere()
+    vertices = vertices * 2 * radius
+    keep = (vertices[faces][..., 2] >= -1e-9).all(axis=1)
+    return vertices, faces[keep][:, ::-1]
 
 
 class BlenderRenderer:
@@ -57,11 +68,7 @@ class BlenderRenderer:
         scene.render.resolution_percentage = 100
         # persistent data keeps the rgb layer's compiled shaders for the aux render: the AOV then comes out zero
         scene.render.use_persistent_data = False
-        scene.view_settings.view_transform = "Standard"
-        scene.render.image_settings.media_type = "MULTI_LAYER_IMAGE"
-        scene.render.image_settings.file_format = "OPEN_EXR_MULTILAYER"
-        scene.render.image_settings.exr_codec = "ZIP"
-        scene.render.image_settings.color_depth = "32"
+        scene.render.dither_intensity = 0.0  # the PNG's 8 bits are the rendered values, no added noise
         rgb = scene.view_layers[0]
         rgb.name = "rgb"
         aux = scene.view_layers.new("aux")
@@ -83,6 +90,18 @@ class BlenderRenderer:
             for item in list(collection):
                 collection.remove(item)
 
+    def _texture_image(self, spec: MaterialSpec):
+        """The bpy image of a generated texture (made in numpy) or of a user's image file."""
+        bpy = self.bpy
+        if spec.texture not in FAMILIES:
+            return bpy.data.images.load(spec.texture, check_existing=True)
+        pixels = generate_texture(spec.texture, spec.texture_seed, spec.texture_size)
+        side = pixels.shape[0]
+        image = bpy.data.images.new(f"{spec.texture}_{spec.texture_seed}", side, side, alpha=False)
+        rgba = np.concatenate([pixels[::-1] / np.float32(255), np.ones((side, side, 1), np.float32)], -1)
+        image.pixels.foreach_set(rgba.astype(np.float32).ravel())  # rows bottom-up, as Blender stores them
+        return image
+
     def _material(self, name: str, spec: MaterialSpec):
         bpy = self.bpy
         mat = bpy.data.materials.new(name)
@@ -90,17 +109,24 @@ class BlenderRenderer:
         bsdf = nodes["Principled BSDF"]
         bsdf.inputs["Roughness"].default_value = spec.roughness
         bsdf.inputs["Metallic"].default_value = spec.metallic
+        if spec.kind == "emission":  # the dome: it shows its texture as it is and lights the scene with it
+            nodes.remove(bsdf)
+            bsdf = nodes.new("ShaderNodeEmission")
+            links.new(bsdf.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
+            colour_input = bsdf.inputs["Color"]
+        else:
+            colour_input = bsdf.inputs["Base Color"]
         coords = nodes.new("ShaderNodeTexCoord")
         aov = nodes.new("ShaderNodeOutputAOV")
         aov.aov_name = AOV_OBJECT_COORDINATES
         links.new(coords.outputs["Object"], aov.inputs["Color"])
         if spec.texture is None:
-            bsdf.inputs["Base Color"].default_value = (*spec.colour, 1.0)
+            colour_input.default_value = (*spec.colour, 1.0)
             return mat
         mapping = nodes.new("ShaderNodeMapping")
         mapping.inputs["Scale"].default_value = (spec.texture_scale,) * 3
         links.new(coords.outputs["Object"], mapping.inputs["Vector"])
-        if spec.texture in ("noise", "voronoi", "wave", "checker", "magic", "brick"):
+        if spec.texture in PROCEDURAL_TEXTURES:
             node_type = {"noise": "ShaderNodeTexNoise", "voronoi": "ShaderNodeTexVoronoi",
                          "wave": "ShaderNodeTexWave", "checker": "ShaderNodeTexChecker",
                          "magic": "ShaderNodeTexMagic", "brick": "ShaderNodeTexBrick"}[spec.texture]
@@ -113,21 +139,26 @@ class BlenderRenderer:
             ramp.color_ramp.elements[1].color = (*spec.colour2, 1.0)
             factor = tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs["Distance"]
             links.new(factor, ramp.inputs["Fac"])
-            links.new(ramp.outputs["Color"], bsdf.inputs["Base Color"])
+            links.new(ramp.outputs["Color"], colour_input)
         else:
             tex = nodes.new("ShaderNodeTexImage")
-            tex.image = bpy.data.images.load(spec.texture, check_existing=True)
+            tex.image = self._texture_image(spec)
             tex.projection = "BOX"
             tex.projection_blend = 0.2
             links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
-            links.new(tex.outputs["Color"], bsdf.inputs["Base Color"])
+            links.new(tex.outputs["Color"], colour_input)
         return mat
 
-    def _mesh_object(self, name: str, vertices: np.ndarray, faces: np.ndarray, pass_index: int, material):
+    def _mesh_object(self, name: str, vertices: np.ndarray, faces: np.ndarray, pass_index: int, material,
+                     smooth: bool = False):
+        """A mesh object; ``smooth``: smooth shading, edges sharper than `SHARP_ANGLE` kept hard."""
         bpy = self.bpy
         mesh = bpy.data.meshes.new(name)
         mesh.from_pydata(vertices.tolist(), [], faces.tolist())
         mesh.validate()
+        if smooth:
+            mesh.shade_smooth()
+            mesh.set_sharp_from_angle(angle=np.radians(SHARP_ANGLE))
         mesh.materials.append(material)
         obj = bpy.data.objects.new(name, mesh)
         obj.pass_index = pass_index
@@ -141,6 +172,9 @@ class BlenderRenderer:
         self.scene.world = world
         nodes, links = world.node_tree.nodes, world.node_tree.links
         background = nodes["Background"]
+        if spec.background == "dome":  # the dome mesh is all the rays see; the world stays dark
+            background.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+            return
         if spec.background == "plain":
             background.inputs["Color"].default_value = (*spec.background_colour, 1.0)
             background.inputs["Strength"].default_value = 1.0
@@ -173,10 +207,15 @@ class BlenderRenderer:
         floor_vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
         floor_faces = np.array([[0, 1, 2], [0, 2, 3]])
         self._mesh_object("floor", floor_vertices, floor_faces, 0, self._material("floor", spec.floor))
+        if spec.background == "dome":
+            self._dome(spec)
+        scene.view_settings.view_transform = VIEW_TRANSFORMS[spec.appearance]
+        smooth = spec.appearance != "legacy"
         for obj, (vertices, faces, _), pos, quat in zip(spec.objects, meshes, trajectories.positions,
                                                          trajectories.quaternions):
             blender_obj = self._mesh_object(f"object_{obj.instance_id}", vertices, faces, obj.instance_id,
-                                            self._material(f"material_{obj.instance_id}", obj.material))
+                                            self._material(f"material_{obj.instance_id}", obj.material),
+                                            smooth=smooth and obj.shape not in FACETED)
             for t in range(spec.num_frames):
                 blender_obj.location = pos[t]
                 blender_obj.rotation_quaternion = (quat[t, 3], quat[t, 0], quat[t, 1], quat[t, 2])
@@ -206,6 +245,17 @@ class BlenderRenderer:
         sun.rotation_quaternion = Vector(spec.sun_direction.tolist()).to_track_quat("Z", "Y")
         scene.collection.objects.link(sun)
 
+    def _dome(self, spec: SceneSpec) -> None:
+        """The textured background dome: static background (id 0), trackable, lights the scene.
+
+        It casts no shadows (the sun shines through it) and is not a light to sample (its light arrives
+        by the rays that hit it, like an unsampled sky)."""
+        material = self._material("dome", spec.dome)
+        material.node_tree.nodes["Emission"].inputs["Strength"].default_value = spec.dome_strength
+        material.cycles.emission_sampling = "NONE"
+        dome = self._mesh_object("dome", *dome_mesh(), 0, material, smooth=True)
+        dome.visible_shadow = False
+
     # ----------------------------------------------------------------------------------------- rendering
     def _render_layers(self, out_dir: Path, rgb: bool, aux: bool, motion_blur: bool | None = None) -> float:
         scene = self.scene
@@ -217,6 +267,13 @@ class BlenderRenderer:
         # aux passes sample exactly the pixel centre (a box filter of ~zero width); rgb keeps the default filter
         scene.cycles.pixel_filter_type = "BLACKMAN_HARRIS" if rgb else "BOX"
         scene.cycles.filter_width = 1.5 if rgb else 0.01
+        settings = scene.render.image_settings
+        if rgb:  # 8-bit PNG through the view transform
+            settings.media_type = "IMAGE"
+            settings.file_format, settings.color_mode, settings.color_depth = "PNG", "RGB", "8"
+        else:  # the exact passes as 32-bit floats
+            settings.media_type = "MULTI_LAYER_IMAGE"
+            settings.file_format, settings.exr_codec, settings.color_depth = "OPEN_EXR_MULTILAYER", "ZIP", "32"
         scene.render.filepath = str(out_dir / ("rgb_" if rgb else "aux_"))
         start = time.perf_counter()
         with _quiet_stdout():
@@ -235,7 +292,7 @@ class BlenderRenderer:
             # aux passes always without motion blur: Cycles has no vector pass with blur on
             self.timing["aux_passes"] = self._render_layers(out_dir, rgb=False, aux=True, motion_blur=False)
             start = time.perf_counter()
-            frames = [(read_multilayer_exr(out_dir / f"rgb_{t:04d}.exr"),
+            frames = [(np.asarray(Image.open(out_dir / f"rgb_{t:04d}.png").convert("RGB")),
                        read_multilayer_exr(out_dir / f"aux_{t:04d}.exr")) for t in range(num_frames)]
             self.timing["exr_read"] = time.perf_counter() - start
         return stack_passes(frames)
@@ -256,15 +313,16 @@ def _quiet_stdout():
         os.close(devnull)
 
 
-def stack_passes(frames: list[tuple[dict, dict]]) -> dict[str, np.ndarray]:
-    """Per-frame EXR channel dicts -> stacked [T,H,W(,C)] arrays with tapforge's pass names."""
+def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]:
+    """Per-frame (uint8 rgb [H,W,3], aux EXR channel dict) -> stacked [T,H,W(,C)] arrays with tapforge's pass
+    names."""
     def channels(layer: dict, name: str, suffixes: str) -> np.ndarray:
         return np.stack([layer[f"{name}.{s}"] for s in suffixes], -1)
 
     out: dict[str, list] = {k: [] for k in ("rgb", "depth_z", "position", "normal", "vector", "object_index",
                                              "object_coordinates")}
     for rgb, aux in frames:
-        out["rgb"].append(linear_to_srgb_uint8(channels(rgb, "rgb.Combined", "RGB")))
+        out["rgb"].append(rgb)
         out["depth_z"].append(aux["aux.Depth.Z"])
         out["position"].append(channels(aux, "aux.Position", "XYZ"))
         out["normal"].append(channels(aux, "aux.Normal", "XYZ"))

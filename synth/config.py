@@ -21,6 +21,8 @@ SHAPES = ("cube", "cylinder", "sphere", "cone", "torus", "suzanne", "capsule", "
 MATERIALS = ("rubber", "metal", "textured")
 CAMERAS = ("fixed", "fixed_random", "linear_movement", "linear_movement_linear_lookat")
 PASSES = ("depth", "segmentation")
+BACKGROUNDS = ("dome", "sky", "hdri", "plain")
+APPEARANCES = ("natural", "plain", "legacy")  # see synth.recipe
 
 
 def _is_int(v: Any) -> bool:
@@ -70,7 +72,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "scene.focal_length": (_range_of(_is_num, 1, 500), "a number or [min, max] in [1, 500] (mm)"),
     "scene.sensor_width": (_range_of(_is_num, 1, 200), "a number in [1, 200] (mm)"),
     "scene.motion_blur": (_range_of(_is_num, 0, 1), "a number or [min, max] in [0, 1]"),
-    "scene.background": (lambda v: v in ("sky", "hdri", "plain"), "sky, hdri or plain"),
+    "scene.background": (lambda v: v in BACKGROUNDS, f"one of {list(BACKGROUNDS)}"),
+    "scene.appearance": (lambda v: v in APPEARANCES, f"one of {list(APPEARANCES)}"),
     "scene.floor_texture": (lambda v: isinstance(v, bool), "true or false"),
     "render.resolution": (_resolution, "[width, height] or one integer, each in [16, 8192]"),
     "render.samples": (lambda v: _is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
@@ -187,7 +190,7 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
     if not problems and scene["physics_rate"] % scene["frame_rate"]:
         problems.append("scene.physics_rate: must be a multiple of scene.frame_rate; e.g. 240 for 12 or 24 fps")
     if not problems and scene["background"] == "hdri" and not tree["assets"]["hdri_dir"]:
-        problems.append("scene.background: hdri needs assets.hdri_dir; set it or use background=sky")
+        problems.append("scene.background: hdri needs assets.hdri_dir; set it or use background=dome")
     if problems:
         raise TapforgeError(f"{len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
 

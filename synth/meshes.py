@@ -28,6 +28,8 @@ def _suzanne() -> Mesh:
 
     bm = bmesh.new()
     bmesh.ops.create_monkey(bm)
+    # one smoothed subdivision: Blender's monkey is low-poly, and smooth shading alone would not hide that
+    bmesh.ops.subdivide_edges(bm, edges=bm.edges[:], cuts=1, use_grid_fill=True, smooth=1.0)
     bmesh.ops.triangulate(bm, faces=bm.faces[:])
     vertices = np.array([v.co[:] for v in bm.verts], float)
     faces = np.array([[v.index for v in f.verts] for f in bm.faces], np.int32)

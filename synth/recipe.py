@@ -2,6 +2,12 @@
 
 Everything random about a scene is drawn here from one seed, so a scene is reproducible from
 (config, seed) alone. Placement without overlap and the physics happen in `synth.physics`.
+
+``scene.appearance`` chooses the look: ``natural`` (every object, the floor and the background dome carry
+textures with natural-image statistics from `synth.textures`, or the user's images; smooth shading; AgX),
+``plain`` (Kubric's plain MOVi-A/B materials, smooth shading, AgX) or ``legacy`` (Blender procedural textures,
+flat shading, the Standard view: the look before natural textures). The appearance is drawn from its own
+random stream, so the three looks of one seed share objects, motion, camera and light.
 """
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from synth.textures import FAMILIES
 
 # Kubric MOVi constants
 STATIC_SPAWN_REGION = np.array([(-7, -7, 0), (7, 7, 10)], float)
@@ -22,6 +30,9 @@ CLEVR_COLOURS = {
     "red": (0.6784, 0.1333, 0.1333), "yellow": (1.0000, 0.9333, 0.0784),
 }
 PROCEDURAL_TEXTURES = ("noise", "voronoi", "wave", "checker", "magic", "brick")
+# generated texture families: how often each is drawn; stripes are narrow-band, so never on floor or dome
+OBJECT_FAMILIES = dict(zip(FAMILIES, (0.35, 0.2, 0.1, 0.15, 0.2)))
+SURROUND_FAMILIES = {"dead_leaves": 0.4, "spectral": 0.2, "mosaic": 0.15, "mixture": 0.25}
 
 
 @dataclass
@@ -29,10 +40,12 @@ class MaterialSpec:
     kind: str  # rubber | metal | textured
     colour: tuple[float, float, float]
     colour2: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    texture: str | None = None  # procedural texture name or an image path
-    texture_scale: float = 1.0
+    texture: str | None = None  # a procedural texture, a generated texture family or an image path
+    texture_scale: float = 1.0  # texture coordinates per scene unit
     roughness: float = 0.7
     metallic: float = 0.0
+    texture_seed: int | None = None  # a generated texture's seed (`synth.textures.generate_texture`)
+    texture_size: int = 512  # a generated texture's side in pixels
 
     def describe(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -70,7 +83,7 @@ class SceneSpec:
     focal_length: float
     sensor_width: float
     motion_blur: float
-    background: str  # sky | hdri | plain
+    background: str  # dome | sky | hdri | plain
     background_colour: tuple[float, float, float]
     hdri: str | None
     floor: MaterialSpec
@@ -78,6 +91,9 @@ class SceneSpec:
     sun_strength: float
     sky_params: dict[str, float] = field(default_factory=dict)
     placement_seed: int = 0
+    appearance: str = "natural"
+    dome: MaterialSpec | None = None  # the background dome's texture (background == "dome")
+    dome_strength: float = 1.0  # its emission: the scene's ambient light
 
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary stored in each sample's meta.json."""
@@ -87,6 +103,8 @@ class SceneSpec:
             "sensor_width": self.sensor_width, "motion_blur": self.motion_blur, "background": self.background,
             "background_colour": list(self.background_colour), "hdri": self.hdri, "floor": self.floor.describe(),
             "sun_direction": self.sun_direction.tolist(), "sun_strength": self.sun_strength,
+            "appearance": self.appearance, "dome": self.dome.describe() if self.dome else None,
+            "dome_strength": self.dome_strength,
         }
 
 
@@ -168,6 +186,44 @@ def _material(rng: np.random.Generator, kinds: list[str], recipe: str, texture_i
                         roughness=float(rng.uniform(0.3, 0.9)))
 
 
+def _generated(rng: np.random.Generator, families: dict[str, float], tile: float, size: int,
+               texture_images: list[str] = ()) -> tuple[str, float, int | None, int]:
+    """(texture, texture_scale, texture_seed, texture_size) for a surface whose texture repeats every ``tile``
+    units: one of the user's images half the time when there are any, else a generated texture."""
+    if texture_images and rng.random() < 0.5:
+        return str(rng.choice(texture_images)), 1.0 / tile, None, size
+    family = str(rng.choice(list(families), p=list(families.values())))
+    return family, 1.0 / tile, int(rng.integers(2 ** 31)), size
+
+
+def _texture_side(resolution: int, texels_per_pixel: float, lo: int, hi: int) -> int:
+    """A power-of-two texture side near ``texels_per_pixel`` times the render resolution, in [lo, hi]."""
+    return int(np.clip(2 ** np.ceil(np.log2(resolution * texels_per_pixel)), lo, hi))
+
+
+def _natural_material(rng: np.random.Generator, kind: str, size: float, side: int,
+                      texture_images: list[str]) -> MaterialSpec:
+    """An object's natural look: a texture tiled once over its size and a BSDF of its material kind."""
+    texture, scale, seed, side = _generated(rng, OBJECT_FAMILIES, size, side, texture_images)
+    roughness = {"metal": (0.15, 0.35), "rubber": (0.6, 0.9)}.get(kind, (0.3, 0.9))
+    return MaterialSpec(kind, (1.0, 1.0, 1.0), texture=texture, texture_scale=scale, texture_seed=seed,
+                        texture_size=side, roughness=float(rng.uniform(*roughness)),
+                        metallic=1.0 if kind == "metal" else 0.0)
+
+
+def _natural_surroundings(rng: np.random.Generator, floor: MaterialSpec, resolution: int,
+                          texture_images: list[str]) -> tuple[MaterialSpec, MaterialSpec]:
+    """The natural floor (when it is textured) and dome: aperiodic at the scale the camera sees them."""
+    side = _texture_side(resolution, 4, 256, 1024)
+    if floor.texture is not None:
+        texture, scale, seed, side = _generated(rng, SURROUND_FAMILIES, rng.uniform(16, 32), side, texture_images)
+        floor = MaterialSpec("textured", (1.0, 1.0, 1.0), texture=texture, texture_scale=scale, texture_seed=seed,
+                             texture_size=side, roughness=float(rng.uniform(0.5, 0.9)))
+    texture, scale, seed, side = _generated(rng, SURROUND_FAMILIES, rng.uniform(30, 50), side)
+    return floor, MaterialSpec("emission", (1.0, 1.0, 1.0), texture=texture, texture_scale=scale, texture_seed=seed,
+                               texture_size=side)
+
+
 def _shape_params(rng: np.random.Generator, shape: str) -> dict[str, Any]:
     if shape == "superquadric":
         return {"e1": float(rng.uniform(0.2, 1.6)), "e2": float(rng.uniform(0.2, 1.6))}
@@ -185,8 +241,10 @@ def sample_scene(config: dict, seed: int, texture_images: list[str] = (), hdris:
     `texture_images`, `hdris` and `assets` are the sorted file lists from the configured asset folders.
     """
     rng = np.random.default_rng(seed)
+    look = np.random.default_rng([seed, 1])  # the appearance's own stream: same geometry in every look
     sc = config["scene"]
-    recipe = sc["recipe"]
+    recipe, appearance = sc["recipe"], sc["appearance"]
+    object_side = _texture_side(max(config["render"]["resolution"]), 1, 128, 512)
     num_frames = sc["num_frames"]
     width, height = config["render"]["resolution"]
     positions, lookats = _camera_path(rng, sc, num_frames)
@@ -200,15 +258,24 @@ def sample_scene(config: dict, seed: int, texture_images: list[str] = (), hdris:
                 size = float(rng.choice([0.7, 1.4]) if sc["materials"] == ["rubber", "metal"] else rng.uniform(0.7, 1.4))
             else:
                 size = _draw(rng, sc["object_scale"])
+            params = _shape_params(rng, shape)
+            material = _material(rng, sc["materials"], recipe, list(texture_images))  # drawn in every look
+            if appearance == "natural":
+                material = _natural_material(look, material.kind, size, object_side, list(texture_images))
             objects.append(ObjectSpec(
-                instance_id=len(objects) + 1, shape=shape, shape_params=_shape_params(rng, shape), size=size,
-                material=_material(rng, sc["materials"], recipe, list(texture_images)), dynamic=dynamic,
+                instance_id=len(objects) + 1, shape=shape, shape_params=params, size=size,
+                material=material, dynamic=dynamic,
                 friction=0.5 if dynamic else 1.0, restitution=0.5 if dynamic else 0.0, asset_id=asset_id))
     background = sc["background"]
     floor = (MaterialSpec("textured", _random_colour(rng), _random_colour(rng),
                           str(rng.choice(PROCEDURAL_TEXTURES + tuple(texture_images))), float(rng.uniform(0.5, 3.0)))
              if sc["floor_texture"] else MaterialSpec("rubber", (0.5, 0.5, 0.5) if sc["camera"] == "fixed"
                                                       else _random_colour(rng), roughness=0.8))
+    dome = None
+    if appearance == "natural" or background == "dome":
+        natural_floor, dome = _natural_surroundings(look, floor, max(width, height), list(texture_images))
+        floor = natural_floor if appearance == "natural" else floor
+        dome = dome if background == "dome" else None
     elevation = rng.uniform(np.radians(25), np.radians(80))
     azimuth = rng.uniform(0, 2 * np.pi)
     sun = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
@@ -221,7 +288,8 @@ def sample_scene(config: dict, seed: int, texture_images: list[str] = (), hdris:
         hdri=str(rng.choice(hdris)) if background == "hdri" and hdris else None, floor=floor,
         sun_direction=sun, sun_strength=float(rng.uniform(2.0, 5.0)),
         sky_params={"turbidity": float(rng.uniform(1.0, 4.0)), "air": float(rng.uniform(0.5, 2.0))},
-        placement_seed=int(rng.integers(2 ** 31)),
+        placement_seed=int(rng.integers(2 ** 31)), appearance=appearance, dome=dome,
+        dome_strength=float(look.uniform(1.0, 2.0)),
     )
 
 

@@ -2,13 +2,19 @@
 
 Every mesh is returned as ``(vertices float64 [V,3], faces int32 [F,3])``, centred on its bounding box and
 scaled so that its longest side is 1 (the scene scales it afterwards), with outward-facing triangles.
-Suzanne comes from Blender itself (see ``synth.blender_scene``), so it is not here.
+Suzanne comes from Blender itself (see ``synth.meshes``), so it is not here.
+
+Curved surfaces are tessellated finely enough (about 4 degrees per segment) that no facet shows in a silhouette
+or a highlight at 512x512 once the renderer shades them smooth; `FACETED` names the shapes that are meant to
+show their facets, and `SHARP_ANGLE` is the dihedral angle above which an edge stays sharp (cube faces, caps).
 """
 from __future__ import annotations
 
 import numpy as np
 
 Mesh = tuple[np.ndarray, np.ndarray]
+FACETED = frozenset({"icosphere"})  # a geodesic low-poly ball: flat-shaded on purpose
+SHARP_ANGLE = 35.0  # degrees
 
 
 def _grid_faces(rows: int, cols: int, wrap_cols: bool = True) -> np.ndarray:
@@ -43,29 +49,29 @@ def _surface_of_revolution(profile: np.ndarray, segments: int) -> Mesh:
     return _weld(vertices, _grid_faces(len(profile), segments))
 
 
-def uv_sphere(rings: int = 24, segments: int = 32) -> Mesh:
+def uv_sphere(rings: int = 48, segments: int = 96) -> Mesh:
     phi = np.linspace(0, np.pi, rings + 1)
     return _normalise(*_surface_of_revolution(np.stack([np.sin(phi), -np.cos(phi)], -1), segments))
 
 
-def cylinder(segments: int = 32) -> Mesh:
+def cylinder(segments: int = 96) -> Mesh:
     profile = np.array([[0, -1], [1, -1], [1, -1], [1, 1], [1, 1], [0, 1]], float) * [0.5, 0.5]
     return _normalise(*_surface_of_revolution(profile, segments))
 
 
-def cone(segments: int = 32) -> Mesh:
+def cone(segments: int = 96) -> Mesh:
     profile = np.array([[0, -0.5], [0.5, -0.5], [0.5, -0.5], [0, 0.5]], float)
     return _normalise(*_surface_of_revolution(profile, segments))
 
 
-def capsule(rings: int = 12, segments: int = 32) -> Mesh:
+def capsule(rings: int = 24, segments: int = 96) -> Mesh:
     phi = np.linspace(0, np.pi / 2, rings)
     bottom = np.stack([np.sin(phi), -0.6 - np.cos(phi)], -1)
     top = np.stack([np.sin(phi[::-1]), 0.6 + np.cos(phi[::-1])], -1)
     return _normalise(*_surface_of_revolution(np.concatenate([bottom, top]), segments))
 
 
-def torus(major_segments: int = 48, minor_segments: int = 16, minor_ratio: float = 0.3) -> Mesh:
+def torus(major_segments: int = 96, minor_segments: int = 32, minor_ratio: float = 0.3) -> Mesh:
     u = np.linspace(0, 2 * np.pi, major_segments, endpoint=False)
     v = np.linspace(0, 2 * np.pi, minor_segments, endpoint=False)
     uu, vv = np.meshgrid(u, v, indexing="ij")
@@ -85,13 +91,21 @@ def torus(major_segments: int = 48, minor_segments: int = 16, minor_ratio: float
     return vertices, faces
 
 
-def cube() -> Mesh:
-    return superquadric(0.1, 0.1, subdivisions=8)
+def cube(bevel: float = 0.05, bevel_segments: int = 4) -> Mesh:
+    """A box with rounded edges of radius ``bevel`` (of the half side), flat faces and smooth bevels."""
+    ramp = 1 - bevel * (1 - np.linspace(0, 1, bevel_segments + 1))  # 1 - bevel .. 1 across each half bevel
+    # an extra line just inside each bevel keeps the flat faces' normals exact under smooth shading
+    s = np.concatenate([-ramp[::-1], [-(1 - 1.2 * bevel), 1 - 1.2 * bevel], ramp])
+    d = _cube_sphere(len(s) - 1, s)
+    inner = np.clip(d, -(1 - bevel), 1 - bevel)
+    offset = d - inner
+    vertices = inner + bevel * offset / np.linalg.norm(offset, axis=1, keepdims=True)
+    return _normalise(*_weld(vertices, _cube_sphere_faces(len(s) - 1)))
 
 
-def _cube_sphere(subdivisions: int) -> np.ndarray:
-    """Directions on the unit sphere from a subdivided cube: (6 * (s+1)^2 vertices, faces)."""
-    s = np.linspace(-1, 1, subdivisions + 1)
+def _cube_sphere(subdivisions: int, s: np.ndarray | None = None) -> np.ndarray:
+    """Points on the surface of the cube [-1, 1]^3 on a grid (``s``: its coordinates; default even)."""
+    s = np.linspace(-1, 1, subdivisions + 1) if s is None else s
     a, b = np.meshgrid(s, s, indexing="ij")
     one = np.ones_like(a)
     sides = [(one, a, b), (-one, b, a), (b, one, a), (a, -one, b), (a, b, one), (b, a, -one)]
@@ -104,7 +118,7 @@ def _cube_sphere_faces(subdivisions: int) -> np.ndarray:
     return np.concatenate([base + k * n * n for k in range(6)])
 
 
-def superquadric(e1: float, e2: float, subdivisions: int = 16) -> Mesh:
+def superquadric(e1: float, e2: float, subdivisions: int = 32) -> Mesh:
     """Superellipsoid with exponents (e1, e2): ~0.1 gives a box, 1 a sphere, 2 an octahedron."""
     d = _cube_sphere(subdivisions)
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
@@ -151,7 +165,7 @@ def prism(sides: int = 3) -> Mesh:
     return _normalise(*_surface_of_revolution(profile, sides))
 
 
-def blob(rng: np.random.Generator, subdivisions: int = 16, amplitude: float = 0.25, octaves: int = 3) -> Mesh:
+def blob(rng: np.random.Generator, subdivisions: int = 32, amplitude: float = 0.25, octaves: int = 3) -> Mesh:
     """A sphere displaced by a random smooth field (sum of random spherical waves): an irregular pebble."""
     d = _cube_sphere(subdivisions)
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
