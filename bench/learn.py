@@ -23,6 +23,7 @@ from train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = TABLE_COLUMNS[:5]  # AJ, <d_avg, OA and OA's split into visible and hidden points
+PROCEDURAL = dict(num_objects=4, points_per_object=64, background_points=128)  # 256 tracks per clip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -42,32 +43,47 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def write_procedural(out: str, num_clips: int, seed: int, size: int, frames: int) -> None:
+    """``num_clips`` procedural clips of ``frames`` frames at ``size`` x ``size`` as shards of 8 in ``out``."""
+    write_shards(out, num_clips, clips_per_shard=8, seed=seed, num_frames=frames, size=(size, size), **PROCEDURAL)
+
+
+def train_args(config: str, train: str, validation: list[str], overrides=()) -> list[str]:
+    """Arguments every ``tapforge train`` run of a benchmark shares; ``validation`` names the sets, scored whole."""
+    args = ["--config", config, "--data.train_shards", train, *validation, "--data.val_max_videos", "null",
+            "--trainer.limit_val_batches", "1.0"]  # fmt: skip
+    return args + [f"--{item.split('=', 1)[0]}={item.split('=', 1)[1]}" for item in overrides]
+
+
+def fit(common: list[str], root: str, steps: int, extra=()) -> float:
+    """Train ``steps`` steps without validation, logs and checkpoints under ``root``; returns the seconds."""
+    start = time.perf_counter()
+    train_main(["fit"] + common + ["--trainer.default_root_dir", root, "--trainer.max_steps", str(steps),
+                                   "--trainer.limit_val_batches", "0", *extra])  # fmt: skip
+    return time.perf_counter() - start
+
+
+def validate(common: list[str], root: str, checkpoint: str | None = None) -> dict[str, float]:
+    """Score the validation sets (the untrained model without ``checkpoint``); returns the logged metrics."""
+    train_main(["validate"] + common + ["--trainer.default_root_dir", root]
+               + (["--ckpt_path", checkpoint] if checkpoint else []))  # fmt: skip
+    return logged_metrics(root)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.procedural:
         data = os.path.join(args.out, "data")
         args.train, args.heldout = os.path.join(data, "train"), os.path.join(data, "heldout")
         if not os.path.isdir(args.train):
-            kw = dict(num_frames=args.frames, size=(args.size, args.size), num_objects=4, points_per_object=64,
-                      background_points=128)  # fmt: skip
             print(f"writing procedural shards to {data}")
-            write_shards(args.train, 64, clips_per_shard=8, seed=1, **kw)
-            write_shards(args.heldout, 16, clips_per_shard=8, seed=2, **kw)
-    common = ["--config", args.config, "--data.train_shards", args.train, "--data.val_shards", args.heldout,
-              "--data.val_max_videos", "null", "--trainer.limit_val_batches", "1.0"]  # fmt: skip
-    common += [f"--{item.split('=', 1)[0]}={item.split('=', 1)[1]}" for item in args.set]
-    phase = lambda name: ["--trainer.default_root_dir", os.path.join(args.out, name)]  # noqa: E731
-
-    train_main(["validate"] + common + phase("untrained"))
-    start = time.perf_counter()
-    train_main(["fit"] + common + phase("trained") + ["--trainer.max_steps", str(args.steps),
-                                                       "--trainer.limit_val_batches", "0"])  # fmt: skip
-    train_seconds = time.perf_counter() - start
+            write_procedural(args.train, 64, seed=1, size=args.size, frames=args.frames)
+            write_procedural(args.heldout, 16, seed=2, size=args.size, frames=args.frames)
+    common = train_args(args.config, args.train, ["--data.val_shards", args.heldout], args.set)
+    untrained = validate(common, os.path.join(args.out, "untrained"))
+    train_seconds = fit(common, os.path.join(args.out, "trained"), args.steps)
     last = os.path.join(args.out, "trained", "checkpoints", "last.ckpt")
-    train_main(["validate"] + common + phase("trained_eval") + ["--ckpt_path", last])
-
-    untrained = logged_metrics(os.path.join(args.out, "untrained"))
-    trained = logged_metrics(os.path.join(args.out, "trained_eval"))
+    trained = validate(common, os.path.join(args.out, "trained_eval"), last)
     print(f"\ntrained {args.steps} steps in {train_seconds / 60:.1f} min ({train_seconds / args.steps:.2f} s/step), "
           f"config {os.path.relpath(args.config)}")
     for mode in ("first", "strided"):

@@ -60,7 +60,9 @@ class BlenderRenderer:
         scene.cycles.device = "CPU" if self.device == "cpu" else "GPU"
         scene.cycles.samples = render_cfg["samples"]
         scene.cycles.use_denoising = bool(render_cfg["denoise"])
-        scene.cycles.use_adaptive_sampling = False
+        scene.cycles.use_adaptive_sampling = render_cfg["noise_threshold"] > 0
+        if render_cfg["noise_threshold"]:
+            scene.cycles.adaptive_threshold = render_cfg["noise_threshold"]
         scene.render.threads_mode = "FIXED" if render_cfg["threads"] else "AUTO"
         if render_cfg["threads"]:
             scene.render.threads = render_cfg["threads"]

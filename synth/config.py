@@ -79,6 +79,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "render.samples": (lambda v: _is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
     "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
     "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
+    "render.noise_threshold": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
     "render.threads": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
     "tracks.num_tracks": (lambda v: _is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),
     "tracks.depth_tolerance": (lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)"),
