@@ -17,7 +17,6 @@ import numpy as np
 from synth.config import load_config
 from synth.gt_check import render_pass_agreement
 from synth.pipeline import SceneRenderer
-from synth.recipe import intrinsics, look_at_matrices, sample_scene
 from synth.tracks import compute_tracks
 
 
@@ -34,14 +33,14 @@ def main() -> None:
                                     f"scene.num_frames={args.frames}", f"tracks.num_tracks={args.tracks}"])
     renderer = SceneRenderer(config)
     clip, _ = renderer.render(0)  # real passes from Blender
-    spec = sample_scene(config, clip.meta["seed"])
-    cams = look_at_matrices(spec.camera_positions, spec.camera_lookats)
-    ids = np.array([o.instance_id for o in spec.objects])
-    poses = renderer.last_trajectories.matrices()
+    scene = renderer.last_scene  # the scene the passes were rendered from
+    cams = scene.camera.matrices(scene.num_frames)
+    ids = np.array([o.instance_id for o in scene.objects])
+    K = scene.camera.intrinsics(scene.resolution)
     times = []
     for repeat in range(args.repeats):
         start = time.perf_counter()
-        gt = compute_tracks(renderer.last_passes, poses, ids, cams, intrinsics(spec), args.tracks, 0.01,
+        gt = compute_tracks(renderer.last_passes, renderer.last_poses, ids, cams, K, args.tracks, 0.01,
                             np.random.default_rng(repeat))
         times.append(time.perf_counter() - start)
     print(f"ground truth: {args.tracks} tracks x {args.frames} frames at {args.resolution}x{args.resolution}: "

@@ -27,10 +27,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from synth.config import load_config
-from synth.meshes import object_mesh
-from synth.physics import simulate
-from synth.pipeline import SceneRenderer, scene_seed
-from synth.recipe import sample_scene
+from synth.pipeline import SceneRenderer, build_scene, scene_seed
 
 ANCHOR = (64, True, 0.0, 12)  # Kubric MOVi: 64 spp with denoising
 
@@ -89,9 +86,7 @@ def main() -> None:
         settings.append(ANCHOR)
     scores: dict[tuple, list[tuple[float, float, float]]] = {s: [] for s in settings}
     for index in range(args.scenes):
-        spec = sample_scene(config, scene_seed(config["seed"], index), renderer.textures, renderer.hdris)
-        meshes = [object_mesh(obj) for obj in spec.objects]
-        blender.build(spec, meshes, simulate(spec, meshes))
+        blender.build(build_scene(config, scene_seed(config["seed"], index), renderer.assets))
         blender.scene.frame_end = 0
         start = time.perf_counter()
         reference, _ = render_frame(blender, args.reference_samples, False, 0.0, 12)

@@ -1,10 +1,10 @@
-"""Build a `SceneSpec` in Blender 5 (bpy) and render it with Cycles.
+"""Build a `synth.scene.Scene` in Blender 5 (bpy) and render it with Cycles.
 
 One Blender process renders many scenes: `BlenderRenderer` sets the render settings and the two view
 layers once ("rgb" at the configured samples; "aux" at 1 sample with exact Vector, Position, Normal,
-Object Index, Depth and an object-coordinates AOV), and `render_scene` clears the previous scene's
-objects before building the next. The rgb layer comes back as 8-bit PNG through the appearance's view
-transform (AgX; Standard for the legacy look), the aux passes as float arrays via multilayer EXR.
+Object Index, Depth and an object-coordinates AOV), and `build` clears the previous scene's objects before
+building the next. The rgb layer comes back as 8-bit PNG through the scene's view transform, the aux passes
+as float arrays via multilayer EXR.
 
 Textures are projected from the object's own coordinates (box projection for objects, planar on the
 floor, box on the dome), so texel density stays even on every face: no UV stretching at poles or caps.
@@ -23,20 +23,17 @@ import numpy as np
 from PIL import Image
 
 from synth.exr import read_multilayer_exr
-from synth.physics import Trajectories
-from synth.recipe import PROCEDURAL_TEXTURES, MaterialSpec, SceneSpec, look_at_matrices
-from synth.shapes import FACETED, SHARP_ANGLE, uv_sphere
+from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Dome, Emission, Environment, PointLight, Scene, Sky, Sun,
+                         Texture)
+from synth.shapes import SHARP_ANGLE, uv_sphere
 from synth.textures import FAMILIES, generate_texture
 
 AOV_OBJECT_COORDINATES = "object_coordinates"
 AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
-FLOOR_SIZE = 80.0
-DOME_RADIUS = FLOOR_SIZE / 2  # a hemisphere standing on the floor, inside its square: no gap at the horizon
-VIEW_TRANSFORMS = {"natural": "AgX", "plain": "AgX", "legacy": "Standard"}
 GPU_BACKENDS = ("optix", "cuda")  # render.device=auto tries these in order, then the CPU
 
 
-def dome_mesh(radius: float = DOME_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+def dome_mesh(radius: float) -> tuple[np.ndarray, np.ndarray]:
     """The upper half of a fine UV sphere of ``radius``, its faces turned inward (towards the scene)."""
     vertices, faces = uv_sphere()
     vertices = vertices * 2 * radius
@@ -92,59 +89,63 @@ class BlenderRenderer:
             for item in list(collection):
                 collection.remove(item)
 
-    def _texture_image(self, spec: MaterialSpec):
+    def _texture_image(self, texture: Texture):
         """The bpy image of a generated texture (made in numpy) or of a user's image file."""
         bpy = self.bpy
-        if spec.texture not in FAMILIES:
-            return bpy.data.images.load(spec.texture, check_existing=True)
-        pixels = generate_texture(spec.texture, spec.texture_seed, spec.texture_size)
+        if texture.source not in FAMILIES:
+            return bpy.data.images.load(texture.source, check_existing=True)
+        pixels = generate_texture(texture.source, texture.seed, texture.size)
         side = pixels.shape[0]
-        image = bpy.data.images.new(f"{spec.texture}_{spec.texture_seed}", side, side, alpha=False)
+        image = bpy.data.images.new(f"{texture.source}_{texture.seed}", side, side, alpha=False)
         rgba = np.concatenate([pixels[::-1] / np.float32(255), np.ones((side, side, 1), np.float32)], -1)
         image.pixels.foreach_set(rgba.astype(np.float32).ravel())  # rows bottom-up, as Blender stores them
         return image
 
-    def _material(self, name: str, spec: MaterialSpec):
+    def _material(self, name: str, spec):
+        """A bpy material for a `synth.scene` Principled or Emission material; every one writes the object
+        coordinates AOV."""
         bpy = self.bpy
         mat = bpy.data.materials.new(name)
         nodes, links = mat.node_tree.nodes, mat.node_tree.links
         bsdf = nodes["Principled BSDF"]
-        bsdf.inputs["Roughness"].default_value = spec.roughness
-        bsdf.inputs["Metallic"].default_value = spec.metallic
-        if spec.kind == "emission":  # the dome: it shows its texture as it is and lights the scene with it
+        if isinstance(spec, Emission):  # shows its texture as it is and lights the scene with it
             nodes.remove(bsdf)
             bsdf = nodes.new("ShaderNodeEmission")
+            bsdf.inputs["Strength"].default_value = spec.strength
             links.new(bsdf.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
             colour_input = bsdf.inputs["Color"]
         else:
+            bsdf.inputs["Roughness"].default_value = spec.roughness
+            bsdf.inputs["Metallic"].default_value = spec.metallic
             colour_input = bsdf.inputs["Base Color"]
         coords = nodes.new("ShaderNodeTexCoord")
         aov = nodes.new("ShaderNodeOutputAOV")
         aov.aov_name = AOV_OBJECT_COORDINATES
         links.new(coords.outputs["Object"], aov.inputs["Color"])
-        if spec.texture is None:
+        texture = spec.texture
+        if texture is None:
             colour_input.default_value = (*spec.colour, 1.0)
             return mat
         mapping = nodes.new("ShaderNodeMapping")
-        mapping.inputs["Scale"].default_value = (spec.texture_scale,) * 3
+        mapping.inputs["Scale"].default_value = (texture.scale,) * 3
         links.new(coords.outputs["Object"], mapping.inputs["Vector"])
-        if spec.texture in PROCEDURAL_TEXTURES:
+        if texture.source in PROCEDURAL_TEXTURES:
             node_type = {"noise": "ShaderNodeTexNoise", "voronoi": "ShaderNodeTexVoronoi",
                          "wave": "ShaderNodeTexWave", "checker": "ShaderNodeTexChecker",
-                         "magic": "ShaderNodeTexMagic", "brick": "ShaderNodeTexBrick"}[spec.texture]
+                         "magic": "ShaderNodeTexMagic", "brick": "ShaderNodeTexBrick"}[texture.source]
             tex = nodes.new(node_type)
-            if spec.texture == "noise":
+            if texture.source == "noise":
                 tex.inputs["Detail"].default_value = 8.0
             links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
             ramp = nodes.new("ShaderNodeValToRGB")
-            ramp.color_ramp.elements[0].color = (*spec.colour, 1.0)
-            ramp.color_ramp.elements[1].color = (*spec.colour2, 1.0)
+            ramp.color_ramp.elements[0].color = (*texture.colours[0], 1.0)
+            ramp.color_ramp.elements[1].color = (*texture.colours[1], 1.0)
             factor = tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs["Distance"]
             links.new(factor, ramp.inputs["Fac"])
             links.new(ramp.outputs["Color"], colour_input)
         else:
             tex = nodes.new("ShaderNodeTexImage")
-            tex.image = self._texture_image(spec)
+            tex.image = self._texture_image(texture)
             tex.projection = "BOX"
             tex.projection_blend = 0.2
             links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
@@ -168,95 +169,113 @@ class BlenderRenderer:
         self.scene.collection.objects.link(obj)
         return obj
 
-    def _world(self, spec: SceneSpec) -> None:
+    def _world(self, background) -> None:
         bpy = self.bpy
         world = bpy.data.worlds.new("world")
         self.scene.world = world
         nodes, links = world.node_tree.nodes, world.node_tree.links
-        background = nodes["Background"]
-        if spec.background == "dome":  # the dome mesh is all the rays see; the world stays dark
-            background.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
+        node = nodes["Background"]
+        if background is None or isinstance(background, Dome):  # the dome mesh is all the rays see
+            node.inputs["Color"].default_value = (0.0, 0.0, 0.0, 1.0)
             return
-        if spec.background == "plain":
-            background.inputs["Color"].default_value = (*spec.background_colour, 1.0)
-            background.inputs["Strength"].default_value = 1.0
+        node.inputs["Strength"].default_value = background.strength
+        if isinstance(background, Environment) and background.hdri is None:
+            node.inputs["Color"].default_value = (*background.colour, 1.0)
             return
-        if spec.background == "hdri" and spec.hdri:
+        if isinstance(background, Environment):
             tex = nodes.new("ShaderNodeTexEnvironment")
-            tex.image = bpy.data.images.load(spec.hdri, check_existing=True)
+            tex.image = bpy.data.images.load(background.hdri, check_existing=True)
             # the importance map is built per render; size it to the image, not to Blender's fixed 1024
             world.cycles.sampling_method = "MANUAL"
             world.cycles.sample_map_resolution = max(64, min(1024, tex.image.size[0] // 2))
         else:
             tex = nodes.new("ShaderNodeTexSky")
             tex.sky_type = "PREETHAM"
-            tex.turbidity = spec.sky_params.get("turbidity", 2.0)
-            tex.sun_direction = spec.sun_direction.tolist()
-            background.inputs["Strength"].default_value = 0.3
-        links.new(tex.outputs["Color"], background.inputs["Color"])
+            tex.turbidity = background.turbidity
+            tex.sun_direction = list(background.sun_direction)
+        links.new(tex.outputs["Color"], node.inputs["Color"])
 
-    def build(self, spec: SceneSpec, meshes: list, trajectories: Trajectories) -> None:
-        """Create floor, objects (keyed per frame), camera (keyed per frame), sun and world for one scene."""
+    def _light(self, index: int, light) -> None:
+        from mathutils import Vector
+
+        bpy = self.bpy
+        kind = {Sun: "SUN", PointLight: "POINT", AreaLight: "AREA"}[type(light)]
+        data = bpy.data.lights.new(f"light_{index}", kind)
+        obj = bpy.data.objects.new(f"light_{index}", data)
+        obj.rotation_mode = "QUATERNION"
+        if isinstance(light, Sun):
+            data.energy, data.angle = light.strength, np.radians(light.angle)
+            obj.rotation_quaternion = Vector(light.direction).to_track_quat("Z", "Y")
+        else:
+            data.energy, data.color = light.power, light.colour
+            obj.location = light.position
+            if isinstance(light, PointLight):
+                data.shadow_soft_size = light.radius
+                for t, position in enumerate(() if light.path is None else np.asarray(light.path, float)):
+                    obj.location = position
+                    obj.keyframe_insert("location", frame=t)
+            else:
+                data.size = light.size
+                towards = Vector(light.position) - Vector(light.look_at)  # an area light shines along its -Z
+                obj.rotation_quaternion = towards.to_track_quat("Z", "Y")
+        self.scene.collection.objects.link(obj)
+
+    def build(self, scene_spec: Scene) -> None:
+        """Create floor, background, objects and camera (keyed at every frame with their exact poses) and lights."""
+        from mathutils import Matrix
+
         bpy = self.bpy
         self._clear()
-        scene = self.scene
+        spec, scene = scene_spec, self.scene
         scene.frame_start, scene.frame_end = 0, spec.num_frames - 1
         scene.render.fps = spec.frame_rate
         scene.render.use_motion_blur = spec.motion_blur > 0
         scene.render.motion_blur_shutter = max(spec.motion_blur, 1e-3)
-        self._world(spec)
-        half = FLOOR_SIZE / 2
-        floor_vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
-        floor_faces = np.array([[0, 1, 2], [0, 2, 3]])
-        self._mesh_object("floor", floor_vertices, floor_faces, 0, self._material("floor", spec.floor))
-        if spec.background == "dome":
-            self._dome(spec)
-        scene.view_settings.view_transform = VIEW_TRANSFORMS[spec.appearance]
-        smooth = spec.appearance != "legacy"
-        for obj, (vertices, faces, _), pos, quat in zip(spec.objects, meshes, trajectories.positions,
-                                                         trajectories.quaternions):
+        scene.view_settings.view_transform = spec.view_transform
+        self._world(spec.background)
+        if spec.floor is not None:
+            half = spec.floor.size / 2
+            vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
+            self._mesh_object("floor", vertices, np.array([[0, 1, 2], [0, 2, 3]]), 0,
+                              self._material("floor", spec.floor.material))
+        if isinstance(spec.background, Dome):
+            self._dome(spec.background)
+        positions, quaternions = spec.object_poses()
+        for obj, pos, quat in zip(spec.objects, positions, quaternions):
+            vertices, faces, _ = obj.mesh()
             blender_obj = self._mesh_object(f"object_{obj.instance_id}", vertices, faces, obj.instance_id,
                                             self._material(f"material_{obj.instance_id}", obj.material),
-                                            smooth=smooth and obj.shape not in FACETED)
+                                            smooth=obj.smooth)
             for t in range(spec.num_frames):
                 blender_obj.location = pos[t]
                 blender_obj.rotation_quaternion = (quat[t, 3], quat[t, 0], quat[t, 1], quat[t, 2])
                 blender_obj.keyframe_insert("location", frame=t)
                 blender_obj.keyframe_insert("rotation_quaternion", frame=t)
         cam_data = bpy.data.cameras.new("camera")
-        cam_data.lens = spec.focal_length
+        cam_data.lens = spec.camera.focal_length
         cam_data.sensor_fit = "HORIZONTAL"
-        cam_data.sensor_width = spec.sensor_width
+        cam_data.sensor_width = spec.camera.sensor_width
         cam_data.clip_start, cam_data.clip_end = 0.01, 1000.0
         camera = bpy.data.objects.new("camera", cam_data)
         camera.rotation_mode = "QUATERNION"
         scene.collection.objects.link(camera)
         scene.camera = camera
-        from mathutils import Matrix
-
-        for t, matrix in enumerate(look_at_matrices(spec.camera_positions, spec.camera_lookats)):
+        for t, matrix in enumerate(spec.camera.matrices(spec.num_frames)):
             camera.matrix_world = Matrix(matrix.tolist())
             camera.keyframe_insert("location", frame=t)
             camera.keyframe_insert("rotation_quaternion", frame=t)
-        sun = bpy.data.objects.new("sun", bpy.data.lights.new("sun", "SUN"))
-        sun.data.energy = spec.sun_strength
-        sun.data.angle = np.radians(3.0)
-        sun.rotation_mode = "QUATERNION"
-        from mathutils import Vector
+        for index, light in enumerate(spec.lights):
+            self._light(index, light)
 
-        sun.rotation_quaternion = Vector(spec.sun_direction.tolist()).to_track_quat("Z", "Y")
-        scene.collection.objects.link(sun)
-
-    def _dome(self, spec: SceneSpec) -> None:
+    def _dome(self, dome: Dome) -> None:
         """The textured background dome: static background (id 0), trackable, lights the scene.
 
         It casts no shadows (the sun shines through it) and is not a light to sample (its light arrives
         by the rays that hit it, like an unsampled sky)."""
-        material = self._material("dome", spec.dome)
-        material.node_tree.nodes["Emission"].inputs["Strength"].default_value = spec.dome_strength
+        material = self._material("dome", dome.material)
         material.cycles.emission_sampling = "NONE"
-        dome = self._mesh_object("dome", *dome_mesh(), 0, material, smooth=True)
-        dome.visible_shadow = False
+        obj = self._mesh_object("dome", *dome_mesh(dome.radius), 0, material, smooth=True)
+        obj.visible_shadow = False
 
     # ----------------------------------------------------------------------------------------- rendering
     def _render_layers(self, out_dir: Path, rgb: bool, aux: bool, motion_blur: bool | None = None) -> float:

@@ -1,6 +1,9 @@
-"""Render configuration: YAML presets with `inherit:`, `--set key=value` overrides, up-front validation.
+"""Synth configuration: YAML presets with `inherit:`, `--set key=value` overrides, up-front validation.
 
-Every problem in a config is collected and reported at once, each with its fix, before anything renders.
+A config has the sections ``seed``, ``scene`` (the scene script and the clip's frames, plus the script's own
+keys, see `synth.scripts`), ``render``, ``tracks``, ``outputs`` and ``assets``. Every problem in a config is
+collected and reported at once, each with its fix, before anything renders. Presets are package data
+(``synth/presets``), so a preset name works from any folder after any install.
 """
 from __future__ import annotations
 
@@ -12,37 +15,14 @@ from typing import Any, Callable
 
 import yaml
 
+from synth.script_config import check_values, defaults, is_int, is_number, subset_of
 from tapforge.errors import TapforgeError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "synth"
-
-SHAPES = ("cube", "cylinder", "sphere", "cone", "torus", "suzanne", "capsule", "superquadric", "blob",
-          "icosphere", "prism")
-MATERIALS = ("rubber", "metal", "textured")
-CAMERAS = ("fixed", "fixed_random", "linear_movement", "linear_movement_linear_lookat")
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 PASSES = ("depth", "segmentation")
-BACKGROUNDS = ("dome", "sky", "hdri", "plain")
-APPEARANCES = ("natural", "plain", "legacy")  # see synth.recipe
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _range_of(check: Callable[[Any], bool], lo: float, hi: float | None = None) -> Callable[[Any], bool]:
-    """A number or a [min, max] pair of numbers, each passing `check` and inside [lo, hi]."""
-    def ok(v: Any) -> bool:
-        values = v if isinstance(v, list) and len(v) == 2 and v[0] <= v[1] else [v]
-        return all(check(x) and x >= lo and (hi is None or x <= hi) for x in values)
-    return ok
-
-
-def _subset(choices: tuple[str, ...], allow_empty: bool = False) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, list) and (allow_empty or v) and all(x in choices for x in v)
+GENERAL_SCENE_KEYS = ("script", "num_frames", "frame_rate", "physics_rate")
+SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script's identity
+IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
 
 
 def _optional_dir(v: Any) -> bool:
@@ -50,43 +30,30 @@ def _optional_dir(v: Any) -> bool:
 
 
 def _resolution(v: Any) -> bool:
-    if _is_int(v):
+    if is_int(v):
         v = [v, v]
-    return isinstance(v, list) and len(v) == 2 and all(_is_int(x) and 16 <= x <= 8192 for x in v)
+    return isinstance(v, list) and len(v) == 2 and all(is_int(x) and 16 <= x <= 8192 for x in v)
 
 
-# key -> (check, fix shown when the check fails)
+# key -> (check, fix shown when the check fails); the scene script's own keys are checked by its Config
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (_is_int, "an integer"),
-    "scene.recipe": (lambda v: v in ("movi_ab", "movi_e"), "movi_ab or movi_e"),
-    "scene.num_frames": (lambda v: _is_int(v) and 2 <= v <= 2000, "an integer in [2, 2000]"),
-    "scene.frame_rate": (lambda v: _is_int(v) and 1 <= v <= 240, "an integer in [1, 240]"),
-    "scene.physics_rate": (lambda v: _is_int(v) and 60 <= v <= 2400, "an integer in [60, 2400], a multiple of frame_rate"),
-    "scene.num_static_objects": (_range_of(_is_int, 0, 100), "an integer or [min, max] with 0 <= min <= max <= 100"),
-    "scene.num_dynamic_objects": (_range_of(_is_int, 0, 50), "an integer or [min, max] with 0 <= min <= max <= 50"),
-    "scene.object_scale": (_range_of(_is_num, 0.05, 20), "a number or [min, max] in [0.05, 20]"),
-    "scene.shapes": (_subset(SHAPES), f"a non-empty list from {list(SHAPES)}"),
-    "scene.materials": (_subset(MATERIALS), f"a non-empty list from {list(MATERIALS)}"),
-    "scene.camera": (lambda v: v in CAMERAS, f"one of {list(CAMERAS)}"),
-    "scene.max_camera_movement": (_range_of(_is_num, 0, 100), "a number in [0, 100]"),
-    "scene.focal_length": (_range_of(_is_num, 1, 500), "a number or [min, max] in [1, 500] (mm)"),
-    "scene.sensor_width": (_range_of(_is_num, 1, 200), "a number in [1, 200] (mm)"),
-    "scene.motion_blur": (_range_of(_is_num, 0, 1), "a number or [min, max] in [0, 1]"),
-    "scene.background": (lambda v: v in BACKGROUNDS, f"one of {list(BACKGROUNDS)}"),
-    "scene.appearance": (lambda v: v in APPEARANCES, f"one of {list(APPEARANCES)}"),
-    "scene.floor_texture": (lambda v: isinstance(v, bool), "true or false"),
+    "seed": (is_int, "an integer"),
+    "scene.script": (lambda v: isinstance(v, str) and bool(v.strip()), "a script name (movi), a .py file or module:function"),
+    "scene.num_frames": (lambda v: is_int(v) and 2 <= v <= 2000, "an integer in [2, 2000]"),
+    "scene.frame_rate": (lambda v: is_int(v) and 1 <= v <= 240, "an integer in [1, 240]"),
+    "scene.physics_rate": (lambda v: is_int(v) and 60 <= v <= 2400, "an integer in [60, 2400], a multiple of frame_rate"),
     "render.resolution": (_resolution, "[width, height] or one integer, each in [16, 8192]"),
-    "render.samples": (lambda v: _is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
+    "render.samples": (lambda v: is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
     "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
     "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
-    "render.noise_threshold": (lambda v: _is_num(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
-    "render.threads": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
-    "tracks.num_tracks": (lambda v: _is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),
-    "tracks.depth_tolerance": (lambda v: _is_num(v) and 0 < v < 1, "a number in (0, 1)"),
-    "outputs.passes": (_subset(PASSES, allow_empty=True), f"a list from {list(PASSES)}, e.g. [depth,segmentation]"),
+    "render.noise_threshold": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
+    "render.threads": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
+    "tracks.num_tracks": (lambda v: is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),
+    "tracks.depth_tolerance": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "outputs.passes": (subset_of(PASSES, allow_empty=True), f"a list from {list(PASSES)}, e.g. [depth,segmentation]"),
     "outputs.video_codec": (lambda v: v in ("png", "jpg"), "png or jpg"),
-    "outputs.jpeg_quality": (lambda v: _is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
-    "outputs.scenes_per_shard": (lambda v: _is_int(v) and 1 <= v <= 10000, "an integer >= 1"),
+    "outputs.jpeg_quality": (lambda v: is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
+    "outputs.scenes_per_shard": (lambda v: is_int(v) and 1 <= v <= 10000, "an integer >= 1"),
     "assets.directory": (_optional_dir, "null or an existing folder with a Kubric-format manifest"),
     "assets.textures_dir": (_optional_dir, "null or an existing folder of images"),
     "assets.hdri_dir": (_optional_dir, "null or an existing folder of .hdr/.exr files"),
@@ -135,10 +102,14 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise TapforgeError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
     if not isinstance(tree, dict):
         raise TapforgeError(f"config {path} must be a YAML mapping of sections (scene:, render:, ...)")
+    script = (tree.get("scene") or {}).get("script")
+    if isinstance(script, str) and script.split(":")[0].endswith(".py") and not Path(script).expanduser().is_absolute():
+        tree["scene"]["script"] = str((path.parent / script).resolve())  # relative to the config file
     parent = tree.pop("inherit", None)
     if parent is None:
         return tree
-    parent_path = resolve_preset_path(parent if "/" in str(parent) else path.parent / f"{parent}.yaml")
+    sibling = path.parent / f"{parent}.yaml"
+    parent_path = resolve_preset_path(sibling if "/" not in str(parent) and sibling.is_file() else parent)
     return _merge(_load_yaml(parent_path, seen + (path,)), tree)
 
 
@@ -155,15 +126,19 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Load a preset (name or path), apply ``key=value`` overrides, validate, and return the config tree."""
+    """Load a preset (name or path), apply ``key=value`` overrides, validate, and return the config tree.
+
+    The scene script's keys get its defaults where the config leaves them out, and ``scene.script_sha256``
+    records the script's identity."""
     tree = _load_yaml(resolve_preset_path(preset))
     if "inherit" not in tree:
         tree = _merge(_load_yaml(CONFIG_DIR / "base.yaml"), tree)
     problems: list[str] = []
     for item in overrides:
         key, value = parse_override(item)
-        if key not in RULES:
-            problems.append(f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}")
+        if key == SCRIPT_HASH_KEY or (key not in RULES and not key.startswith("scene.")):
+            problems.append(f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene "
+                            "script's own scene.* keys")
             continue
         node = tree
         *parents, leaf = key.split(".")
@@ -176,26 +151,65 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     return tree
 
 
+def script_values(tree: dict) -> dict[str, Any]:
+    """The scene script's own keys of a config: the ``scene:`` section without the general keys."""
+    return {k: v for k, v in tree.get("scene", {}).items() if k not in GENERAL_SCENE_KEYS + ("script_sha256",)}
+
+
 def validate(tree: dict, problems: list[str] | None = None) -> None:
-    """Raise one TapforgeError listing every unknown key, missing key and bad value with its fix."""
+    """Raise one TapforgeError listing every unknown key, missing key and bad value with its fix; fill in the scene
+    script's defaults and its sha256."""
     problems = list(problems or [])
-    flat = _flatten(tree)
+    flat = _flatten({k: v for k, v in tree.items() if k != "scene"})
+    flat.update({f"scene.{k}": v for k, v in tree.get("scene", {}).items() if k in GENERAL_SCENE_KEYS})
     for key in sorted(set(flat) - set(RULES)):
-        problems.append(f"{key}: unknown key; remove it (known keys: see configs/synth/base.yaml)")
+        problems.append(f"{key}: unknown key; remove it (known keys: see synth/presets/base.yaml)")
     for key, (check, fix) in RULES.items():
         if key not in flat:
             problems.append(f"{key}: missing; set it to {fix}")
         elif not check(flat[key]):
             problems.append(f"{key}: bad value {flat[key]!r}; use {fix}")
     scene = tree.get("scene", {})
-    if not problems and scene["physics_rate"] % scene["frame_rate"]:
+    if "script_sha256" in scene:
+        problems.append("scene.script_sha256: set by tapforge from the script's source; remove it")
+    rates = scene.get("physics_rate"), scene.get("frame_rate")
+    if all(RULES[f"scene.{k}"][0](scene.get(k)) for k in ("physics_rate", "frame_rate")) and rates[0] % rates[1]:
         problems.append("scene.physics_rate: must be a multiple of scene.frame_rate; e.g. 240 for 12 or 24 fps")
-    if not problems and scene["background"] == "hdri" and not tree["assets"]["hdri_dir"]:
-        problems.append("scene.background: hdri needs assets.hdri_dir; set it or use background=dome")
+    if RULES["scene.script"][0](scene.get("script")):
+        problems += _check_script_keys(tree, clean=not problems)
     if problems:
         raise TapforgeError(f"{len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
 
 
+def _check_script_keys(tree: dict, clean: bool) -> list[str]:
+    """Problems of the scene script's own keys; when there are none, fill in its defaults, run its cross-key
+    checks (only on an otherwise ``clean`` config) and record its sha256."""
+    from synth.scripts import load_script
+
+    scene = tree["scene"]
+    try:
+        script = load_script(scene["script"])
+    except TapforgeError as err:
+        return [str(err)]
+    values = script_values(tree)
+    if script.config is None:
+        problems = [f"scene.{k}: unknown key; the scene script {scene['script']} declares no keys (no Config)"
+                    for k in sorted(values)]
+    else:
+        problems = check_values(script.config, values, "scene.")
+        if not problems:
+            scene.update({k: v for k, v in defaults(script.config).items() if k not in scene})
+    if clean and not problems and script.check_config:
+        problems += script.check_config(script.make_config(script_values(tree)), tree)
+    scene["script_sha256"] = script.sha256
+    return problems
+
+
 def config_hash(tree: dict) -> str:
-    """Short stable hash of a resolved config (recorded in every sample's meta and the manifest)."""
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
+    """Short stable hash of a resolved config (recorded in every sample's meta and the manifest): the dataset's
+    identity, which includes the scene script's sha256 and leaves out keys that change no pixel."""
+    identity = copy.deepcopy(tree)
+    for key in IDENTITY_FREE_KEYS:
+        section, leaf = key.split(".")
+        identity.get(section, {}).pop(leaf, None)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

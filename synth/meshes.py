@@ -1,7 +1,7 @@
-"""Scene-scale meshes for each object: the same vertices go to PyBullet and to Blender.
+"""Mesh helpers for `synth.scene` objects: volume and centre of mass, and Blender's Suzanne.
 
-Vertices are scaled to the object's size and re-centred on the solid's centre of mass, so the physics body
-frame, the Blender object frame and the ground-truth object frame are one frame.
+`synth.scene.Object.mesh` scales a unit mesh to the object's size and re-centres it on the solid's centre of
+mass, so the physics body frame, the Blender object frame and the ground-truth object frame are one frame.
 """
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from synth.recipe import ObjectSpec
-from synth.shapes import Mesh, make_shape
+from synth.shapes import Mesh
 
 
 def volume_and_centroid(vertices: np.ndarray, faces: np.ndarray) -> tuple[float, np.ndarray]:
@@ -23,7 +22,9 @@ def volume_and_centroid(vertices: np.ndarray, faces: np.ndarray) -> tuple[float,
 
 
 @lru_cache(maxsize=1)
-def _suzanne() -> Mesh:
+def suzanne() -> Mesh:
+    """Blender's monkey, subdivided once and smoothed, longest side 1."""
+    import bpy  # noqa: F401  (bmesh, Blender's mesh module, is importable once bpy is)
     import bmesh  # Suzanne is Blender's own mesh
 
     bm = bmesh.new()
@@ -36,22 +37,3 @@ def _suzanne() -> Mesh:
     bm.free()
     lo, hi = vertices.min(0), vertices.max(0)
     return (vertices - (lo + hi) / 2) / (hi - lo).max(), faces
-
-
-def unit_mesh(obj: ObjectSpec) -> Mesh:
-    """The object's mesh with its longest side 1, before scaling."""
-    if obj.shape == "suzanne":
-        return _suzanne()
-    if obj.shape == "asset":
-        from synth.assets import load_asset_mesh
-
-        return load_asset_mesh(obj.asset_id)
-    return make_shape(obj.shape, obj.shape_params)
-
-
-def object_mesh(obj: ObjectSpec) -> tuple[np.ndarray, np.ndarray, float]:
-    """(vertices [V,3] in the object frame, faces [F,3], volume) at the object's size, centred on its mass."""
-    vertices, faces = unit_mesh(obj)
-    vertices = vertices * obj.size
-    volume, centroid = volume_and_centroid(vertices, faces)
-    return vertices - centroid, faces, abs(volume)

@@ -1,30 +1,17 @@
-"""PyBullet simulation of a scene: non-overlapping placement, settling of static objects, tossing of
-dynamic ones (Kubric's MOVi rules), and the exact per-frame object poses."""
+"""PyBullet simulation of a `synth.scene.Scene` (Kubric's simulator): placement without overlap, settling, tossing,
+scripted (kinematic) objects pushing simulated ones, and the exact per-frame object poses."""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from synth.recipe import DYNAMIC_SPAWN_REGION, STATIC_SPAWN_REGION, VELOCITY_RANGE, ObjectSpec, SceneSpec
+from synth.scene import Object, Scene
+from tapforge.errors import TapforgeError
 
-SETTLE_FRAMES = 100
 MAX_PLACEMENT_TRIES = 100
 DENSITY = 1.0
-
-
-@dataclass
-class Trajectories:
-    """Per-object rigid poses at every frame, in world coordinates."""
-
-    positions: np.ndarray  # [O,T,3]
-    quaternions: np.ndarray  # [O,T,4] (x, y, z, w)
-
-    def matrices(self) -> np.ndarray:
-        """Object-to-world 4x4 matrices [O,T,4,4]."""
-        return pose_matrices(self.positions, self.quaternions)
 
 
 def quaternion_matrices(q: np.ndarray) -> np.ndarray:
@@ -43,11 +30,6 @@ def pose_matrices(positions: np.ndarray, quaternions: np.ndarray) -> np.ndarray:
     mats[..., :3, 3] = positions
     mats[..., 3, 3] = 1.0
     return mats
-
-
-def _random_quaternion(rng: np.random.Generator) -> np.ndarray:
-    q = rng.normal(size=4)
-    return q / np.linalg.norm(q)
 
 
 def _torus_pieces(vertices: np.ndarray, faces: np.ndarray, pieces: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -71,93 +53,180 @@ def _write_obj_parts(parts: list[tuple[np.ndarray, np.ndarray]], path: Path) -> 
     path.write_text("\n".join(lines) + "\n")
 
 
-def _collision_shape(client: int, obj: ObjectSpec, vertices: np.ndarray, faces: np.ndarray, scratch: Path) -> int:
+def _collision_shape(client: int, obj: Object, vertices: np.ndarray, faces: np.ndarray, scratch: Path) -> int:
     import pybullet as pb
 
-    shape = obj.shape
-    if shape == "asset":  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
-        from synth.assets import convex_decomposition
-        from synth.meshes import unit_mesh
+    from synth.scene import Shape
 
-        unit_vertices, unit_faces = unit_mesh(obj)
+    if not isinstance(obj, Shape):  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
+        from synth.assets import convex_decomposition
+
+        unit_vertices, unit_faces = obj.unit_mesh()
         offset = vertices[0] - unit_vertices[0] * obj.size
         return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(convex_decomposition(unit_vertices, unit_faces)),
                                        meshScale=[obj.size] * 3, collisionFramePosition=offset.tolist(),
                                        physicsClientId=client)
-    if shape == "torus":  # non-convex: a compound of convex sectors instead of one hull
+    if obj.shape == "torus":  # non-convex: a compound of convex sectors instead of one hull
         path = scratch / f"torus_{len(list(scratch.iterdir()))}.obj"
         _write_obj_parts(_torus_pieces(vertices, faces), path)
         return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(path), physicsClientId=client)
     return pb.createCollisionShape(pb.GEOM_MESH, vertices=vertices.tolist(), physicsClientId=client)
 
 
-def simulate(spec: SceneSpec, meshes: list[tuple[np.ndarray, np.ndarray, float]]) -> Trajectories:
-    """Place, settle and toss the scene's objects; return their poses at each of the scene's frames.
-
-    `meshes` holds (vertices, faces, volume) per object, as from `synth.meshes.object_mesh`.
-    """
-    import pybullet as pb
-
-    rng = np.random.default_rng(spec.placement_seed)
-    client = pb.connect(pb.DIRECT)
-    scratch = tempfile.TemporaryDirectory(prefix="tapforge-physics-")
-    try:
-        pb.setGravity(0, 0, -9.81, physicsClientId=client)
-        pb.setTimeStep(1.0 / spec.physics_rate, physicsClientId=client)
-        floor = pb.createMultiBody(0, pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=client),
-                                   physicsClientId=client)
-        pb.changeDynamics(floor, -1, lateralFriction=1.0, restitution=0.0, physicsClientId=client)
-        steps_per_frame = spec.physics_rate // spec.frame_rate
-        bodies: list[int] = []
-        # static objects first, settled for 100 frames; then the dynamic ones are tossed in
-        for dynamic in (False, True):
-            for obj, (vertices, faces, volume) in zip(spec.objects, meshes):
-                if obj.dynamic != dynamic:
-                    continue
-                shape_id = _collision_shape(client, obj, vertices, faces, Path(scratch.name))
-                body = pb.createMultiBody(DENSITY * volume, shape_id, physicsClientId=client)
-                pb.changeDynamics(body, -1, lateralFriction=obj.friction, restitution=obj.restitution,
-                                  physicsClientId=client)
-                region = DYNAMIC_SPAWN_REGION if dynamic else STATIC_SPAWN_REGION
-                _place_without_overlap(client, body, region, rng)
-                if dynamic:
-                    position = np.array(pb.getBasePositionAndOrientation(body, physicsClientId=client)[0])
-                    velocity = rng.uniform(*VELOCITY_RANGE) - [position[0], position[1], 0.0]
-                    pb.resetBaseVelocity(body, velocity.tolist(), [0, 0, 0], physicsClientId=client)
-                bodies.append(body)
-            if not dynamic:
-                for _ in range(SETTLE_FRAMES * steps_per_frame):
-                    pb.stepSimulation(physicsClientId=client)
-                for body in bodies:
-                    pb.resetBaseVelocity(body, [0, 0, 0], [0, 0, 0], physicsClientId=client)
-                    pb.changeDynamics(body, -1, lateralFriction=0.5, restitution=0.5, physicsClientId=client)
-                pb.changeDynamics(floor, -1, lateralFriction=0.3, restitution=0.5, physicsClientId=client)
-        order = [o for o in spec.objects if not o.dynamic] + [o for o in spec.objects if o.dynamic]
-        body_of = {o.instance_id: b for o, b in zip(order, bodies)}
-        num_objects, num_frames = len(spec.objects), spec.num_frames
-        positions = np.zeros((num_objects, num_frames, 3))
-        quaternions = np.zeros((num_objects, num_frames, 4))
-        for t in range(num_frames):
-            for i, obj in enumerate(spec.objects):
-                pos, quat = pb.getBasePositionAndOrientation(body_of[obj.instance_id], physicsClientId=client)
-                positions[i, t], quaternions[i, t] = pos, quat
-            for _ in range(steps_per_frame):
-                pb.stepSimulation(physicsClientId=client)
-        return Trajectories(positions, quaternions)
-    finally:
-        pb.disconnect(client)
-        scratch.cleanup()
+def _rotation_vector(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
+    """The world-frame rotation vector (axis * angle) turning quaternion q0 into q1 (both x, y, z, w)."""
+    x0, y0, z0, w0 = -q0[0], -q0[1], -q0[2], q0[3]  # q0's inverse
+    x1, y1, z1, w1 = q1
+    d = np.array([w1 * x0 + x1 * w0 + y1 * z0 - z1 * y0, w1 * y0 - x1 * z0 + y1 * w0 + z1 * x0,
+                  w1 * z0 + x1 * y0 - y1 * x0 + z1 * w0, w1 * w0 - x1 * x0 - y1 * y0 - z1 * z0])  # q1 * q0^-1
+    if d[3] < 0:
+        d = -d
+    sine = np.linalg.norm(d[:3])
+    return d[:3] * (2 * np.arctan2(sine, d[3]) / sine) if sine > 1e-12 else 2 * d[:3]
 
 
-def _place_without_overlap(client: int, body: int, region: np.ndarray, rng: np.random.Generator) -> None:
-    """Kubric's move_until_no_overlap: random position in the region and random orientation until free."""
-    import pybullet as pb
+class PyBullet:
+    """The scene's physics (``scene.simulator``), in Kubric's terms.
 
-    for _ in range(MAX_PLACEMENT_TRIES):
-        pb.resetBasePositionAndOrientation(body, rng.uniform(*region).tolist(), _random_quaternion(rng).tolist(),
-                                           physicsClientId=client)
-        pb.performCollisionDetection(physicsClientId=client)
-        contacts = pb.getContactPoints(bodyA=body, physicsClientId=client)
-        if not any(c[8] < 0 for c in contacts):
+    The Python objects hold the state: every `run` first copies each object's pose, velocity, friction and
+    restitution into its PyBullet body (bodies are made when an object is first placed or run) and afterwards
+    copies the simulated poses and velocities back. Static objects are fixed colliders; scripted ones are
+    kinematic: moved along their script every physics step, they push what they hit."""
+
+    def __init__(self, scene: Scene):
+        import pybullet as pb
+
+        self.pb, self.scene = pb, scene
+        self.client = pb.connect(pb.DIRECT)
+        self._scratch = tempfile.TemporaryDirectory(prefix="tapforge-physics-")
+        self.bodies: dict[int, int] = {}  # instance id -> body
+        self.floor_body: int | None = None
+        self.recorded = False  # the clip's frames have been simulated and stored in the objects
+        self.frame = 0.0  # scene time in frames; settling runs happen before frame 0
+        pb.setGravity(0, 0, -9.81, physicsClientId=self.client)
+        pb.setTimeStep(1.0 / scene.physics_rate, physicsClientId=self.client)
+
+    @property
+    def steps_per_frame(self) -> int:
+        return self.scene.physics_rate // self.scene.frame_rate
+
+    def _body(self, obj: Object) -> int:
+        pb = self.pb
+        if obj not in self.scene.objects:
+            raise TapforgeError(f"{obj.label()}: add it to the scene before placing or simulating it")
+        if obj.instance_id in self.bodies:
+            return self.bodies[obj.instance_id]
+        vertices, faces, volume = obj.mesh()
+        shape = _collision_shape(self.client, obj, vertices, faces, Path(self._scratch.name))
+        fixed = obj.static or obj.scripted
+        mass = 0.0 if fixed else (obj.mass if obj.mass is not None else DENSITY * volume)
+        body = pb.createMultiBody(mass, shape, physicsClientId=self.client)
+        self.bodies[obj.instance_id] = body
+        self._push(obj)
+        return body
+
+    def _push(self, obj: Object) -> None:
+        """Copy the object's state into its body."""
+        pb, body = self.pb, self.bodies[obj.instance_id]
+        if obj.scripted:
+            position, quaternion = (a[0] for a in obj.pose_at(max(self.frame, 0.0)))
+        else:
+            position, quaternion = obj.position, obj.quaternion
+        pb.resetBasePositionAndOrientation(body, list(position), list(quaternion), physicsClientId=self.client)
+        pb.resetBaseVelocity(body, list(obj.velocity), list(obj.angular_velocity), physicsClientId=self.client)
+        pb.changeDynamics(body, -1, lateralFriction=obj.friction, restitution=obj.restitution,
+                          physicsClientId=self.client)
+
+    def _sync_in(self) -> None:
+        pb, floor = self.pb, self.scene.floor
+        if floor is not None:
+            if self.floor_body is None:
+                plane = pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=self.client)
+                self.floor_body = pb.createMultiBody(0, plane, physicsClientId=self.client)
+            pb.changeDynamics(self.floor_body, -1, lateralFriction=floor.friction, restitution=floor.restitution,
+                              physicsClientId=self.client)
+        for obj in self.scene.objects:
+            if obj.instance_id in self.bodies:
+                self._push(obj)
+            else:
+                self._body(obj)
+
+    def _sync_out(self) -> None:
+        pb = self.pb
+        for obj in self.scene.objects:
+            if obj.static or obj.scripted:
+                continue
+            body = self.bodies[obj.instance_id]
+            position, quaternion = pb.getBasePositionAndOrientation(body, physicsClientId=self.client)
+            velocity, angular = pb.getBaseVelocity(body, physicsClientId=self.client)
+            obj.position, obj.quaternion = tuple(position), tuple(quaternion)
+            obj.velocity, obj.angular_velocity = tuple(velocity), tuple(angular)
+
+    def _step(self, scripted: list[Object]) -> None:
+        """One physics step; scripted bodies first move to their pose at the step's end."""
+        pb = self.pb
+        dt = 1.0 / self.steps_per_frame
+        for obj in scripted:  # with the velocity of that move, so the contact solver pushes rather than teleports
+            (before, after), (q_before, q_after) = obj.pose_at([max(self.frame, 0.0), max(self.frame + dt, 0.0)])
+            body, seconds = self.bodies[obj.instance_id], 1.0 / self.scene.physics_rate
+            pb.resetBasePositionAndOrientation(body, after.tolist(), q_after.tolist(), physicsClientId=self.client)
+            pb.resetBaseVelocity(body, ((after - before) / seconds).tolist(),
+                                 (_rotation_vector(q_before, q_after) / seconds).tolist(), physicsClientId=self.client)
+        pb.stepSimulation(physicsClientId=self.client)
+        self.frame += dt
+
+    def place_without_overlap(self, obj: Object, region: tuple[tuple[float, float, float], tuple[float, float, float]],
+                              rng: np.random.Generator, rotate: bool = True) -> bool:
+        """Kubric's move_until_no_overlap: a random position in ``region`` (min corner, max corner) and a random
+        orientation until the object touches nothing placed before (the floor included); False when the scene is
+        too crowded after MAX_PLACEMENT_TRIES (the last try is kept: the solver pushes overlaps apart)."""
+        pb = self.pb
+        body = self._body(obj)
+        region = np.asarray(region, float)
+        for _ in range(MAX_PLACEMENT_TRIES):
+            obj.position = tuple(rng.uniform(*region))
+            if rotate:
+                q = rng.normal(size=4)
+                obj.quaternion = tuple(q / np.linalg.norm(q))
+            pb.resetBasePositionAndOrientation(body, list(obj.position), list(obj.quaternion),
+                                               physicsClientId=self.client)
+            pb.performCollisionDetection(physicsClientId=self.client)
+            if not any(c[8] < 0 for c in pb.getContactPoints(bodyA=body, physicsClientId=self.client)):
+                return True
+        return False
+
+    def run(self, frames: int | None = None) -> None:
+        """Simulate. ``frames`` None: the clip (frames 0 .. T-1), whose poses are stored in the objects and keyed
+        in the render; a number: that many frames before the clip (e.g. to let objects settle), not recorded."""
+        if self.recorded:
+            raise TapforgeError("scene.simulator.run(): the clip is already simulated; run it once, after placing")
+        self._sync_in()
+        scripted = [o for o in self.scene.objects if o.scripted]
+        moving = [o for o in self.scene.objects if not o.static and not o.scripted]
+        if frames is not None:
+            self.frame = -float(frames)
+            for _ in range(int(frames) * self.steps_per_frame):
+                self._step(scripted)
+            self.frame = 0.0
+            self._sync_out()
             return
-    # crowded scene: keep the last try; the solver pushes overlapping bodies apart
+        self.frame = 0.0
+        num_frames = self.scene.num_frames
+        positions = np.zeros((len(moving), num_frames, 3))
+        quaternions = np.zeros((len(moving), num_frames, 4))
+        for t in range(num_frames):
+            for i, obj in enumerate(moving):
+                position, quaternion = self.pb.getBasePositionAndOrientation(self.bodies[obj.instance_id],
+                                                                             physicsClientId=self.client)
+                positions[i, t], quaternions[i, t] = position, quaternion
+            for _ in range(self.steps_per_frame):
+                self._step(scripted)
+        for i, obj in enumerate(moving):
+            obj.record(positions[i], quaternions[i])
+        self._sync_out()
+        self.recorded = True
+
+    def close(self) -> None:
+        """Disconnect from PyBullet (the scene's poses stay)."""
+        self.pb.disconnect(self.client)
+        self._scratch.cleanup()

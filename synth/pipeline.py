@@ -1,4 +1,4 @@
-"""One scene end to end: recipe -> meshes -> physics -> Blender build + render -> ground truth -> `Clip`."""
+"""One scene end to end: scene script -> physics -> Blender build + render -> ground truth -> `Clip`."""
 from __future__ import annotations
 
 import hashlib
@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.config import config_hash
-from synth.recipe import intrinsics, look_at_matrices, sample_scene
+from synth.config import config_hash, script_values
+from synth.physics import pose_matrices
+from synth.scene import AssetFiles, Scene
 from synth.schema import Clip
+from synth.scripts import load_script
 from synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, compute_tracks
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -32,11 +34,37 @@ def _files(folder: str | None, suffixes: tuple[str, ...]) -> list[str]:
     return sorted(str(p) for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in suffixes)
 
 
+def asset_files(config: dict) -> AssetFiles:
+    """The sorted files of the config's asset folders (textures, HDRIs, Kubric-manifest object ids)."""
+    assets = config["assets"]
+    files = AssetFiles(_files(assets["textures_dir"], IMAGE_SUFFIXES), _files(assets["hdri_dir"], HDRI_SUFFIXES))
+    if assets["directory"]:
+        from synth.assets import open_asset_directory
+
+        files.objects = open_asset_directory(assets["directory"])
+    return files
+
+
+def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Scene:
+    """Run the config's scene script for ``seed``, then the clip's physics: the scene as it will be rendered."""
+    sc = config["scene"]
+    script = load_script(sc["script"])
+    assets = assets or asset_files(config)
+    scene = Scene(tuple(config["render"]["resolution"]), sc["num_frames"], sc["frame_rate"], sc["physics_rate"], seed,
+                  AssetFiles(list(assets.textures), list(assets.hdris), list(assets.objects)))
+    try:
+        script.build(scene, np.random.default_rng(seed), script.make_config(script_values(config)))
+        scene.simulate_if_needed()
+    finally:
+        scene.close()
+    return scene
+
+
 class SceneRenderer:
     """Renders scenes of one config in one Blender session (Blender starts once, not per scene).
 
-    `threads` (Cycles threads) overrides ``render.threads`` without changing the config hash: the thread
-    count does not change the pixels, so it is not part of the dataset's identity.
+    `threads` (Cycles threads) overrides ``render.threads``; the thread count changes no pixel, so it is not part
+    of the dataset's identity (`synth.config.config_hash` leaves it out).
     """
 
     def __init__(self, config: dict, threads: int | None = None):
@@ -44,43 +72,33 @@ class SceneRenderer:
 
         self.config = config
         self.hash = config_hash(config)
-        assets = config["assets"]
-        self.textures = _files(assets["textures_dir"], IMAGE_SUFFIXES)
-        self.hdris = _files(assets["hdri_dir"], HDRI_SUFFIXES)
-        self.asset_ids: list[str] = []
-        if assets["directory"]:
-            from synth.assets import open_asset_directory
-
-            self.asset_ids = open_asset_directory(assets["directory"])
+        self.script = load_script(config["scene"]["script"])
+        self.assets = asset_files(config)
         render_cfg = dict(config["render"], threads=threads) if threads else config["render"]
         self.blender = BlenderRenderer(render_cfg, tuple(config["render"]["resolution"]))
 
     def render(self, scene_index: int) -> tuple[Clip, dict[str, float]]:
         """Render global scene `scene_index`; return the clip and its timing breakdown (seconds)."""
-        from synth.meshes import object_mesh
-        from synth.physics import simulate
-
         cfg = self.config
         seed = scene_seed(cfg["seed"], scene_index)
         timing: dict[str, float] = {}
         start = time.perf_counter()
-        spec = sample_scene(cfg, seed, self.textures, self.hdris, self.asset_ids)
-        meshes = [object_mesh(obj) for obj in spec.objects]
-        timing["scene_sampling"] = time.perf_counter() - start
+        scene = build_scene(self.config, seed, self.assets)
+        timing["scene_script"] = time.perf_counter() - start
         start = time.perf_counter()
-        trajectories = simulate(spec, meshes)
-        timing["physics"] = time.perf_counter() - start
-        start = time.perf_counter()
-        self.blender.build(spec, meshes, trajectories)
+        self.blender.build(scene)
         timing["scene_build"] = time.perf_counter() - start
-        passes = self.blender.render(spec.num_frames)
+        passes = self.blender.render(scene.num_frames)
         timing.update(self.blender.timing)
-        self.last_passes, self.last_trajectories = passes, trajectories  # for checks against the renderer
+        positions, quaternions = scene.object_poses()
+        # for checks against the renderer: the passes, the scene and the object-to-world poses [O,T,4,4]
+        self.last_passes, self.last_scene = passes, scene
+        self.last_poses = pose_matrices(positions, quaternions)
         start = time.perf_counter()
-        cam_to_world = look_at_matrices(spec.camera_positions, spec.camera_lookats)
-        K = intrinsics(spec)
-        instance_ids = np.array([o.instance_id for o in spec.objects], np.int64)
-        gt = compute_tracks(passes, trajectories.matrices(), instance_ids, cam_to_world, K,
+        cam_to_world = scene.camera.matrices(scene.num_frames)
+        K = scene.camera.intrinsics(scene.resolution)
+        instance_ids = np.array([o.instance_id for o in scene.objects], np.int64)
+        gt = compute_tracks(passes, self.last_poses, instance_ids, cam_to_world, K,
                             cfg["tracks"]["num_tracks"], cfg["tracks"]["depth_tolerance"],
                             np.random.default_rng(seed))
         timing["ground_truth"] = time.perf_counter() - start
@@ -93,8 +111,8 @@ class SceneRenderer:
         world_to_cam_cv = np.linalg.inv(cam_to_world)
         world_to_cam_cv[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam_cv[:, :3, :]
         camera = {
-            "K": K.tolist(), "width": spec.resolution[0], "height": spec.resolution[1],
-            "focal_length_mm": spec.focal_length, "sensor_width_mm": spec.sensor_width,
+            "K": K.tolist(), "width": scene.resolution[0], "height": scene.resolution[1],
+            "focal_length_mm": scene.camera.focal_length, "sensor_width_mm": scene.camera.sensor_width,
             "cam_to_world_blender": cam_to_world.tolist(),
             "world_to_cam_opencv": world_to_cam_cv.tolist(),
             "conventions": "K and world_to_cam_opencv: OpenCV (x right, y down, z forward), pixel (0,0) is the "
@@ -102,10 +120,11 @@ class SceneRenderer:
                            "down -Z, +Y up); world is Z-up, metres",
         }
         meta = {
-            "seed": seed, "scene_index": scene_index, "config_hash": self.hash, "fps": spec.frame_rate,
-            "scene": spec.describe(),
-            "object_poses": {"positions": trajectories.positions.round(6).tolist(),
-                             "quaternions_xyzw": trajectories.quaternions.round(6).tolist()},
+            "seed": seed, "scene_index": scene_index, "config_hash": self.hash, "fps": scene.frame_rate,
+            "script": {"name": self.script.name, "sha256": self.script.sha256},
+            "scene": scene.describe(),
+            "object_poses": {"positions": positions.round(6).tolist(),
+                             "quaternions_xyzw": quaternions.round(6).tolist()},
         }
         clip = Clip(key=scene_key(scene_index), video=passes["rgb"], tracks=gt.tracks, occluded=gt.occluded,
                     tracks_3d=gt.tracks_3d, object_ids=gt.object_ids, query=gt.query, camera=camera, meta=meta,

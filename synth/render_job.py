@@ -50,13 +50,21 @@ def blender_version() -> str:
     return bpy.app.version_string
 
 
+def _script_record(config: dict) -> dict:
+    """The scene script's name, sha256 and source, so a dataset says exactly what built it."""
+    from synth.scripts import load_script
+
+    script = load_script(config["scene"]["script"])
+    return {"name": script.name, "sha256": script.sha256, "source": Path(script.path).read_text()}
+
+
 def manifest_header(config: dict, num_scenes: int, blender: str) -> dict:
     per_shard = config["outputs"]["scenes_per_shard"]
     return {
         "generator": GENERATOR, "generator_version": __version__, "blender_version": blender,
         "config": config, "config_hash": config_hash(config), "num_scenes": num_scenes,
         "scenes_per_shard": per_shard, "num_shards": math.ceil(num_scenes / per_shard),
-        "asset_licences": _licences(config),
+        "asset_licences": _licences(config), "scene_script": _script_record(config),
     }
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 Mesh = tuple[np.ndarray, np.ndarray]
+SHAPES = ("cube", "cylinder", "sphere", "cone", "torus", "suzanne", "capsule", "superquadric", "blob",
+          "icosphere", "prism")  # suzanne is made by synth.meshes
 FACETED = frozenset({"icosphere"})  # a geodesic low-poly ball: flat-shaded on purpose
 SHARP_ANGLE = 35.0  # degrees
 
@@ -54,8 +56,9 @@ def uv_sphere(rings: int = 48, segments: int = 96) -> Mesh:
     return _normalise(*_surface_of_revolution(np.stack([np.sin(phi), -np.cos(phi)], -1), segments))
 
 
-def cylinder(segments: int = 96) -> Mesh:
-    profile = np.array([[0, -1], [1, -1], [1, -1], [1, 1], [1, 1], [0, 1]], float) * [0.5, 0.5]
+def cylinder(segments: int = 96, height: float = 1.0) -> Mesh:
+    """A cylinder along z, ``height`` times its diameter (0.1: a disc)."""
+    profile = np.array([[0, -1], [1, -1], [1, -1], [1, 1], [1, 1], [0, 1]], float) * [0.5, 0.5 * height]
     return _normalise(*_surface_of_revolution(profile, segments))
 
 
@@ -64,10 +67,11 @@ def cone(segments: int = 96) -> Mesh:
     return _normalise(*_surface_of_revolution(profile, segments))
 
 
-def capsule(rings: int = 24, segments: int = 96) -> Mesh:
+def capsule(rings: int = 24, segments: int = 96, length: float = 1.2) -> Mesh:
+    """A capsule along z: a cylinder ``length`` radii long between two hemispheres."""
     phi = np.linspace(0, np.pi / 2, rings)
-    bottom = np.stack([np.sin(phi), -0.6 - np.cos(phi)], -1)
-    top = np.stack([np.sin(phi[::-1]), 0.6 + np.cos(phi[::-1])], -1)
+    bottom = np.stack([np.sin(phi), -length / 2 - np.cos(phi)], -1)
+    top = np.stack([np.sin(phi[::-1]), length / 2 + np.cos(phi[::-1])], -1)
     return _normalise(*_surface_of_revolution(np.concatenate([bottom, top]), segments))
 
 
@@ -185,7 +189,13 @@ PARAMETER_FREE = {"cube": cube, "sphere": uv_sphere, "cylinder": cylinder, "cone
 
 
 def make_shape(name: str, params: dict) -> Mesh:
-    """Build the unit-size mesh for a shape name from `synth.config.SHAPES` (except suzanne)."""
+    """Build the unit-size mesh for a shape name from `SHAPES` (except suzanne) and its parameters: prism
+    ``sides``, superquadric ``e1`` and ``e2``, blob ``seed``, cylinder ``height`` (to diameter), capsule ``length``
+    (of its straight part, in radii)."""
+    if name == "cylinder" and "height" in params:
+        return cylinder(height=float(params["height"]))
+    if name == "capsule" and "length" in params:
+        return capsule(length=float(params["length"]))
     if name in PARAMETER_FREE:
         return PARAMETER_FREE[name]()
     if name == "prism":

@@ -21,7 +21,7 @@ def rendered_scene():
     renderer = SceneRenderer(config)
     clip, timing = renderer.render(3)
     return {"clip": clip, "timing": timing, "passes": renderer.last_passes,
-            "poses": renderer.last_trajectories.matrices(), "config": config}
+            "poses": renderer.last_poses, "config": config}
 
 
 @pytest.fixture

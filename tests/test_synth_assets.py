@@ -37,8 +37,7 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
                                     "tracks.num_tracks=32", "scene.num_static_objects=4",
                                     f"assets.directory={tmp_path / 'assets'}"])
     clip, _ = SceneRenderer(config).render(1)
-    shapes = [o["shape"] for o in clip.meta["scene"]["objects"]]
-    assert "asset" in shapes
+    assert "Asset" in [o["kind"] for o in clip.meta["scene"]["objects"]]
     assert list((tmp_path / "cache" / "vhacd").glob("*.obj"))  # decomposition computed once and cached
 
 
@@ -71,6 +70,6 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
                                     f"assets.hdri_dir={hdris}"])
     clip, _ = SceneRenderer(config).render(2)
     scene = clip.meta["scene"]
-    assert scene["hdri"].endswith("blue.exr")
-    used = [o["material"]["texture"] for o in scene["objects"]] + [scene["floor"]["texture"]]
-    assert any(str(t).endswith("checks.png") for t in used)
+    assert scene["background"]["kind"] == "Environment" and scene["background"]["hdri"].endswith("blue.exr")
+    used = [o["material"]["texture"] for o in scene["objects"]] + [scene["floor"]["material"]["texture"]]
+    assert any(t and t["source"].endswith("checks.png") for t in used)

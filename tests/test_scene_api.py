@@ -1,0 +1,186 @@
+"""The scene API (synth.scene) and scene scripts: scripted motion, physics, config keys, identity, examples."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synth.config import config_hash, load_config
+from synth.scene import Camera, Floor, Scene, Shape, interpolate_keys
+from tapforge.errors import TapforgeError
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "scenes"
+SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=5", "tracks.num_tracks=512"]
+
+
+def test_keyframes_interpolate_positions_linearly_and_rotations_spherically():
+    quarter = (0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4))  # 90 degrees about z
+    obj = Shape("cube").keyframe(0, position=(0, 0, 0), quaternion=(0, 0, 0, 1)).keyframe(4, (4, 2, 0), quarter)
+    positions, quaternions = obj.poses(6)
+    assert np.allclose(positions[2], [2, 1, 0]) and np.allclose(positions[5], [4, 2, 0])  # constant after the last key
+    assert np.allclose(quaternions[2], [0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)])  # 45 degrees halfway
+    assert obj.scripted
+    keys = {0: np.array([0.0, 0, 0]), 10: np.array([10.0, 0, 0])}
+    assert np.allclose(interpolate_keys(keys, np.array([2.5]))[0], [2.5, 0, 0])
+
+
+def test_scene_api_refuses_bad_use_with_a_clear_line():
+    scene = Scene(num_frames=4)
+    cube = scene.add(Shape("cube"))
+    with pytest.raises(TapforgeError, match="added to the scene twice"):
+        scene.add(cube)
+    with pytest.raises(TapforgeError, match="scene.floor = ... instead"):
+        scene.add(Floor())
+    with pytest.raises(TapforgeError, match="no position: call scene.camera.look_at"):
+        scene.camera.matrices(4)
+    with pytest.raises(TapforgeError, match="of shape \\[num_frames, 3\\]"):
+        Shape("cube").set_poses(np.zeros((4, 2)))
+    with pytest.raises(TapforgeError, match="has poses for 3 frames, the scene has 4"):
+        Shape("cube").set_poses(np.zeros((3, 3))).poses(4)
+    with pytest.raises(TapforgeError, match="shape 'pyramid'"):
+        Shape("pyramid").mesh()
+    camera = Camera().look_at(np.zeros((3, 3)) + [5, 0, 2], (0, 0, 0))
+    with pytest.raises(TapforgeError, match="3 positions for a clip of 4 frames"):
+        camera.path(4)
+
+
+def _pushed_scene(static_box: bool):
+    scene = Scene(num_frames=24, frame_rate=12, physics_rate=240)
+    scene.floor = Floor()
+    box = scene.add(Shape("cube", size=0.8, position=(0.0, 0.0, 0.4), static=static_box))
+    sweep = np.linspace(-3.0, 2.0, 24)
+    pusher = Shape("sphere", size=1.0).set_poses(np.stack([sweep, np.zeros(24), np.full(24, 0.5)], -1))
+    scene.add(pusher)
+    scene.simulator.run()
+    scene.close()
+    return scene, box, pusher
+
+
+def test_a_scripted_object_pushes_a_simulated_one_and_follows_its_script_exactly():
+    pytest.importorskip("pybullet")
+    scene, box, pusher = _pushed_scene(static_box=False)
+    positions, _ = scene.object_poses()
+    assert positions[0, -1, 0] - positions[0, 0, 0] > 0.5  # the box was pushed along +x
+    assert np.allclose(positions[1, :, 0], np.linspace(-3.0, 2.0, 24))  # the pusher went exactly where scripted
+    assert (positions[0, :, 2] > 0.3).all()  # and the box stayed on the floor
+    scene, box, _ = _pushed_scene(static_box=True)
+    assert np.allclose(scene.object_poses()[0][0], [0.0, 0.0, 0.4])  # a static object does not move
+
+
+def test_physics_is_deterministic_and_settled_objects_stay_on_the_floor():
+    pytest.importorskip("pybullet")
+    from synth.pipeline import build_scene
+
+    config = load_config("movi_e", ["scene.num_static_objects=3", "scene.shapes=[cube,torus,blob]"])
+    a, b = build_scene(config, 4), build_scene(config, 4)
+    assert all(np.array_equal(x, y) for x, y in zip(a.object_poses(), b.object_poses()))
+    assert a.describe() == b.describe() and build_scene(config, 5).describe() != a.describe()
+    positions, quaternions = a.object_poses()
+    assert (positions[..., 2] > -0.05).all()  # nothing sinks through the floor
+    static = np.array([not o.metadata["is_dynamic"] for o in a.objects])
+    assert 1 <= (~static).sum() <= 3 and static.sum() == 3
+    assert (np.linalg.norm(positions[static, -1] - positions[static, 0], axis=-1) < 0.5).all()  # settled
+    assert np.allclose(np.linalg.norm(quaternions, axis=-1), 1.0)
+
+
+def test_movi_variants_are_explicit_keys():
+    pytest.importorskip("pybullet")
+    from synth.pipeline import build_scene
+    from synth.scripts.movi import CLEVR_COLOURS
+
+    a, b = build_scene(load_config("movi_a"), 2), build_scene(load_config("movi_b"), 2)
+    assert {o.size for o in a.objects} <= {0.7, 1.4} and all(o.material.colour in CLEVR_COLOURS.values()
+                                                            for o in a.objects)
+    assert all(0.7 <= o.size <= 1.4 for o in b.objects) and len({o.size for o in b.objects}) == len(b.objects)
+    assert all(max(o.material.colour) == pytest.approx(1.0) for o in b.objects)  # full-value random hues
+    cameras = a.camera.matrices(a.num_frames)
+    assert np.allclose(cameras[0], cameras[-1])  # MOVi-A's fixed camera
+
+
+def test_a_script_with_a_bad_or_unknown_key_gets_one_line_per_problem(tmp_path):
+    config = tmp_path / "scene.yaml"
+    config.write_text(f"inherit: base\nscene:\n  script: {EXAMPLES / 'turntable.py'}\n  num_objects: 99\n"
+                      "  wobble: 2\n")
+    with pytest.raises(TapforgeError) as err:
+        load_config(config)
+    message = str(err.value)
+    assert "2 problem(s)" in message and "scene.num_objects: bad value 99; use an integer in [1, 6]" in message
+    assert "scene.wobble: unknown key for this scene script" in message
+    with pytest.raises(TapforgeError, match="scene.turns: bad value 'fast'"):
+        load_config(EXAMPLES / "turntable.yaml", ["scene.turns=fast"])
+    with pytest.raises(TapforgeError, match="no such file"):
+        load_config("movi_e", ["scene.script=missing.py"])
+    broken = tmp_path / "broken.py"
+    broken.write_text("def build(scene, rng):\n    pass\n")
+    with pytest.raises(TapforgeError, match="must take \\(scene, rng, cfg\\)"):
+        load_config("movi_e", [f"scene.script={broken}"])
+
+
+def _script_config(tmp_path) -> tuple[Path, Path]:
+    """A copy of the turntable script and a config that names it."""
+    script = tmp_path / "scene.py"
+    script.write_text((EXAMPLES / "turntable.py").read_text())
+    config = tmp_path / "scene.yaml"
+    config.write_text("inherit: base\nscene:\n  script: scene.py\n  num_objects: 1\n")
+    return script, config
+
+
+def test_the_script_is_part_of_the_dataset_identity_and_threads_are_not(tmp_path):
+    from synth.scripts import load_script
+
+    script, path = _script_config(tmp_path)
+    config = load_config(path)
+    assert config["scene"]["script"] == str(script)  # resolved against the config file's folder
+    assert config_hash(config) == config_hash(load_config(path, ["render.threads=3"]))  # threads change no pixel
+    script.write_text(script.read_text() + "\n# an edit\n")
+    load_script.cache_clear()
+    changed = load_config(path)
+    assert changed["scene"]["script_sha256"] != config["scene"]["script_sha256"]
+    assert config_hash(changed) != config_hash(config)
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_changed_script(tmp_path):
+    pytest.importorskip("bpy", reason="bpy is needed to render")
+    from synth.render_job import render_dataset
+    from synth.scripts import load_script
+
+    script, path = _script_config(tmp_path)
+    overrides = ["render.resolution=32", "render.samples=1", "scene.num_frames=2", "tracks.num_tracks=16",
+                 "outputs.scenes_per_shard=1"]
+    render_dataset(load_config(path, overrides), tmp_path / "data", 1, progress=False, workers=1)
+    render_dataset(load_config(path, overrides), tmp_path / "data", 1, progress=False, workers=1)  # resumes: done
+    script.write_text(script.read_text().replace("turns: float = option(0.25", "turns: float = option(0.5"))
+    load_script.cache_clear()
+    with pytest.raises(TapforgeError, match="made with another config"):
+        render_dataset(load_config(path, overrides), tmp_path / "data", 1, progress=False, workers=1)
+
+
+@pytest.fixture(scope="module", params=["turntable", "tabletop_arm"])
+def example(request):
+    pytest.importorskip("bpy", reason="bpy is needed to render")
+    from synth.pipeline import SceneRenderer
+
+    renderer = SceneRenderer(load_config(EXAMPLES / f"{request.param}.yaml", SMALL))
+    clip, _ = renderer.render(0)
+    return request.param, clip, renderer
+
+
+@pytest.mark.slow
+def test_example_scripts_render_with_exact_ground_truth_and_scripted_motion(example):
+    from synth.gt_check import render_pass_agreement
+
+    name, clip, renderer = example
+    figures = render_pass_agreement(clip, renderer.last_passes)
+    print(name, figures)
+    assert figures["visible_points"] > 500 and figures["visible_segmentation_match"] > 0.9
+    assert figures["visible_position_error_px"] < 1.0
+    assert figures["hidden_plainly_visible"] < 0.05
+    assert figures["flow_error_px"] < 0.1 and figures["median_motion_px"] > 0.05
+    scene = renderer.last_scene
+    scripted = [o.instance_id for o in scene.objects if o.scripted]
+    assert scripted and set(clip.object_ids) & set(scripted)  # scripted objects are seen and tracked
+    positions, _ = scene.object_poses()
+    moved = np.linalg.norm(positions[:, -1] - positions[:, 0], axis=-1)
+    pushed = [moved[o.instance_id - 1] for o in scene.objects if not o.scripted and not o.static]
+    assert name != "tabletop_arm" or max(pushed) > 0.05  # the arm moves objects it sweeps through
