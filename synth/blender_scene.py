@@ -22,6 +22,7 @@ import numpy as np
 
 from PIL import Image
 
+from synth.config import RenderSettings
 from synth.exr import read_multilayer_exr
 from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Dome, Emission, Environment, PointLight, Scene, Sky, Sun,
                          Texture)
@@ -44,7 +45,7 @@ def dome_mesh(radius: float) -> tuple[np.ndarray, np.ndarray]:
 class BlenderRenderer:
     """Owns the bpy session: render settings once, then `render_scene` per scene."""
 
-    def __init__(self, render_cfg: dict, resolution: tuple[int, int]):
+    def __init__(self, settings: RenderSettings):
         import bpy
 
         self.bpy = bpy
@@ -53,17 +54,17 @@ class BlenderRenderer:
         scene = bpy.context.scene
         self.scene = scene
         scene.render.engine = "CYCLES"
-        self.device = _select_device(bpy, render_cfg["device"])
+        self.device = _select_device(bpy, settings.device)
         scene.cycles.device = "CPU" if self.device == "cpu" else "GPU"
-        scene.cycles.samples = render_cfg["samples"]
-        scene.cycles.use_denoising = bool(render_cfg["denoise"])
-        scene.cycles.use_adaptive_sampling = render_cfg["noise_threshold"] > 0
-        if render_cfg["noise_threshold"]:
-            scene.cycles.adaptive_threshold = render_cfg["noise_threshold"]
-        scene.render.threads_mode = "FIXED" if render_cfg["threads"] else "AUTO"
-        if render_cfg["threads"]:
-            scene.render.threads = render_cfg["threads"]
-        scene.render.resolution_x, scene.render.resolution_y = resolution
+        scene.cycles.samples = settings.samples
+        scene.cycles.use_denoising = settings.denoise
+        scene.cycles.use_adaptive_sampling = settings.noise_threshold > 0
+        if settings.noise_threshold:
+            scene.cycles.adaptive_threshold = settings.noise_threshold
+        scene.render.threads_mode = "FIXED" if settings.threads else "AUTO"
+        if settings.threads:
+            scene.render.threads = settings.threads
+        scene.render.resolution_x, scene.render.resolution_y = settings.resolution
         scene.render.resolution_percentage = 100
         # persistent data keeps the rgb layer's compiled shaders for the aux render: the AOV then comes out zero
         scene.render.use_persistent_data = False

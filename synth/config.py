@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -149,6 +150,25 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     if isinstance(tree["render"]["resolution"], int):
         tree["render"]["resolution"] = [tree["render"]["resolution"]] * 2
     return tree
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The ``render:`` section, typed: what the renderer is given."""
+
+    resolution: tuple[int, int]
+    samples: int
+    device: str
+    denoise: bool
+    noise_threshold: float
+    threads: int
+
+    @classmethod
+    def of(cls, tree: dict, threads: int | None = None) -> RenderSettings:
+        """From a loaded config; ``threads`` overrides ``render.threads`` (it changes no pixel)."""
+        r = tree["render"]
+        return cls((int(r["resolution"][0]), int(r["resolution"][1])), int(r["samples"]), str(r["device"]),
+                   bool(r["denoise"]), float(r["noise_threshold"]), int(threads or r["threads"]))
 
 
 def script_values(tree: dict) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.config import config_hash, script_values
+from synth.config import RenderSettings, config_hash, script_values
 from synth.physics import pose_matrices
 from synth.scene import AssetFiles, Scene
 from synth.schema import Clip
@@ -74,8 +74,7 @@ class SceneRenderer:
         self.hash = config_hash(config)
         self.script = load_script(config["scene"]["script"])
         self.assets = asset_files(config)
-        render_cfg = dict(config["render"], threads=threads) if threads else config["render"]
-        self.blender = BlenderRenderer(render_cfg, tuple(config["render"]["resolution"]))
+        self.blender = BlenderRenderer(RenderSettings.of(config, threads))
 
     def render(self, scene_index: int) -> tuple[Clip, dict[str, float]]:
         """Render global scene `scene_index`; return the clip and its timing breakdown (seconds)."""

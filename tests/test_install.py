@@ -1,6 +1,7 @@
 """A non-editable install carries the presets and scene scripts: `tapforge synth render --config movi_e` works
 from any folder."""
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,8 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_a_wheel_install_renders_a_preset_from_another_folder(tmp_path):
     pytest.importorskip("bpy", reason="bpy is needed to render")
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "out", "runs", "*.egg-info",
+                                                                "__pycache__", "lightning_logs"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "wheel"), str(ROOT)], check=True, capture_output=True)
+                    str(tmp_path / "wheel"), str(source)], check=True, capture_output=True)
     wheel, = (tmp_path / "wheel").glob("tapforge-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
