@@ -1,7 +1,7 @@
 """Benchmark the TAPIR model: forward and forward+backward time, optionally against official tapnet.
 
     python bench/model.py                                # 24 frames, 256x256, 256 queries, CPU fp32
-    python bench/model.py --train --bf16 --compile       # also a training step, bf16 autocast, compiled mixer
+    python bench/model.py --train --bf16 --compile       # also training steps (fp32, bf16), compiled mixer
     python bench/model.py --official-path ~/src/tapnet   # side by side with tapnet/torch (needs einshape, dm-tree)
 
 Prints medians over ``--repeats`` runs (after one warm-up) and, with ``--official-path``, the
@@ -120,6 +120,10 @@ def main(argv=None) -> int:
         loss.backward()
         return loss.detach()
 
+    def bf16_step(m):
+        with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            return train_step(m)
+
     def report(label: str, wall: float, cpu: float, note: str = "") -> None:
         print(f"{label:<26} median {wall:8.3f} s wall, {cpu:8.3f} s CPU  {note}".rstrip())
 
@@ -135,6 +139,9 @@ def main(argv=None) -> int:
         wall, cpu, _ = timed(lambda: train_step(model), args.repeats, device)
         results["train"] = (wall, cpu)
         report("forward+backward fp32", wall, cpu, "(query chunk 32, JAX stop-gradients)")
+        if args.bf16:
+            wall, cpu, _ = timed(lambda: bf16_step(model), args.repeats, device)
+            report("forward+backward bf16", wall, cpu, "(autocast, as trainer.precision=bf16-mixed)")
         model.eval()
     if args.compile:
         compiled = TAPIR(**kwargs).to(device).eval()
@@ -147,6 +154,12 @@ def main(argv=None) -> int:
         else:
             diff = (comp_out["tracks"] - ours_out["tracks"]).abs().max().item()
             report("forward, compiled mixer", wall, cpu, f"(max |tracks diff| {diff:.2e} px)")
+            if args.train:
+                compiled.train()
+                step = bf16_step if args.bf16 else train_step
+                wall, cpu, _ = timed(lambda: step(compiled), args.repeats, device)
+                report(f"forward+backward {'bf16' if args.bf16 else 'fp32'}, compiled", wall, cpu)
+                compiled.eval()
     if device == "cpu":
         print(f"peak resident memory so far: {peak_rss_gib():.2f} GiB")
     else:

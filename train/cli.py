@@ -43,6 +43,16 @@ def _resolve_precision(trainer) -> None:
         trainer["precision"] = "16-mixed"
 
 
+def _has_tensorboard() -> bool:
+    """TensorBoard logging needs tensorboard or tensorboardX; without either, training logs CSV only (and says so)."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        return True
+    print("tapforge train: tensorboard is not installed: logging to CSV only (pip install tensorboard)", file=sys.stderr)
+    return False
+
+
 def _build_cli_class():
     from jsonargparse import Namespace
     from lightning.pytorch.cli import LightningCLI
@@ -58,9 +68,10 @@ def _build_cli_class():
             root = trainer.get("default_root_dir") or "runs"
             trainer["default_root_dir"] = root
             if trainer.get("logger") in (None, True):
+                kinds = (("TensorBoardLogger", "tensorboard"),) if _has_tensorboard() else ()
                 trainer["logger"] = [
                     Namespace(class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(save_dir=root, name=name))
-                    for kind, name in (("TensorBoardLogger", "tensorboard"), ("CSVLogger", "csv"))
+                    for kind, name in kinds + (("CSVLogger", "csv"),)
                 ]
             for callback in trainer.get("callbacks") or []:
                 if isinstance(callback, Namespace) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
