@@ -26,8 +26,37 @@ SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script'
 IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+HDRI_SUFFIXES = (".hdr", ".exr")
+
+
 def _optional_dir(v: Any) -> bool:
     return v is None or (isinstance(v, str) and Path(v).expanduser().is_dir())
+
+
+def folder_files(folder: str | None, suffixes: tuple[str, ...]) -> list[str]:
+    """The sorted files of ``folder`` with one of ``suffixes`` (none for no folder)."""
+    if not folder:
+        return []
+    return sorted(str(p) for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in suffixes)
+
+
+def _folder_of(suffixes: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: v is None or (_optional_dir(v) and bool(folder_files(v, suffixes)))
+
+
+def _unreadable_images(folder: str) -> list[str]:
+    """The images of ``folder`` that do not decode (a truncated file, another format under an image suffix)."""
+    from PIL import Image
+
+    bad = []
+    for path in folder_files(folder, IMAGE_SUFFIXES):
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # PIL raises many kinds for broken files
+            bad.append(Path(path).name)
+    return bad
 
 
 def _resolution(v: Any) -> bool:
@@ -56,8 +85,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "outputs.jpeg_quality": (lambda v: is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
     "outputs.scenes_per_shard": (lambda v: is_int(v) and 1 <= v <= 10000, "an integer >= 1"),
     "assets.directory": (_optional_dir, "null or an existing folder with a Kubric-format manifest"),
-    "assets.textures_dir": (_optional_dir, "null or an existing folder of images"),
-    "assets.hdri_dir": (_optional_dir, "null or an existing folder of .hdr/.exr files"),
+    "assets.textures_dir": (_folder_of(IMAGE_SUFFIXES), "null or an existing folder holding .png/.jpg images"),
+    "assets.hdri_dir": (_folder_of(HDRI_SUFFIXES), "null or an existing folder holding .hdr/.exr files"),
 }
 
 
@@ -195,6 +224,10 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
     rates = scene.get("physics_rate"), scene.get("frame_rate")
     if all(RULES[f"scene.{k}"][0](scene.get(k)) for k in ("physics_rate", "frame_rate")) and rates[0] % rates[1]:
         problems.append("scene.physics_rate: must be a multiple of scene.frame_rate; e.g. 240 for 12 or 24 fps")
+    textures = flat.get("assets.textures_dir")
+    if textures and RULES["assets.textures_dir"][0](textures) and (bad := _unreadable_images(textures)):
+        problems.append(f"assets.textures_dir: {len(bad)} image(s) do not decode ({', '.join(bad[:5])}"
+                        f"{', ...' if len(bad) > 5 else ''}); remove or replace them")
     if RULES["scene.script"][0](scene.get("script")):
         problems += _check_script_keys(tree, clean=not problems)
     if problems:

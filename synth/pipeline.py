@@ -7,15 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.config import RenderSettings, config_hash, script_values
+from synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, RenderSettings, config_hash, folder_files, script_values
 from synth.physics import pose_matrices
 from synth.scene import AssetFiles, Scene
 from synth.schema import Clip
 from synth.scripts import load_script
 from synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, compute_tracks
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-HDRI_SUFFIXES = (".hdr", ".exr")
 
 
 def scene_seed(base_seed: int, scene_index: int) -> int:
@@ -28,16 +26,11 @@ def scene_key(scene_index: int) -> str:
     return f"scene-{scene_index:07d}"
 
 
-def _files(folder: str | None, suffixes: tuple[str, ...]) -> list[str]:
-    if not folder:
-        return []
-    return sorted(str(p) for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in suffixes)
-
-
 def asset_files(config: dict) -> AssetFiles:
     """The sorted files of the config's asset folders (textures, HDRIs, Kubric-manifest object ids)."""
     assets = config["assets"]
-    files = AssetFiles(_files(assets["textures_dir"], IMAGE_SUFFIXES), _files(assets["hdri_dir"], HDRI_SUFFIXES))
+    files = AssetFiles(folder_files(assets["textures_dir"], IMAGE_SUFFIXES),
+                       folder_files(assets["hdri_dir"], HDRI_SUFFIXES))
     if assets["directory"]:
         from synth.assets import open_asset_directory
 

@@ -6,6 +6,17 @@ import tempfile
 from typing import Callable
 
 
+def _umask() -> int:
+    """The process umask; read from /proc where there is one (setting it to read it races with other threads)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: str = ".tmp") -> str:
     """Call ``write(tmp)`` on a temporary name beside ``path``, fsync it, then rename it into place.
 
@@ -20,6 +31,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600: give it the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

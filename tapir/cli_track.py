@@ -125,6 +125,8 @@ def main(argv: list[str]) -> int:
 
         if not args.out.lower().endswith(WRITE_SUFFIXES):
             raise TapforgeError(f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}")
+    if args.grid is not None and not 1 <= args.grid <= 256:
+        raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
     from tapir.checkpoint import config_overrides
     from tapir.inference import Tracker, grid_queries
     from tapir.video import read_video, write_video
@@ -137,7 +139,7 @@ def main(argv: list[str]) -> int:
     else:
         if not 0 <= args.grid_frame < num_frames:
             raise TapforgeError(f"--grid-frame {args.grid_frame} is outside the video's {num_frames} frames; fix: use 0..{num_frames - 1}")
-        queries = grid_queries(args.grid or 8, height, width, args.grid_frame)
+        queries = grid_queries(8 if args.grid is None else args.grid, height, width, args.grid_frame)
 
     overrides = config_overrides(args.softmax_temperature, args.causal)
     tracker = Tracker.from_checkpoint(

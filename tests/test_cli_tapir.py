@@ -141,3 +141,10 @@ def test_export_weights(tmp_path, checkpoint_file, fmt, name, capsys):
     assert all(torch.equal(a, b) for a, b in zip(original.state_dict().values(), reloaded.state_dict().values()))
     assert tapforge(["export", str(tmp_path / "nope.pt"), "--to", fmt, "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grid", ["0", "-3", "1000"])
+def test_track_refuses_a_grid_it_would_not_track(tmp_path, checkpoint_file, video_file, capsys, grid):
+    out = tmp_path / "o.mp4"
+    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--grid", grid, "--out", str(out)]) == 2
+    assert f"--grid {grid}: give K in 1..256" in capsys.readouterr().err and not out.exists()

@@ -57,3 +57,25 @@ def test_bad_yaml_and_unknown_file_keys_are_reported(tmp_path):
     extra.write_text(f"inherit: {CONFIG_DIR / 'movi_e.yaml'}\nrender:\n  sample: 3\n")
     with pytest.raises(TapforgeError, match="render.sample: unknown key"):
         load_config(extra)
+
+
+def test_empty_asset_folders_and_broken_textures_are_errors_before_rendering(tmp_path):
+    from PIL import Image
+
+    empty, textures = tmp_path / "empty", tmp_path / "textures"
+    empty.mkdir()
+    textures.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    with pytest.raises(TapforgeError) as err:
+        load_config("movi_e", [f"assets.textures_dir={empty}", f"assets.hdri_dir={empty}"])
+    assert "assets.textures_dir: bad value" in str(err.value) and "holding .png/.jpg images" in str(err.value)
+    assert "assets.hdri_dir: bad value" in str(err.value) and "holding .hdr/.exr files" in str(err.value)
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(textures / "good.png")
+    whole = (textures / "good.png").read_bytes()
+    (textures / "cut.png").write_bytes(whole[: len(whole) // 2])  # truncated
+    (textures / "text.jpg").write_text("not an image")  # another format under an image suffix
+    with pytest.raises(TapforgeError, match=r"assets.textures_dir: 2 image\(s\) do not decode \(cut.png, text.jpg\)"):
+        load_config("movi_e", [f"assets.textures_dir={textures}"])
+    (textures / "cut.png").unlink()
+    (textures / "text.jpg").unlink()
+    assert load_config("movi_e", [f"assets.textures_dir={textures}"])["assets"]["textures_dir"] == str(textures)
