@@ -8,18 +8,19 @@ import numpy as np
 from tapforge.errors import TapforgeError
 
 from synth.schema import decode_clip
-from synth.shards import iter_tar_samples, read_manifest
+from synth.shards import iter_checked_samples, read_manifest
 
 
 def load_scene(dataset: Path, index: int):
-    """The `index`-th scene of a dataset folder, in shard order, as a `Clip`."""
+    """The `index`-th scene of a dataset folder, in shard order, as a `Clip` (its shard checked first)."""
     manifest = read_manifest(dataset)
     total = manifest["num_complete_scenes"]
     if not 0 <= index < total:
         raise TapforgeError(f"--index {index} is out of range: {dataset} holds {total} complete scenes")
     for entry in manifest["shards"]:
         if index < entry["num_samples"]:
-            for k, sample in enumerate(iter_tar_samples(dataset / entry["name"])):
+            samples = iter_checked_samples(dataset, entry, decode=lambda sample: sample)
+            for k, sample in enumerate(samples):
                 if k == index:
                     return decode_clip(sample)
         index -= entry["num_samples"]

@@ -17,7 +17,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from tapforge.atomic import atomic_write_bytes
 from tapforge.errors import TapforgeError
@@ -165,6 +165,29 @@ def iter_tar_samples(path: Path) -> Iterator[dict[str, Any]]:
             current[entry] = tar.extractfile(member).read()
     if current:
         yield current
+
+
+def iter_checked_samples(dataset: Path, entry: dict, decode: Callable[[dict], Any] = decode_clip) -> Iterator[Any]:
+    """The samples of the manifest's shard ``entry``, through ``decode``, after checking the shard against the
+    manifest's sha256: damaged bytes end in one error naming the shard and the fix, never in wrong data."""
+    path = dataset / entry["name"]
+    fix = (f"run `tapforge synth verify {dataset}`, delete the damaged shard and its .json record, then rerun "
+           "`tapforge synth render` with the same config")
+    if not path.is_file():
+        raise TapforgeError(f"{path}: listed in the manifest but missing; {fix}")
+    if sha256_of(path) != entry["sha256"]:
+        raise TapforgeError(f"{path}: checksum mismatch (the shard is damaged); {fix}")
+    try:
+        for sample in iter_tar_samples(path):
+            yield decode(sample)
+    except (SchemaError, tarfile.TarError, EOFError) as err:
+        raise TapforgeError(f"{path}: unreadable sample ({err}); {fix}") from err
+
+
+def iter_dataset_clips(dataset: Path) -> Iterator[Any]:
+    """The decoded clips of a dataset folder, in shard order, each shard checked (`iter_checked_samples`)."""
+    for entry in read_manifest(dataset)["shards"]:
+        yield from iter_checked_samples(dataset, entry)
 
 
 def verify_dataset(out_dir: Path, decode: bool = True) -> list[str]:

@@ -11,27 +11,23 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.schema import decode_clip
-from synth.shards import iter_tar_samples, read_manifest
+from synth.shards import iter_dataset_clips
 from tapforge.atomic import atomic_write_bytes
 
 
 def export_tapvid_pickle(dataset: Path, out: Path, max_tracks: int | None = None, seed: int = 0) -> int:
     """Write the dataset's clips as a TAP-Vid DAVIS-style pickle; return the number of videos written."""
-    manifest = read_manifest(dataset)
     rng = np.random.default_rng(seed)
     videos = {}
-    for entry in manifest["shards"]:
-        for sample in iter_tar_samples(dataset / entry["name"]):
-            clip = decode_clip(sample)
-            keep = np.arange(clip.num_tracks)
-            if max_tracks is not None and clip.num_tracks > max_tracks:
-                keep = np.sort(rng.choice(clip.num_tracks, max_tracks, replace=False))
-            height, width = clip.video.shape[1:3]
-            videos[clip.key] = {
-                "video": clip.video,
-                "points": (clip.tracks[keep] / np.array([width, height], np.float32)).astype(np.float32),
-                "occluded": clip.occluded[keep],
-            }
+    for clip in iter_dataset_clips(dataset):
+        keep = np.arange(clip.num_tracks)
+        if max_tracks is not None and clip.num_tracks > max_tracks:
+            keep = np.sort(rng.choice(clip.num_tracks, max_tracks, replace=False))
+        height, width = clip.video.shape[1:3]
+        videos[clip.key] = {
+            "video": clip.video,
+            "points": (clip.tracks[keep] / np.array([width, height], np.float32)).astype(np.float32),
+            "occluded": clip.occluded[keep],
+        }
     atomic_write_bytes(out, pickle.dumps(videos, protocol=4))
     return len(videos)

@@ -130,3 +130,25 @@ def test_job_index_comes_from_flags_slurm_or_kubernetes():
     assert job_from_environment(None, None, {}) == (0, 1)
     with pytest.raises(TapforgeError, match="TAPFORGE_NUM_SHARDS"):
         job_from_environment(None, None, {"JOB_COMPLETION_INDEX": "1"})
+
+
+def test_readers_refuse_damaged_shards_with_one_line(tmp_path):
+    from synth.cli import main as synth_main
+
+    subprocess.run(_render_cmd(tmp_path, 2, "--set", "outputs.scenes_per_shard=1"), capture_output=True, check=True)
+    shard = tmp_path / "shard-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a payload
+    shard.write_bytes(bytes(data))
+    for command in (["preview", str(tmp_path), "--out", str(tmp_path / "p.gif"), "--index", "1"],
+                    ["to-tapvid", str(tmp_path), "--out", str(tmp_path / "t.pkl")]):
+        with pytest.raises(TapforgeError, match="shard-000001.tar: checksum mismatch.*synth verify"):
+            synth_main(command)
+    assert not (tmp_path / "t.pkl").exists() and not (tmp_path / "p.gif").exists()
+    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "preview", str(tmp_path), "--out",
+                             str(tmp_path / "p.gif"), "--index", "0"], capture_output=True, text=True)
+    assert result.returncode == 0  # the good shard still previews
+    shard.write_bytes(bytes(data[: len(data) // 3]))  # truncated: one error line, no traceback
+    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(tmp_path), "--out",
+                             str(tmp_path / "t.pkl")], capture_output=True, text=True)
+    assert result.returncode == 2 and "shard-000001.tar" in result.stderr and "Traceback" not in result.stderr
