@@ -130,6 +130,8 @@ def load_records(out_dir: Path) -> dict[int, dict]:
 def update_manifest(out_dir: Path, header: dict[str, Any]) -> dict:
     """Rebuild manifest.json from the header and every shard record, under a file lock."""
     with _locked(out_dir):
+        for stale in out_dir.glob(f".{MANIFEST}.*.tmp"):  # left by a killed writer: none is writing while we lock
+            stale.unlink(missing_ok=True)
         records = load_records(out_dir)
         manifest = dict(header)
         manifest["shards"] = [dict(records[k], name=shard_path(out_dir, k).name) for k in sorted(records)]
@@ -208,9 +210,15 @@ def verify_dataset(out_dir: Path, decode: bool = True) -> list[str]:
                             "then rerun `tapforge synth render`")
             continue
         try:
-            keys = [decode_clip(s, with_video=decode).key for s in iter_tar_samples(path)]
+            clips = [decode_clip(s, with_video=decode) for s in iter_tar_samples(path)]
         except (SchemaError, tarfile.TarError) as err:
             problems.append(f"{entry['name']}: unreadable sample ({err}); delete it and rerun the render")
+            continue
+        keys = [clip.key for clip in clips]
+        foreign = [clip.key for clip in clips if clip.meta.get("config_hash") != manifest.get("config_hash")]
+        if foreign or entry.get("config_hash") != manifest.get("config_hash"):
+            problems.append(f"{entry['name']}: made with another config than the manifest's "
+                            f"({len(foreign)} of {len(clips)} samples); delete it and rerun `tapforge synth render`")
             continue
         if len(keys) != entry["num_samples"] or keys != entry["keys"]:
             problems.append(f"{entry['name']}: holds {len(keys)} samples, manifest says {entry['num_samples']}")

@@ -152,3 +152,21 @@ def test_readers_refuse_damaged_shards_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(tmp_path), "--out",
                              str(tmp_path / "t.pkl")], capture_output=True, text=True)
     assert result.returncode == 2 and "shard-000001.tar" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_dataset_does_not_change_identity_when_its_manifest_is_lost(tmp_path):
+    from synth.shards import verify_dataset
+
+    subprocess.run(_render_cmd(tmp_path, 1), capture_output=True, check=True)
+    manifest = tmp_path / "manifest.json"
+    original = json.loads(manifest.read_text())
+    manifest.unlink()
+    result = subprocess.run(_render_cmd(tmp_path, 1, "--set", "seed=7"), capture_output=True, text=True)
+    assert result.returncode == 2 and "made with another config" in result.stderr and "Traceback" not in result.stderr
+    assert not manifest.exists() or json.loads(manifest.read_text())["config_hash"] == original["config_hash"]
+    (tmp_path / ".manifest.json.x1y2.tmp").write_text("{")  # as a writer killed mid-write leaves it
+    subprocess.run(_render_cmd(tmp_path, 1), capture_output=True, check=True)  # the same config resumes
+    assert verify_dataset(tmp_path) == [] and not list(tmp_path.glob(".*tmp*"))
+    forged = dict(original, config_hash="0" * 16)  # a manifest claiming another identity than its shards
+    manifest.write_text(json.dumps(forged))
+    assert any("made with another config" in p for p in verify_dataset(tmp_path))
