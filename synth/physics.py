@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synth.scene import Object, Scene
+from synth.scene import Object, Scene, quaternion_product
 from tapforge.errors import TapforgeError
 
 MAX_PLACEMENT_TRIES = 100
@@ -75,10 +75,7 @@ def _collision_shape(client: int, obj: Object, vertices: np.ndarray, faces: np.n
 
 def _rotation_vector(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
     """The world-frame rotation vector (axis * angle) turning quaternion q0 into q1 (both x, y, z, w)."""
-    x0, y0, z0, w0 = -q0[0], -q0[1], -q0[2], q0[3]  # q0's inverse
-    x1, y1, z1, w1 = q1
-    d = np.array([w1 * x0 + x1 * w0 + y1 * z0 - z1 * y0, w1 * y0 - x1 * z0 + y1 * w0 + z1 * x0,
-                  w1 * z0 + x1 * y0 - y1 * x0 + z1 * w0, w1 * w0 - x1 * x0 - y1 * y0 - z1 * z0])  # q1 * q0^-1
+    d = quaternion_product(q1, q0 * [-1.0, -1.0, -1.0, 1.0])  # q1 * q0^-1
     if d[3] < 0:
         d = -d
     sine = np.linalg.norm(d[:3])

@@ -241,7 +241,8 @@ def render_dataset(config: dict, out_dir: Path, num_scenes: int, job_index: int 
                 finished = done.pop(shard)
                 rendered = [finished[i] for i in scenes[shard]]
                 record = {
-                    "config_hash": header["config_hash"], "num_samples": len(rendered), "keys": [scene_key(i) for i in scenes[shard]],
+                    "config_hash": header["config_hash"], "num_samples": len(rendered),
+                    "keys": [scene_key(i) for i in scenes[shard]],
                     "seeds": [scene_seed(config["seed"], i) for i in scenes[shard]],
                     "timing_seconds": {"scenes": [timing for _, timing in rendered]},
                 }

@@ -103,6 +103,20 @@ def _as_quaternion(q: Any) -> np.ndarray:
     return q / np.linalg.norm(q)
 
 
+def quaternion_product(a: Any, b: Any) -> np.ndarray:
+    """The Hamilton product a * b of quaternions (x, y, z, w), over leading axes: rotation b, then rotation a."""
+    x1, y1, z1, w1 = np.moveaxis(np.asarray(a, float), -1, 0)
+    x2, y2, z2, w2 = np.moveaxis(np.asarray(b, float), -1, 0)
+    return np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], -1)
+
+
+def about_z(angle: Any) -> np.ndarray:
+    """Quaternions (x, y, z, w) of turns by ``angle`` (radians, any shape) about the world z axis."""
+    angle = np.asarray(angle, float)
+    return np.stack([0 * angle, 0 * angle, np.sin(angle / 2), np.cos(angle / 2)], -1)
+
+
 def slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Spherical interpolation between unit quaternions (x, y, z, w) at fractions ``t`` [N] -> [N,4]."""
     dot = float(np.dot(q0, q1))
@@ -158,7 +172,8 @@ class Object:
     metadata: dict[str, Any] = field(default_factory=dict)
     instance_id: int = 0  # set by Scene.add: >= 1, the id in segmentation and object_ids
     _keys: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=dict, repr=False)
-    _poses: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _poses: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # set_poses: scripted
+    _recorded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # by the simulator
     _mesh: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
 
     # ---- scripted motion
@@ -182,12 +197,11 @@ class Object:
             raise TapforgeError(f"{self.label()}: set_poses needs quaternions of shape [{len(positions)}, 4] "
                                 f"(x, y, z, w), got {quaternions.shape}")
         self._poses = (positions, quaternions / np.linalg.norm(quaternions, axis=-1, keepdims=True))
-        self.metadata.setdefault("motion", "scripted")
         return self
 
     @property
     def scripted(self) -> bool:
-        return bool(self._keys) or (self._poses is not None and self.metadata.get("motion") == "scripted")
+        return bool(self._keys) or self._poses is not None
 
     def pose_at(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
         """Scripted pose at (fractional) frames: positions [N,3], quaternions [N,4]."""
@@ -204,7 +218,9 @@ class Object:
                 else np.tile(_as_quaternion(self.quaternion), (len(frames), 1)))
 
     def poses(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
-        """The pose of every frame [T,3], [T,4]: recorded (simulation or set_poses), scripted, or at rest."""
+        """The pose of every frame [T,3], [T,4]: simulated, set by `set_poses`, keyframed, or at rest."""
+        if self._recorded is not None:
+            return self._recorded
         if self._poses is not None and not self._keys:
             positions, quaternions = self._poses
             if len(positions) != num_frames:
@@ -215,7 +231,7 @@ class Object:
 
     def record(self, positions: np.ndarray, quaternions: np.ndarray) -> None:
         """Store the simulated poses of the clip (called by the simulator)."""
-        self._poses = (positions, quaternions)
+        self._recorded = (positions, quaternions)
 
     # ---- geometry
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from synth.config import config_hash, load_config
-from synth.scene import Camera, Floor, Scene, Shape, interpolate_keys
+from synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
 from tapforge.errors import TapforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +20,10 @@ def test_keyframes_interpolate_positions_linearly_and_rotations_spherically():
     assert np.allclose(positions[2], [2, 1, 0]) and np.allclose(positions[5], [4, 2, 0])  # constant after the last key
     assert np.allclose(quaternions[2], [0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)])  # 45 degrees halfway
     assert obj.scripted
+    assert np.allclose(about_z(np.pi / 2), quarter)
+    assert np.allclose(quaternion_product(about_z([0.3, 1.0]), about_z([0.5, 0.5])), about_z([0.8, 1.5]))
+    tilt = (np.sin(np.pi / 4), 0.0, 0.0, np.cos(np.pi / 4))  # 90 degrees about x
+    assert not np.allclose(quaternion_product(quarter, tilt), quaternion_product(tilt, quarter))  # order matters
     keys = {0: np.array([0.0, 0, 0]), 10: np.array([10.0, 0, 0])}
     assert np.allclose(interpolate_keys(keys, np.array([2.5]))[0], [2.5, 0, 0])
 

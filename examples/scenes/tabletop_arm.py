@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.scene import Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture
+from synth.scene import (Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture, about_z,
+                         quaternion_product)
 from synth.script_config import integer_range, number_range, option
 
 SHAPES = ["cube", "cylinder", "sphere", "cone", "suzanne", "blob", "superquadric"]
@@ -24,16 +25,6 @@ class Config:
     num_objects: int = option(6, integer_range(1, 20), "an integer in [1, 20]")
     sweep_speed: float = option(45.0, number_range(0, 360), "degrees a second the arm swings, in [0, 360]")
     arm_length: float = option(5.0, number_range(1, 8), "the arm's length in scene units, in [1, 8]")
-
-
-def about_z(angle: np.ndarray, tilt: tuple[float, float, float, float] | None = None) -> np.ndarray:
-    """Quaternions (x, y, z, w) [T,4] of a turn by ``angle`` [T] about z, after the fixed rotation ``tilt``."""
-    z = np.stack([0 * angle, 0 * angle, np.sin(angle / 2), np.cos(angle / 2)], -1)
-    if tilt is None:
-        return z
-    (x2, y2, z2, w2), x1, y1, z1, w1 = tilt, *z.T
-    return np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], -1)
 
 
 def build(scene, rng, cfg: Config):
@@ -54,7 +45,8 @@ def build(scene, rng, cfg: Config):
     tip = PIVOT + cfg.arm_length * np.stack([np.cos(angle), np.sin(angle)], -1)
     arm = Shape("capsule", params={"length": cfg.arm_length / radius - 2}, size=cfg.arm_length, name="arm",
                 material=arm_material)
-    scene += arm.set_poses(np.column_stack([centre, np.full(T, height)]), about_z(angle, lying))
+    scene += arm.set_poses(np.column_stack([centre, np.full(T, height)]),
+                           quaternion_product(about_z(angle), lying))
     ball = Shape("sphere", size=0.9, name="hand", material=Principled(colour=(0.9, 0.3, 0.1), roughness=0.4))
     scene += ball.set_poses(np.column_stack([tip, np.full(T, height)]))
     for _ in range(cfg.num_objects):  # objects in the arm's reach, resting on the table

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.scene import Camera, Dome, Emission, Floor, PointLight, Principled, Shape, Sun, Texture
+from synth.scene import Camera, Dome, Emission, Floor, PointLight, Principled, Shape, Sun, Texture, about_z
 from synth.script_config import integer_range, number_range, option
 
 SHAPES = ["sphere", "cube", "cone", "torus", "suzanne", "blob", "capsule"]
@@ -25,11 +25,6 @@ class Config:
     orbit_lamp: bool = True
 
 
-def turn(angle: np.ndarray) -> np.ndarray:
-    """Quaternions (x, y, z, w) of rotations by ``angle`` [T] about z."""
-    return np.stack([0 * angle, 0 * angle, np.sin(angle / 2), np.cos(angle / 2)], -1)
-
-
 def build(scene, rng, cfg: Config):
     frames = np.arange(scene.num_frames)
     angle = 2 * np.pi * cfg.turns * frames / max(scene.num_frames - 1, 1)
@@ -40,7 +35,7 @@ def build(scene, rng, cfg: Config):
     disc = Shape("cylinder", params={"height": 0.06}, size=5.0, static=True,
                  material=Principled(texture=Texture.generated("mosaic", rng.integers(2**31), tile=5, size=256)))
     disc_height = 0.06 * 5.0
-    scene += disc.set_poses(np.tile([0.0, 0.0, disc_height / 2], (scene.num_frames, 1)), turn(angle))
+    scene += disc.set_poses(np.tile([0.0, 0.0, disc_height / 2], (scene.num_frames, 1)), about_z(angle))
     for k in range(cfg.num_objects):
         shape = str(rng.choice(SHAPES))
         texture = Texture.generated("dead_leaves", rng.integers(2**31), tile=1.2, size=256)
@@ -48,7 +43,7 @@ def build(scene, rng, cfg: Config):
                     material=Principled(texture=texture, roughness=float(rng.uniform(0.3, 0.8))))
         radius, phase = rng.uniform(0.6, 1.8), 2 * np.pi * k / cfg.num_objects + rng.uniform(-0.3, 0.3)
         lift = disc_height - obj.mesh()[0][:, 2].min()  # its lowest point rests on the disc
-        spin = turn(angle + rng.uniform(0, 2 * np.pi))
+        spin = about_z(angle + rng.uniform(0, 2 * np.pi))
         positions = np.stack([radius * np.cos(angle + phase), radius * np.sin(angle + phase),
                               np.full(scene.num_frames, lift)], -1)
         scene += obj.set_poses(positions, spin)
