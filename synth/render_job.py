@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -154,25 +155,47 @@ def _render_in_worker(config: dict, threads: int, index: int) -> tuple[dict, dic
     return _render_scene(_worker_renderer, config, index)
 
 
-def _start_worker() -> None:
-    """Worker set-up: leave Ctrl-C to the main process, which stops every worker; drop the script folders that
-    Blender puts on sys.path when the main process has imported bpy (spawn copies sys.path, and there they hide
-    the bpy module itself)."""
+def _die_with_parent(parent: int) -> None:
+    """End this worker when the main process ends, even by SIGKILL: the kernel's parent-death signal on Linux,
+    a watchdog thread elsewhere (it checks the parent every second while Python code runs)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _start_worker(parent: int) -> None:
+    """Worker set-up: leave Ctrl-C and SIGTERM to the main process, which kills every worker, and die with it;
+    drop the script folders that Blender puts on sys.path when the main process has imported bpy (spawn copies
+    sys.path, and there they hide the bpy module itself)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _die_with_parent(parent)
     sys.path[:] = [p for p in sys.path if not BLENDER_SCRIPTS.search(p)]
 
 
 @contextlib.contextmanager
 def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
-    """Spawned worker processes; on any error or interrupt the workers are stopped at once, and a worker that
-    died (Blender crash, out of memory) ends the run with one error line instead of a hanging pool."""
+    """Spawned worker processes; on any error or interrupt the workers are killed at once (they hold nothing
+    but scenes in flight), and a worker that died (Blender crash, out of memory) ends the run with one error
+    line instead of a hanging pool."""
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker)
+                               initializer=_start_worker, initargs=(os.getpid(),))
     try:
         yield pool
     except BaseException as err:
         for process in list((pool._processes or {}).values()):  # no public way to stop busy workers before 3.14
-            process.terminate()
+            process.kill()
         pool.shutdown(wait=True, cancel_futures=True)
         if isinstance(err, BrokenProcessPool):
             raise TapforgeError(

@@ -6,6 +6,7 @@ parsing, so heavy imports (bpy, torch, lightning) happen only for the command th
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 from tapforge.errors import TapforgeError
@@ -28,7 +29,12 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; SIGTERM (how SLURM and Kubernetes stop a job) ends it like Ctrl-C does."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tapforge: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(module.main(argv[1:]) or 0)
     except TapforgeError as err:
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tapforge {argv[0]}: interrupted; completed work is kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

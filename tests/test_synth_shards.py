@@ -170,3 +170,57 @@ def test_a_dataset_does_not_change_identity_when_its_manifest_is_lost(tmp_path):
     forged = dict(original, config_hash="0" * 16)  # a manifest claiming another identity than its shards
     manifest.write_text(json.dumps(forged))
     assert any("made with another config" in p for p in verify_dataset(tmp_path))
+
+
+def _render_workers(parent: int) -> list[int]:
+    """Pids of the spawned render workers of process `parent` (Linux /proc)."""
+    pids = []
+    for task in os.listdir(f"/proc/{parent}/task"):
+        with open(f"/proc/{parent}/task/{task}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    return [p for p in pids if b"spawn_main" in _read_proc(p, "cmdline")]
+
+
+def _read_proc(pid: int, name: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def _alive(pid: int) -> bool:
+    stat = _read_proc(pid, "stat")
+    return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"  # a zombie has exited
+
+
+def _rss_mb(pid: int) -> float:
+    for line in _read_proc(pid, "status").splitlines():
+        if line.startswith(b"VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker processes from Linux /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_render_workers_die_with_their_parent(tmp_path, signum):
+    proc = subprocess.Popen(_render_cmd(tmp_path, 8, "--workers", "2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline, workers = time.time() + 180, []
+    while time.time() < deadline and proc.poll() is None:  # kill it while both workers render
+        workers = _render_workers(proc.pid)
+        if (tmp_path / "shard-000000.tar").exists() and len(workers) == 2:
+            break
+        time.sleep(0.2)
+    assert len(workers) == 2 and proc.poll() is None, "the render did not run two workers"
+    assert all(_rss_mb(p) > 200 for p in workers), "the workers are not Blender sessions"
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    deadline = time.time() + 5
+    while any(_alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "render workers outlived their parent"
+    if signum == signal.SIGTERM:  # ends like Ctrl-C: one line, manifest kept up to date
+        assert proc.returncode == 130 and "interrupted" in stderr.strip().splitlines()[-1], stderr
+        shards = json.loads((tmp_path / "manifest.json").read_text())["shards"]
+        assert sorted(s["name"] for s in shards) == sorted(p.name for p in tmp_path.glob("shard-*.tar"))
