@@ -148,13 +148,13 @@ class TrainClipStream(IterableDataset):
     def __len__(self) -> int:
         return self.epoch_length
 
-    def _examples(self, worker: int, num_workers: int) -> Iterator[dict]:
+    def _examples(self, worker: int, num_workers: int, counts: dict[str, int]) -> Iterator[dict]:
+        """Training examples of this reader's shards; ``counts`` (STAT_NAMES) is kept up to date."""
         part = self.rank * num_workers + worker
         seed = [self.seed, self.rank, worker]
         urls = split_urls(self.urls, part, self.world_size * num_workers)
         handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
         rng = np.random.default_rng(seed)
-        stats = np.zeros(len(STAT_NAMES), np.int64)
         skips, last_reason = 0, ""
         for sample in read_samples(resampled_urls(urls, random.Random(str(seed))), handler):
             try:
@@ -163,12 +163,14 @@ class TrainClipStream(IterableDataset):
                 )
             except SchemaError as err:
                 handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
-                example = "damaged sample"
-            if isinstance(example, str):
+                example, last_reason = None, f"damaged sample ({err})"
+            else:
+                if isinstance(example, str):
+                    counts["skipped_clips"] += 1
+                    example, last_reason = None, example
+            counts["bad_shards"], counts["bad_samples"] = handler.bad_shards, handler.bad_samples
+            if example is None:
                 skips += 1
-                last_reason = example
-                if example != "damaged sample":
-                    stats[2] += 1
                 if skips > self.max_consecutive_skips:
                     raise TapforgeError(
                         f"{skips} clips in a row could not be used (last: {last_reason}); fix: check "
@@ -176,14 +178,13 @@ class TrainClipStream(IterableDataset):
                     )
                 continue
             skips = 0
-            stats[0], stats[1] = handler.bad_shards, handler.bad_samples
-            example["stats"] = stats.copy()
             yield example
 
     def _batch_stream(self, worker: int, num_workers: int) -> Iterator[dict]:
         shuffle_rng = random.Random(str([self.seed, self.rank, worker, "shuffle"]))
         buffer: list[dict] = []
-        examples = self._examples(worker, num_workers)
+        counts = dict.fromkeys(STAT_NAMES, 0)
+        examples = self._examples(worker, num_workers, counts)
         while True:
             while len(buffer) < max(self.shuffle_buffer, self.batch_size):
                 buffer.append(next(examples))
@@ -192,9 +193,8 @@ class TrainClipStream(IterableDataset):
                 index = shuffle_rng.randrange(len(buffer))
                 buffer[index], buffer[-1] = buffer[-1], buffer[index]
                 picked.append(buffer.pop())
-            stats = np.max(np.stack([e.pop("stats") for e in picked]), axis=0)
             batch = collate(picked)
-            batch["stats"] = torch.from_numpy(stats)
+            batch["stats"] = torch.tensor([counts[name] for name in STAT_NAMES])  # this reader's totals so far
             batch["worker"] = torch.tensor(worker)
             yield batch
 

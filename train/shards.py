@@ -83,20 +83,31 @@ def open_shard(url: str):
 
 
 class CorruptShardHandler:
-    """Exception handler for the tar readers: logs, counts, and either skips or fails."""
+    """Exception handler for the tar readers: logs, counts, and either skips or fails.
+
+    ``bad_shards`` and ``bad_samples`` count distinct damaged shards and samples (a resampled stream meets
+    the same damaged shard again and again; it is logged and counted once).
+    """
 
     def __init__(self, on_corrupt: str = "skip", max_consecutive: int | None = None):
         if on_corrupt not in ON_CORRUPT:
             raise TapforgeError(f"data.on_corrupt is {on_corrupt!r}; fix: use one of {', '.join(ON_CORRUPT)}")
         self.on_corrupt = on_corrupt
         self.max_consecutive = max_consecutive
-        self.bad_shards = 0
-        self.bad_samples = 0
-        self.consecutive = 0  # bad shards since the last good sample
+        self.damaged_shards: set[str] = set()
+        self.damaged_samples: set[tuple[str, str]] = set()
+        self.consecutive = 0  # bad shard reads since the last good sample
+
+    @property
+    def bad_shards(self) -> int:
+        return len(self.damaged_shards)
+
+    @property
+    def bad_samples(self) -> int:
+        return len(self.damaged_samples)
 
     def shard_error(self, exn: Exception) -> bool:
         """Called by the WebDataset readers; True means carry on with the next shard."""
-        self.bad_shards += 1
         self.consecutive += 1
         where = next((a for a in reversed(exn.args) if isinstance(a, str)), "a shard")
         message = f"shard {where} is unreadable ({type(exn).__name__}: {exn.args[0] if exn.args else exn})"
@@ -107,16 +118,19 @@ class CorruptShardHandler:
                 f"{self.consecutive} shard reads in a row failed (last: {message}); "
                 "fix: check that the shard paths/URLs are readable from every node"
             )
-        log.warning("%s; skipped (%d bad shards so far)", message, self.bad_shards)
+        if where not in self.damaged_shards:
+            self.damaged_shards.add(where)
+            log.warning("%s; skipped (%d bad shards so far)", message, self.bad_shards)
         return True
 
     def sample_error(self, key: str, url: str, err: Exception) -> None:
         """A sample that does not follow the shard schema: skip and count, or fail."""
-        self.bad_samples += 1
         message = f"sample {key!r} in {url} is damaged ({err})"
         if self.on_corrupt == "fail":
             raise TapforgeError(f"{message}; fix: re-create the shard (tapforge synth verify DIR) or set data.on_corrupt=skip")
-        log.warning("%s; skipped (%d bad samples so far)", message, self.bad_samples)
+        if (url, key) not in self.damaged_samples:
+            self.damaged_samples.add((url, key))
+            log.warning("%s; skipped (%d bad samples so far)", message, self.bad_samples)
 
 
 def read_samples(urls: Iterable[str], handler: CorruptShardHandler) -> Iterator[dict]:
