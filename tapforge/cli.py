@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except TapforgeError as err:
         print(f"tapforge {argv[0]}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"tapforge {argv[0]}: interrupted; completed work is kept, rerun the same command to resume",
-              file=sys.stderr)
+    except KeyboardInterrupt as err:  # a command may say where it stopped and how to resume
+        detail = f" {err}" if str(err) else "; completed work is kept, rerun the same command to resume"
+        print(f"tapforge {argv[0]}: interrupted{detail}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -151,21 +151,23 @@ def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
     return tapir_cls(**kwargs)
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load with strict=True after naming every missing, unexpected and shape-mismatched key."""
-    own = model.state_dict()
+def state_dict_mismatch(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """The missing, unexpected and shape-mismatched keys of ``state_dict`` against ``own``, one phrase per kind."""
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
-    mismatched = [
-        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state_dict))
-        if tuple(own[k].shape) != tuple(state_dict[k].shape)
-    ]
+    shapes = {k: tuple(getattr(state_dict[k], "shape", ())) for k in set(own) & set(state_dict)}
+    mismatched = [f"{k} {shapes[k]} vs model {tuple(own[k].shape)}" for k in sorted(shapes) if shapes[k] != tuple(own[k].shape)]
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
         if items:
             shown = ", ".join(items[:6]) + (f" ... (+{len(items) - 6} more)" if len(items) > 6 else "")
             problems.append(f"{len(items)} {label} keys: {shown}")
+    return problems
+
+
+def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load with strict=True after naming every missing, unexpected and shape-mismatched key."""
+    problems = state_dict_mismatch(model.state_dict(), state_dict)
     if problems:
         config = getattr(model, "config", {})
         raise TapforgeError(

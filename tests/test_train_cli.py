@@ -73,6 +73,7 @@ def test_fit_validates_checkpoints_and_resumes_the_schedule(setup, caplog):
     last = os.path.join(run, "checkpoints", "last.ckpt")
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 4
+    assert not glob.glob(os.path.join(run, "checkpoints", "last-v*.ckpt"))  # one last.ckpt, not a copy beside it
     model = load_model(last)  # the checkpoint contract: model.* keys + hyper_parameters["model"]
     assert model.config["num_mixer_blocks"] == 1
 
@@ -183,3 +184,68 @@ def test_validate_without_validation_data_says_what_to_set(setup):
     with pytest.raises(TapforgeError, match="nothing to validate.*data.val_shards"):
         main(["validate", "--config", SMOKE, "--config", tiny, "--data.val_shards", "null",
               "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null"])  # fmt: skip
+
+
+class InterruptAt(Callback):
+    """Sends this process a signal (Ctrl-C's SIGINT, or SIGTERM as SLURM and Kubernetes stop jobs) after a step."""
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum", [int(signal.SIGINT), int(signal.SIGTERM)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_fit_saves_a_checkpoint_and_resumes_from_its_step(setup, tmp_path, signum, capsys):
+    from tapforge.cli import main as tapforge_main
+
+    _, tiny = setup
+    run = tmp_path / "run"
+    args = ["train", "fit", "--config", SMOKE, "--config", tiny, "--trainer.default_root_dir", str(run),
+            "--data.val_shards", "null", "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null",
+            "--trainer.max_steps", "6"]  # fmt: skip
+    try:
+        code = tapforge_main(args + ["--trainer.callbacks+=test_train_cli.InterruptAt", "--trainer.callbacks.init_args.step",
+                                     "3", "--trainer.callbacks.init_args.signum", str(signum)])  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after one
+    last = run / "checkpoints" / "last.ckpt"
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 130 and message == f"tapforge train: interrupted at step 3, saved {last}: resume with --ckpt_path last"
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    start = tmp_path / "start.txt"
+    assert tapforge_main(args + ["--ckpt_path", "last", "--trainer.callbacks+=test_train_cli.RecordStart",
+                                 "--trainer.callbacks.init_args.path", str(start)]) == 0  # fmt: skip
+    assert start.read_text() == "3"
+    assert torch.load(last, weights_only=False)["global_step"] == 6
+
+
+def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
+    tmp, tiny = setup
+    run = tmp_path / "run"
+    args = ["--config", SMOKE, "--config", tiny, "--trainer.default_root_dir", str(run)]
+    assert main(["fit", *args, "--trainer.max_steps", "2"]) == 0
+    last = run / "checkpoints" / "last.ckpt"
+    random_bytes = tmp_path / "alone" / "random.ckpt"
+    random_bytes.parent.mkdir()
+    random_bytes.write_bytes(np.random.default_rng(0).bytes(4096))
+    bare = tmp_path / "bare.ckpt"
+    torch.save({"model.x": torch.zeros(1)}, bare)
+    other = tmp_path / "other_model.ckpt"  # a Lightning checkpoint of another model
+    torch.save({"state_dict": {"encoder.weight": torch.zeros(2, 2)}, "hyper_parameters": {}}, other)
+    cases = [
+        (["validate", "--ckpt_path", str(tmp_path / "absent.ckpt")], "no such file"),
+        (["validate", "--ckpt_path", str(random_bytes)], "not a readable checkpoint .*fix: delete it"),
+        (["validate", "--ckpt_path", str(bare)], "not a Lightning checkpoint .*model.init_from"),
+        (["validate", "--ckpt_path", str(other)], "does not fit this model.model: .*missing keys.*1 unexpected keys: "
+                                                  "encoder.weight"),
+    ]
+    for extra, pattern in cases:
+        with pytest.raises(TapforgeError, match=pattern) as info:
+            main([extra[0], *args, *extra[1:]])
+        assert "\n" not in str(info.value)
+    last.write_bytes(last.read_bytes()[:100_000])  # a last.ckpt cut short by a full disk or a kill
+    with pytest.raises(TapforgeError, match="last.ckpt is not a readable checkpoint .*fix: delete it and start over"):
+        main(["fit", *args, "--trainer.max_steps", "4", "--ckpt_path", "last"])

@@ -8,13 +8,16 @@ the config (TensorBoard by default), plus CSV always, plus W&B when ``wandb`` is
 """
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 
 SUBCOMMANDS = ("fit", "validate", "test")
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 log = logging.getLogger(__name__)
 
 
@@ -53,6 +56,46 @@ def _has_tensorboard() -> bool:
     return False
 
 
+def _resolve_last(trainer) -> str | None:
+    """The file ``--ckpt_path last`` means, found as Lightning finds it (the newest last*.ckpt), or None."""
+    found = [p for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)
+             for p in glob.glob(os.path.join(c.dirpath, "last*.ckpt"))]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def read_checkpoint(path: str) -> dict:
+    """A ``--ckpt_path`` file as Lightning reads it, or one error line naming the problem and the fix."""
+    import torch
+
+    from tapforge.errors import TapforgeError
+
+    if not os.path.isfile(path):
+        raise TapforgeError(f"--ckpt_path {path}: no such file; fix: give a .ckpt written by tapforge train fit, or last")
+    try:  # a .ckpt is the user's own run: Lightning reads it with the same trust
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes, a pickle of something else
+        others = sorted((p for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "*.ckpt"))
+                         if os.path.abspath(p) != os.path.abspath(path)), key=os.path.getmtime)
+        hint = f"resume from the newest other checkpoint there ({others[-1]})" if others else "delete it and start over"
+        raise TapforgeError(f"--ckpt_path {path} is not a readable checkpoint (truncated or not a torch file: "
+                            f"{type(err).__name__}); fix: {hint}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise TapforgeError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict); fix: give a .ckpt "
+                            "written by tapforge train fit (weights from elsewhere go in --model.init_from)")
+    return checkpoint
+
+
+def check_checkpoint_fits(path: str, module) -> None:
+    """One error line naming the mismatched keys when the ``--ckpt_path`` weights do not fit ``module``."""
+    from tapir.checkpoint import state_dict_mismatch
+    from tapforge.errors import TapforgeError
+
+    problems = state_dict_mismatch(module.state_dict(), read_checkpoint(path)["state_dict"])
+    if problems:
+        raise TapforgeError(f"--ckpt_path {path} does not fit this model.model: " + "; ".join(problems)
+                            + "; fix: use the model settings it was trained with (its run's config.yaml)")
+
+
 def _build_cli_class():
     from jsonargparse import Namespace
     from lightning.pytorch.cli import LightningCLI
@@ -80,6 +123,32 @@ def _build_cli_class():
                     if not callback.init_args.get("dirpath"):
                         callback.init_args["dirpath"] = os.path.join(root, "checkpoints")
 
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads the file's hyper-parameters here (they override the model config): read it first
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if path and path not in LIGHTNING_CKPT_NAMES:
+                read_checkpoint(str(path))
+            super()._parse_ckpt_path()
+
+        def _check_ckpt_path(self) -> None:
+            path = self.config[self.subcommand].get("ckpt_path")
+            if path == "last":
+                path = _resolve_last(self.trainer)
+            if path and path not in LIGHTNING_CKPT_NAMES:
+                check_checkpoint_fits(str(path), self.model)
+
+        def before_fit(self) -> None:
+            self._check_ckpt_path()
+            # Lightning's own SIGTERM handling ends a fit after the current step, checkpointed by save_on_exception
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        def before_validate(self) -> None:
+            self._check_ckpt_path()
+
+        def before_test(self) -> None:
+            self._check_ckpt_path()
+
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             loggers = list(trainer.loggers)
@@ -106,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from tapforge.errors import TapforgeError
-    from train.callbacks import FinalCheckpoint
+    from train.callbacks import LastCheckpoint, InterruptedFit
     from train.data import TAPIRDataModule
     from train.module import TAPIRModule
 
@@ -114,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")  # ours is exact
+    # the training stream is re-seeded from the global step (TAPIRDataModule.train_dataloader): a mid-epoch resume is sound
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
     cli_class = _build_cli_class()
 
@@ -122,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         def subcommands():
             return {k: v for k, v in cli_class.subcommands().items() if k in SUBCOMMANDS}
 
+    interrupt = InterruptedFit()
     try:
         Subcommands(
             TAPIRModule,
@@ -129,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             args=argv,
             parser_kwargs=parser_kwargs,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [FinalCheckpoint()]},
+            trainer_defaults={"callbacks": [LastCheckpoint(), interrupt]},
             seed_everything_default=0,
             auto_configure_optimizers=False,
         )
@@ -145,4 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         ) from None
     except TapforgeError as err:
         raise TapforgeError(_one_line(str(err))) from None
+    except SystemExit:
+        if interrupt.interrupted:  # Lightning's exit after an interrupted fit: end it as every command does
+            raise KeyboardInterrupt(interrupt.saved_checkpoint()) from None
+        raise
     return 0
