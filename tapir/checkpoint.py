@@ -39,6 +39,8 @@ MIXER_BASE_INPUTS = 4 + 128 + 256
 LIGHTNING_PREFIX = "model."
 SAFETENSORS_CONFIG_KEY = "tapir_config"
 EXPORT_FORMATS = ("tapnet-pt", "safetensors", "onnx", "torchscript")
+# settings a tapnet .pt loader is given at load time (tapnet's TAPIR arguments, our --softmax-temperature / --causal)
+TAPNET_PT_LOAD_OPTIONS = ("initial_resolution", "softmax_temperature", "use_casual_conv")
 ONNX_OPSET = 20  # GridSample-20 accepts the 5-D (volumetric) sampling TAPIR uses for query features
 
 
@@ -223,8 +225,28 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def tapnet_pt_differences(model: torch.nn.Module) -> list[str]:
+    """Settings of ``model`` that a tapnet ``.pt`` (a bare state_dict) cannot carry: those where it differs from
+    what a loader infers from the weights or assumes (TAPIR's defaults), load-time options aside."""
+    defaults = {n: p.default for n, p in inspect.signature(_tapir_class()).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    assumed = json.loads(json.dumps({**defaults, **infer_config(model.state_dict())}))
+    own = model_config(model)
+    return [f"{k}={own[k]!r} (a tapnet .pt means {assumed.get(k)!r})" for k in sorted(own)
+            if k not in TAPNET_PT_LOAD_OPTIONS and own[k] != assumed.get(k)]
+
+
 def save_tapnet_pt(model: torch.nn.Module, path: str | os.PathLike) -> str:
-    """A bare float32 state_dict that the official tapnet TAPIR loads with strict=True."""
+    """A bare float32 state_dict that the official tapnet TAPIR loads with strict=True.
+
+    Refused, writing nothing, for a model whose settings the bare format would lose (see tapnet_pt_differences).
+    """
+    differences = tapnet_pt_differences(model)
+    if differences:
+        raise TapforgeError(
+            "a tapnet .pt is a bare state_dict without a config, and this model is not the official TAPIR layout: "
+            + ", ".join(differences) + "; fix: export --to safetensors (or onnx, torchscript), which keep the config, "
+            "or use the .ckpt itself")
     state_dict = _cpu_state_dict(model)
     return atomic_write(path, lambda tmp: torch.save(state_dict, tmp))
 

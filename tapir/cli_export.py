@@ -69,12 +69,7 @@ def main(argv: list[str]) -> int:
         raise TapforgeError("--frames and --num-queries must be positive; fix: e.g. --frames 24 --num-queries 64")
     if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
         raise TapforgeError("--out is the input checkpoint; fix: write to another file")
-    overrides = {}
-    if args.softmax_temperature is not None:
-        overrides["softmax_temperature"] = args.softmax_temperature
-    if args.causal is not None:
-        overrides["use_casual_conv"] = args.causal
-    model = checkpoint.load_model(args.checkpoint, **overrides)
+    model = checkpoint.load_model(args.checkpoint, **checkpoint.config_overrides(args.softmax_temperature, args.causal))
     start = time.perf_counter()
     if args.to == "tapnet-pt":
         checkpoint.save_tapnet_pt(model, args.out)

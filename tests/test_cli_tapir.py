@@ -143,6 +143,17 @@ def test_export_weights(tmp_path, checkpoint_file, fmt, name, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_export_refuses_a_tapnet_pt_that_would_lose_the_config(tmp_path, capsys):
+    source = tmp_path / "smoke.safetensors"  # cpu_smoke's slimmed TAPIR
+    ck.save_safetensors(TAPIR(blocks_per_group=(1, 1, 1, 1), mixer_hidden_dim=64, num_mixer_blocks=2), source)
+    out = tmp_path / "smoke.pt"
+    assert tapforge(["export", str(source), "--to", "tapnet-pt", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "blocks_per_group=[1, 1, 1, 1] (a tapnet .pt means [2, 2, 2, 2])" in err
+    assert "fix: export --to safetensors" in err
+    assert not list(tmp_path.glob("smoke.pt*"))  # nothing written, not even a temporary
+
+
 @pytest.mark.parametrize("grid", ["0", "-3", "1000"])
 def test_track_refuses_a_grid_it_would_not_track(tmp_path, checkpoint_file, video_file, capsys, grid):
     out = tmp_path / "o.mp4"
