@@ -7,6 +7,7 @@ shards, from the samples in scene order, so the output does not depend on the nu
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import multiprocessing
@@ -14,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -205,19 +207,51 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
+# errors that mean "this folder cannot take what we write", not a bug: full disk or quota, file-size limit,
+# read-only file system, no permission
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+@contextlib.contextmanager
+def _output_folder(out_dir: Path) -> Iterator[None]:
+    """Create the dataset folder if missing and check that it takes files, before anything is rendered; a folder
+    this run created is removed again if the run stops before writing anything into it."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TapforgeError(f"--out {out_dir} is a file; fix: give a folder (a new one, or a dataset to resume)")
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as err:
+        raise TapforgeError(f"--out {out_dir} cannot be written ({err.strerror}); fix: choose a folder you can write "
+                            "to, or fix its permissions or mount") from None
+    try:
+        yield
+    except BaseException:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise
+
+
 def render_dataset(config: dict, out_dir: Path, num_scenes: int, job_index: int = 0, num_jobs: int = 1,
                    progress: bool = True, workers: int | None = None) -> dict:
     """Render the shards of job `job_index` / `num_jobs` that are not complete yet; return a summary.
 
     `workers`: Blender worker processes on this machine (None = automatic, see `plan_workers`).
     """
-    from tqdm import tqdm
-
     if num_scenes < 1:
         raise TapforgeError(f"--num-scenes {num_scenes}: give at least 1")
     if workers is not None and workers < 1:
         raise TapforgeError(f"--workers {workers}: give a positive number of worker processes, or auto")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with _output_folder(out_dir):
+        return _render_into(config, out_dir, num_scenes, job_index, num_jobs, progress, workers)
+
+
+def _render_into(config: dict, out_dir: Path, num_scenes: int, job_index: int, num_jobs: int, progress: bool,
+                 workers: int | None) -> dict:
+    from tqdm import tqdm
+
     _check_same_dataset(out_dir, config, num_scenes)
     per_shard = config["outputs"]["scenes_per_shard"]
     num_shards_total = math.ceil(num_scenes / per_shard)
@@ -273,8 +307,13 @@ def render_dataset(config: dict, out_dir: Path, num_scenes: int, job_index: int 
                 update_manifest(out_dir, header)
                 summary["shards_rendered"] += 1
                 summary["scenes_rendered"] += len(rendered)
-    except BaseException:
+    except BaseException as err:
         if header is not None:  # an interrupt may fall between a shard's rename and the manifest update
-            update_manifest(out_dir, header)
+            with contextlib.suppress(OSError):  # on a full disk the next run rebuilds it from the shard records
+                update_manifest(out_dir, header)
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            raise TapforgeError(
+                f"cannot write {err.filename or out_dir} ({err.strerror}); complete shards are kept; fix: free space "
+                "(or choose another --out) and rerun the same command to resume") from None
         raise
     return summary

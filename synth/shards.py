@@ -54,15 +54,19 @@ def write_shard(out_dir: Path, shard: int, samples: Iterable[dict[str, Any]], re
 
     path = shard_path(out_dir, shard)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        with wds.TarWriter(f, user="tapforge", group="tapforge", mtime=0.0) as sink:
-            for sample in samples:
-                sink.write(sample)
-        f.flush()
-        os.fsync(f.fileno())
-    record = dict(record, sha256=sha256_of(tmp), bytes=tmp.stat().st_size)
-    atomic_write_bytes(record_path(out_dir, shard), (json.dumps(record, sort_keys=True) + "\n").encode())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            with wds.TarWriter(f, user="tapforge", group="tapforge", mtime=0.0) as sink:
+                for sample in samples:
+                    sink.write(sample)
+            f.flush()
+            os.fsync(f.fileno())
+        record = dict(record, sha256=sha256_of(tmp), bytes=tmp.stat().st_size)
+        atomic_write_bytes(record_path(out_dir, shard), (json.dumps(record, sort_keys=True) + "\n").encode())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: leave nothing half-written behind
+        tmp.unlink(missing_ok=True)
+        raise
     return record
 
 

@@ -224,3 +224,44 @@ def test_render_workers_die_with_their_parent(tmp_path, signum):
         assert proc.returncode == 130 and "interrupted" in stderr.strip().splitlines()[-1], stderr
         shards = json.loads((tmp_path / "manifest.json").read_text())["shards"]
         assert sorted(s["name"] for s in shards) == sorted(p.name for p in tmp_path.glob("shard-*.tar"))
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 128 KiB tmpfs (room for one tiny shard and the manifest, not two shards), mounted here; needs root."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up here ({made.stderr.decode().strip() or 'mount failed'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_output_folders_that_cannot_take_the_dataset_are_one_line_and_leave_nothing(tmp_path, small_filesystem):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    result = subprocess.run(_render_cmd(a_file, 1), capture_output=True, text=True)
+    assert result.returncode == 2 and "is a file; fix: give a folder" in result.stderr.strip().splitlines()[-1]
+
+    full = small_filesystem / "data"
+    result = subprocess.run(_render_cmd(full, 3), capture_output=True, text=True)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and "No space left on device" in last and "Traceback" not in result.stderr
+    assert "rerun the same command to resume" in last
+    assert sorted(p.name for p in full.iterdir() if not p.name.startswith(".manifest.lock")) == [
+        "manifest.json", "shard-000000.json", "shard-000000.tar"]  # the complete shard and nothing half-written
+    assert subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "verify", str(full)]).returncode == 0
+
+    subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)
+    result = subprocess.run(_render_cmd(small_filesystem / "new", 1), capture_output=True, text=True)
+    assert result.returncode == 2 and "cannot be written (Read-only file system)" in result.stderr
+
+
+def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):
+    out = tmp_path / "new" / "data"
+    result = subprocess.run(_render_cmd(out, 1, "--set", "render.device=cuda"), capture_output=True, text=True)
+    if result.returncode == 0:
+        pytest.skip("this machine renders on CUDA, so a device error cannot be provoked")
+    assert result.returncode == 2 and "render.device=cuda" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists()
