@@ -33,16 +33,23 @@ def open_asset_directory(directory: str | os.PathLike) -> list[str]:
     manifest_path = root / "manifest.json" if root.is_dir() else root
     try:
         manifest = json.loads(manifest_path.read_text())
-        entries = manifest["assets"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise TapforgeError(f"assets.directory: {manifest_path} is not a readable Kubric-format manifest "
-                            f"with an 'assets' mapping ({err}); point it at the folder holding manifest.json") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TapforgeError(f"assets.directory: {manifest_path} is not a readable JSON manifest ({err}); "
+                            "point it at the folder holding a Kubric-format manifest.json") from None
+    entries = manifest.get("assets") if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict):
+        raise TapforgeError(f"assets.directory: {manifest_path} has no 'assets' mapping of asset id to entry (Kubric's "
+                            f"format: {{\"assets\": {{\"id\": {{\"asset_type\": ..., \"kwargs\": ...}}}}}}); fix the manifest")
     data_dir = Path(manifest.get("data_dir") or ".")
     data_dir = data_dir if data_dir.is_absolute() else manifest_path.parent / data_dir
     for asset_id, entry in entries.items():
+        kwargs = entry.get("kwargs", {}) if isinstance(entry, dict) else None
+        render_file = (kwargs or {}).get("render_filename", f"{asset_id}/visual_geometry.obj")
+        if not isinstance(kwargs, dict) or not isinstance(render_file, str):
+            raise TapforgeError(f"assets.directory: entry {asset_id!r} of {manifest_path} is not an object with a "
+                                "'kwargs' object (render_filename: a path); fix the manifest")
         if entry.get("asset_type", "FileBasedObject") != "FileBasedObject":
             continue
-        render_file = entry.get("kwargs", {}).get("render_filename", f"{asset_id}/visual_geometry.obj")
         _ASSETS[asset_id] = {"data_dir": data_dir, "render_file": render_file,
                              "license": entry.get("license", "unknown")}
     if not _ASSETS:
@@ -72,16 +79,29 @@ def _asset_file(asset_id: str) -> Path:
 def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices and triangulated faces of a Wavefront OBJ (polygons are fanned)."""
     vertices, faces = [], []
-    for line in path.read_text(errors="replace").splitlines():
-        if line.startswith("v "):
-            vertices.append([float(x) for x in line.split()[1:4]])
-        elif line.startswith("f "):
-            corners = [int(token.split("/")[0]) for token in line.split()[1:]]
-            corners = [c - 1 if c > 0 else len(vertices) + c for c in corners]
-            faces += [[corners[0], corners[i], corners[i + 1]] for i in range(1, len(corners) - 1)]
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            if line.startswith("v "):
+                vertex = [float(x) for x in line.split()[1:4]]
+                if len(vertex) != 3 or not np.isfinite(vertex).all():
+                    raise ValueError("a vertex needs three finite coordinates")
+                vertices.append(vertex)
+            elif line.startswith("f "):
+                corners = [int(token.split("/")[0]) for token in line.split()[1:]]
+                corners = [c - 1 if c > 0 else len(vertices) + c for c in corners]
+                if len(corners) < 3:
+                    raise ValueError("a face needs three or more vertex indices")
+                faces += [[corners[0], corners[i], corners[i + 1]] for i in range(1, len(corners) - 1)]
+        except ValueError as err:
+            raise TapforgeError(f"{path} line {number}: {line.strip()[:60]!r} is not a valid OBJ line ({err}); "
+                                "fix: re-export the mesh") from None
     if not vertices or not faces:
         raise TapforgeError(f"{path}: no triangles found; is it an OBJ mesh?")
-    return np.array(vertices, float), np.array(faces, np.int32)
+    faces = np.array(faces, np.int64)
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise TapforgeError(f"{path}: faces refer to vertices it does not have ({len(vertices)} vertices); "
+                            "fix: re-export the mesh")
+    return np.array(vertices, float), faces.astype(np.int32)
 
 
 @lru_cache(maxsize=64)

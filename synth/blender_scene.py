@@ -22,6 +22,8 @@ import numpy as np
 
 from PIL import Image
 
+from tapforge.errors import TapforgeError
+
 from synth.config import RenderSettings
 from synth.exr import read_multilayer_exr
 from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Dome, Emission, Environment, PointLight, Scene, Sky, Sun,
@@ -90,11 +92,20 @@ class BlenderRenderer:
             for item in list(collection):
                 collection.remove(item)
 
+    def _load_image(self, path: str):
+        """A user's image file as a bpy image; one error line for a file Blender cannot decode (it would render
+        magenta)."""
+        image = self.bpy.data.images.load(path, check_existing=True)
+        if image.size[0] == 0:
+            raise TapforgeError(f"{path}: Blender cannot decode this image (truncated, or another format under its "
+                                "suffix); fix: replace or remove it")
+        return image
+
     def _texture_image(self, texture: Texture):
         """The bpy image of a generated texture (made in numpy) or of a user's image file."""
         bpy = self.bpy
         if texture.source not in FAMILIES:
-            return bpy.data.images.load(texture.source, check_existing=True)
+            return self._load_image(texture.source)
         pixels = generate_texture(texture.source, texture.seed, texture.size)
         side = pixels.shape[0]
         image = bpy.data.images.new(f"{texture.source}_{texture.seed}", side, side, alpha=False)
@@ -185,7 +196,7 @@ class BlenderRenderer:
             return
         if isinstance(background, Environment):
             tex = nodes.new("ShaderNodeTexEnvironment")
-            tex.image = bpy.data.images.load(background.hdri, check_existing=True)
+            tex.image = self._load_image(background.hdri)
             # the importance map is built per render; size it to the image, not to Blender's fixed 1024
             world.cycles.sampling_method = "MANUAL"
             world.cycles.sample_map_resolution = max(64, min(1024, tex.image.size[0] // 2))
@@ -362,7 +373,6 @@ def _select_device(bpy, device: str) -> str:
     """
     if device == "cpu":
         return "cpu"
-    from tapforge.errors import TapforgeError
 
     prefs = bpy.context.preferences.addons["cycles"].preferences
     for backend in GPU_BACKENDS if device == "auto" else (device,):

@@ -59,6 +59,21 @@ def _unreadable_images(folder: str) -> list[str]:
     return bad
 
 
+HDRI_MAGIC = {".hdr": (b"#?",), ".exr": (b"\x76\x2f\x31\x01",)}  # Radiance RGBE, OpenEXR
+
+
+def _unreadable_hdris(folder: str) -> list[str]:
+    """The HDRIs of ``folder`` that are not Radiance or OpenEXR files (by their header; Blender checks the rest
+    when it loads them)."""
+    bad = []
+    for path in folder_files(folder, HDRI_SUFFIXES):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith(HDRI_MAGIC[Path(path).suffix.lower()]):
+            bad.append(Path(path).name)
+    return bad
+
+
 def _resolution(v: Any) -> bool:
     if is_int(v):
         v = [v, v]
@@ -224,10 +239,12 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
     rates = scene.get("physics_rate"), scene.get("frame_rate")
     if all(RULES[f"scene.{k}"][0](scene.get(k)) for k in ("physics_rate", "frame_rate")) and rates[0] % rates[1]:
         problems.append("scene.physics_rate: must be a multiple of scene.frame_rate; e.g. 240 for 12 or 24 fps")
-    textures = flat.get("assets.textures_dir")
-    if textures and RULES["assets.textures_dir"][0](textures) and (bad := _unreadable_images(textures)):
-        problems.append(f"assets.textures_dir: {len(bad)} image(s) do not decode ({', '.join(bad[:5])}"
-                        f"{', ...' if len(bad) > 5 else ''}); remove or replace them")
+    for key, unreadable, kind in (("assets.textures_dir", _unreadable_images, "image(s) do not decode"),
+                                  ("assets.hdri_dir", _unreadable_hdris, "file(s) are not HDR/EXR images")):
+        folder = flat.get(key)
+        if folder and RULES[key][0](folder) and (bad := unreadable(folder)):
+            problems.append(f"{key}: {len(bad)} {kind} ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); "
+                            "remove or replace them")
     if RULES["scene.script"][0](scene.get("script")):
         problems += _check_script_keys(tree, clean=not problems)
     if problems:

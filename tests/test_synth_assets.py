@@ -73,3 +73,48 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
     assert scene["background"]["kind"] == "Environment" and scene["background"]["hdri"].endswith("blue.exr")
     used = [o["material"]["texture"] for o in scene["objects"]] + [scene["floor"]["material"]["texture"]]
     assert any(t and t["source"].endswith("checks.png") for t in used)
+
+
+@pytest.mark.parametrize("manifest,pattern", [
+    ("{not json", "not a readable JSON manifest"),
+    ('{"assets": [1, 2]}', "no 'assets' mapping"),
+    ('[1, 2]', "no 'assets' mapping"),
+    ('{"assets": {"a": [1]}}', "entry 'a' of .* is not an object"),
+    ('{"assets": {"a": {"kwargs": {"render_filename": 3}}}}', "entry 'a' of .* is not an object"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_clear_error(tmp_path, manifest, pattern):
+    (tmp_path / "manifest.json").write_text(manifest)
+    with pytest.raises(TapforgeError, match=pattern) as info:
+        open_asset_directory(tmp_path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("line,pattern", [
+    ("v 1 x 2", "line 4: 'v 1 x 2' is not a valid OBJ line"),
+    ("v 1 2", "line 4: 'v 1 2' is not a valid OBJ line .*three finite"),
+    ("f 1 2", "line 4: 'f 1 2' is not a valid OBJ line"),
+    ("f 1 2 9", "faces refer to vertices it does not have"),
+])
+def test_a_broken_obj_line_is_named(tmp_path, line, pattern):
+    path = tmp_path / "mesh.obj"
+    path.write_text(f"v 0 0 0\nv 1 0 0\nv 0 1 0\n{line}\nf 1 2 3\n")
+    with pytest.raises(TapforgeError, match=pattern):
+        read_obj(path)
+
+
+def test_broken_hdris_are_config_errors_and_blender_refuses_what_it_cannot_decode(tmp_path):
+    from synth.config import load_config
+
+    hdris = tmp_path / "hdris"
+    hdris.mkdir()
+    (hdris / "notes.hdr").write_text("not an image")
+    with pytest.raises(TapforgeError, match=r"assets.hdri_dir: 1 file\(s\) are not HDR/EXR images \(notes.hdr\)"):
+        load_config("movi_e", ["scene.background=hdri", f"assets.hdri_dir={hdris}"])
+    pytest.importorskip("bpy", reason="bpy is needed to load the image")
+    from synth.pipeline import SceneRenderer
+
+    (hdris / "notes.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 4\n")  # header, no pixels
+    config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
+                                    "tracks.num_tracks=8", "scene.background=hdri", f"assets.hdri_dir={hdris}"])
+    with pytest.raises(TapforgeError, match="notes.hdr: Blender cannot decode this image"):
+        SceneRenderer(config).render(0)
