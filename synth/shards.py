@@ -148,7 +148,8 @@ def update_manifest(out_dir: Path, header: dict[str, Any]) -> dict:
 def read_manifest(out_dir: Path) -> dict:
     path = out_dir / MANIFEST
     if not path.is_file():
-        raise TapforgeError(f"{out_dir} has no {MANIFEST}; is it a dataset folder written by `tapforge synth render`?")
+        raise TapforgeError(f"{out_dir} has no {MANIFEST}; fix: give a dataset folder written by `tapforge synth render` "
+                            "(rerunning the render command that made it rebuilds a lost manifest from the shard records)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
