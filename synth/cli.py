@@ -18,6 +18,14 @@ def _workers(text: str) -> int | None:
     raise TapforgeError(f"--workers {text}: give a positive number of worker processes, or auto")
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """Numeric flags the parser takes as any integer: refuse values that would silently do the wrong thing."""
+    for flag, minimum in (("num_scenes", 1), ("max_tracks", 1), ("index", 0), ("num_shards", 1), ("shard_index", 0)):
+        value = getattr(args, flag, None)
+        if value is not None and value < minimum:
+            raise TapforgeError(f"--{flag.replace('_', '-')} {value}: give {minimum} or more")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tapforge synth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    _check_counts(args)
     if args.command == "render":
         from synth.config import load_config
         from synth.render_job import render_dataset

@@ -28,6 +28,19 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
     assert out.returncode == 2 and "render.samples: bad value 'zero'" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_synth_count_flags_out_of_range_are_one_line(tmp_path):
+    cases = [(("preview", str(tmp_path), "--out", "p.gif", "--max-tracks", "0"), "--max-tracks 0: give 1 or more"),
+             (("preview", str(tmp_path), "--out", "p.gif", "--index", "-1"), "--index -1: give 0 or more"),
+             (("to-tapvid", str(tmp_path), "--out", "x.pkl", "--max-tracks", "-3"), "--max-tracks -3: give 1 or more"),
+             (("render", "--out", str(tmp_path / "x"), "--num-scenes", "0"), "--num-scenes 0: give 1 or more"),
+             (("render", "--out", str(tmp_path / "x"), "--shard-index", "-1", "--num-shards", "2"),
+              "--shard-index -1: give 0 or more")]
+    for args, message in cases:
+        out = _run("synth", *args)
+        assert out.returncode == 2 and out.stderr.strip() == f"tapforge synth: error: {message}", out.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_importing_synth_and_the_schema_does_not_import_bpy_or_torch():
     code = "import sys, synth, synth.schema, synth.config, synth.shards; print('bpy' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
