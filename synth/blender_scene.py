@@ -30,8 +30,16 @@ from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Dome, Emission, Environ
                          Texture)
 from synth.shapes import SHARP_ANGLE, uv_sphere
 from synth.textures import FAMILIES, generate_texture
+from synth.tracks import Surface
 
 AOV_OBJECT_COORDINATES = "object_coordinates"
+# where on a deforming mesh a pixel is: (triangle index, u, v), barycentric (1 - u - v, u, v), from attributes
+AOV_SURFACE = "surface"
+FACE_ATTRIBUTE, CORNER_ATTRIBUTE = "tapforge_face", "tapforge_corner"
+SIMPLE_DEFORM = {"bend": "BEND", "twist": "TWIST", "taper": "TAPER", "stretch": "STRETCH"}
+# Blender's cloth solver takes one time unit per frame and scales gravity by 1e-3, whatever the frame rate: a
+# frame is sqrt(0.001) s of its physics (measured: a free sheet falls 0.71 m in 12 frames at time scale 1)
+CLOTH_FRAME_SECONDS = 0.001 ** 0.5
 AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
 GPU_BACKENDS = ("optix", "cuda")  # render.device=auto tries these in order, then the CPU
 
@@ -78,10 +86,12 @@ class BlenderRenderer:
         aux.use_pass_combined = False
         for flag in AUX_PASSES:
             setattr(aux, flag, True)
-        aov = aux.aovs.add()
-        aov.name = AOV_OBJECT_COORDINATES  # a view-layer AOV is named by .name; the shader node by .aov_name
-        aov.type = "COLOR"
+        for name in (AOV_OBJECT_COORDINATES, AOV_SURFACE):
+            aov = aux.aovs.add()
+            aov.name = name  # a view-layer AOV is named by .name; the shader node by .aov_name
+            aov.type = "COLOR"
         self.rgb_layer, self.aux_layer = rgb, aux
+        self.deforming: list[tuple[object, object]] = []  # (synth.scene object, bpy object) of the built scene
         self.timing: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------- building
@@ -134,6 +144,7 @@ class BlenderRenderer:
         aov = nodes.new("ShaderNodeOutputAOV")
         aov.aov_name = AOV_OBJECT_COORDINATES
         links.new(coords.outputs["Object"], aov.inputs["Color"])
+        self._surface_aov(nodes, links)
         texture = spec.texture
         if texture is None:
             colour_input.default_value = (*spec.colour, 1.0)
@@ -163,6 +174,20 @@ class BlenderRenderer:
             links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
             links.new(tex.outputs["Color"], colour_input)
         return mat
+
+    @staticmethod
+    def _surface_aov(nodes, links) -> None:
+        """Write (triangle, u, v) of the hit point, from the attributes of a deforming mesh, to the surface AOV."""
+        face, corner = nodes.new("ShaderNodeAttribute"), nodes.new("ShaderNodeAttribute")
+        face.attribute_name, corner.attribute_name = FACE_ATTRIBUTE, CORNER_ATTRIBUTE
+        combine, split = nodes.new("ShaderNodeCombineXYZ"), nodes.new("ShaderNodeSeparateXYZ")
+        links.new(corner.outputs["Vector"], split.inputs["Vector"])
+        links.new(face.outputs["Fac"], combine.inputs["X"])
+        links.new(split.outputs["X"], combine.inputs["Y"])
+        links.new(split.outputs["Y"], combine.inputs["Z"])
+        aov = nodes.new("ShaderNodeOutputAOV")
+        aov.aov_name = AOV_SURFACE
+        links.new(combine.outputs["Vector"], aov.inputs["Color"])
 
     def _mesh_object(self, name: str, vertices: np.ndarray, faces: np.ndarray, pass_index: int, material,
                      smooth: bool = False):
@@ -248,11 +273,13 @@ class BlenderRenderer:
         if spec.floor is not None:
             half = spec.floor.size / 2
             vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
-            self._mesh_object("floor", vertices, np.array([[0, 1, 2], [0, 2, 3]]), 0,
-                              self._material("floor", spec.floor.material))
+            floor = self._mesh_object("floor", vertices, np.array([[0, 1, 2], [0, 2, 3]]), 0,
+                                      self._material("floor", spec.floor.material))
         if isinstance(spec.background, Dome):
             self._dome(spec.background)
         positions, quaternions = spec.object_poses()
+        colliders = [floor] if spec.floor is not None else []
+        self.deforming = []
         for obj, pos, quat in zip(spec.objects, positions, quaternions):
             vertices, faces, _ = obj.mesh()
             blender_obj = self._mesh_object(f"object_{obj.instance_id}", vertices, faces, obj.instance_id,
@@ -263,6 +290,15 @@ class BlenderRenderer:
                 blender_obj.rotation_quaternion = (quat[t, 3], quat[t, 0], quat[t, 1], quat[t, 2])
                 blender_obj.keyframe_insert("location", frame=t)
                 blender_obj.keyframe_insert("rotation_quaternion", frame=t)
+            if obj.deforms:
+                self._deformation(obj, blender_obj, spec.num_frames, spec.frame_rate)
+                self.deforming.append((obj, blender_obj))
+            if obj.rigid:
+                colliders.append(blender_obj)
+        if any(not obj.rigid for obj, _ in self.deforming):  # cloth drapes over the floor and the rigid objects
+            for collider in colliders:
+                collider.modifiers.new("collision", "COLLISION")
+                collider.collision.thickness_outer = 0.005
         cam_data = bpy.data.cameras.new("camera")
         cam_data.lens = spec.camera.focal_length
         cam_data.sensor_fit = "HORIZONTAL"
@@ -278,6 +314,96 @@ class BlenderRenderer:
             camera.keyframe_insert("rotation_quaternion", frame=t)
         for index, light in enumerate(spec.lights):
             self._light(index, light)
+
+    def _deformation(self, spec, blender_obj, num_frames: int, frame_rate: int) -> None:
+        """Mark a deforming mesh's triangles and corners for the surface AOV, then add its deformation: Simple
+        Deform / Wave modifiers keyed at every frame, or Blender's cloth simulation (cached over the clip)."""
+        mesh = blender_obj.data
+        num_faces = len(mesh.polygons)
+        loop_start = np.empty(num_faces, np.int32)
+        mesh.polygons.foreach_get("loop_start", loop_start)
+        if len(mesh.loops) != 3 * num_faces or (loop_start != 3 * np.arange(num_faces)).any():
+            raise TapforgeError(f"{spec.label()}: a deforming mesh must be all triangles; triangulate it")
+        mesh.attributes.new(FACE_ATTRIBUTE, "FLOAT", "FACE").data.foreach_set(
+            "value", np.arange(num_faces, dtype=np.float32))
+        corners = np.tile(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), (num_faces, 1))  # (u, v, 0)
+        mesh.attributes.new(CORNER_ATTRIBUTE, "FLOAT_VECTOR", "CORNER").data.foreach_set("vector", corners.ravel())
+        frames = np.arange(num_frames + 1)  # one past the clip: the vector pass of the last frame looks there
+        for k, deform in enumerate(spec.deform):
+            if deform.kind == "wave":
+                modifier = blender_obj.modifiers.new(f"deform_{k}", "WAVE")
+                modifier.use_normal = True
+                modifier.use_x, modifier.use_y = deform.axis != "Y", deform.axis != "X"
+                modifier.height, modifier.width = deform.amount, deform.wavelength
+                modifier.speed = deform.wavelength / deform.period
+                modifier.narrowness = 1.5
+                modifier.time_offset = -10.0 * deform.period  # ripples already cover the object at frame 0
+                continue
+            modifier = blender_obj.modifiers.new(f"deform_{k}", "SIMPLE_DEFORM")
+            modifier.deform_method, modifier.deform_axis = SIMPLE_DEFORM[deform.kind], deform.axis
+            prop = "angle" if deform.kind in ("bend", "twist") else "factor"
+            for t, value in zip(frames, deform.strength(frames)):
+                setattr(modifier, prop, float(value))
+                modifier.keyframe_insert(prop, frame=int(t))
+        if not spec.rigid:
+            self._cloth(spec, blender_obj, num_frames, frame_rate)
+
+    @staticmethod
+    def _cloth(spec, blender_obj, num_frames: int, frame_rate: int) -> None:
+        """Blender's cloth on the sheet, in real time at the clip's frame rate, cached from frame 0."""
+        modifier = blender_obj.modifiers.new("cloth", "CLOTH")
+        settings = modifier.settings
+        settings.time_scale = 1.0 / (frame_rate * CLOTH_FRAME_SECONDS)
+        settings.quality = max(5, round(4 * settings.time_scale))  # solver steps per frame, for stability
+        settings.mass = 0.3
+        settings.tension_stiffness = settings.compression_stiffness = spec.stiffness
+        settings.bending_stiffness = spec.bending
+        pinned = spec.pinned_vertices()
+        if len(pinned):
+            group = blender_obj.vertex_groups.new(name="pin")
+            group.add(pinned.tolist(), 1.0, "REPLACE")
+            settings.vertex_group_mass = "pin"
+        modifier.collision_settings.distance_min = 0.005
+        modifier.point_cache.frame_start, modifier.point_cache.frame_end = 0, num_frames
+
+    def read_surfaces(self, num_frames: int) -> dict[int, Surface]:
+        """The deforming objects' evaluated meshes at every frame, by instance id (world coordinates).
+
+        Steps through the frames in order, which also runs (and caches) cloth simulations before the render.
+        A deformation that changes the mesh's topology is refused, naming the object."""
+        if not self.deforming:
+            return {}
+        bpy, scene = self.bpy, self.scene
+        frames: dict[int, list] = {spec.instance_id: [] for spec, _ in self.deforming}
+        topology: dict[int, np.ndarray] = {}
+        for t in range(num_frames + 1):
+            scene.frame_set(t)
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            for spec, blender_obj in self.deforming:
+                evaluated = blender_obj.evaluated_get(depsgraph)
+                mesh = evaluated.to_mesh()
+                corners = np.empty(len(mesh.loops), np.int32)
+                mesh.loops.foreach_get("vertex_index", corners)
+                vertices = np.empty(3 * len(mesh.vertices), np.float32)
+                mesh.vertices.foreach_get("co", vertices)
+                normals = np.empty(3 * len(mesh.loops), np.float32)
+                mesh.corner_normals.foreach_get("vector", normals)
+                matrix = np.array(evaluated.matrix_world, float)
+                evaluated.to_mesh_clear()
+                known = topology.setdefault(spec.instance_id, corners)
+                if corners.shape != known.shape or (corners != known).any():
+                    raise TapforgeError(f"{spec.label()}: its deformation changes the mesh's topology at frame {t}; "
+                                        "use modifiers and simulations that only move vertices")
+                if t < num_frames:
+                    rotation = matrix[:3, :3]
+                    normal_matrix = np.linalg.inv(rotation).T
+                    frames[spec.instance_id].append((vertices.reshape(-1, 3) @ rotation.T + matrix[:3, 3],
+                                                     normals.reshape(-1, 3, 3) @ normal_matrix.T))
+        scene.frame_set(0)
+        return {spec.instance_id: Surface(np.stack([v for v, _ in frames[spec.instance_id]]),
+                                          topology[spec.instance_id].reshape(-1, 3),
+                                          np.stack([n for _, n in frames[spec.instance_id]]), spec.two_sided)
+                for spec, _ in self.deforming}
 
     def _dome(self, dome: Dome) -> None:
         """The textured background dome: static background (id 0), trackable, lights the scene.
@@ -353,7 +479,7 @@ def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]
         return np.stack([layer[f"{name}.{s}"] for s in suffixes], -1)
 
     out: dict[str, list] = {k: [] for k in ("rgb", "depth_z", "position", "normal", "vector", "object_index",
-                                             "object_coordinates")}
+                                             "object_coordinates", "surface")}
     for rgb, aux in frames:
         out["rgb"].append(rgb)
         out["depth_z"].append(aux["aux.Depth.Z"])
@@ -362,6 +488,7 @@ def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]
         out["vector"].append(channels(aux, "aux.Vector", "XYZW"))
         out["object_index"].append(np.round(aux["aux.Object Index.X"]).astype(np.uint16))
         out["object_coordinates"].append(channels(aux, f"aux.{AOV_OBJECT_COORDINATES}", "RGB"))
+        out["surface"].append(channels(aux, f"aux.{AOV_SURFACE}", "RGB"))
     return {k: np.stack(v) for k, v in out.items()}
 
 

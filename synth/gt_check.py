@@ -4,6 +4,8 @@ The tracks come from poses and the camera; the passes come from Cycles. At the p
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from synth.schema import Clip
@@ -15,8 +17,23 @@ def _camera_points(passes: dict, clip: Clip) -> np.ndarray:
     return np.einsum("tij,thwj->thwi", w2c[:, :3, :3], passes["position"]) + w2c[:, None, None, :3, 3]
 
 
-def render_pass_agreement(clip: Clip, passes: dict) -> dict[str, float]:
-    """Fractions measured at the pixel containing each track point.
+def object_kind(obj) -> str:
+    """How a `synth.scene` object moves its surface: ``rigid``, ``deformer`` (procedural Deform) or ``cloth``."""
+    return "cloth" if not obj.rigid else "deformer" if obj.deform else "rigid"
+
+
+def agreement_by_kind(clip: Clip, passes: dict, scene) -> dict[str, dict[str, float]]:
+    """`render_pass_agreement` of the tracks on each kind of surface: the static background (floor and dome)
+    and the objects by `object_kind` (kinds the clip has no tracks on are left out)."""
+    kinds: dict[str, set[int]] = {"background": {0}}
+    for obj in scene.objects:
+        kinds.setdefault(object_kind(obj), set()).add(obj.instance_id)
+    return {kind: render_pass_agreement(clip, passes, ids) for kind, ids in kinds.items()
+            if np.isin(clip.object_ids, list(ids)).any()}
+
+
+def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str, float]:
+    """Fractions measured at the pixel containing each track point (of the objects ``object_ids``, or all).
 
     - ``visible_segmentation_match``: visible points whose segmentation pass shows the tracked object;
     - ``visible_position_error_px``: median distance between the position pass and the tracked 3D point,
@@ -26,6 +43,10 @@ def render_pass_agreement(clip: Clip, passes: dict) -> dict[str, float]:
       (within 1%), i.e. ground truth that wrongly hides a point;
     - ``flow_error_px``: median |vector-pass forward flow - track motion| at visible points.
     """
+    if object_ids is not None:
+        keep = np.isin(clip.object_ids, list(object_ids))
+        clip = dataclasses.replace(clip, tracks=clip.tracks[keep], occluded=clip.occluded[keep],
+                                   tracks_3d=clip.tracks_3d[keep], object_ids=clip.object_ids[keep])
     height, width = clip.video.shape[1:3]
     xy, z = clip.tracks, clip.tracks_3d[..., 2]
     surface = _camera_points(passes, clip)
@@ -57,7 +78,7 @@ def render_pass_agreement(clip: Clip, passes: dict) -> dict[str, float]:
     return {
         "visible_points": float(len(n)), "visible_segmentation_match": float(same.mean()),
         "visible_position_error_px": float(np.median(error[same])),
-        "hidden_in_frame_points": float(len(hn)), "hidden_covered": float(covered.mean()),
-        "hidden_plainly_visible": float(plainly_visible.mean()),
+        "hidden_in_frame_points": float(len(hn)), "hidden_covered": float(covered.mean()) if len(hn) else 1.0,
+        "hidden_plainly_visible": float(plainly_visible.mean()) if len(hn) else 0.0,
         "flow_error_px": float(np.median(flow_error)), "median_motion_px": float(np.median(np.abs(motion[both]))),
     }

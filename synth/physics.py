@@ -103,6 +103,10 @@ class PyBullet:
         pb.setGravity(0, 0, -9.81, physicsClientId=self.client)
         pb.setTimeStep(1.0 / scene.physics_rate, physicsClientId=self.client)
 
+    def _rigid(self) -> list[Object]:
+        """The objects PyBullet moves or collides with (cloth is Blender's)."""
+        return [o for o in self.scene.objects if o.rigid]
+
     @property
     def steps_per_frame(self) -> int:
         return self.scene.physics_rate // self.scene.frame_rate
@@ -111,6 +115,9 @@ class PyBullet:
         pb = self.pb
         if obj not in self.scene.objects:
             raise TapforgeError(f"{obj.label()}: add it to the scene before placing or simulating it")
+        if not obj.rigid:
+            raise TapforgeError(f"{obj.label()}: a {type(obj).__name__} is simulated by Blender, not PyBullet; "
+                                "set its position instead of placing it")
         if obj.instance_id in self.bodies:
             return self.bodies[obj.instance_id]
         vertices, faces, volume = obj.mesh()
@@ -142,7 +149,7 @@ class PyBullet:
                 self.floor_body = pb.createMultiBody(0, plane, physicsClientId=self.client)
             pb.changeDynamics(self.floor_body, -1, lateralFriction=floor.friction, restitution=floor.restitution,
                               physicsClientId=self.client)
-        for obj in self.scene.objects:
+        for obj in self._rigid():
             if obj.instance_id in self.bodies:
                 self._push(obj)
             else:
@@ -150,7 +157,7 @@ class PyBullet:
 
     def _sync_out(self) -> None:
         pb = self.pb
-        for obj in self.scene.objects:
+        for obj in self._rigid():
             if obj.static or obj.scripted:
                 continue
             body = self.bodies[obj.instance_id]
@@ -198,8 +205,8 @@ class PyBullet:
         if self.recorded:
             raise TapforgeError("scene.simulator.run(): the clip is already simulated; run it once, after placing")
         self._sync_in()
-        scripted = [o for o in self.scene.objects if o.scripted]
-        moving = [o for o in self.scene.objects if not o.static and not o.scripted]
+        scripted = [o for o in self._rigid() if o.scripted]
+        moving = [o for o in self._rigid() if not o.static and not o.scripted]
         if frames is not None:
             self.frame = -float(frames)
             for _ in range(int(frames) * self.steps_per_frame):

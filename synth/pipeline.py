@@ -80,11 +80,15 @@ class SceneRenderer:
         start = time.perf_counter()
         self.blender.build(scene)
         timing["scene_build"] = time.perf_counter() - start
+        start = time.perf_counter()
+        surfaces = self.blender.read_surfaces(scene.num_frames)  # runs cloth simulations, before the render
+        if surfaces:
+            timing["deformation"] = time.perf_counter() - start
         passes = self.blender.render(scene.num_frames)
         timing.update(self.blender.timing)
         positions, quaternions = scene.object_poses()
         # for checks against the renderer: the passes, the scene and the object-to-world poses [O,T,4,4]
-        self.last_passes, self.last_scene = passes, scene
+        self.last_passes, self.last_scene, self.last_surfaces = passes, scene, surfaces
         self.last_poses = pose_matrices(positions, quaternions)
         start = time.perf_counter()
         cam_to_world = scene.camera.matrices(scene.num_frames)
@@ -92,7 +96,7 @@ class SceneRenderer:
         instance_ids = np.array([o.instance_id for o in scene.objects], np.int64)
         gt = compute_tracks(passes, self.last_poses, instance_ids, cam_to_world, K,
                             cfg["tracks"]["num_tracks"], cfg["tracks"]["depth_tolerance"],
-                            np.random.default_rng(seed))
+                            np.random.default_rng(seed), surfaces)
         timing["ground_truth"] = time.perf_counter() - start
         extra = {}
         if "depth" in cfg["outputs"]["passes"]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -150,13 +150,48 @@ def interpolate_keys(keys: dict[int, np.ndarray], frames: np.ndarray, rotation: 
     return out
 
 
+DEFORM_KINDS = ("bend", "twist", "taper", "stretch", "wave")
+AXES = ("X", "Y", "Z")
+
+
+@dataclass
+class Deform:
+    """A procedural deformation of an object's mesh in its own frame, animated over the clip (Blender's Simple
+    Deform and Wave modifiers; the tracks follow the deformed surface exactly).
+
+    ``kind``: bend, twist (``amount`` in radians), taper, stretch (a factor) or wave (travelling ripples of
+    height ``amount`` in metres). Its strength swings as ``amount * sin(2 pi (frame / period) + phase)``
+    (a wave travels one ``wavelength`` per ``period`` frames instead)."""
+
+    kind: str
+    amount: float = 0.5
+    axis: str = "Z"
+    period: float = 24.0  # frames
+    phase: float = 0.0  # radians
+    wavelength: float = 0.5  # metres, for waves
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEFORM_KINDS:
+            raise TapforgeError(f"Deform kind {self.kind!r}: use one of {', '.join(DEFORM_KINDS)}")
+        if self.axis not in AXES:
+            raise TapforgeError(f"Deform axis {self.axis!r}: use X, Y or Z (the object's own axes)")
+        if not self.period > 0 or not self.wavelength > 0:
+            raise TapforgeError(f"Deform {self.kind}: period and wavelength must be positive")
+
+    def strength(self, frames: np.ndarray) -> np.ndarray:
+        """The modifier's strength at each frame (bend, twist: angle; taper, stretch: factor)."""
+        return self.amount * np.sin(2 * np.pi * np.asarray(frames, float) / self.period + self.phase)
+
+
 @dataclass(eq=False, kw_only=True)
 class Object:
     """Something solid in the scene. Its frame is its centre of mass; ``size`` is its longest side.
 
     Physics (PyBullet) moves it unless ``static`` (then it stays, and others collide with it) or scripted
-    (`keyframe` / `set_poses`: it follows the script, and pushes what it hits)."""
+    (`keyframe` / `set_poses`: it follows the script, and pushes what it hits). ``deform``: procedural
+    deformations of its surface (`Deform`), applied in order; physics sees the undeformed shape."""
 
+    rigid: ClassVar[bool] = True  # PyBullet moves it; False: Blender's own simulation does (cloth)
     material: Material = field(default_factory=Principled)
     size: float = 1.0
     position: Vector = (0.0, 0.0, 0.0)
@@ -168,6 +203,7 @@ class Object:
     friction: float = 0.5
     restitution: float = 0.5
     smooth: bool = True  # smooth shading (edges sharper than synth.shapes.SHARP_ANGLE stay hard)
+    deform: tuple[Deform, ...] = ()
     name: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     instance_id: int = 0  # set by Scene.add: >= 1, the id in segmentation and object_ids
@@ -202,6 +238,16 @@ class Object:
     @property
     def scripted(self) -> bool:
         return bool(self._keys) or self._poses is not None
+
+    @property
+    def deforms(self) -> bool:
+        """Its surface changes shape over the clip (tracks then follow the deformed mesh)."""
+        return bool(self.deform) or not self.rigid
+
+    @property
+    def two_sided(self) -> bool:
+        """An open surface seen from both sides (a sheet): no point of it faces away from the camera."""
+        return False
 
     def pose_at(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
         """Scripted pose at (fractional) frames: positions [N,3], quaternions [N,4]."""
@@ -259,9 +305,12 @@ class Object:
         base = {f.name for f in dataclasses.fields(Object)}
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base}
         motion = "scripted" if self.scripted else ("static" if self.static else "physics")
+        if not self.rigid:
+            motion = "simulated in Blender"
         return {"instance_id": self.instance_id, "name": self.name, "kind": type(self).__name__, "size": self.size,
                 "motion": motion, "friction": self.friction, "restitution": self.restitution,
-                "material": _describe(self.material), "metadata": self.metadata} | _describe(own)
+                "material": _describe(self.material), "deforms": self.deforms, "deform": _describe(list(self.deform)),
+                "metadata": self.metadata} | _describe(own)
 
 
 @dataclass(eq=False)
@@ -306,6 +355,57 @@ class Asset(Object):
         from synth.assets import load_asset_mesh
 
         return load_asset_mesh(self.asset_id)
+
+
+@dataclass(eq=False)
+class Cloth(Object):
+    """A rectangular sheet of cloth (Blender's cloth simulation) that falls onto and drapes over the other
+    objects and the floor, which it collides with as they move. ``size`` is its longer side, ``aspect`` its
+    shorter side over the longer; it starts flat in the object's XY plane at its pose. ``pin``: an edge held
+    in place ("-x", "+x", "-y", "+y"), or None to fall freely. It is two-sided and ignored by PyBullet."""
+
+    rigid: ClassVar[bool] = False
+    aspect: float = 1.0
+    resolution: int = 32  # vertices along the longer side
+    pin: str | None = None
+    stiffness: float = 15.0  # Blender's tension/compression stiffness
+    bending: float = 0.5  # Blender's bending stiffness
+    smooth: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pin not in (None, "-x", "+x", "-y", "+y"):
+            raise TapforgeError(f"{self.label()}: pin {self.pin!r}: use None, '-x', '+x', '-y' or '+y'")
+        if not 4 <= self.resolution <= 256 or not 0 < self.aspect <= 1:
+            raise TapforgeError(f"{self.label()}: resolution must be 4..256 and aspect in (0, 1]")
+
+    @property
+    def two_sided(self) -> bool:
+        return True
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        nx, ny = self.resolution, max(2, round(self.resolution * self.aspect))
+        x, y = np.meshgrid(np.linspace(-0.5, 0.5, nx), np.linspace(-0.5, 0.5, ny) * self.aspect)
+        vertices = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], -1)
+        index = np.arange(nx * ny).reshape(ny, nx)
+        a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, 1:], index[1:, :-1]
+        faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+        return vertices, faces
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The sheet at ``size``, centred on its middle (a sheet has no volume)."""
+        if self._mesh is None:
+            vertices, faces = self.unit_mesh()
+            self._mesh = (vertices * self.size, faces, 0.0)
+        return self._mesh
+
+    def pinned_vertices(self) -> np.ndarray:
+        """Indices of the vertices held by ``pin``."""
+        if self.pin is None:
+            return np.zeros(0, int)
+        vertices = self.mesh()[0]
+        axis = 0 if self.pin[1] == "x" else 1
+        edge = vertices[:, axis].min() if self.pin[0] == "-" else vertices[:, axis].max()
+        return np.flatnonzero(np.isclose(vertices[:, axis], edge))
 
 
 # --------------------------------------------------------------------------------------- floor, background
@@ -521,7 +621,7 @@ class Scene:
 
     def simulate_if_needed(self) -> None:
         """Run the clip's physics when objects move by physics and the script has not run the clip itself."""
-        moving = [o for o in self.objects if not o.static and not o.scripted]
+        moving = [o for o in self.objects if o.rigid and not o.static and not o.scripted]
         if moving and (self._simulator is None or not self._simulator.recorded):
             self.simulator.run()
 

@@ -7,6 +7,12 @@ per-frame object poses and projected with the exact camera. A point is occluded 
 camera, outside the frame, facing away from the camera, or when none of the 4 pixels around it shows
 the same object at a depth within the tolerance (Kubric's depth + segment test).
 
+Deforming objects (`Surface`): the surface AOV at the query pixel says which triangle the renderer hit and
+where on it (barycentric coordinates); the point is that spot of the deformed triangle in every frame. Its
+facing-away test uses the deformed triangle's own normal: the renderer draws a triangle that faces the camera
+whatever normal it shades with, so at silhouettes visibility follows the geometry (no such test on two-sided
+sheets, seen from both sides).
+
 Coordinates: tracks are (x, y) raster pixels, (0, 0) = top-left corner of the top-left pixel;
 ``tracks_3d`` are OpenCV camera coordinates (x right, y down, z forward), as in TAPVid-3D.
 """
@@ -27,6 +33,38 @@ class TrackSet:
     tracks_3d: np.ndarray  # float32 [N,T,3]
     object_ids: np.ndarray  # int32 [N]
     query: np.ndarray  # float32 [N,3] (t, y, x)
+
+
+@dataclass
+class Surface:
+    """A deforming object's evaluated mesh over the clip, in world coordinates (read from Blender)."""
+
+    vertices: np.ndarray  # float [T,V,3]
+    triangles: np.ndarray  # int [F,3]
+    corner_normals: np.ndarray  # float [T,F,3,3]: the shading normal at each corner of each triangle
+    two_sided: bool = False  # an open sheet, seen from both sides
+
+    def follow(self, face: np.ndarray, barycentric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """World points and triangle normals [N,T,3] of the surface spots (triangle ``face`` [N], weights [N,3]);
+        each normal is turned to the side of the shading normal there (the mesh's outside)."""
+        corners = self.vertices[:, self.triangles[face]]  # [T,N,3,3]
+        points = np.einsum("nk,tnkc->ntc", barycentric, corners)
+        normals = np.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]).transpose(1, 0, 2)
+        shading = np.einsum("nk,tnkc->ntc", barycentric, self.corner_normals[:, face])
+        normals *= np.where((normals * shading).sum(-1, keepdims=True) < 0, -1.0, 1.0)
+        return points, normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
+
+
+def surface_spots(surface_pass: np.ndarray, flat: np.ndarray, num_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """(triangle [N], barycentric weights [N,3]) at flat pixel indices of the surface AOV [T,H,W,3] = (face, u, v)."""
+    face_u_v = surface_pass.reshape(-1, 3)[flat].astype(np.float64)
+    face = np.round(face_u_v[:, 0]).astype(np.int64)
+    u, v = face_u_v[:, 1], face_u_v[:, 2]
+    weights = np.stack([1.0 - u - v, u, v], -1)
+    if ((face < 0) | (face >= num_faces)).any() or (weights < -1e-3).any():
+        raise RuntimeError("the surface AOV does not hold a triangle of the deforming object under its own pixels")
+    weights = np.clip(weights, 0.0, None)
+    return face, weights / weights.sum(-1, keepdims=True)
 
 
 def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -64,12 +102,13 @@ def _rigid_motion(object_to_cam: np.ndarray, slot: np.ndarray, points: np.ndarra
 
 def compute_tracks(passes: dict[str, np.ndarray], object_to_world: np.ndarray, instance_ids: np.ndarray,
                    cam_to_world: np.ndarray, K: np.ndarray, num_tracks: int, depth_tolerance: float,
-                   rng: np.random.Generator) -> TrackSet:
+                   rng: np.random.Generator, surfaces: dict[int, Surface] | None = None) -> TrackSet:
     """Ground-truth tracks for one rendered scene.
 
     passes: ``position`` [T,H,W,3] world, ``normal`` [T,H,W,3] world, ``object_index`` [T,H,W] int,
     ``depth_z`` [T,H,W] planar camera depth (pixels of other ids than 0 and ``instance_ids`` must not occur) (exact 1-sample passes sampled at pixel centres).
     object_to_world: [O,T,4,4] poses of the objects whose ids are ``instance_ids`` [O]; id 0 is static.
+    surfaces: the deforming objects' meshes by instance id; then ``surface`` [T,H,W,3] (face, u, v) is a pass too.
     """
     num_frames, height, width = passes["object_index"].shape
     object_index, depth_z = passes["object_index"], passes["depth_z"]
@@ -93,12 +132,22 @@ def compute_tracks(passes: dict[str, np.ndarray], object_to_world: np.ndarray, i
     local = (inv_query[:, :3, :3] * world0[:, None, :]).sum(-1) + inv_query[:, :3, 3]
     local_normal = (pose_at_query[:, :3, :3] * normal0[:, :, None]).sum(1)  # R^T n
     points_cam, normal_cam = _rigid_motion(object_to_cam, slot, local, local_normal)
+    two_sided = np.zeros(len(flat), bool)
+    for instance_id, surface in (surfaces or {}).items():
+        rows = np.flatnonzero(ids == instance_id)
+        if not len(rows):
+            continue
+        face, weights = surface_spots(passes["surface"], flat[rows], len(surface.triangles))
+        points, normals = surface.follow(face, weights)
+        points_cam[rows] = np.einsum("tij,ntj->nti", world_to_cam[:, :3, :3], points) + world_to_cam[:, :3, 3]
+        normal_cam[rows] = np.einsum("tij,ntj->nti", world_to_cam[:, :3, :3], normals)
+        two_sided[rows] = surface.two_sided
 
     xy = project(points_cam, K)
     z = points_cam[..., 2]
     behind = z <= 1e-6
     outside = (xy[..., 0] < 0) | (xy[..., 0] >= width) | (xy[..., 1] < 0) | (xy[..., 1] >= height)
-    facing_away = (normal_cam * points_cam).sum(-1) > 0  # the camera centre is the origin
+    facing_away = ((normal_cam * points_cam).sum(-1) > 0) & ~two_sided[:, None]  # the camera centre is the origin
     hidden = ~_visible_in_4_neighbours(xy, z, ids, object_index, depth_z, depth_tolerance)
     occluded = behind | outside | facing_away | hidden
     # the query frame is visible by construction (the pixel showed this point)
@@ -110,16 +159,26 @@ def compute_tracks(passes: dict[str, np.ndarray], object_to_world: np.ndarray, i
 
 def _visible_in_4_neighbours(xy: np.ndarray, z: np.ndarray, ids: np.ndarray, object_index: np.ndarray,
                              depth_z: np.ndarray, tolerance: float) -> np.ndarray:
-    """True where one of the 4 pixel centres around the point shows its object at its depth (within tol)."""
+    """True where the rendered surface around the point is its object at its depth (within ``tolerance``):
+    one of the 4 pixel centres around it shows it there, or all 4 show its object and their depth, interpolated
+    to the point (bilinearly in 1 / depth, exact for a plane), is the point's. The second case keeps points on
+    surfaces seen at a grazing angle, whose depth changes by more than the tolerance from pixel to pixel."""
     num_frames, height, width = object_index.shape
     fx = np.floor(xy[..., 0] - 0.5).astype(np.int64)  # pixel-centre coordinates
     fy = np.floor(xy[..., 1] - 0.5).astype(np.int64)
+    ax, ay = xy[..., 0] - 0.5 - fx, xy[..., 1] - 0.5 - fy  # position between the 4 centres, [0, 1)
     frame_offset = (np.arange(num_frames) * height * width)[None, :]
     seg_flat, depth_flat = object_index.reshape(-1), depth_z.reshape(-1)
     visible = np.zeros(z.shape, bool)
+    all_same = np.ones(z.shape, bool)
+    inverse_depth = np.zeros(z.shape)
     for dy in (0, 1):
         for dx in (0, 1):
             index = frame_offset + np.clip(fy + dy, 0, height - 1) * width + np.clip(fx + dx, 0, width - 1)
             depth = depth_flat[index]
-            visible |= (seg_flat[index] == ids[:, None]) & (np.abs(z - depth) <= tolerance * depth)
-    return visible
+            same = seg_flat[index] == ids[:, None]
+            visible |= same & (np.abs(z - depth) <= tolerance * depth)
+            all_same &= same
+            inverse_depth += (ax if dx else 1 - ax) * (ay if dy else 1 - ay) / np.maximum(depth, 1e-9)
+    interpolated = 1.0 / np.maximum(inverse_depth, 1e-12)
+    return visible | (all_same & (np.abs(z - interpolated) <= tolerance * interpolated))

@@ -4,7 +4,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip"]
+PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip", "movi_deform"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -25,6 +25,10 @@ def test_preset_renders_a_scene(preset):
     assert (positions[..., 2] > -0.5).all()  # nothing falls through the floor
     if preset == "movi_a":
         assert len(set(np.array(clip.camera["cam_to_world_blender"])[:, 0, 3].round(6))) == 1  # fixed camera
-    if preset in ("movi_e", "panning_movi_e", "long_clip"):
+    if preset == "movi_deform":
+        objects = clip.meta["scene"]["objects"]
+        assert any(o["kind"] == "Cloth" for o in objects) and all(o["deforms"] == bool(o["deform"]) or
+                                                                  o["kind"] == "Cloth" for o in objects)
+    if preset in ("movi_e", "panning_movi_e", "long_clip", "movi_deform"):
         cams = np.array(clip.camera["cam_to_world_blender"])
         assert not np.allclose(cams[0], cams[-1])  # the camera moves

@@ -10,6 +10,11 @@ natural-image statistics from `synth.textures`, or the user's images; smooth sha
 plain MOVi-A/B materials, smooth shading, AgX) or ``legacy`` (Blender procedural textures, flat shading, the
 Standard view: the look before natural textures). The appearance is drawn from its own random stream, so the
 three looks of one seed share objects, motion, camera and light.
+
+Deforming surfaces (the movi_deform preset): ``deforming_share`` of the objects bend, twist, taper, stretch or
+ripple over the clip (`synth.scene.Deform`), and ``num_cloths`` sheets of cloth fall over the scene and drape
+over the objects (`synth.scene.Cloth`); both are drawn from their own random stream, so the rigid layout of a
+seed is the one movi_e draws.
 """
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ from typing import Literal
 
 import numpy as np
 
-from synth.scene import (PROCEDURAL_TEXTURES, Asset, Camera, Dome, Emission, Environment, Floor, Principled, Scene,
-                         Shape, Sky, Sun, Texture)
+from synth.scene import (DEFORM_KINDS, PROCEDURAL_TEXTURES, Asset, Camera, Cloth, Deform, Dome, Emission,
+                         Environment, Floor, Principled, Scene, Shape, Sky, Sun, Texture)
 from synth.script_config import integer_range, number_range, option, subset_of
 from synth.shapes import FACETED, SHAPES
 from synth.textures import FAMILIES
@@ -67,6 +72,8 @@ class Config:
     surround_colour: Literal["grey", "random", "random_hue"] = "random"  # plain background, untextured floor
     appearance: Literal["natural", "plain", "legacy"] = "natural"
     floor_texture: bool = True
+    deforming_share: float = option(0.0, number_range(0, 1), "a fraction in [0, 1] of the objects")
+    num_cloths: list = option(0, integer_range(0, 10), "an integer or [min, max] in [0, 10]")
 
 
 def draw(rng: np.random.Generator, value, integer: bool = False):
@@ -238,6 +245,33 @@ def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generat
     return added
 
 
+def random_deform(rng: np.random.Generator, size: float) -> Deform:
+    """A procedural deformation of moderate strength for an object of ``size``."""
+    kind = str(rng.choice(DEFORM_KINDS))
+    amount = {"bend": rng.uniform(0.3, 0.9), "twist": rng.uniform(0.4, 1.2), "taper": rng.uniform(0.2, 0.5),
+              "stretch": rng.uniform(0.1, 0.3), "wave": size * rng.uniform(0.02, 0.05)}[kind]
+    return Deform(kind, amount=float(amount), axis=str(rng.choice(["X", "Y", "Z"])),
+                  period=float(rng.uniform(10, 30)), phase=float(rng.uniform(0, 2 * np.pi)),
+                  wavelength=float(size * rng.uniform(0.3, 0.6)))
+
+
+def _deform_and_drape(scene: Scene, cfg: Config, look: np.random.Generator) -> None:
+    """Deformations on a share of the objects, and cloth sheets above the scene's centre (own random stream)."""
+    rng = np.random.default_rng([scene.seed, 2])
+    for obj in scene.objects:
+        if rng.random() < cfg.deforming_share:
+            obj.deform = (random_deform(rng, obj.size),)
+    side = texture_side(max(scene.resolution), 1, 128, 512)
+    for _ in range(draw(rng, cfg.num_cloths, integer=True)):
+        size = float(rng.uniform(2.5, 4.5))
+        material = natural_material(look, "textured", size, side, scene.assets.textures)
+        angle = rng.uniform(0, np.pi)
+        scene += Cloth(size=size, aspect=float(rng.uniform(0.6, 1.0)), position=(*rng.uniform(-2.5, 2.5, 2),
+                                                                                 float(rng.uniform(3.0, 5.0))),
+                       quaternion=(0.0, 0.0, float(np.sin(angle / 2)), float(np.cos(angle / 2))),
+                       material=material, metadata={"is_dynamic": True})
+
+
 def build(scene: Scene, rng: np.random.Generator, cfg: Config) -> None:
     """One MOVi scene."""
     look = np.random.default_rng([scene.seed, 1])  # the appearance's own stream: same geometry in every look
@@ -257,6 +291,8 @@ def build(scene: Scene, rng: np.random.Generator, cfg: Config) -> None:
         obj.friction, obj.restitution = 0.5, 0.5
         obj.velocity = tuple(rng.uniform(*VELOCITY_RANGE) - [obj.position[0], obj.position[1], 0.0])
     scene.simulator.run()
+    if cfg.deforming_share or cfg.num_cloths:
+        _deform_and_drape(scene, cfg, look)
 
 
 def check_config(cfg: Config, config: dict) -> list[str]:
