@@ -58,7 +58,7 @@ class BlenderRenderer:
     def __init__(self, settings: RenderSettings):
         import bpy
 
-        self.bpy = bpy
+        self.bpy, self.settings = bpy, settings
         bpy.ops.wm.read_factory_settings(use_empty=True)
         bpy.context.preferences.edit.keyframe_new_interpolation_type = "LINEAR"
         scene = bpy.context.scene

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tapforge.errors import TapforgeError
+
 from synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, RenderSettings, config_hash, folder_files, script_values
 from synth.physics import pose_matrices
 from synth.scene import AssetFiles, Scene
@@ -60,14 +62,19 @@ class SceneRenderer:
     of the dataset's identity (`synth.config.config_hash` leaves it out).
     """
 
-    def __init__(self, config: dict, threads: int | None = None):
+    def __init__(self, config: dict, threads: int | None = None, share: SceneRenderer | None = None):
+        """``share``: render in that renderer's Blender session (one per process), which must have the same
+        render settings (e.g. to compare two presets side by side)."""
         from synth.blender_scene import BlenderRenderer
 
         self.config = config
         self.hash = config_hash(config)
         self.script = load_script(config["scene"]["script"])
         self.assets = asset_files(config)
-        self.blender = BlenderRenderer(RenderSettings.of(config, threads))
+        settings = RenderSettings.of(config, threads)
+        if share is not None and share.blender.settings != settings:
+            raise TapforgeError("SceneRenderer(share=...) needs the same render settings as the shared renderer")
+        self.blender = share.blender if share is not None else BlenderRenderer(settings)
 
     def render(self, scene_index: int) -> tuple[Clip, dict[str, float]]:
         """Render global scene `scene_index`; return the clip and its timing breakdown (seconds)."""
