@@ -26,7 +26,7 @@ from tapforge.errors import TapforgeError
 
 from synth.config import RenderSettings
 from synth.exr import read_multilayer_exr
-from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Dome, Emission, Environment, PointLight, Scene, Sky, Sun,
+from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Cloth, Dome, Emission, Environment, PointLight, Scene, Sky, Sun,
                          Texture)
 from synth.shapes import SHARP_ANGLE, uv_sphere
 from synth.textures import FAMILIES, generate_texture
@@ -98,7 +98,7 @@ class BlenderRenderer:
     def _clear(self) -> None:
         bpy = self.bpy
         for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.cameras,
-                           bpy.data.lights, bpy.data.images, bpy.data.worlds, bpy.data.actions):
+                           bpy.data.lights, bpy.data.images, bpy.data.worlds, bpy.data.actions, bpy.data.armatures):
             for item in list(collection):
                 collection.remove(item)
 
@@ -282,9 +282,14 @@ class BlenderRenderer:
         self.deforming = []
         for obj, pos, quat in zip(spec.objects, positions, quaternions):
             vertices, faces, _ = obj.mesh()
+            animated = obj.vertex_positions(spec.num_frames, spec.frame_rate)
+            if animated is not None:
+                vertices = animated[0]
             blender_obj = self._mesh_object(f"object_{obj.instance_id}", vertices, faces, obj.instance_id,
                                             self._material(f"material_{obj.instance_id}", obj.material),
                                             smooth=obj.smooth)
+            if animated is not None:
+                self._vertex_animation(obj, blender_obj, animated)
             for t in range(spec.num_frames):
                 blender_obj.location = pos[t]
                 blender_obj.rotation_quaternion = (quat[t, 3], quat[t, 0], quat[t, 1], quat[t, 2])
@@ -295,7 +300,7 @@ class BlenderRenderer:
                 self.deforming.append((obj, blender_obj))
             if obj.rigid:
                 colliders.append(blender_obj)
-        if any(not obj.rigid for obj, _ in self.deforming):  # cloth drapes over the floor and the rigid objects
+        if any(isinstance(obj, Cloth) for obj, _ in self.deforming):  # cloth drapes over the floor and the rigid objects
             for collider in colliders:
                 collider.modifiers.new("collision", "COLLISION")
                 collider.collision.thickness_outer = 0.005
@@ -314,6 +319,20 @@ class BlenderRenderer:
             camera.keyframe_insert("rotation_quaternion", frame=t)
         for index, light in enumerate(spec.lights):
             self._light(index, light)
+
+    @staticmethod
+    def _vertex_animation(spec, blender_obj, frames: np.ndarray) -> None:
+        """Per-frame vertex positions as shape keys: key k is fully on at frame k and off at its neighbours, so the
+        mesh is exactly frame k's at frame k (and in between, the linear blend of the two frames)."""
+        if len(blender_obj.data.vertices) != frames.shape[1]:
+            raise TapforgeError(f"{spec.label()}: Blender dropped vertices of its mesh (duplicates?); give a clean mesh")
+        blender_obj.shape_key_add(name="frame_0", from_mix=False)
+        for k in range(1, len(frames)):
+            key = blender_obj.shape_key_add(name=f"frame_{k}", from_mix=False)
+            key.data.foreach_set("co", frames[k].astype(np.float32).ravel())
+            for frame, value in ((k - 1, 0.0), (k, 1.0), (k + 1, 0.0)):
+                key.value = value
+                key.keyframe_insert("value", frame=frame)
 
     def _deformation(self, spec, blender_obj, num_frames: int, frame_rate: int) -> None:
         """Mark a deforming mesh's triangles and corners for the surface AOV, then add its deformation: Simple
@@ -345,7 +364,7 @@ class BlenderRenderer:
             for t, value in zip(frames, deform.strength(frames)):
                 setattr(modifier, prop, float(value))
                 modifier.keyframe_insert(prop, frame=int(t))
-        if not spec.rigid:
+        if isinstance(spec, Cloth):
             self._cloth(spec, blender_obj, num_frames, frame_rate)
 
     @staticmethod
@@ -435,7 +454,7 @@ class BlenderRenderer:
             settings.file_format, settings.exr_codec, settings.color_depth = "OPEN_EXR_MULTILAYER", "ZIP", "32"
         scene.render.filepath = str(out_dir / ("rgb_" if rgb else "aux_"))
         start = time.perf_counter()
-        with _quiet_stdout():
+        with quiet_stdout():
             self.bpy.ops.render.render(animation=True)
         scene.render.use_motion_blur = saved_blur
         return time.perf_counter() - start
@@ -458,8 +477,9 @@ class BlenderRenderer:
 
 
 @contextlib.contextmanager
-def _quiet_stdout():
-    """Silence Blender's per-frame prints (C-level stdout) so progress bars stay readable."""
+def quiet_stdout():
+    """Silence Blender's prints (its renderer's and importers', C and Python) so stdout keeps only the progress
+    bars and the command's own output."""
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -467,6 +487,7 @@ def _quiet_stdout():
         os.dup2(devnull, 1)
         yield
     finally:
+        sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
         os.close(devnull)
@@ -524,7 +545,7 @@ def _enable_gpus(prefs, backend: str) -> list[str] | None:
         prefs.compute_device_type = backend.upper()
     except TypeError:  # not among the enum's items: Blender was built without it
         return None
-    with _quiet_stdout():  # Cycles prints its CUDA/HIP library probes to stdout
+    with quiet_stdout():  # Cycles prints its CUDA/HIP library probes to stdout
         prefs.refresh_devices()
     for d in prefs.devices:
         d.use = d.type == backend.upper()

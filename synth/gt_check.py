@@ -18,8 +18,15 @@ def _camera_points(passes: dict, clip: Clip) -> np.ndarray:
 
 
 def object_kind(obj) -> str:
-    """How a `synth.scene` object moves its surface: ``rigid``, ``deformer`` (procedural Deform) or ``cloth``."""
-    return "cloth" if not obj.rigid else "deformer" if obj.deform else "rigid"
+    """How a `synth.scene` object moves its surface: ``cloth``, ``animated`` (an `AnimatedMesh` or vertices given
+    per frame), ``deformer`` (procedural `Deform`) or ``rigid``."""
+    from synth.scene import Cloth
+
+    if isinstance(obj, Cloth):
+        return "cloth"
+    if obj.animated:
+        return "animated"
+    return "deformer" if obj.deform else "rigid"
 
 
 def agreement_by_kind(clip: Clip, passes: dict, scene) -> dict[str, dict[str, float]]:

@@ -211,6 +211,7 @@ class Object:
     _poses: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # set_poses: scripted
     _recorded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # by the simulator
     _mesh: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
+    _vertex_positions: np.ndarray | None = field(default=None, repr=False)  # animate_vertices: [T,V,3]
 
     # ---- scripted motion
     def keyframe(self, frame: int, position: Vector | None = None,
@@ -242,7 +243,32 @@ class Object:
     @property
     def deforms(self) -> bool:
         """Its surface changes shape over the clip (tracks then follow the deformed mesh)."""
-        return bool(self.deform) or not self.rigid
+        return bool(self.deform) or not self.rigid or self.animated
+
+    @property
+    def animated(self) -> bool:
+        """Its vertices move by a per-frame animation (`animate_vertices`, or a file's own animation)."""
+        return self._vertex_positions is not None
+
+    def animate_vertices(self, positions: Any) -> Object:
+        """Give the mesh's vertices in every frame: [T,V,3] in the object's frame, in the order of `mesh`'s
+        vertices (its triangles stay). The render and the tracks follow them exactly; physics sees `mesh`."""
+        positions = np.asarray(positions, float)
+        count = len(self.mesh()[0])
+        if positions.ndim != 3 or positions.shape[1:] != (count, 3):
+            raise TapforgeError(f"{self.label()}: animate_vertices needs positions of shape [num_frames, {count}, 3], "
+                                f"got {positions.shape}")
+        self._vertex_positions = positions
+        return self
+
+    def vertex_positions(self, num_frames: int, frame_rate: int) -> np.ndarray | None:
+        """The object-frame vertices [T,V,3] of every frame when they are animated, else None."""
+        if self._vertex_positions is None:
+            return None
+        if len(self._vertex_positions) != num_frames:
+            raise TapforgeError(f"{self.label()}: has vertex positions for {len(self._vertex_positions)} frames, the "
+                                f"scene has {num_frames}; give one set per frame")
+        return self._vertex_positions
 
     @property
     def two_sided(self) -> bool:
@@ -304,9 +330,7 @@ class Object:
         """JSON-friendly summary for meta.json."""
         base = {f.name for f in dataclasses.fields(Object)}
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base}
-        motion = "scripted" if self.scripted else ("static" if self.static else "physics")
-        if not self.rigid:
-            motion = "simulated in Blender"
+        motion = "scripted" if self.scripted else ("static" if self.static or not self.rigid else "physics")
         return {"instance_id": self.instance_id, "name": self.name, "kind": type(self).__name__, "size": self.size,
                 "motion": motion, "friction": self.friction, "restitution": self.restitution,
                 "material": _describe(self.material), "deforms": self.deforms, "deform": _describe(list(self.deform)),
@@ -358,6 +382,48 @@ class Asset(Object):
 
 
 @dataclass(eq=False)
+class AnimatedMesh(Object):
+    """A mesh file's own animation (glTF/GLB or FBX: skinned by an armature, or shape keys), e.g. a rigged
+    character or animal: frame k of the clip shows the file at ``start + k * speed / frame_rate`` seconds
+    (``animation``: an action's name, else the importer's choice). Scaled so that its first frame's longest side
+    is ``size``, centred on that frame's bounding box; its frame moves by script (`keyframe`, `set_poses`) or
+    stays. PyBullet ignores it."""
+
+    rigid: ClassVar[bool] = False
+    path: str = ""
+    animation: str | None = None
+    start: float = 0.0  # seconds into the file's animation at frame 0
+    speed: float = 1.0
+
+    @property
+    def animated(self) -> bool:
+        return True
+
+    def _placed(self, frames: np.ndarray) -> np.ndarray:
+        lo, hi = frames[0].min(0), frames[0].max(0)
+        return (frames - (lo + hi) / 2) * (self.size / (hi - lo).max())
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        from synth.mesh_files import load_animation
+
+        frames, faces = load_animation(self.path, self.animation, self.start, self.speed, 1, 24)
+        return self._placed(frames)[0] / self.size, faces
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Its first frame at ``size``, centred on its bounding box."""
+        if self._mesh is None:
+            vertices, faces = self.unit_mesh()
+            self._mesh = (vertices * self.size, faces, 0.0)
+        return self._mesh
+
+    def vertex_positions(self, num_frames: int, frame_rate: int) -> np.ndarray:
+        from synth.mesh_files import load_animation
+
+        frames, _ = load_animation(self.path, self.animation, self.start, self.speed, num_frames, frame_rate)
+        return self._placed(frames)
+
+
+@dataclass(eq=False)
 class Cloth(Object):
     """A rectangular sheet of cloth (Blender's cloth simulation) that falls onto and drapes over the other
     objects and the floor, which it collides with as they move. ``size`` is its longer side, ``aspect`` its
@@ -381,6 +447,9 @@ class Cloth(Object):
     @property
     def two_sided(self) -> bool:
         return True
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"motion": "simulated in Blender"}
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
         nx, ny = self.resolution, max(2, round(self.resolution * self.aspect))

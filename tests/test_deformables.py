@@ -97,3 +97,63 @@ def test_a_deformation_that_changes_topology_is_refused(drape):
     decimate.keyframe_insert("ratio", frame=4)
     with pytest.raises(TapforgeError, match="object 4: its deformation changes the mesh's topology at frame 1"):
         renderer.blender.read_surfaces(scene.num_frames)
+
+
+ANIMATED_SCENE = '''
+import numpy as np
+
+from synth.scene import AnimatedMesh, Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture
+
+
+def build(scene, rng, cfg):
+    scene.camera = Camera(focal_length=35).look_at((0.0, -6.0, 2.5), (0.0, 0.0, 1.0))
+    scene.floor = Floor(material=Principled(texture=Texture.generated("dead_leaves", 1, tile=20)))
+    scene.background = Dome(Emission(strength=1.2, texture=Texture.generated("mixture", 2, tile=40)))
+    scene += Sun(direction=(0.4, -0.3, 0.85), strength=2.0)
+    column = scene.add(AnimatedMesh(path=PATH, size=2.0, speed=2.0, position=(-0.6, 0.0, 1.0),
+                                    material=Principled(texture=Texture.generated("dead_leaves", 3, tile=0.5))))
+    column.keyframe(0, position=(-0.6, 0.0, 1.0)).keyframe(scene.num_frames - 1, position=(-0.2, 0.0, 1.0))
+    blob = scene.add(Shape("blob", size=0.9, static=True, position=(1.0, 0.3, 0.45), params={"seed": 3},
+                           material=Principled(texture=Texture.generated("mosaic", 4, tile=0.5, size=256))))
+    frames = np.arange(scene.num_frames)[:, None, None]
+    blob.animate_vertices(blob.mesh()[0] * (1 + 0.15 * np.sin(2 * np.pi * frames / 8) * np.array([1, 1, -1])))
+    scene += Shape("sphere", size=0.6, position=(2.5, -1.5, 0.3), velocity=(-3.0, 0.0, 0.0), friction=0.8,
+                   material=Principled(texture=Texture.generated("spectral", 5, tile=0.4, size=256)))
+'''
+
+
+@pytest.fixture(scope="module")
+def animated(tmp_path_factory, drape):
+    import subprocess
+    import sys
+
+    from synth.pipeline import SceneRenderer
+
+    folder = tmp_path_factory.mktemp("animated")
+    glb = folder / "column.glb"
+    subprocess.run([sys.executable, str(Path(__file__).with_name("skinned_gltf.py")), str(glb)], check=True,
+                   capture_output=True)
+    (folder / "scene.py").write_text(f"PATH = {str(glb)!r}\n" + ANIMATED_SCENE)
+    (folder / "scene.yaml").write_text("inherit: base\nscene:\n  script: scene.py\n")
+    renderer = SceneRenderer(load_config(folder / "scene.yaml", SMALL[:-1]), share=drape[1])
+    clip, _ = renderer.render(0)
+    return clip, renderer
+
+
+@pytest.mark.slow
+def test_tracks_on_animated_meshes_agree_with_the_render_passes(animated):
+    from synth.gt_check import agreement_by_kind, render_pass_agreement
+
+    clip, renderer = animated
+    figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
+    print(figures)
+    f = figures["animated"]  # the skinned glTF column and the blob whose vertices the script moves
+    assert f["visible_points"] > 300 and f["visible_segmentation_match"] > 0.9
+    assert f["visible_position_error_px"] < 1.0 and f["hidden_plainly_visible"] < 0.05
+    assert f["median_motion_px"] > 0.1 and f["flow_error_px"] < 0.25 * f["median_motion_px"]
+    column, blob = renderer.last_scene.objects[:2]
+    assert render_pass_agreement(clip, renderer.last_passes, [column.instance_id])["median_motion_px"] > 0.1
+    top = renderer.last_surfaces[column.instance_id].vertices[..., 2].argmax(1)
+    assert np.ptp(renderer.last_surfaces[column.instance_id].vertices[np.arange(8), top, 1]) > 0.1  # it bends
+    described = clip.meta["scene"]["objects"]
+    assert described[0]["kind"] == "AnimatedMesh" and described[0]["deforms"] and described[1]["deforms"]
