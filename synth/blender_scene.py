@@ -26,8 +26,8 @@ from tapforge.errors import TapforgeError
 
 from synth.config import RenderSettings
 from synth.exr import read_multilayer_exr
-from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Cloth, Dome, Emission, Environment, PointLight, Scene, Sky, Sun,
-                         Texture)
+from synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Cloth, Dome, Emission, Environment, PointLight, Scene, Sky,
+                         SoftBody, Sun, Texture)
 from synth.shapes import SHARP_ANGLE, uv_sphere
 from synth.textures import FAMILIES, generate_texture
 from synth.tracks import Surface
@@ -37,9 +37,9 @@ AOV_OBJECT_COORDINATES = "object_coordinates"
 AOV_SURFACE = "surface"
 FACE_ATTRIBUTE, CORNER_ATTRIBUTE = "tapforge_face", "tapforge_corner"
 SIMPLE_DEFORM = {"bend": "BEND", "twist": "TWIST", "taper": "TAPER", "stretch": "STRETCH"}
-# Blender's cloth solver takes one time unit per frame and scales gravity by 1e-3, whatever the frame rate: a
-# frame is sqrt(0.001) s of its physics (measured: a free sheet falls 0.71 m in 12 frames at time scale 1)
-CLOTH_FRAME_SECONDS = 0.001 ** 0.5
+# Blender's cloth and soft-body solvers take one time unit per frame and scale gravity by 1e-3, whatever the frame
+# rate: a frame is sqrt(0.001) s of their physics (measured: a free sheet falls 0.71 m in 12 frames at speed 1)
+SIMULATION_FRAME_SECONDS = 0.001 ** 0.5
 AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
 GPU_BACKENDS = ("optix", "cuda")  # render.device=auto tries these in order, then the CPU
 
@@ -300,7 +300,7 @@ class BlenderRenderer:
                 self.deforming.append((obj, blender_obj))
             if obj.rigid:
                 colliders.append(blender_obj)
-        if any(isinstance(obj, Cloth) for obj, _ in self.deforming):  # cloth drapes over the floor and the rigid objects
+        if any(isinstance(obj, (Cloth, SoftBody)) for obj, _ in self.deforming):  # they collide with the rigid
             for collider in colliders:
                 collider.modifiers.new("collision", "COLLISION")
                 collider.collision.thickness_outer = 0.005
@@ -325,7 +325,8 @@ class BlenderRenderer:
         """Per-frame vertex positions as shape keys: key k is fully on at frame k and off at its neighbours, so the
         mesh is exactly frame k's at frame k (and in between, the linear blend of the two frames)."""
         if len(blender_obj.data.vertices) != frames.shape[1]:
-            raise TapforgeError(f"{spec.label()}: Blender dropped vertices of its mesh (duplicates?); give a clean mesh")
+            raise TapforgeError(f"{spec.label()}: Blender dropped vertices of its mesh (duplicates?); "
+                                "give a clean mesh")
         blender_obj.shape_key_add(name="frame_0", from_mix=False)
         for k in range(1, len(frames)):
             key = blender_obj.shape_key_add(name=f"frame_{k}", from_mix=False)
@@ -366,13 +367,15 @@ class BlenderRenderer:
                 modifier.keyframe_insert(prop, frame=int(t))
         if isinstance(spec, Cloth):
             self._cloth(spec, blender_obj, num_frames, frame_rate)
+        elif isinstance(spec, SoftBody):
+            self._soft_body(spec, blender_obj, num_frames, frame_rate)
 
     @staticmethod
     def _cloth(spec, blender_obj, num_frames: int, frame_rate: int) -> None:
         """Blender's cloth on the sheet, in real time at the clip's frame rate, cached from frame 0."""
         modifier = blender_obj.modifiers.new("cloth", "CLOTH")
         settings = modifier.settings
-        settings.time_scale = 1.0 / (frame_rate * CLOTH_FRAME_SECONDS)
+        settings.time_scale = 1.0 / (frame_rate * SIMULATION_FRAME_SECONDS)
         settings.quality = max(5, round(4 * settings.time_scale))  # solver steps per frame, for stability
         settings.mass = 0.3
         settings.tension_stiffness = settings.compression_stiffness = spec.stiffness
@@ -385,10 +388,26 @@ class BlenderRenderer:
         modifier.collision_settings.distance_min = 0.005
         modifier.point_cache.frame_start, modifier.point_cache.frame_end = 0, num_frames
 
+    @staticmethod
+    def _soft_body(spec, blender_obj, num_frames: int, frame_rate: int) -> None:
+        """Blender's soft body around the keyed rigid motion: goal springs pull each vertex towards its place on
+        the rigid shape, so the surface lags, squashes on the floor and wobbles; real time at the clip's frame
+        rate."""
+        modifier = blender_obj.modifiers.new("soft_body", "SOFT_BODY")
+        settings = modifier.settings
+        settings.speed = 1.0 / (frame_rate * SIMULATION_FRAME_SECONDS)
+        settings.use_goal = settings.use_edges = True
+        settings.pull = settings.push = 0.9  # edge springs: the surface keeps its area while it squashes
+        settings.goal_default, settings.goal_min, settings.goal_max = 0.6, 0.0, 1.0
+        settings.goal_spring, settings.goal_friction = spec.stiffness, spec.damping
+        settings.effector_weights.gravity = 0.0  # gravity is in the rigid motion already; the surface only lags it
+        modifier.point_cache.frame_start, modifier.point_cache.frame_end = 0, num_frames
+
     def read_surfaces(self, num_frames: int) -> dict[int, Surface]:
         """The deforming objects' evaluated meshes at every frame, by instance id (world coordinates).
 
-        Steps through the frames in order, which also runs (and caches) cloth simulations before the render.
+        Steps through the frames in order, which also runs (and caches) the cloth and soft-body simulations before
+        the render, which then shows exactly these meshes.
         A deformation that changes the mesh's topology is refused, naming the object."""
         if not self.deforming:
             return {}
@@ -409,6 +428,9 @@ class BlenderRenderer:
                 mesh.corner_normals.foreach_get("vector", normals)
                 matrix = np.array(evaluated.matrix_world, float)
                 evaluated.to_mesh_clear()
+                if not np.isfinite(vertices).all():
+                    raise TapforgeError(f"{spec.label()}: its simulation diverged at frame {t} (vertices went to "
+                                        "infinity); make it stiffer or its mesh coarser")
                 known = topology.setdefault(spec.instance_id, corners)
                 if corners.shape != known.shape or (corners != known).any():
                     raise TapforgeError(f"{spec.label()}: its deformation changes the mesh's topology at frame {t}; "

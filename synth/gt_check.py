@@ -18,12 +18,14 @@ def _camera_points(passes: dict, clip: Clip) -> np.ndarray:
 
 
 def object_kind(obj) -> str:
-    """How a `synth.scene` object moves its surface: ``cloth``, ``animated`` (an `AnimatedMesh` or vertices given
-    per frame), ``deformer`` (procedural `Deform`) or ``rigid``."""
-    from synth.scene import Cloth
+    """How a `synth.scene` object moves its surface: ``cloth``, ``soft_body``, ``animated`` (an `AnimatedMesh` or
+    vertices given per frame), ``deformer`` (procedural `Deform`) or ``rigid``."""
+    from synth.scene import Cloth, SoftBody
 
     if isinstance(obj, Cloth):
         return "cloth"
+    if isinstance(obj, SoftBody):
+        return "soft_body"
     if obj.animated:
         return "animated"
     return "deformer" if obj.deform else "rigid"
@@ -37,6 +39,25 @@ def agreement_by_kind(clip: Clip, passes: dict, scene) -> dict[str, dict[str, fl
         kinds.setdefault(object_kind(obj), set()).add(obj.instance_id)
     return {kind: render_pass_agreement(clip, passes, ids) for kind, ids in kinds.items()
             if np.isin(clip.object_ids, list(ids)).any()}
+
+
+def surface_reconstruction_error(passes: dict, surfaces: dict) -> dict[int, float]:
+    """For each deforming object (`synth.tracks.Surface` by instance id): the 99th percentile, over its pixels in
+    every frame, of the distance (metres) between the renderer's position pass and the spot its surface AOV names
+    (triangle, barycentric weights) on the mesh the tracks use. Zero when the rendered surface is that mesh."""
+    from synth.tracks import surface_spots
+
+    seg = passes["object_index"]
+    positions = passes["position"].reshape(-1, 3).astype(np.float64)
+    errors = {}
+    for instance_id, surface in surfaces.items():
+        flat = np.flatnonzero(seg.reshape(-1) == instance_id)
+        frame = flat // (seg.shape[1] * seg.shape[2])
+        face, weights = surface_spots(passes["surface"], flat, len(surface.triangles))
+        spots = np.einsum("nk,nkc->nc", weights, surface.vertices[frame[:, None], surface.triangles[face]])
+        distance = np.linalg.norm(spots - positions[flat], axis=-1)
+        errors[instance_id] = float(np.percentile(distance, 99)) if len(flat) else 0.0
+    return errors
 
 
 def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str, float]:
@@ -83,9 +104,14 @@ def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str
     covered = ~hidden_same | (~sky & (depth < point_depth * 0.99))
     plainly_visible = hidden_same & (np.abs(depth - point_depth) <= 0.01 * point_depth)
     return {
-        "visible_points": float(len(n)), "visible_segmentation_match": float(same.mean()),
-        "visible_position_error_px": float(np.median(error[same])),
-        "hidden_in_frame_points": float(len(hn)), "hidden_covered": float(covered.mean()) if len(hn) else 1.0,
-        "hidden_plainly_visible": float(plainly_visible.mean()) if len(hn) else 0.0,
-        "flow_error_px": float(np.median(flow_error)), "median_motion_px": float(np.median(np.abs(motion[both]))),
+        "visible_points": float(len(n)), "visible_segmentation_match": _or_nan(np.mean, same),
+        "visible_position_error_px": _or_nan(np.median, error[same]),
+        "hidden_in_frame_points": float(len(hn)), "hidden_covered": _or_nan(np.mean, covered),
+        "hidden_plainly_visible": _or_nan(np.mean, plainly_visible),
+        "flow_error_px": _or_nan(np.median, flow_error), "median_motion_px": _or_nan(np.median, np.abs(motion[both])),
     }
+
+
+def _or_nan(statistic, values: np.ndarray) -> float:
+    """The statistic of the values, NaN (no warning) when there are none."""
+    return float(statistic(values)) if values.size else float("nan")

@@ -272,7 +272,7 @@ class Object:
 
     @property
     def two_sided(self) -> bool:
-        """An open surface seen from both sides (a sheet): no point of it faces away from the camera."""
+        """No facing-away test for its points (a sheet is seen from both sides): the depth test alone decides."""
         return False
 
     def pose_at(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -379,6 +379,31 @@ class Asset(Object):
         from synth.assets import load_asset_mesh
 
         return load_asset_mesh(self.asset_id)
+
+
+@dataclass(eq=False)
+class SoftBody(Shape):
+    """A squashy procedural shape: PyBullet moves it as a rigid body (it falls, bounces, hits the others) and
+    Blender's soft body lets its surface lag, squash on impact and wobble back around that motion (goal springs
+    towards the rigid shape, edge springs between vertices, collisions with the floor and the rigid objects).
+    ``stiffness``: the goal springs (0..1, softer below); ``damping``: how fast the wobble dies (0..50)."""
+
+    stiffness: float = 0.7
+    damping: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.stiffness <= 1 or not 0 <= self.damping <= 50:
+            raise TapforgeError(f"{self.label()}: stiffness must be in (0, 1] and damping in [0, 50]")
+
+    @property
+    def deforms(self) -> bool:
+        return True
+
+    @property
+    def two_sided(self) -> bool:
+        """Where it squashes on the floor the simulation can turn faces inside out, and the renderer shows them:
+        visibility is left to the depth test."""
+        return True
 
 
 @dataclass(eq=False)

@@ -191,11 +191,13 @@ PARAMETER_FREE = {"cube": cube, "sphere": uv_sphere, "cylinder": cylinder, "cone
 def make_shape(name: str, params: dict) -> Mesh:
     """Build the unit-size mesh for a shape name from `SHAPES` (except suzanne) and its parameters: prism
     ``sides``, superquadric ``e1`` and ``e2``, blob ``seed``, cylinder ``height`` (to diameter), capsule ``length``
-    (of its straight part, in radii)."""
+    (of its straight part, in radii), icosphere ``subdivisions`` (1: 42 vertices, 3: 642)."""
     if name == "cylinder" and "height" in params:
         return cylinder(height=float(params["height"]))
     if name == "capsule" and "length" in params:
         return capsule(length=float(params["length"]))
+    if name == "icosphere" and "subdivisions" in params:
+        return icosphere(int(params["subdivisions"]))
     if name in PARAMETER_FREE:
         return PARAMETER_FREE[name]()
     if name == "prism":

@@ -4,8 +4,8 @@ Query points are sampled object-balanced (equal shares for every visible object 
 background) among the pixels where each object is visible; the renderer's position pass at the pixel
 centre gives the surface point, which is pinned to its object's frame and then moved with the exact
 per-frame object poses and projected with the exact camera. A point is occluded when it is behind the
-camera, outside the frame, facing away from the camera, or when none of the 4 pixels around it shows
-the same object at a depth within the tolerance (Kubric's depth + segment test).
+camera, outside the frame, facing away from the camera (by more than `GRAZING`), or when none of the 4 pixels
+around it shows the same object at a depth within the tolerance (Kubric's depth + segment test).
 
 Deforming objects (`Surface`): the surface AOV at the query pixel says which triangle the renderer hit and
 where on it (barycentric coordinates); the point is that spot of the deformed triangle in every frame. Its
@@ -24,6 +24,9 @@ import numpy as np
 
 BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 SKY_DEPTH = 1e9  # Cycles' planar depth for rays that hit nothing is ~1e10
+# cosine between the view ray and the normal under which a point counts as facing away: within ~3 degrees of the
+# silhouette the pixel there shows the same surface at the same depth, so the depth test decides
+GRAZING = 0.05
 
 
 @dataclass
@@ -45,13 +48,12 @@ class Surface:
     two_sided: bool = False  # an open sheet, seen from both sides
 
     def follow(self, face: np.ndarray, barycentric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """World points and triangle normals [N,T,3] of the surface spots (triangle ``face`` [N], weights [N,3]);
-        each normal is turned to the side of the shading normal there (the mesh's outside)."""
+        """World points and unit triangle normals [N,T,3] of the surface spots (triangle ``face`` [N], weights
+        [N,3]). The normal follows the triangle's winding, which is how Blender orients its normals too; where a
+        surface crumples, the shading normals averaged over neighbours may point elsewhere, the winding does not."""
         corners = self.vertices[:, self.triangles[face]]  # [T,N,3,3]
         points = np.einsum("nk,tnkc->ntc", barycentric, corners)
         normals = np.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]).transpose(1, 0, 2)
-        shading = np.einsum("nk,tnkc->ntc", barycentric, self.corner_normals[:, face])
-        normals *= np.where((normals * shading).sum(-1, keepdims=True) < 0, -1.0, 1.0)
         return points, normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
 
 
@@ -147,7 +149,9 @@ def compute_tracks(passes: dict[str, np.ndarray], object_to_world: np.ndarray, i
     z = points_cam[..., 2]
     behind = z <= 1e-6
     outside = (xy[..., 0] < 0) | (xy[..., 0] >= width) | (xy[..., 1] < 0) | (xy[..., 1] >= height)
-    facing_away = ((normal_cam * points_cam).sum(-1) > 0) & ~two_sided[:, None]  # the camera centre is the origin
+    # the camera centre is the origin; within GRAZING of the silhouette the depth test decides instead
+    cosine = (normal_cam * points_cam).sum(-1) / np.maximum(np.linalg.norm(points_cam, axis=-1), 1e-12)
+    facing_away = (cosine > GRAZING) & ~two_sided[:, None]
     hidden = ~_visible_in_4_neighbours(xy, z, ids, object_index, depth_z, depth_tolerance)
     occluded = behind | outside | facing_away | hidden
     # the query frame is visible by construction (the pixel showed this point)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from synth.config import load_config
-from synth.scene import Cloth, Deform, Scene, Shape
+from synth.scene import Cloth, Deform, Scene, Shape, SoftBody
 from tapforge.errors import TapforgeError
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "scenes" / "cloth_drape.yaml"
-SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=8", "tracks.num_tracks=512", "scene.twist=3.0"]
+SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=8", "tracks.num_tracks=2048", "scene.twist=3.0"]
 
 
 def test_deform_and_cloth_arguments_are_checked():
@@ -19,6 +19,9 @@ def test_deform_and_cloth_arguments_are_checked():
         Deform("bend", axis="W")
     with pytest.raises(TapforgeError, match="pin 'top'"):
         Cloth(pin="top")
+    with pytest.raises(TapforgeError, match="stiffness must be in"):
+        SoftBody("sphere", stiffness=2.0)
+    assert SoftBody("sphere").rigid and SoftBody("sphere").deforms and SoftBody("sphere").two_sided
     sheet = Cloth(size=2.0, aspect=0.5, resolution=9, pin="-x")
     vertices, faces, volume = sheet.mesh()
     assert vertices.shape == (9 * 4, 3) and len(faces) == 2 * 8 * 3 and volume == 0.0
@@ -52,17 +55,19 @@ def drape():
 
 @pytest.mark.slow
 def test_tracks_on_cloth_and_deformed_shapes_agree_with_the_render_passes(drape):
-    from synth.gt_check import agreement_by_kind
+    from synth.gt_check import agreement_by_kind, surface_reconstruction_error
 
     clip, renderer = drape
+    errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
+    assert len(errors) == 3 and max(errors.values()) < 1e-4, errors  # the rendered surfaces are the tracked meshes
     figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
     print(figures)
-    assert set(figures) == {"background", "rigid", "cloth", "deformer"}
+    assert set(figures) == {"background", "rigid", "cloth", "deformer", "soft_body"}
     for kind, f in figures.items():  # the rigid thresholds, for every kind of surface
         assert f["visible_points"] > 100 and f["visible_segmentation_match"] > 0.9, kind
         assert f["visible_position_error_px"] < 1.0 and f["hidden_plainly_visible"] < 0.05, kind
         assert f["flow_error_px"] < 0.1, kind
-    for kind in ("cloth", "deformer"):  # the surfaces move, and the tracks follow them, not a rigid pose
+    for kind in ("cloth", "deformer", "soft_body"):  # the surfaces move, and the tracks follow them, not a rigid pose
         assert figures[kind]["median_motion_px"] > 0.1
         assert figures[kind]["flow_error_px"] < 0.25 * figures[kind]["median_motion_px"]
     cloth = next(o for o in renderer.last_scene.objects if not o.rigid)
@@ -89,7 +94,7 @@ def test_a_deformation_that_changes_topology_is_refused(drape):
     _, renderer = drape
     scene = build_scene(renderer.config, 5)
     renderer.blender.build(scene)
-    _, capsule = renderer.blender.deforming[-1]
+    _, capsule = next((spec, obj) for spec, obj in renderer.blender.deforming if spec.deform)
     decimate = capsule.modifiers.new("decimate", "DECIMATE")
     decimate.ratio = 1.0
     decimate.keyframe_insert("ratio", frame=0)
@@ -142,9 +147,11 @@ def animated(tmp_path_factory, drape):
 
 @pytest.mark.slow
 def test_tracks_on_animated_meshes_agree_with_the_render_passes(animated):
-    from synth.gt_check import agreement_by_kind, render_pass_agreement
+    from synth.gt_check import agreement_by_kind, render_pass_agreement, surface_reconstruction_error
 
     clip, renderer = animated
+    errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
+    assert len(errors) == 2 and max(errors.values()) < 1e-4, errors
     figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
     print(figures)
     f = figures["animated"]  # the skinned glTF column and the blob whose vertices the script moves

@@ -12,9 +12,10 @@ Standard view: the look before natural textures). The appearance is drawn from i
 three looks of one seed share objects, motion, camera and light.
 
 Deforming surfaces (the movi_deform preset): ``deforming_share`` of the objects bend, twist, taper, stretch or
-ripple over the clip (`synth.scene.Deform`), and ``num_cloths`` sheets of cloth fall over the scene and drape
-over the objects (`synth.scene.Cloth`); both are drawn from their own random stream, so the rigid layout of a
-seed is the one movi_e draws.
+ripple over the clip (`synth.scene.Deform`), ``num_cloths`` sheets of cloth fall over the scene and drape over
+the objects (`synth.scene.Cloth`), and ``soft_share`` of the tossed shapes are soft (`synth.scene.SoftBody`:
+same physics, a surface that squashes and wobbles); all are drawn from their own random stream, so the rigid
+layout of a seed is the one movi_e draws.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from typing import Literal
 import numpy as np
 
 from synth.scene import (DEFORM_KINDS, PROCEDURAL_TEXTURES, Asset, Camera, Cloth, Deform, Dome, Emission,
-                         Environment, Floor, Principled, Scene, Shape, Sky, Sun, Texture)
+                         Environment, Floor, Principled, Scene, Shape, Sky, SoftBody, Sun, Texture)
 from synth.script_config import integer_range, number_range, option, subset_of
 from synth.shapes import FACETED, SHAPES
 from synth.textures import FAMILIES
@@ -74,6 +75,7 @@ class Config:
     floor_texture: bool = True
     deforming_share: float = option(0.0, number_range(0, 1), "a fraction in [0, 1] of the objects")
     num_cloths: list = option(0, integer_range(0, 10), "an integer or [min, max] in [0, 10]")
+    soft_share: float = option(0.0, number_range(0, 1), "a fraction in [0, 1] of the dynamic shapes")
 
 
 def draw(rng: np.random.Generator, value, integer: bool = False):
@@ -226,6 +228,7 @@ def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generat
                  dynamic: bool) -> list:
     textures, assets = scene.assets.textures, scene.assets.objects
     side = texture_side(max(scene.resolution), 1, 128, 512)
+    soft_rng = np.random.default_rng([scene.seed, 3])  # its own stream: soft or not changes no other draw
     added = []
     for _ in range(draw(rng, cfg.num_dynamic_objects if dynamic else cfg.num_static_objects, integer=True)):
         asset_id = str(rng.choice(assets)) if assets and rng.random() < 0.5 else None
@@ -237,8 +240,9 @@ def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generat
             material = natural_material(look, material.label, size, side, textures)
         common = dict(size=size, material=material, smooth=cfg.appearance != "legacy" and shape not in FACETED,
                       friction=1.0, restitution=0.0, metadata={"is_dynamic": dynamic})
-        obj = Asset(asset_id=asset_id, **common) if asset_id else Shape(shape=shape,
-                                                                          params=shape_params(rng, shape), **common)
+        soft = dynamic and cfg.soft_share > 0 and soft_rng.random() < cfg.soft_share
+        obj = Asset(asset_id=asset_id, **common) if asset_id else (SoftBody if soft else Shape)(
+            shape=shape, params=shape_params(rng, shape), **common)
         scene += obj
         scene.simulator.place_without_overlap(obj, DYNAMIC_SPAWN_REGION if dynamic else STATIC_SPAWN_REGION, rng)
         added.append(obj)
