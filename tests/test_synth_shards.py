@@ -238,12 +238,7 @@ def small_filesystem(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def test_output_folders_that_cannot_take_the_dataset_are_one_line_and_leave_nothing(tmp_path, small_filesystem):
-    a_file = tmp_path / "a_file"
-    a_file.write_text("x")
-    result = subprocess.run(_render_cmd(a_file, 1), capture_output=True, text=True)
-    assert result.returncode == 2 and "is a file; fix: give a folder" in result.stderr.strip().splitlines()[-1]
-
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing_half_written(small_filesystem):
     full = small_filesystem / "data"
     result = subprocess.run(_render_cmd(full, 3), capture_output=True, text=True)
     last = result.stderr.strip().splitlines()[-1]
@@ -258,7 +253,11 @@ def test_output_folders_that_cannot_take_the_dataset_are_one_line_and_leave_noth
     assert result.returncode == 2 and "cannot be written (Read-only file system)" in result.stderr
 
 
-def test_a_run_that_fails_before_writing_leaves_no_empty_folder(tmp_path):
+def test_an_out_that_is_a_file_or_a_run_that_fails_before_writing_leaves_nothing(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    result = subprocess.run(_render_cmd(a_file, 1), capture_output=True, text=True)
+    assert result.returncode == 2 and "is a file; fix: give a folder" in result.stderr.strip().splitlines()[-1]
     out = tmp_path / "new" / "data"
     result = subprocess.run(_render_cmd(out, 1, "--set", "render.device=cuda"), capture_output=True, text=True)
     if result.returncode == 0:
