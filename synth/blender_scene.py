@@ -424,8 +424,6 @@ class BlenderRenderer:
                 mesh.loops.foreach_get("vertex_index", corners)
                 vertices = np.empty(3 * len(mesh.vertices), np.float32)
                 mesh.vertices.foreach_get("co", vertices)
-                normals = np.empty(3 * len(mesh.loops), np.float32)
-                mesh.corner_normals.foreach_get("vector", normals)
                 matrix = np.array(evaluated.matrix_world, float)
                 evaluated.to_mesh_clear()
                 if not np.isfinite(vertices).all():
@@ -436,14 +434,10 @@ class BlenderRenderer:
                     raise TapforgeError(f"{spec.label()}: its deformation changes the mesh's topology at frame {t}; "
                                         "use modifiers and simulations that only move vertices")
                 if t < num_frames:
-                    rotation = matrix[:3, :3]
-                    normal_matrix = np.linalg.inv(rotation).T
-                    frames[spec.instance_id].append((vertices.reshape(-1, 3) @ rotation.T + matrix[:3, 3],
-                                                     normals.reshape(-1, 3, 3) @ normal_matrix.T))
+                    frames[spec.instance_id].append(vertices.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3])
         scene.frame_set(0)
-        return {spec.instance_id: Surface(np.stack([v for v, _ in frames[spec.instance_id]]),
-                                          topology[spec.instance_id].reshape(-1, 3),
-                                          np.stack([n for _, n in frames[spec.instance_id]]), spec.two_sided)
+        return {spec.instance_id: Surface(np.stack(frames[spec.instance_id]), topology[spec.instance_id].reshape(-1, 3),
+                                          spec.two_sided)
                 for spec, _ in self.deforming}
 
     def _dome(self, dome: Dome) -> None:

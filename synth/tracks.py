@@ -44,13 +44,12 @@ class Surface:
 
     vertices: np.ndarray  # float [T,V,3]
     triangles: np.ndarray  # int [F,3]
-    corner_normals: np.ndarray  # float [T,F,3,3]: the shading normal at each corner of each triangle
     two_sided: bool = False  # an open sheet, seen from both sides
 
     def follow(self, face: np.ndarray, barycentric: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World points and unit triangle normals [N,T,3] of the surface spots (triangle ``face`` [N], weights
         [N,3]). The normal follows the triangle's winding, which is how Blender orients its normals too; where a
-        surface crumples, the shading normals averaged over neighbours may point elsewhere, the winding does not."""
+        surface crumples, shading normals averaged over neighbours may point elsewhere, the winding does not."""
         corners = self.vertices[:, self.triangles[face]]  # [T,N,3,3]
         points = np.einsum("nk,tnkc->ntc", barycentric, corners)
         normals = np.cross(corners[:, :, 1] - corners[:, :, 0], corners[:, :, 2] - corners[:, :, 0]).transpose(1, 0, 2)
