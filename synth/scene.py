@@ -14,7 +14,9 @@ A scene script is a function ``build(scene, rng, cfg)`` that fills a `Scene` (se
         scene.simulator.run()  # PyBullet: the ball falls and rolls (the pipeline runs it if the script does not)
 
 Objects are procedural shapes (`Shape`), mesh files (`MeshFile`: OBJ, PLY, glTF/GLB) or assets of a
-Kubric-manifest folder (`Asset`). An object moves by physics (the default; ``static=True`` keeps it in place
+Kubric-manifest folder (`Asset`). Surfaces may deform, with exact tracks: procedural deformations on any object
+(``deform=(Deform(...),)``), per-frame vertices from the script (`Object.animate_vertices`), a file's own skinned
+or shape-key animation (`AnimatedMesh`), cloth (`Cloth`) and soft bodies (`SoftBody`). An object moves by physics (the default; ``static=True`` keeps it in place
 as a collider) or by script: `Object.keyframe` (linear position, spherical rotation between keys) or
 `Object.set_poses` (per-frame arrays); a scripted object pushes simulated ones. The camera moves the same
 way (`Camera.look_at` with per-frame arrays, or `Camera.keyframe`). Whatever moves, the renderer is keyed with
