@@ -6,8 +6,10 @@ animation (armature skinning, shape keys) at the clip's frames.
 """
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -40,13 +42,19 @@ def _import(path: Path) -> list:
     return [o for o in bpy.data.objects if o not in before]
 
 
-def _remove_imported(before: dict[str, set]) -> None:
+@contextlib.contextmanager
+def _imports_removed() -> Iterator[dict[str, set]]:
+    """Remove afterwards every datablock an importer adds inside the block; yields what there was before."""
     import bpy
 
-    for kind in IMPORTED:
-        collection = getattr(bpy.data, kind)
-        for block in [b for b in collection if b not in before[kind]]:
-            collection.remove(block)
+    before = {kind: set(getattr(bpy.data, kind)) for kind in IMPORTED}
+    try:
+        yield before
+    finally:
+        for kind in IMPORTED:
+            collection = getattr(bpy.data, kind)
+            for block in [b for b in collection if b not in before[kind]]:
+                collection.remove(block)
 
 
 def _joined_mesh(objects: list, depsgraph) -> tuple[np.ndarray, np.ndarray]:
@@ -75,11 +83,8 @@ def _joined_mesh(objects: list, depsgraph) -> tuple[np.ndarray, np.ndarray]:
 def _blender_import(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import bpy
 
-    before = {kind: set(getattr(bpy.data, kind)) for kind in IMPORTED}
-    try:
+    with _imports_removed():
         vertices, faces = _joined_mesh(_import(path), bpy.context.evaluated_depsgraph_get())
-    finally:
-        _remove_imported(before)
     if not len(vertices):
         raise TapforgeError(f"{path}: holds no mesh; give a file with triangle geometry")
     return vertices, faces
@@ -99,33 +104,32 @@ def load_animation(path: str, animation: str | None, start: float, speed: float,
     scene = bpy.context.scene
     saved = scene.render.fps, scene.render.fps_base, scene.frame_current
     scene.render.fps, scene.render.fps_base = frame_rate, 1.0  # importers turn seconds into frames at this rate
-    before = {kind: set(getattr(bpy.data, kind)) for kind in IMPORTED}
     try:
-        try:
-            objects = _import(file)
-        except RuntimeError as err:
-            raise TapforgeError(f"AnimatedMesh {path}: Blender cannot read it ({str(err).splitlines()[-1]}); "
-                                "check the file") from None
-        if animation is not None:
-            if animation not in bpy.data.actions or bpy.data.actions[animation] in before["actions"]:
-                names = sorted(a.name for a in bpy.data.actions if a not in before["actions"])
-                raise TapforgeError(f"AnimatedMesh {path}: no animation {animation!r}; the file has {names}")
-            for obj in objects:
-                if obj.animation_data is not None and obj.animation_data.action is not None:
-                    obj.animation_data.action = bpy.data.actions[animation]
-        frames, faces = [], None
-        for k in range(num_frames):
-            frame = (start + k * speed / frame_rate) * frame_rate
-            scene.frame_set(int(np.floor(frame)), subframe=float(frame - np.floor(frame)))
-            vertices, tris = _joined_mesh(objects, bpy.context.evaluated_depsgraph_get())
-            if faces is None:
-                faces = tris
-            if not len(vertices) or (frames and vertices.shape != frames[0].shape):
-                raise TapforgeError(f"AnimatedMesh {path}: holds no mesh, or its animation changes the number of "
-                                    "vertices; give a skinned or shape-key animation of fixed meshes")
-            frames.append(vertices)
+        with _imports_removed() as before:
+            try:
+                objects = _import(file)
+            except RuntimeError as err:
+                raise TapforgeError(f"AnimatedMesh {path}: Blender cannot read it ({str(err).splitlines()[-1]}); "
+                                    "check the file") from None
+            if animation is not None:
+                if animation not in bpy.data.actions or bpy.data.actions[animation] in before["actions"]:
+                    names = sorted(a.name for a in bpy.data.actions if a not in before["actions"])
+                    raise TapforgeError(f"AnimatedMesh {path}: no animation {animation!r}; the file has {names}")
+                for obj in objects:
+                    if obj.animation_data is not None and obj.animation_data.action is not None:
+                        obj.animation_data.action = bpy.data.actions[animation]
+            frames, faces = [], None
+            for k in range(num_frames):
+                frame = (start + k * speed / frame_rate) * frame_rate
+                scene.frame_set(int(np.floor(frame)), subframe=float(frame - np.floor(frame)))
+                vertices, tris = _joined_mesh(objects, bpy.context.evaluated_depsgraph_get())
+                if faces is None:
+                    faces = tris
+                if not len(vertices) or (frames and vertices.shape != frames[0].shape):
+                    raise TapforgeError(f"AnimatedMesh {path}: holds no mesh, or its animation changes the number of "
+                                        "vertices; give a skinned or shape-key animation of fixed meshes")
+                frames.append(vertices)
     finally:
-        _remove_imported(before)
         scene.render.fps, scene.render.fps_base = saved[0], saved[1]
         scene.frame_set(saved[2])
     return np.stack(frames), faces
