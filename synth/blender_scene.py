@@ -337,7 +337,7 @@ class BlenderRenderer:
 
     def _deformation(self, spec, blender_obj, num_frames: int, frame_rate: int) -> None:
         """Mark a deforming mesh's triangles and corners for the surface AOV, then add its deformation: Simple
-        Deform / Wave modifiers keyed at every frame, or Blender's cloth simulation (cached over the clip)."""
+        Deform / Wave modifiers keyed at every frame, or Blender's cloth or soft-body simulation."""
         mesh = blender_obj.data
         num_faces = len(mesh.polygons)
         loop_start = np.empty(num_faces, np.int32)

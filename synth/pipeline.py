@@ -88,7 +88,7 @@ class SceneRenderer:
         self.blender.build(scene)
         timing["scene_build"] = time.perf_counter() - start
         start = time.perf_counter()
-        surfaces = self.blender.read_surfaces(scene.num_frames)  # runs cloth simulations, before the render
+        surfaces = self.blender.read_surfaces(scene.num_frames)  # runs the simulations, before the render
         if surfaces:
             timing["deformation"] = time.perf_counter() - start
         passes = self.blender.render(scene.num_frames)

@@ -43,6 +43,17 @@ def test_physics_leaves_cloth_to_blender():
     scene.close()
 
 
+def _checked_against_passes(clip, renderer, num_surfaces: int) -> dict:
+    """Check that the rendered surfaces are the tracked meshes; the render-pass agreement by kind of surface."""
+    from synth.gt_check import agreement_by_kind, surface_reconstruction_error
+
+    errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
+    assert len(errors) == num_surfaces and max(errors.values()) < 1e-4, errors
+    figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
+    print(figures)
+    return figures
+
+
 @pytest.fixture(scope="module")
 def drape():
     pytest.importorskip("bpy", reason="bpy is needed to render")
@@ -55,13 +66,8 @@ def drape():
 
 @pytest.mark.slow
 def test_tracks_on_cloth_and_deformed_shapes_agree_with_the_render_passes(drape):
-    from synth.gt_check import agreement_by_kind, surface_reconstruction_error
-
     clip, renderer = drape
-    errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
-    assert len(errors) == 3 and max(errors.values()) < 1e-4, errors  # the rendered surfaces are the tracked meshes
-    figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
-    print(figures)
+    figures = _checked_against_passes(clip, renderer, num_surfaces=3)
     assert set(figures) == {"background", "rigid", "cloth", "deformer", "soft_body"}
     for kind, f in figures.items():  # the rigid thresholds, for every kind of surface
         assert f["visible_points"] > 100 and f["visible_segmentation_match"] > 0.9, kind
@@ -147,13 +153,10 @@ def animated(tmp_path_factory, drape):
 
 @pytest.mark.slow
 def test_tracks_on_animated_meshes_agree_with_the_render_passes(animated):
-    from synth.gt_check import agreement_by_kind, render_pass_agreement, surface_reconstruction_error
+    from synth.gt_check import render_pass_agreement
 
     clip, renderer = animated
-    errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
-    assert len(errors) == 2 and max(errors.values()) < 1e-4, errors
-    figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
-    print(figures)
+    figures = _checked_against_passes(clip, renderer, num_surfaces=2)
     f = figures["animated"]  # the skinned glTF column and the blob whose vertices the script moves
     assert f["visible_points"] > 300 and f["visible_segmentation_match"] > 0.9
     assert f["visible_position_error_px"] < 1.0 and f["hidden_plainly_visible"] < 0.05
