@@ -64,7 +64,8 @@ def _resolve_last(trainer) -> str | None:
 
 
 def read_checkpoint(path: str) -> dict:
-    """A ``--ckpt_path`` file as Lightning reads it, or one error line naming the problem and the fix."""
+    """The weights' shapes of a ``--ckpt_path`` file read as Lightning reads it (meta tensors: no memory held), or
+    one error line naming the problem and the fix."""
     import torch
 
     from tapforge.errors import TapforgeError
@@ -82,15 +83,16 @@ def read_checkpoint(path: str) -> dict:
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
         raise TapforgeError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict); fix: give a .ckpt "
                             "written by tapforge train fit (weights from elsewhere go in --model.init_from)")
-    return checkpoint
+    return {k: torch.empty(getattr(v, "shape", ()), device="meta") for k, v in checkpoint["state_dict"].items()}
 
 
-def check_checkpoint_fits(path: str, module) -> None:
-    """One error line naming the mismatched keys when the ``--ckpt_path`` weights do not fit ``module``."""
+def check_checkpoint_fits(path: str, weights: dict, module) -> None:
+    """One error line naming the mismatched keys when the ``--ckpt_path`` weights (`read_checkpoint`) do not fit
+    ``module``."""
     from tapir.checkpoint import state_dict_mismatch
     from tapforge.errors import TapforgeError
 
-    problems = state_dict_mismatch(module.state_dict(), read_checkpoint(path)["state_dict"])
+    problems = state_dict_mismatch(module.state_dict(), weights)
     if problems:
         raise TapforgeError(f"--ckpt_path {path} does not fit this model.model: " + "; ".join(problems)
                             + "; fix: use the model settings it was trained with (its run's config.yaml)")
@@ -127,8 +129,9 @@ def _build_cli_class():
             # LightningCLI reads the file's hyper-parameters here (they override the model config): read it first
             subcommand = self.config.get("subcommand")
             path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            self._read_weights = None  # (path, weights): read once, checked against the model once it is built
             if path and path not in LIGHTNING_CKPT_NAMES:
-                read_checkpoint(str(path))
+                self._read_weights = (str(path), read_checkpoint(str(path)))
             super()._parse_ckpt_path()
 
         def _check_ckpt_path(self) -> None:
@@ -136,7 +139,9 @@ def _build_cli_class():
             if path == "last":
                 path = _resolve_last(self.trainer)
             if path and path not in LIGHTNING_CKPT_NAMES:
-                check_checkpoint_fits(str(path), self.model)
+                read = self._read_weights
+                weights = read[1] if read and read[0] == str(path) else read_checkpoint(str(path))
+                check_checkpoint_fits(str(path), weights, self.model)
 
         def before_fit(self) -> None:
             self._check_ckpt_path()
