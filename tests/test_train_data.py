@@ -14,7 +14,7 @@ from tapir import tapvid
 from train.data import TAPIRDataModule, TrainClipStream, make_training_example
 from train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from train.procedural import make_clip, write_shards
-from train.sampling import balanced_counts, sample_queries, subclip_indices
+from train.sampling import balanced_counts, object_counts, sample_queries, subclip_indices
 from train.shards import expand_shards
 
 torch.set_num_threads(1)
@@ -66,6 +66,21 @@ def test_queries_are_visible_balanced_and_spread_over_the_clip():
     rows, query_frame = sample_queries(occluded[:20], object_ids[:20], 64, rng)
     assert len(rows) == 64 and not occluded[rows, query_frame].any()
     assert sample_queries(np.ones((5, 4), bool), np.zeros(5, int), 8, rng) is None
+
+
+def test_background_share_gives_the_background_its_share_and_passes_on_what_it_lacks():
+    rng = np.random.default_rng(0)
+    object_ids = np.repeat(np.arange(4), [200, 60, 60, 3])  # background + 3 objects, one tiny
+    occluded = np.zeros((len(object_ids), 8), bool)
+    rows, _ = sample_queries(occluded, object_ids, 64, rng, background_share=0.5)
+    assert np.bincount(object_ids[rows], minlength=4).tolist() == [32, 14, 15, 3]
+    rows, _ = sample_queries(occluded, object_ids, 64, rng, background_share=None)  # Kubric: one share each
+    assert np.bincount(object_ids[rows], minlength=4).tolist() == [21, 20, 20, 3]
+    few = np.repeat(np.arange(3), [10, 60, 60])  # too little background: the objects take the rest
+    rows, _ = sample_queries(occluded[:130], few, 64, rng, background_share=0.5)
+    assert np.bincount(few[rows], minlength=3).tolist() == [10, 27, 27]
+    objects_only = np.repeat(np.arange(3), [200, 5, 5])  # objects too small: the background takes the rest
+    assert object_counts(np.bincount(objects_only), np.arange(3) == 0, 64, 0.25).tolist() == [54, 5, 5]
 
 
 def test_subclip_uses_fitting_strides_only():
@@ -166,6 +181,7 @@ def test_unusable_clips_stop_with_a_clear_error(shard_dir, tmp_path):
         (dict(on_corrupt="ignore"), "data.on_corrupt"),
         (dict(query_modes=["first", "random"]), "data.query_modes"),
         (dict(resolution=(4, 4)), "data.resolution"),
+        (dict(background_share=1.5), "data.background_share"),
     ],
 )
 def test_bad_data_config_names_the_key(kwargs, key):

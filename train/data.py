@@ -68,11 +68,13 @@ def make_training_example(
     num_queries: int,
     rng: np.random.Generator,
     frame_size: tuple[int, int] | None = None,
+    background_share: float | None = None,
 ) -> dict | str:
     """Raw shard sample -> a training example, or a string saying why the clip was skipped.
 
     The example holds video uint8 [T,H,W,3], tracks float32 [Q,T,2], occluded bool [Q,T],
-    query_frame int64 [Q] (a frame where the query's track is visible) and object_ids [Q].
+    query_frame int64 [Q] (a frame where the query's track is visible) and object_ids [Q];
+    ``background_share`` as in ``train.sampling.sample_queries``.
     Raises SchemaError for a sample that does not follow the shard schema.
     """
     clip = decode_clip(sample, with_video=False)
@@ -84,7 +86,7 @@ def make_training_example(
     if frame_size is not None and tuple(frame_size) != video.shape[1:3]:
         video, tracks = resize_clip(video, tracks, frame_size)
     occluded = clip.occluded[:, frames] | outside_frame(tracks, *video.shape[1:3])
-    chosen = sample_queries(occluded, clip.object_ids, num_queries, rng)
+    chosen = sample_queries(occluded, clip.object_ids, num_queries, rng, background_share)
     if chosen is None:
         return f"clip {clip.key} has no track visible in the sampled frames"
     rows, query_frame = chosen
@@ -123,6 +125,7 @@ class TrainClipStream(IterableDataset):
         frame_strides: Sequence[int],
         num_queries: int,
         frame_size: tuple[int, int] | None = None,
+        background_share: float | None = None,
         shuffle_buffer: int = 64,
         on_corrupt: str = "skip",
         seed: int = 0,
@@ -137,6 +140,7 @@ class TrainClipStream(IterableDataset):
         self.frame_strides = list(frame_strides)
         self.num_queries = num_queries
         self.frame_size = frame_size
+        self.background_share = background_share
         self.shuffle_buffer = shuffle_buffer
         self.on_corrupt = on_corrupt
         self.seed = seed
@@ -159,7 +163,8 @@ class TrainClipStream(IterableDataset):
         for sample in read_samples(resampled_urls(urls, random.Random(str(seed))), handler):
             try:
                 example = make_training_example(
-                    sample, self.num_frames, self.frame_strides, self.num_queries, rng, self.frame_size
+                    sample, self.num_frames, self.frame_strides, self.num_queries, rng, self.frame_size,
+                    self.background_share,
                 )
             except SchemaError as err:
                 handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
@@ -241,6 +246,8 @@ class TAPIRDataModule(LightningDataModule):
       batch_size: clips per device and step.
       num_frames: frames per training clip; frame_strides: strides a sub-clip may use.
       num_queries: query points per training clip.
+      background_share: share of each clip's queries on the static background (floor, dome); null
+        = Kubric's recipe, an even share per object, the background counting as one object.
       resolution: (height, width) the model sees, after augmentation, and of validation videos.
       frame_size: resize decoded shard frames on the CPU to this (height, width) first (needed
         only when shards mix frame sizes or are much larger than ``resolution``).
@@ -264,6 +271,7 @@ class TAPIRDataModule(LightningDataModule):
         num_frames: int = 24,
         frame_strides: tuple[int, ...] = (1,),
         num_queries: int = 256,
+        background_share: float | None = None,
         resolution: tuple[int, int] = (256, 256),
         frame_size: tuple[int, int] | None = None,
         epoch_length: int = 1000,
@@ -288,6 +296,8 @@ class TAPIRDataModule(LightningDataModule):
         for key, size in [("resolution", resolution), ("frame_size", frame_size)]:
             _check(size is None or (len(size) == 2 and min(size) >= 8),
                    f"data.{key} is {size}; fix: give [height, width] of at least 8 pixels each")  # fmt: skip
+        _check(background_share is None or 0 <= background_share <= 1,
+               f"data.background_share is {background_share}; fix: use a share in [0, 1], or null for an even share per object")  # fmt: skip
         _check(on_corrupt in ON_CORRUPT, f"data.on_corrupt is {on_corrupt!r}; fix: use one of {', '.join(ON_CORRUPT)}")
         bad_modes = [m for m in query_modes if m not in ("first", "strided")]
         _check(not bad_modes, f"data.query_modes has {bad_modes}; fix: use 'first' and/or 'strided'")
@@ -301,6 +311,7 @@ class TAPIRDataModule(LightningDataModule):
         self.num_frames = int(num_frames)
         self.frame_strides = [int(s) for s in frame_strides]
         self.num_queries = int(num_queries)
+        self.background_share = None if background_share is None else float(background_share)
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.epoch_length = int(epoch_length)
@@ -357,7 +368,7 @@ class TAPIRDataModule(LightningDataModule):
         step = self.trainer.global_step if self.trainer is not None else 0
         stream = TrainClipStream(
             self.train_urls, self.batch_size, self.epoch_length, self.num_frames, self.frame_strides,
-            self.num_queries, self.frame_size, self.shuffle_buffer, self.on_corrupt,
+            self.num_queries, self.frame_size, self.background_share, self.shuffle_buffer, self.on_corrupt,
             seed=self.seed * 1_000_003 + step, rank=rank, world_size=world,
         )  # fmt: skip
         return DataLoader(

@@ -3,7 +3,9 @@
 Queries follow Kubric's point-tracking recipe: the budget of ``num_queries`` is shared out
 evenly across objects (background = object 0 counts as one object), an object that has fewer
 usable tracks than its share gives the rest to the others, every query lies on a frame where its
-track is visible, and the query frames are spread over the whole clip.
+track is visible, and the query frames are spread over the whole clip. A ``background_share``
+gives the static background (floor, dome: most of every frame) that share of the budget instead
+of one object's.
 """
 from __future__ import annotations
 
@@ -63,8 +65,23 @@ def spread_query_frames(visible: np.ndarray, rng: np.random.Generator) -> np.nda
     return np.argmin(distance, axis=1)
 
 
+def object_counts(available: np.ndarray, is_background: np.ndarray, total: int, background_share: float | None) -> np.ndarray:
+    """Queries per object: ``balanced_counts``, or the background first takes ``background_share``
+    of ``total`` (as far as it has tracks), the objects share the rest and what they cannot take
+    goes back to the background."""
+    if background_share is None or not is_background.any() or is_background.all():
+        return balanced_counts(available, total)
+    counts = np.zeros_like(np.asarray(available, dtype=np.int64))
+    background = int(np.flatnonzero(is_background)[0])
+    counts[background] = min(int(round(background_share * total)), int(available[background]))
+    counts[~is_background] = balanced_counts(available[~is_background], total - counts[background])
+    counts[background] = min(total - counts[~is_background].sum(), int(available[background]))
+    return counts
+
+
 def sample_queries(
-    occluded: np.ndarray, object_ids: np.ndarray, num_queries: int, rng: np.random.Generator
+    occluded: np.ndarray, object_ids: np.ndarray, num_queries: int, rng: np.random.Generator,
+    background_share: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Choose ``num_queries`` (track, query frame) pairs from a clip's ground truth.
 
@@ -72,6 +89,8 @@ def sample_queries(
       occluded: bool [N,T], True where a track is hidden or outside the frame.
       object_ids: int [N], the object each track lies on (0 = background).
       num_queries: how many queries to return.
+      background_share: share of the queries on the background (object 0); None = Kubric's even
+        share per object.
     Returns (track_index [Q] int64, query_frame [Q] int64), or None if no track is visible in
     any frame. Tracks are distinct while there are enough usable tracks; otherwise usable tracks
     are repeated (as Kubric pads with repeated rows).
@@ -80,7 +99,7 @@ def sample_queries(
     if usable.size == 0:
         return None
     objects, inverse = np.unique(object_ids[usable], return_inverse=True)
-    per_object = balanced_counts(np.bincount(inverse, minlength=len(objects)), num_queries)
+    per_object = object_counts(np.bincount(inverse, minlength=len(objects)), objects == 0, num_queries, background_share)
     chosen = [rng.choice(usable[inverse == k], size=int(n), replace=False) for k, n in enumerate(per_object) if n]
     tracks = np.concatenate(chosen)
     if tracks.size < num_queries:
