@@ -53,7 +53,7 @@ def dome_mesh(radius: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 class BlenderRenderer:
-    """Owns the bpy session: render settings once, then `render_scene` per scene."""
+    """Owns the bpy session: render settings once, then `build` and `render` per scene."""
 
     def __init__(self, settings: RenderSettings):
         import bpy

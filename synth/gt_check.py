@@ -1,6 +1,8 @@
 """How well ground-truth tracks agree with the renderer's own passes (used by tests and bench/gt.py).
 
-The tracks come from poses and the camera; the passes come from Cycles. At the pixel under each point:
+The tracks come from poses and the camera (or, for deforming surfaces, the evaluated meshes); the passes come
+from Cycles. At the pixel under each point, `render_pass_agreement` compares the two: segmentation and position
+for visible points, what covers hidden ones, and the vector pass against the track motion.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import dataclasses
 import numpy as np
 
 from synth.schema import Clip
+from synth.tracks import SKY_DEPTH, surface_spots
 
 
 def _camera_points(passes: dict, clip: Clip) -> np.ndarray:
@@ -45,8 +48,6 @@ def surface_reconstruction_error(passes: dict, surfaces: dict) -> dict[int, floa
     """For each deforming object (`synth.tracks.Surface` by instance id): the 99th percentile, over its pixels in
     every frame, of the distance (metres) between the renderer's position pass and the spot its surface AOV names
     (triangle, barycentric weights) on the mesh the tracks use. Zero when the rendered surface is that mesh."""
-    from synth.tracks import surface_spots
-
     seg = passes["object_index"]
     positions = passes["position"].reshape(-1, 3).astype(np.float64)
     errors = {}
@@ -98,7 +99,7 @@ def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str
     hn, ht = np.nonzero(clip.occluded & in_frame)
     hx, hy = np.floor(xy[hn, ht, 0]).astype(int), np.floor(xy[hn, ht, 1]).astype(int)
     depth = surface[ht, hy, hx, 2]
-    sky = passes["depth_z"][ht, hy, hx] > 1e9
+    sky = passes["depth_z"][ht, hy, hx] >= SKY_DEPTH
     hidden_same = seg[ht, hy, hx] == clip.object_ids[hn]
     point_depth = z[hn, ht]
     covered = ~hidden_same | (~sky & (depth < point_depth * 0.99))

@@ -5,7 +5,10 @@ background) among the pixels where each object is visible; the renderer's positi
 centre gives the surface point, which is pinned to its object's frame and then moved with the exact
 per-frame object poses and projected with the exact camera. A point is occluded when it is behind the
 camera, outside the frame, facing away from the camera (by more than `GRAZING`), or when none of the 4 pixels
-around it shows the same object at a depth within the tolerance (Kubric's depth + segment test).
+around it shows the same object at a depth within the tolerance. This is our variant of Kubric's test (Kubric
+hides a point when the farthest of the 4 neighbours fails the 1% depth test or any shows another segment): one
+agreeing neighbour keeps it visible, so a point next to an occluding edge is not hidden by the pixel beside it
+(measured against the renderer's passes by bench/gt.py).
 
 Deforming objects (`Surface`): the surface AOV at the query pixel says which triangle the renderer hit and
 where on it (barycentric coordinates); the point is that spot of the deformed triangle in every frame. Its

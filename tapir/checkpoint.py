@@ -33,6 +33,7 @@ import torch
 
 from tapforge.atomic import atomic_write
 from tapforge.errors import TapforgeError
+from tapir.model import TAPIR, postprocess
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
 MIXER_BASE_INPUTS = 4 + 128 + 256
@@ -42,12 +43,6 @@ EXPORT_FORMATS = ("tapnet-pt", "safetensors", "onnx", "torchscript")
 # settings a tapnet .pt loader is given at load time (tapnet's TAPIR arguments, our --softmax-temperature / --causal)
 TAPNET_PT_LOAD_OPTIONS = ("initial_resolution", "softmax_temperature", "use_casual_conv")
 ONNX_OPSET = 20  # GridSample-20 accepts the 5-D (volumetric) sampling TAPIR uses for query features
-
-
-def _tapir_class():
-    from tapir.model import TAPIR
-
-    return TAPIR
 
 
 def infer_config(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike = "") -> dict[str, Any]:
@@ -141,7 +136,7 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
 
 def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
     """``TAPIR(**config)`` with JSON lists turned back into tuples and unknown keys named."""
-    tapir_cls = _tapir_class()
+    tapir_cls = TAPIR
     accepted = inspect.signature(tapir_cls).parameters
     unknown = sorted(set(config) - set(accepted))
     if unknown:
@@ -228,7 +223,7 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def tapnet_pt_differences(model: torch.nn.Module) -> list[str]:
     """Settings of ``model`` that a tapnet ``.pt`` (a bare state_dict) cannot carry: those where it differs from
     what a loader infers from the weights or assumes (TAPIR's defaults), load-time options aside."""
-    defaults = {n: p.default for n, p in inspect.signature(_tapir_class()).parameters.items()
+    defaults = {n: p.default for n, p in inspect.signature(TAPIR).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     assumed = json.loads(json.dumps({**defaults, **infer_config(model.state_dict())}))
     own = model_config(model)
@@ -277,7 +272,7 @@ class TrackingGraph(torch.nn.Module):
 
     def forward(self, video: torch.Tensor, query_points: torch.Tensor):
         out = self.model(video, query_points, is_training=False, query_chunk_size=self.query_chunk_size)
-        visibility = (1 - torch.sigmoid(out["occlusion"])) * (1 - torch.sigmoid(out["expected_dist"]))
+        visibility, _ = postprocess(out["occlusion"], out["expected_dist"])
         return out["tracks"], out["occlusion"], out["expected_dist"], visibility
 
 

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from tapforge.errors import TapforgeError
 from tapir import tapvid
+from tapir.cli_options import add_run_options, tracker_from_args
 
 DATASET_FLAGS = (
     ("tapvid_davis", "--tapvid-davis", "TAP-Vid-DAVIS pickle"),
@@ -41,12 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-mode", choices=tapvid.QUERY_MODES, default="first", help="query sampling (default first)")
     p.add_argument("--json", help="write all numbers (means and per-video) to this JSON file")
     p.add_argument("--max-videos", type=int, help="evaluate only the first N videos of each dataset")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
-    p.add_argument("--query-chunk-size", type=int, default=64, help="queries per cost-volume chunk (memory)")
-    p.add_argument("--softmax-temperature", type=float, help="override the checkpoint's (BootsTAPIR uses 10)")
-    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=None,
-                   help="force causal (or non-causal) mixer convs for a tapnet .pt")
+    add_run_options(p)
     return p
 
 
@@ -107,13 +103,7 @@ def main(argv: list[str]) -> int:
         raise TapforgeError(f"--max-videos {args.max_videos} is not positive; fix: pass N >= 1")
     tracker = None
     if args.checkpoint:
-        from tapir.checkpoint import config_overrides
-        from tapir.inference import Tracker
-
-        overrides = config_overrides(args.softmax_temperature, args.causal)
-        tracker = Tracker.from_checkpoint(
-            args.checkpoint, device=args.device, overrides=overrides, bf16=args.bf16, query_chunk_size=args.query_chunk_size
-        )
+        tracker = tracker_from_args(args)
     results = {"checkpoint": args.checkpoint, "datasets": {}}
     for dest, path in datasets:
         start = time.perf_counter()

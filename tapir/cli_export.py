@@ -20,6 +20,7 @@ import torch
 
 from tapforge.errors import TapforgeError
 from tapir import checkpoint
+from tapir.cli_options import add_load_options, load_overrides
 
 GRAPH_TOLERANCE = 1e-3
 """Largest accepted difference between an ONNX/TorchScript file and PyTorch (pixels or logits)."""
@@ -32,9 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=24, help="ONNX/TorchScript: number of frames T (default 24)")
     p.add_argument("--num-queries", type=int, default=64, help="ONNX/TorchScript: number of query points N (default 64)")
     p.add_argument("--no-verify", action="store_true", help="skip running the exported file against PyTorch")
-    p.add_argument("--softmax-temperature", type=float, help="override the checkpoint's (BootsTAPIR uses 10)")
-    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=None,
-                   help="force causal (or non-causal) mixer convs for a tapnet .pt")
+    add_load_options(p)
     return p
 
 
@@ -69,7 +68,7 @@ def main(argv: list[str]) -> int:
         raise TapforgeError("--frames and --num-queries must be positive; fix: e.g. --frames 24 --num-queries 64")
     if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
         raise TapforgeError("--out is the input checkpoint; fix: write to another file")
-    model = checkpoint.load_model(args.checkpoint, **checkpoint.config_overrides(args.softmax_temperature, args.causal))
+    model = checkpoint.load_model(args.checkpoint, **load_overrides(args))
     start = time.perf_counter()
     if args.to == "tapnet-pt":
         checkpoint.save_tapnet_pt(model, args.out)

@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 
 from tapforge.errors import TapforgeError
+from tapir.cli_options import add_run_options, tracker_from_args
 
 SAVE_SUFFIXES = (".npz", ".csv")
 
@@ -40,15 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-frame", type=int, default=0, help="frame of the --grid queries (default 0)")
     p.add_argument("--out", help="overlay video to write (.mp4, .gif, .webm, .avi, .mov, .mkv)")
     p.add_argument("--save", help="tracks to write (.npz or .csv)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (GPU)")
     p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="resize frames to H W before tracking (multiples of 8; default the model's initial resolution; larger sizes add refinement at that size)")
-    p.add_argument("--query-chunk-size", type=int, default=64, help="queries per cost-volume chunk (memory)")
     p.add_argument("--fps", type=float, help="overlay frame rate (default: the video's)")
     p.add_argument("--trail", type=int, default=8, help="frames of trail drawn behind each point (default 8)")
-    p.add_argument("--softmax-temperature", type=float, help="override the checkpoint's (BootsTAPIR uses 10)")
-    p.add_argument("--causal", action=argparse.BooleanOptionalAction, default=None,
-                   help="force causal (or non-causal) mixer convs for a tapnet .pt")
+    add_run_options(p)
     return p
 
 
@@ -127,8 +123,7 @@ def main(argv: list[str]) -> int:
             raise TapforgeError(f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}")
     if args.grid is not None and not 1 <= args.grid <= 256:
         raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
-    from tapir.checkpoint import config_overrides
-    from tapir.inference import Tracker, grid_queries
+    from tapir.inference import grid_queries
     from tapir.video import read_video, write_video
     from tapir.viz import draw_tracks
 
@@ -141,11 +136,7 @@ def main(argv: list[str]) -> int:
             raise TapforgeError(f"--grid-frame {args.grid_frame} is outside the video's {num_frames} frames; fix: use 0..{num_frames - 1}")
         queries = grid_queries(8 if args.grid is None else args.grid, height, width, args.grid_frame)
 
-    overrides = config_overrides(args.softmax_temperature, args.causal)
-    tracker = Tracker.from_checkpoint(
-        args.checkpoint, device=args.device, overrides=overrides, bf16=args.bf16,
-        resolution=tuple(args.resolution) if args.resolution else None, query_chunk_size=args.query_chunk_size,
-    )
+    tracker = tracker_from_args(args, resolution=tuple(args.resolution) if args.resolution else None)
     print(f"tracking {len(queries)} points through {num_frames} frames ({width}x{height}) on {tracker.device}")
     start = time.perf_counter()
     result = tracker.track(frames, queries, progress=True)

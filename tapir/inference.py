@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tapforge.errors import TapforgeError
+from tapir.model import postprocess
 
 
 @dataclass
@@ -73,12 +74,6 @@ def check_queries(queries: np.ndarray, num_frames: int, height: int, width: int)
             f"fix: use 0 <= t <= {num_frames - 1}, 0 <= y <= {height}, 0 <= x <= {width} (pixels, t,y,x order)"
         )
     return queries
-
-
-def postprocess(occlusion: torch.Tensor, expected_dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(visibility probability, occluded bool) from occlusion and expected-distance logits."""
-    visibility = (1 - torch.sigmoid(occlusion)) * (1 - torch.sigmoid(expected_dist))
-    return visibility, visibility <= 0.5
 
 
 class Tracker:

@@ -22,11 +22,18 @@ from torch.utils.checkpoint import checkpoint
 from tapforge.errors import TapforgeError
 from tapir import nets
 
+
 HIGHRES_DIM = 128
 LOWRES_DIM = 256
 SOFT_ARGMAX_THRESHOLD = 5.0
 # Frame chunking keeps each cost-volume step under this many grid cells (x16 channels in memory).
 COST_VOLUME_CELLS = 1 << 22
+
+
+def postprocess(occlusion: torch.Tensor, expected_dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visibility probability, occluded bool) from occlusion and expected-distance logits."""
+    visibility = (1 - torch.sigmoid(occlusion)) * (1 - torch.sigmoid(expected_dist))
+    return visibility, visibility <= 0.5
 
 
 class FeatureGrids(NamedTuple):

@@ -23,6 +23,7 @@ from PIL import Image
 from tapforge.errors import TapforgeError
 
 QUERY_MODES = ("first", "strided")
+QUERY_STRIDE = 5  # strided mode: a query every 5th frame where the track is visible (TAP-Vid)
 THRESHOLDS = (1, 2, 4, 8, 16)
 METRIC_KEYS = (
     ("occlusion_accuracy",)
@@ -117,7 +118,7 @@ def sample_queries_strided(
     target_occluded: np.ndarray,
     target_points: np.ndarray,
     frames: np.ndarray,
-    query_stride: int = 5,
+    query_stride: int = QUERY_STRIDE,
 ) -> dict[str, np.ndarray]:
     """One query per track at every ``query_stride``-th frame where the track is visible.
 

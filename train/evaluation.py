@@ -165,7 +165,7 @@ class SyntheticEvalSet(IterableDataset):
                 tracks = tracks * np.array([self.resolution[1] / width, self.resolution[0] / height], np.float32)
             occluded = clip.occluded[rows] | outside_frame(tracks, *self.resolution)
             for mode in self.query_modes:
-                if mode == "first" or np.any(~occluded[:, ::5]):  # strided queries need a visible point
+                if mode == "first" or np.any(~occluded[:, ::tapvid.QUERY_STRIDE]):  # strided queries need a visible point
                     sample_out = queries_for_mode(occluded, tracks, video, mode)
                     yield _as_batch(sample_out, f"{self.name}_{mode}", mode, clip.key)
 

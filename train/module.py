@@ -219,7 +219,7 @@ class TAPIRModule(LightningModule):
         self._overlay_dir = os.path.join(log_dir, "overlays") if log_dir else None
 
     def _eval_step(self, batch: dict) -> None:
-        from tapir.inference import postprocess
+        from tapir.model import postprocess
 
         outputs = self.model(
             batch["video"], batch["query_points"], is_training=False, query_chunk_size=self.hparams.query_chunk_size
