@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tapforge.atomic import atomic_write
 from tapforge.errors import TapforgeError
 
 CACHE_DIR = Path(os.environ.get("TAPFORGE_CACHE", Path.home() / ".cache" / "tapforge"))
@@ -128,8 +129,8 @@ def convex_decomposition(vertices: np.ndarray, faces: np.ndarray) -> Path:
     source = out.with_name(f"{key}.in-{os.getpid()}.obj")
     source.write_text("".join(f"v {x:.7f} {y:.7f} {z:.7f}\n" for x, y, z in vertices)
                       + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
-    tmp = out.with_name(f"{key}.tmp-{os.getpid()}.obj")
-    pb.vhacd(str(source), str(tmp), str(out.with_suffix(".log")), resolution=VHACD_RESOLUTION)
-    os.replace(tmp, out)  # atomic: parallel workers never see a half-written decomposition
+    # atomic: parallel workers never see a half-written decomposition
+    atomic_write(out, lambda tmp: pb.vhacd(str(source), tmp, str(out.with_suffix(".log")), resolution=VHACD_RESOLUTION),
+                 suffix=".obj")  # fmt: skip
     source.unlink()
     return out

@@ -14,6 +14,7 @@ import re
 import numpy as np
 from PIL import Image
 
+from tapforge.atomic import atomic_write_bytes
 from tapir.viz import draw_tracks
 
 
@@ -76,10 +77,5 @@ def log_overlay(trainer, tag: str, frames: np.ndarray, folder: str | None, fps: 
             logger.experiment.log({tag: wandb.Video(np.transpose(frames, (0, 3, 1, 2)), fps=fps, format="gif")})
     if folder is None:
         return None
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', tag)}_step{step:07d}.gif")
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, data)

@@ -15,6 +15,7 @@ import numpy as np
 import webdataset as wds
 
 from synth.schema import Clip, encode_clip
+from tapforge.atomic import atomic_write
 
 
 class ValueNoise:
@@ -122,10 +123,12 @@ def write_shards(
     paths = []
     for shard in range(-(-num_clips // clips_per_shard)):
         path = os.path.join(out_dir, f"shard-{shard:06d}.tar")
-        tmp = path + ".tmp"
-        with wds.TarWriter(tmp) as sink:
-            for index in range(shard * clips_per_shard, min(num_clips, (shard + 1) * clips_per_shard)):
-                sink.write(encode_clip(make_clip(rng, f"clip{seed:03d}_{index:06d}", **clip_kwargs), codec=codec))
-        os.replace(tmp, path)
-        paths.append(path)
+        indices = range(shard * clips_per_shard, min(num_clips, (shard + 1) * clips_per_shard))
+
+        def write(tmp: str) -> None:
+            with wds.TarWriter(tmp) as sink:
+                for index in indices:
+                    sink.write(encode_clip(make_clip(rng, f"clip{seed:03d}_{index:06d}", **clip_kwargs), codec=codec))
+
+        paths.append(atomic_write(path, write))
     return paths
