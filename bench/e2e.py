@@ -25,7 +25,8 @@ from tapforge.cli import main as tapforge_main
 from tapforge.errors import TapforgeError
 from train.augment import AugmentConfig
 from train.data import TAPIRDataModule
-from train.evaluation import logged_metrics
+
+from learn import logged_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

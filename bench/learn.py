@@ -13,12 +13,13 @@ visible, so its OA is the visible share.
 from __future__ import annotations
 
 import argparse
+import csv
+import glob
 import os
 import time
 
 from tapir.cli_eval import TABLE_COLUMNS
 from train.cli import main as train_main
-from train.evaluation import logged_metrics
 from train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,6 +42,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not args.procedural and not (args.train and args.heldout):
         p.error("pass --train and --heldout, or --procedural")
     return args
+
+
+def logged_metrics(root: str) -> dict[str, float]:
+    """The last logged value of every metric in the CSV logs (``csv/version_*``) under ``root``."""
+    values: dict[str, float] = {}
+    for path in sorted(glob.glob(os.path.join(root, "csv", "version_*", "metrics.csv"))):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
+    return values
 
 
 def write_procedural(out: str, num_clips: int, seed: int, size: int, frames: int) -> None:

@@ -25,10 +25,9 @@ import shutil
 
 import numpy as np
 
-from learn import ROOT, fit, train_args, validate, write_procedural
+from learn import ROOT, fit, logged_metrics, train_args, validate, write_procedural
 from tapforge.cli import main as tapforge_main
 from tapir.cli_eval import TABLE_COLUMNS
-from train.evaluation import logged_metrics
 from train.photo_clips import make_clips, write_tapvid_pickle
 
 DATASETS = ("procedural", "legacy", "natural")

@@ -9,8 +9,6 @@ gives the official benchmark number (the mean over videos) however the videos we
 """
 from __future__ import annotations
 
-import csv
-import glob
 import logging
 import os
 import zlib
@@ -23,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from synth.schema import SchemaError, decode_clip
 from tapir import tapvid
-from train.sampling import balanced_counts, outside_frame
+from train.sampling import balanced_choice, outside_frame
 from train.shards import CorruptShardHandler, read_samples
 
 log = logging.getLogger(__name__)
@@ -115,11 +113,7 @@ def select_eval_tracks(occluded: np.ndarray, object_ids: np.ndarray, max_tracks:
     usable = np.flatnonzero(~occluded.all(axis=1))
     if usable.size <= max_tracks:
         return usable
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    objects, inverse = np.unique(object_ids[usable], return_inverse=True)
-    counts = balanced_counts(np.bincount(inverse, minlength=len(objects)), max_tracks)
-    chosen = [rng.choice(usable[inverse == k], size=int(n), replace=False) for k, n in enumerate(counts) if n]
-    return np.sort(np.concatenate(chosen))
+    return np.sort(balanced_choice(usable, object_ids, max_tracks, np.random.default_rng(zlib.crc32(key.encode()))))
 
 
 class SyntheticEvalSet(IterableDataset):
@@ -204,13 +198,3 @@ class MetricAccumulator:
                 if counts[row, col]:
                     out[f"{name}/{key}"] = float(sums[row, col] / counts[row, col])
         return out
-
-
-def logged_metrics(root: str) -> dict[str, float]:
-    """The last logged value of every metric in the CSV logs (``csv/version_*``) under ``root``."""
-    values: dict[str, float] = {}
-    for path in sorted(glob.glob(os.path.join(root, "csv", "version_*", "metrics.csv"))):
-        with open(path) as f:
-            for row in csv.DictReader(f):
-                values.update({k: float(v) for k, v in row.items() if v not in ("", None)})
-    return values

@@ -79,6 +79,16 @@ def object_counts(available: np.ndarray, is_background: np.ndarray, total: int, 
     return counts
 
 
+def balanced_choice(candidates: np.ndarray, object_ids: np.ndarray, total: int, rng: np.random.Generator,
+                    background_share: float | None = None) -> np.ndarray:
+    """Up to ``total`` distinct rows of ``candidates``, shared out over their objects (``object_ids`` of every row)
+    by `object_counts`."""
+    objects, inverse = np.unique(object_ids[candidates], return_inverse=True)
+    counts = object_counts(np.bincount(inverse, minlength=len(objects)), objects == 0, total, background_share)
+    return np.concatenate([rng.choice(candidates[inverse == k], size=int(n), replace=False)
+                           for k, n in enumerate(counts) if n])  # fmt: skip
+
+
 def sample_queries(
     occluded: np.ndarray, object_ids: np.ndarray, num_queries: int, rng: np.random.Generator,
     background_share: float | None = None,
@@ -98,10 +108,7 @@ def sample_queries(
     usable = np.flatnonzero(~occluded.all(axis=1))
     if usable.size == 0:
         return None
-    objects, inverse = np.unique(object_ids[usable], return_inverse=True)
-    per_object = object_counts(np.bincount(inverse, minlength=len(objects)), objects == 0, num_queries, background_share)
-    chosen = [rng.choice(usable[inverse == k], size=int(n), replace=False) for k, n in enumerate(per_object) if n]
-    tracks = np.concatenate(chosen)
+    tracks = balanced_choice(usable, object_ids, num_queries, rng, background_share)
     if tracks.size < num_queries:
         tracks = np.concatenate([tracks, rng.choice(usable, size=num_queries - tracks.size, replace=True)])
     tracks = rng.permutation(tracks)
