@@ -21,7 +21,9 @@ from train.augment import (
     jpeg_compress,
     motion_kernels,
     repair_queries,
+    resampling_weights,
     rgb_to_hsv,
+    warp_frames,
 )
 
 torch.set_num_threads(1)
@@ -91,9 +93,10 @@ def test_pixel_under_each_visible_track_is_unchanged(crop, flip, out_size):
     tracks = out["tracks"].numpy()
     visible = ~out["occluded"].numpy()
     # away from the borders, where the ramp stops being linear (border padding) and the
-    # bilinear reads would need pixels outside the frame
+    # bilinear reads (or, when shrinking, the antialiasing filter, as wide as the scale) would need
+    # pixels outside the frame
     source_xy = np.take_along_axis(batch["tracks"].numpy(), out["source_index"].numpy()[..., None, None], axis=1)
-    margin = np.all((source_xy > 2.0) & (source_xy < 62.0), axis=-1)
+    margin = np.all((source_xy > 3.0) & (source_xy < 61.0), axis=-1)
     margin &= (tracks[..., 0] > 0.5) & (tracks[..., 0] < out_w - 0.5) & (tracks[..., 1] > 0.5) & (tracks[..., 1] < out_h - 0.5)
     checked = 0
     for b in range(4):
@@ -219,3 +222,19 @@ def test_bad_probability_names_the_key():
         Sim2RealAugment(config, (32, 32))
     with pytest.raises(TapforgeError, match=r"data\.augment\.jpeg\.quality"):
         Sim2RealAugment(AugmentConfig(jpeg=JpegConfig(quality=(0.0, 50.0))), (32, 32))
+
+
+def test_shrinking_averages_fine_texture_instead_of_aliasing():
+    checker = (np.indices((96, 96)).sum(0) % 2).astype(np.float32)  # 1-pixel checkerboard
+    frames = torch.from_numpy(checker)[None, None].expand(1, 3, 96, 96)
+    one = torch.ones(1, 1)
+    small = warp_frames(frames, one * 3, one * 0, one * 3, one * 0, (32, 32))  # samples fall on pixel centres
+    assert abs(float(small.mean()) - 0.5) < 0.02 and float(small.std()) < 0.1
+    same = warp_frames(frames, one, one * 0, one, one * 0, (96, 96))  # scale 1: every pixel as it was
+    torch.testing.assert_close(same, frames)
+    # enlarging: the separable weights are the bilinear grid_sample takes when no frame shrinks
+    scale, shift = torch.tensor([[0.7], [-0.9]]), torch.tensor([[3.3], [90.0]])
+    image = torch.rand(2, 3, 40, 40)
+    rows, cols = resampling_weights(scale, shift, 48, 40), resampling_weights(scale * 0.8, shift, 44, 40)
+    torch.testing.assert_close(rows[:, None] @ image @ cols.transpose(1, 2)[:, None],
+                               warp_frames(image, scale * 0.8, shift, scale, shift, (48, 44)))

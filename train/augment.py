@@ -2,7 +2,7 @@
 
 Applied after the batch reaches the accelerator. Geometry first (a crop window per frame that
 drifts and zooms smoothly over the clip, flips, resampled to the training resolution with
-``grid_sample``), then occluder patches, then photometric changes (colour, blur, sensor noise,
+antialiased bilinear weights that keep tracks exact), then occluder patches, then photometric changes (colour, blur, sensor noise,
 JPEG-style compression). Every augmentation has its own probability (drawn per clip) and range.
 
 Ground truth stays exact: tracks go through the same per-frame affine map as the pixels
@@ -201,8 +201,42 @@ def window_maps(
     return ax, bx, ay, by
 
 
+def resampling_weights(scale: torch.Tensor, offset: torch.Tensor, out_n: int, in_n: int, taps: int = 16) -> torch.Tensor:
+    """[BT, out_n, in_n] weights along one axis: output pixel u samples the input at ``c = scale * (u + 0.5) + offset``.
+
+    Enlarging (|scale| <= 1) is plain bilinear. Shrinking averages ``taps`` bilinear samples spread symmetrically
+    around ``c`` with triangle weights, ``|scale| - 1`` pixels each way, so the filter is about ``|scale|`` input
+    pixels wide (antialiased, like PIL's bilinear resize) and, being symmetric around ``c``, keeps a linear ramp
+    exact (a track stays on its pixel to float precision). Samples beyond the edge take the edge pixel.
+    """
+    scale, offset = scale.reshape(-1, 1, 1), offset.reshape(-1, 1, 1)
+    centres = scale * (torch.arange(out_n, device=scale.device, dtype=scale.dtype)[None, :, None] + 0.5) + offset
+    pixels = torch.arange(in_n, device=scale.device, dtype=scale.dtype) + 0.5
+    spread = (scale.abs() - 1.0).clamp(min=0.0)
+    steps = (torch.arange(taps, device=scale.device, dtype=scale.dtype) + 0.5) / taps * 2.0 - 1.0  # in (-1, 1)
+    weights = torch.zeros(scale.shape[0], out_n, in_n, device=scale.device, dtype=scale.dtype)
+    for step in steps.tolist():
+        at = (centres + spread * step).clamp(0.5, in_n - 0.5)
+        weights += (1.0 - abs(step)) * (1.0 - (pixels - at).abs()).clamp(min=0.0)
+    return weights / weights.sum(-1, keepdim=True)
+
+
 def warp_frames(frames: torch.Tensor, ax, bx, ay, by, out_size: tuple[int, int]) -> torch.Tensor:
-    """Resample frames [B*T,C,H,W] through per-frame maps ([B,T] each) to [B*T,C,out_h,out_w]."""
+    """Resample frames [B*T,C,H,W] through per-frame maps ([B,T] each) to [B*T,C,out_h,out_w].
+
+    The maps only scale, shift and flip each axis, so the resampling is separable: one weight matrix per axis and
+    frame (`resampling_weights`). When no frame shrinks, that is plain bilinear, done by ``grid_sample`` (cheaper).
+    """
+    in_h, in_w = frames.shape[-2:]
+    out_h, out_w = out_size
+    if bool((ax.abs() <= 1).all() and (ay.abs() <= 1).all()):
+        return _bilinear(frames, ax, bx, ay, by, out_size)
+    rows = resampling_weights(ay.to(frames.dtype), by.to(frames.dtype), out_h, in_h)  # [BT, out_h, in_h]
+    cols = resampling_weights(ax.to(frames.dtype), bx.to(frames.dtype), out_w, in_w)  # [BT, out_w, in_w]
+    return rows[:, None] @ (frames @ cols.transpose(1, 2)[:, None])
+
+
+def _bilinear(frames: torch.Tensor, ax, bx, ay, by, out_size: tuple[int, int]) -> torch.Tensor:
     in_h, in_w = frames.shape[-2:]
     out_h, out_w = out_size
     u = torch.arange(out_w, device=frames.device, dtype=frames.dtype) + 0.5

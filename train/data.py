@@ -246,7 +246,7 @@ class TAPIRDataModule(LightningDataModule):
       batch_size: clips per device and step.
       num_frames: frames per training clip; frame_strides: strides a sub-clip may use.
       num_queries: query points per training clip.
-      background_share: share of each clip's queries on the static background (floor, dome); null
+      background_share: share of each clip's queries on the static background (floor, dome; 0.5); null
         = Kubric's recipe, an even share per object, the background counting as one object.
       resolution: (height, width) the model sees, after augmentation, and of validation videos.
       frame_size: resize decoded shard frames on the CPU to this (height, width) first (needed
@@ -271,7 +271,7 @@ class TAPIRDataModule(LightningDataModule):
         num_frames: int = 24,
         frame_strides: tuple[int, ...] = (1,),
         num_queries: int = 256,
-        background_share: float | None = None,
+        background_share: float | None = 0.5,
         resolution: tuple[int, int] = (256, 256),
         frame_size: tuple[int, int] | None = None,
         epoch_length: int = 1000,
