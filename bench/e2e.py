@@ -22,7 +22,7 @@ import torch
 import yaml
 
 from tapforge.cli import main as tapforge_main
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from train.augment import AugmentConfig
 from train.data import TAPIRDataModule
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tapforge.atomic import atomic_write
-from tapforge.errors import TapforgeError
+from tapbase.atomic import atomic_write
+from tapbase.errors import TapforgeError
 
 CACHE_DIR = Path(os.environ.get("TAPFORGE_CACHE", Path.home() / ".cache" / "tapforge"))
 VHACD_RESOLUTION = 100_000  # voxels; PyBullet's default

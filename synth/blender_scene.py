@@ -22,7 +22,7 @@ import numpy as np
 
 from PIL import Image
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 from synth.config import RenderSettings
 from synth.exr import read_multilayer_exr

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 
 def _workers(text: str) -> int | None:

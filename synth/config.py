@@ -17,7 +17,7 @@ from typing import Any, Callable
 import yaml
 
 from synth.script_config import check_values, defaults, is_int, is_number, subset_of
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 PASSES = ("depth", "segmentation")

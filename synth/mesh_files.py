@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 MESH_SUFFIXES = (".obj", ".ply", ".gltf", ".glb")
 ANIMATED_SUFFIXES = (".gltf", ".glb", ".fbx")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.scene import Object, Scene, quaternion_product
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 MAX_PLACEMENT_TRIES = 100
 DENSITY = 1.0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 from synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, RenderSettings, config_hash, folder_files, script_values
 from synth.physics import pose_matrices

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 from synth.schema import decode_clip
 from synth.shards import iter_checked_samples, read_manifest
@@ -29,8 +29,8 @@ def load_scene(dataset: Path, index: int):
 
 def write_preview(dataset: Path, out: Path, index: int = 0, max_tracks: int = 300) -> Path:
     """Draw scene `index`'s tracks (hidden points marked differently) and write a GIF or MP4."""
-    from tapir.video import write_video
-    from tapir.viz import draw_tracks
+    from tapbase.drawing import draw_tracks
+    from tapbase.video import write_video
 
     clip = load_scene(dataset, index)
     keep = np.random.default_rng(0).permutation(clip.num_tracks)[:max_tracks]

@@ -23,8 +23,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterator
 
-from tapforge import __version__
-from tapforge.errors import TapforgeError
+from tapbase import __version__
+from tapbase.errors import TapforgeError
 
 from synth.config import config_hash
 from synth.pipeline import scene_key, scene_seed

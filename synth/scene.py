@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 Vector = tuple[float, float, float]
 FLOOR_SIZE = 80.0

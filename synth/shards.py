@@ -19,8 +19,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from tapforge.atomic import atomic_write_bytes
-from tapforge.errors import TapforgeError
+from tapbase.atomic import atomic_write_bytes
+from tapbase.errors import TapforgeError
 
 from synth.schema import SchemaError, decode_clip
 

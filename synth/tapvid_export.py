@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from synth.shards import iter_dataset_clips
-from tapforge.atomic import atomic_write_bytes
+from tapbase.atomic import atomic_write_bytes
 
 
 def export_tapvid_pickle(dataset: Path, out: Path, max_tracks: int | None = None, seed: int = 0) -> int:

@@ -1,3 +1,8 @@
-"""tapforge: synthetic point-tracking data, TAPIR training and tracking (see README.md)."""
+"""tapforge: synthetic point-tracking data, TAPIR training and tracking (see README.md).
 
-__version__ = "0.1.0"
+This package is the command line (`tapforge.cli`) and the demo on top of synth, train and tapir; the
+helpers they share live in `tapbase`.
+"""
+from tapbase import __version__
+
+__all__ = ["__version__"]

@@ -9,7 +9,7 @@ import importlib
 import signal
 import sys
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 COMMANDS = {
     "synth": ("synth.cli", "render, verify and preview synthetic point-tracking shards"),

@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
     _run("export", ["export", str(checkpoint), "--to", "safetensors", "--out", str(model)])
     video = out / "heldout.mp4"
     from synth.preview import load_scene
-    from tapir.video import write_video
+    from tapbase.video import write_video
 
     write_video(video, load_scene(heldout, 0).video, fps=12)
     _run("track", ["track", str(video), "--checkpoint", str(model), "--grid", "6", "--out", str(out / "overlay.mp4"),

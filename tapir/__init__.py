@@ -1,6 +1,6 @@
 """TAPIR point tracking in PyTorch.
 
-Importing the package is light: ``tapir.tapvid`` and ``tapir.viz`` stay numpy-only, and torch is
+Importing the package is light: ``tapir.tapvid`` stays numpy-only, and torch is
 imported only when ``TAPIR`` (or another model symbol) is first accessed, e.g. ``from tapir import TAPIR``.
 """
 

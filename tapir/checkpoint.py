@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import torch
 
-from tapforge.atomic import atomic_write
-from tapforge.errors import TapforgeError
+from tapbase.atomic import atomic_write
+from tapbase.errors import TapforgeError
 from tapir.model import TAPIR, postprocess
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
@@ -250,7 +250,7 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike) -> str:
     """A safetensors file with the TAPIR config as JSON in the metadata under ``tapir_config``."""
     from safetensors.torch import save_file
 
-    from tapforge import __version__
+    from tapbase import __version__
 
     metadata = {SAFETENSORS_CONFIG_KEY: json.dumps(model_config(model)), "producer": f"tapforge {__version__}"}
     state_dict = _cpu_state_dict(model)

@@ -16,7 +16,7 @@ import time
 
 from tqdm.auto import tqdm
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import tapvid
 from tapir.cli_options import add_run_options, tracker_from_args
 
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
         print(f"\n{dest} ({report['num_videos']} videos, query mode {args.query_mode}; x100)")
         print(format_table(rows))
     if args.json:
-        from tapforge.atomic import atomic_write
+        from tapbase.atomic import atomic_write
 
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import checkpoint
 from tapir.cli_options import add_load_options, load_overrides
 

@@ -21,7 +21,7 @@ import zipfile
 
 import numpy as np
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir.cli_options import add_run_options, tracker_from_args
 
 SAVE_SUFFIXES = (".npz", ".csv")
@@ -90,7 +90,7 @@ def read_points(path: str) -> np.ndarray:
 
 def save_tracks(path: str, result, fps: float, height: int, width: int) -> None:
     """Write tracks as NPZ or CSV (by suffix), atomically."""
-    from tapforge.atomic import atomic_write
+    from tapbase.atomic import atomic_write
 
     if path.lower().endswith(".npz"):
         def write(tmp: str) -> None:
@@ -117,15 +117,15 @@ def main(argv: list[str]) -> int:
     if args.save and not args.save.lower().endswith(SAVE_SUFFIXES):
         raise TapforgeError(f"--save {args.save!r} has an unknown suffix; fix: use .npz or .csv")
     if args.out:
-        from tapir.video import WRITE_SUFFIXES
+        from tapbase.video import WRITE_SUFFIXES
 
         if not args.out.lower().endswith(WRITE_SUFFIXES):
             raise TapforgeError(f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}")
     if args.grid is not None and not 1 <= args.grid <= 256:
         raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
     from tapir.inference import grid_queries
-    from tapir.video import read_video, write_video
-    from tapir.viz import draw_tracks
+    from tapbase.drawing import draw_tracks
+    from tapbase.video import read_video, write_video
 
     frames, video_fps = read_video(args.video)
     num_frames, height, width = frames.shape[:3]

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir.model import postprocess
 
 

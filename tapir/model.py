@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import nets
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir.model import TAPIR, QueryFeatures
 
 

@@ -20,7 +20,7 @@ from typing import Iterator, Mapping
 import numpy as np
 from PIL import Image
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 QUERY_MODES = ("first", "strided")
 QUERY_STRIDE = 5  # strided mode: a query every 5th frame where the track is visible (TAP-Vid)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import TAPIR
 from tapir import checkpoint as ck
 

@@ -45,3 +45,18 @@ def test_importing_synth_and_the_schema_does_not_import_bpy_or_torch():
     code = "import sys, synth, synth.schema, synth.config, synth.shards; print('bpy' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_base_layer_imports_none_of_the_packages_above_it():
+    import ast
+    import pathlib
+
+    above = {"synth", "tapir", "train", "tapforge"}
+    for path in pathlib.Path(__file__).parent.parent.joinpath("tapbase").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not {n.split(".")[0] for n in names} & above, f"{path.name} imports {names}"
+    code = "import sys, tapbase.atomic, tapbase.errors, tapbase.video, tapbase.drawing; print(sorted(m for m in ('torch', 'bpy', 'synth', 'tapir', 'train', 'tapforge') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

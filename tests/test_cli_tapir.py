@@ -12,7 +12,7 @@ import torch
 from tapforge.cli import main as tapforge
 from tapir import TAPIR
 from tapir import checkpoint as ck
-from tapir.video import read_video
+from tapbase.video import read_video
 
 NUM_FRAMES, HEIGHT, WIDTH = 6, 48, 64
 

@@ -6,7 +6,7 @@ import pytest
 
 from synth.config import load_config
 from synth.scene import Cloth, Deform, Scene, Shape, SoftBody
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "scenes" / "cloth_drape.yaml"
 SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=8", "tracks.num_tracks=2048", "scene.twist=3.0"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir.inference import Tracker, check_queries, grid_queries, track
 
 

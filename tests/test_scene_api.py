@@ -6,7 +6,7 @@ import pytest
 
 from synth.config import config_hash, load_config
 from synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "scenes"

@@ -6,7 +6,7 @@ import pytest
 
 from synth.assets import open_asset_directory, read_obj
 from synth.shapes import blob
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 pytestmark = pytest.mark.slow
 

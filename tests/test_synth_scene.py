@@ -8,7 +8,7 @@ from synth.config import load_config
 from synth.meshes import volume_and_centroid
 from synth.scene import look_at_matrices
 from synth.shapes import SHAPES, make_shape
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s != "suzanne"])

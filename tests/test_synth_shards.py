@@ -11,7 +11,7 @@ import pytest
 
 from synth.schema import decode_clip
 from synth.shards import iter_tar_samples, job_from_environment, job_slice
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 from conftest import TINY
 
@@ -76,7 +76,7 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
     gif = tmp_path / "preview.gif"
     subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "preview", str(killed), "--out", str(gif),
                     "--index", "2"], check=True, capture_output=True)
-    from tapir.video import read_video
+    from tapbase.video import read_video
 
     frames, _ = read_video(gif)
     assert frames.shape == (4, 48, 48, 3)

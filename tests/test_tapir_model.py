@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import TAPIR, nets
 from tapir.losses import tapir_loss
 from tapir.online import OnlineTAPIR

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import tapvid
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from train.augment import (
     AugmentConfig,
     BlurConfig,

@@ -11,7 +11,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir.checkpoint import load_model
 from train.cli import main
 from train.optim import warmup_cosine

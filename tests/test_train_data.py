@@ -9,7 +9,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader
 
 from synth.schema import encode_clip
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import tapvid
 from train.data import TAPIRDataModule, TrainClipStream, make_training_example
 from train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths

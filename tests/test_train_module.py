@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from train.data import TAPIRDataModule
 from train.module import TAPIRModule
 from train.optim import param_groups, warmup_cosine

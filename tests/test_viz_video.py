@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tapforge.errors import TapforgeError
-from tapir.video import read_video, write_video
-from tapir.viz import draw_tracks, track_colors
+from tapbase.errors import TapforgeError
+from tapbase.drawing import draw_tracks, track_colors
+from tapbase.video import read_video, write_video
 
 
 def test_numpy_only_modules_do_not_import_torch():
-    code = "import sys, tapir.viz, tapir.video, tapir.tapvid; sys.exit('torch' in sys.modules)"
+    code = "import sys, tapbase.drawing, tapbase.video, tapir.tapvid; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

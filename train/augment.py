@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 import torch
 import torch.nn.functional as F
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 
 @dataclass

@@ -68,7 +68,7 @@ def read_checkpoint(path: str) -> dict:
     one error line naming the problem and the fix."""
     import torch
 
-    from tapforge.errors import TapforgeError
+    from tapbase.errors import TapforgeError
 
     if not os.path.isfile(path):
         raise TapforgeError(f"--ckpt_path {path}: no such file; fix: give a .ckpt written by tapforge train fit, or last")
@@ -90,7 +90,7 @@ def check_checkpoint_fits(path: str, weights: dict, module) -> None:
     """One error line naming the mismatched keys when the ``--ckpt_path`` weights (`read_checkpoint`) do not fit
     ``module``."""
     from tapir.checkpoint import state_dict_mismatch
-    from tapforge.errors import TapforgeError
+    from tapbase.errors import TapforgeError
 
     problems = state_dict_mismatch(module.state_dict(), weights)
     if problems:
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-    from tapforge.errors import TapforgeError
+    from tapbase.errors import TapforgeError
     from train.callbacks import LastCheckpoint, InterruptedFit
     from train.data import TAPIRDataModule
     from train.module import TAPIRModule

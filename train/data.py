@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synth.schema import SchemaError, decode_clip
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from train.augment import AugmentConfig, Sim2RealAugment
 from train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from train.sampling import outside_frame, sample_queries, subclip_indices

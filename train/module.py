@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 from tapir import tapvid
 from train.evaluation import MetricAccumulator
 from train.optim import grad_norm, param_groups, warmup_cosine

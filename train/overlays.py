@@ -14,8 +14,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from tapforge.atomic import atomic_write_bytes
-from tapir.viz import draw_tracks
+from tapbase.atomic import atomic_write_bytes
+from tapbase.drawing import draw_tracks
 
 
 def overlay_frames(

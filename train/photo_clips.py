@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from tapforge.atomic import atomic_write_bytes
-from tapforge.errors import TapforgeError
+from tapbase.atomic import atomic_write_bytes
+from tapbase.errors import TapforgeError
 from train.sampling import outside_frame
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")

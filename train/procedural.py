@@ -15,7 +15,7 @@ import numpy as np
 import webdataset as wds
 
 from synth.schema import Clip, encode_clip
-from tapforge.atomic import atomic_write
+from tapbase.atomic import atomic_write
 
 
 class ValueNoise:

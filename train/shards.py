@@ -6,7 +6,7 @@ routes (``http(s)://``, ``gs://``, ``pipe:...``) and, for any other scheme fsspe
 (``s3://``, ``gcs://``, ``az://``, ``hf://`` ...), through fsspec.
 
 A shard that cannot be opened or read to the end is skipped and counted (``on_corrupt="skip"``)
-or stops the run with a :class:`~tapforge.errors.TapforgeError` (``on_corrupt="fail"``).
+or stops the run with a :class:`~tapbase.errors.TapforgeError` (``on_corrupt="fail"``).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import braceexpand
 from webdataset.gopen import gopen, gopen_schemes
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 log = logging.getLogger(__name__)
 

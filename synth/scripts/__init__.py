@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from tapforge.errors import TapforgeError
+from tapbase.errors import TapforgeError
 
 BUILTIN = {"movi": "synth.scripts.movi"}
 

@@ -14,8 +14,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
-from tapforge.atomic import atomic_write
-from tapforge.errors import TapforgeError
+from tapbase.atomic import atomic_write
+from tapbase.errors import TapforgeError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FFMPEG_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm")

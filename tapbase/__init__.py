@@ -1,0 +1,7 @@
+"""The base layer every package may import: errors, atomic writes, video files and track drawing.
+
+Dependency-free beyond numpy and Pillow (no torch, no bpy, no lightning); synth, tapir, train and the
+``tapforge`` command line all sit on top of it and it imports none of them.
+"""
+
+__version__ = "0.1.0"  # the project's version (pyproject.toml says the same), written into shards and exports
