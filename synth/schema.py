@@ -88,13 +88,13 @@ def _encode_frame(frame: np.ndarray, codec: str, jpeg_quality: int) -> bytes:
     return buf.getvalue()
 
 
-def _decode_frame(data: bytes, name: str) -> np.ndarray:
-    from PIL import Image
+def decode_frame(data: bytes, name: str) -> np.ndarray:
+    """One frame entry (PNG or JPEG bytes) -> uint8 [H,W,3]; SchemaError naming the entry if it does not decode."""
+    from tapbase.video import decode_image
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
-    except Exception as err:
+        return decode_image(data)
+    except ValueError as err:
         raise SchemaError(f"entry {name} is not a decodable image ({err})") from err
 
 
@@ -149,7 +149,7 @@ def decode_clip(sample: Mapping[str, Any], with_video: bool = True) -> Clip:
     if not frame_names:
         raise SchemaError(f"sample {key} has no video.NNN.png|jpg frames")
     if with_video:
-        video = np.stack([_decode_frame(sample[k], k) for k in frame_names])
+        video = np.stack([decode_frame(sample[k], k) for k in frame_names])
     else:
         video = np.zeros((len(frame_names), 0, 0, 3), np.uint8)
     clip = Clip(key=str(key), video=video, camera=camera, meta=meta, **arrays)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ ffmpeg container chosen by the suffix, atomically.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import Iterable
@@ -53,6 +54,34 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
+def decode_image(source: bytes | str | os.PathLike) -> np.ndarray:
+    """An encoded image (bytes, or a file path) -> uint8 [H,W,3] RGB; the one frame decoder of the project.
+
+    Raises ValueError saying why for data that is not a decodable image (callers name the entry or file).
+    """
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError) as err:  # PIL's errors for damaged or unknown data
+        raise ValueError(str(err)) from None
+
+
+RESIZE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS}
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int], resampling: str = "bilinear") -> np.ndarray:
+    """Resize uint8 frames [T,H,W,3] to ``size`` (height, width).
+
+    The project's resize policy: training and tracking see antialiased bilinear frames (a triangle filter widened
+    by the shrink factor: PIL's bilinear here, torch's ``interpolate(antialias=True)`` in ``tapir.Tracker`` and the
+    same weights in the training augmentation's crop-and-resize). TAP-Vid evaluation resizes with ``"lanczos"``,
+    as the official evaluation does, so that scores compare with published ones.
+    """
+    height, width = size
+    kind = RESIZE_FILTERS[resampling]
+    return np.stack([np.asarray(Image.fromarray(frame).resize((width, height), kind)) for frame in frames])
+
+
 def _read_image_folder(path: str) -> np.ndarray:
     names = sorted((n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES)), key=_natural_key)
     if not names:
@@ -62,9 +91,8 @@ def _read_image_folder(path: str) -> np.ndarray:
     frames = []
     for name in names:
         try:
-            with Image.open(os.path.join(path, name)) as image:
-                frames.append(np.asarray(image.convert("RGB")))
-        except (OSError, UnidentifiedImageError) as err:
+            frames.append(decode_image(os.path.join(path, name)))
+        except ValueError as err:
             raise TapforgeError(f"cannot decode frame {name!r} in {path!r} ({err}); fix: replace or remove it") from None
         if frames[-1].shape != frames[0].shape:
             raise TapforgeError(

@@ -11,16 +11,15 @@ video; ``occluded`` is True where the point is not visible; ``video`` is float32
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import zipfile
 from typing import Iterator, Mapping
 
 import numpy as np
-from PIL import Image
 
 from tapbase.errors import TapforgeError
+from tapbase.video import decode_image, resize_frames
 
 QUERY_MODES = ("first", "strided")
 QUERY_STRIDE = 5  # strided mode: a query every 5th frame where the track is visible (TAP-Vid)
@@ -174,19 +173,17 @@ def sample_queries_first(
 
 
 def resize_video(video: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 frames [t,h,w,c] to ``output_size`` (height, width) with a Lanczos filter."""
-    height, width = output_size
-    return np.stack(
-        [np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.LANCZOS)) for frame in video]
-    )
+    """Resize uint8 frames [t,h,w,c] to ``output_size`` (height, width) with a Lanczos filter, as the official
+    TAP-Vid evaluation does (see ``tapbase.video.resize_frames``)."""
+    return resize_frames(video, output_size, "lanczos")
 
 
 def decode_frames(frames, where: str = "video") -> np.ndarray:
     """Frames as stored in a TAP-Vid pickle (uint8 array or a list of JPEG/PNG bytes) -> uint8 [t,h,w,3]."""
     if len(frames) and isinstance(frames[0], (bytes, bytearray)):
         try:
-            frames = [np.asarray(Image.open(io.BytesIO(frame)).convert("RGB")) for frame in frames]
-        except (OSError, ValueError) as err:
+            frames = [decode_image(frame) for frame in frames]
+        except ValueError as err:
             raise TapforgeError(
                 f"{where}: a frame is not a decodable image ({err}); fix: re-download or regenerate the pickle"
             ) from None

@@ -9,7 +9,6 @@ batch is shipped as uint8 in pinned memory, and augmentation runs on the device 
 """
 from __future__ import annotations
 
-import io
 import logging
 import random
 import zlib
@@ -19,11 +18,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from synth.schema import SchemaError, decode_clip
+from synth.schema import SchemaError, decode_clip, decode_frame
 from tapbase.errors import TapforgeError
+from tapbase.video import resize_frames
 from train.augment import AugmentConfig, Sim2RealAugment
 from train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from train.sampling import outside_frame, sample_queries, subclip_indices
@@ -42,14 +41,13 @@ def decode_frames(sample: dict, indices: np.ndarray) -> np.ndarray:
     names = sorted(k for k in sample if k.startswith("video."))
     out = None
     for i, index in enumerate(indices):
-        try:
-            with Image.open(io.BytesIO(sample[names[index]])) as image:
-                frame = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-            if out is None:
-                out = np.empty((len(indices),) + frame.shape, np.uint8)
-            out[i] = frame
-        except (OSError, ValueError) as err:  # PIL's errors for damaged images, numpy's for size mismatches
-            raise SchemaError(f"entry {names[index]} is not a decodable frame of the clip's size ({err})") from err
+        frame = decode_frame(sample[names[index]], names[index])
+        if out is None:
+            out = np.empty((len(indices),) + frame.shape, np.uint8)
+        if frame.shape != out.shape[1:]:
+            raise SchemaError(f"entry {names[index]} is {frame.shape[1]}x{frame.shape[0]}, not the clip's "
+                              f"{out.shape[2]}x{out.shape[1]}")  # fmt: skip
+        out[i] = frame
     return out
 
 
@@ -57,7 +55,7 @@ def resize_clip(video: np.ndarray, tracks: np.ndarray, size: tuple[int, int]) ->
     """Resize frames [T,H,W,3] to ``size`` (height, width) and scale (x, y) tracks to match."""
     height, width = video.shape[1:3]
     new_h, new_w = size
-    video = np.stack([np.asarray(Image.fromarray(f).resize((new_w, new_h), Image.Resampling.BILINEAR)) for f in video])
+    video = resize_frames(video, (new_h, new_w))
     return video, tracks * np.array([new_w / width, new_h / height], np.float32)
 
 
