@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("dir", type=Path)
     preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
     preview.add_argument("--index", type=int, default=0, help="which scene of the dataset (in shard order)")
-    preview.add_argument("--max-tracks", type=int, default=300, help="draw at most this many tracks")
+    preview.add_argument("--max-tracks", type=int, default=64, help="draw at most this many tracks (default 64)")
     to_tapvid = sub.add_parser("to-tapvid", help="write the clips as a TAP-Vid DAVIS-format pickle for evaluation")
     to_tapvid.add_argument("dir", type=Path)
     to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")

@@ -27,13 +27,15 @@ def load_scene(dataset: Path, index: int):
     raise TapforgeError(f"{dataset}: the manifest lists more scenes than the shards hold; run `tapforge synth verify`")
 
 
-def write_preview(dataset: Path, out: Path, index: int = 0, max_tracks: int = 300) -> Path:
-    """Draw scene `index`'s tracks (hidden points marked differently) and write a GIF or MP4."""
-    from tapbase.drawing import draw_tracks
+def write_preview(dataset: Path, out: Path, index: int = 0, max_tracks: int = 64) -> Path:
+    """Draw scene `index`'s tracks (hidden points marked differently) on its frames, enlarged to a readable size,
+    and write a GIF or MP4."""
+    from tapbase.drawing import draw_tracks, enlarge
     from tapbase.video import write_video
 
     clip = load_scene(dataset, index)
     keep = np.random.default_rng(0).permutation(clip.num_tracks)[:max_tracks]
-    frames = draw_tracks(clip.video, clip.tracks[keep], clip.occluded[keep])
+    frames, scale = enlarge(clip.video)
+    frames = draw_tracks(frames, clip.tracks[keep] * scale, clip.occluded[keep])
     write_video(out, frames, fps=float(clip.meta.get("fps", 12)))
     return out

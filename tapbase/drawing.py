@@ -20,6 +20,16 @@ def track_colors(num_tracks: int) -> np.ndarray:
     )
 
 
+OVERLAY_MIN_SIDE = 384  # overlays are drawn on frames enlarged to at least this many pixels on their smaller side
+
+
+def enlarge(frames: np.ndarray, min_side: int = OVERLAY_MIN_SIDE) -> tuple[np.ndarray, int]:
+    """Frames [T,H,W,3] enlarged by the smallest whole factor (pixel repeat, so every pixel stays as rendered) that
+    makes the smaller side at least ``min_side``, and that factor (multiply (x, y) raster tracks by it)."""
+    factor = max(1, -(-int(min_side) // min(frames.shape[1:3])))
+    return (frames.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else frames), factor
+
+
 def draw_tracks(
     frames: np.ndarray,
     tracks: np.ndarray,

@@ -6,9 +6,12 @@ parsing, so heavy imports (bpy, torch, lightning) happen only for the command th
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
+import warnings
 
+from tapbase import VERBOSE_ENV, verbose
 from tapbase.errors import TapforgeError
 
 COMMANDS = {
@@ -23,7 +26,8 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: tapforge COMMAND [options]   (tapforge COMMAND --help for details)", "", "commands:"]
+    lines = ["usage: tapforge [--verbose] COMMAND [options]   (tapforge COMMAND --help for details)", "",
+             "  --verbose  also show the libraries' deprecation warnings and notices", "", "commands:"]
     width = max(len(name) for name in COMMANDS)
     lines += [f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
@@ -36,11 +40,17 @@ def _interrupt(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; SIGTERM (how SLURM and Kubernetes stop a job) ends it like Ctrl-C does."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["-v"], ["--verbose"]):
+        argv = argv[1:]
+        os.environ[VERBOSE_ENV] = "1"
+    if not verbose():  # deprecations inside torch / Lightning / webdataset are not the user's to act on
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from tapforge import __version__
+        from tapbase import __version__
 
         print(f"tapforge {__version__}")
         return 0

@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
     if args.grid is not None and not 1 <= args.grid <= 256:
         raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
     from tapir.inference import grid_queries
-    from tapbase.drawing import draw_tracks
+    from tapbase.drawing import draw_tracks, enlarge
     from tapbase.video import read_video, write_video
 
     frames, video_fps = read_video(args.video)
@@ -147,7 +147,8 @@ def main(argv: list[str]) -> int:
         save_tracks(args.save, result, video_fps, height, width)
         print(f"wrote {args.save}")
     if args.out:
-        overlay = draw_tracks(frames, result.tracks, result.occluded, trail=args.trail)
+        enlarged, scale = enlarge(frames)  # a small video is drawn on at a readable size
+        overlay = draw_tracks(enlarged, result.tracks * scale, result.occluded, trail=args.trail)
         write_video(args.out, overlay, args.fps or video_fps)
         print(f"wrote {args.out}")
     return 0

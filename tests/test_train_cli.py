@@ -249,3 +249,23 @@ def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
     last.write_bytes(last.read_bytes()[:100_000])  # a last.ckpt cut short by a full disk or a kill
     with pytest.raises(TapforgeError, match="last.ckpt is not a readable checkpoint .*fix: delete it and start over"):
         main(["fit", *args, "--trainer.max_steps", "4", "--ckpt_path", "last"])
+
+
+def test_lightning_advertisement_is_dropped_unless_verbose(monkeypatch):
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (installs Lightning's console handlers)
+
+    from tapforge.cli import main as tapforge_main
+    from train.cli import _quiet_lightning
+
+    _quiet_lightning()
+    handlers = [h for name in ("lightning", "lightning.pytorch") for h in logging.getLogger(name).handlers]
+    assert handlers
+    record = lambda msg: logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
+    for handler in handlers:
+        assert not handler.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try litlogger"))
+        assert handler.filter(record("GPU available: False, used: False"))
+    monkeypatch.delenv("TAPFORGE_VERBOSE", raising=False)
+    assert tapforge_main(["--verbose", "--version"]) == 0
+    assert os.environ["TAPFORGE_VERBOSE"] == "1"

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tapbase.errors import TapforgeError
-from tapbase.drawing import draw_tracks, track_colors
+from tapbase.drawing import draw_tracks, enlarge, track_colors
 from tapbase.video import read_video, write_video
 
 
@@ -105,3 +105,12 @@ def test_video_errors_are_clear(tmp_path):
     with pytest.raises(TapforgeError, match="even width and height"):
         write_video(tmp_path / "odd.webm", _moving_square(height=47), fps=10)
     assert not (tmp_path / "odd.webm").exists() and not [n for n in os.listdir(tmp_path) if "tmp" in n]
+
+
+def test_small_frames_are_enlarged_by_a_whole_factor_for_drawing():
+    frames = np.random.default_rng(0).integers(0, 255, (2, 96, 128, 3), np.uint8)
+    big, factor = enlarge(frames)
+    assert factor == 4 and big.shape == (2, 384, 512, 3)
+    assert np.array_equal(big[:, 4 * 10 + 3, 4 * 20 + 1], frames[:, 10, 20])  # each pixel as it was
+    same, factor = enlarge(frames, min_side=64)
+    assert factor == 1 and same is frames

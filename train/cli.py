@@ -16,6 +16,8 @@ import signal
 import sys
 import warnings
 
+from tapbase import verbose
+
 SUBCOMMANDS = ("fit", "validate", "test")
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
 log = logging.getLogger(__name__)
@@ -174,6 +176,22 @@ def _build_cli_class():
     return TapforgeCLI
 
 
+LIGHTNING_CHATTER = ("💡 Tip:", "`weights_only` was not set")  # notices a user cannot act on
+
+
+class _DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_CHATTER)
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertisement and internal notices from its console output (progress bars stay)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropChatter) for f in handler.filters):
+                handler.addFilter(_DropChatter())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``fit``, ``validate`` or ``test``; see the module docstring."""
     from jsonargparse import ArgumentError
@@ -185,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     from train.module import TAPIRModule
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not verbose():
+        _quiet_lightning()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")  # ours is exact

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from tapbase.atomic import atomic_write_bytes
-from tapbase.drawing import draw_tracks
+from tapbase.drawing import draw_tracks, enlarge
 
 
 def overlay_frames(
@@ -25,17 +25,13 @@ def overlay_frames(
     pred_tracks: np.ndarray,
     pred_occluded: np.ndarray,
     max_points: int = 40,
-    min_height: int = 256,
 ) -> np.ndarray:
     """Ground truth | prediction side by side: uint8 [T,h,2w,3] from video [T,H,W,3] in [-1,1].
 
-    At most ``max_points`` tracks, spread over the query list; small videos are enlarged by an
-    integer factor (pixel repeat) to at least ``min_height`` rows so the markers stay readable.
+    At most ``max_points`` tracks, spread over the query list, on frames enlarged (`tapbase.drawing.enlarge`)
+    so that the markers stay readable.
     """
-    frames = np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    scale = max(1, -(-min_height // frames.shape[1]))
-    if scale > 1:
-        frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)
+    frames, scale = enlarge(np.clip(np.round((np.asarray(video, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8))
     rows = np.unique(np.linspace(0, gt_tracks.shape[0] - 1, min(max_points, gt_tracks.shape[0])).round().astype(int))
     left = draw_tracks(frames, gt_tracks[rows] * scale, gt_occluded[rows])
     right = draw_tracks(frames, pred_tracks[rows] * scale, pred_occluded[rows])
