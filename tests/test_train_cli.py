@@ -86,7 +86,9 @@ def test_fit_validates_checkpoints_and_resumes_the_schedule(setup, caplog):
         assert 0.0 <= val[f"val/{name}_stay_put/occlusion_accuracy"] <= 1.0
     assert val["val/synthetic_first/num_videos"] == 2 and val["val/davis_first/num_videos"] == 1
     assert any(r.get("train/loss") for r in rows) and any(r.get("train/lr") for r in rows)
-    assert glob.glob(os.path.join(run, "tensorboard", "version_*", "overlays", "overlay_davis_first_v0_*.gif"))
+    assert any(r.get("data/bad_shards") for r in rows) and any(r.get("data/clips_without_visible_track") for r in rows)
+    overlays = glob.glob(os.path.join(run, "tensorboard", "version_*", "overlays", "overlay_*.gif"))
+    assert overlays and all("_first_" in os.path.basename(p) for p in overlays)  # each clip once, in its first mode
 
     # resume: the step count and the learning-rate schedule carry on where they stopped
     assert main(["fit", "--config", SMOKE, "--config", tiny, "--trainer.max_steps", "6", "--ckpt_path", "last"]) == 0

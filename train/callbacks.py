@@ -4,9 +4,13 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from tapbase.errors import TapforgeError
+from train.overlays import log_overlay, overlay_frames
 
 
 class LastCheckpoint(Callback):
@@ -62,3 +66,66 @@ class InterruptedFit(Callback):
             return (f"at step {trainer.global_step} with no checkpoint to resume from; fix: set save_last: true and "
                     "save_on_exception: true on the ModelCheckpoint (as the shipped configs do)")
         return f"at step {trainer.global_step}, saved {paths[0]}: resume with --ckpt_path last"
+
+
+class TrackOverlays(Callback):
+    """Ground truth | prediction videos of the first ``num_videos`` evaluation clips of each source (rank 0), in
+    the loggers and as GIFs under ``<log_dir>/overlays``: each clip once, in the first query mode it comes in.
+
+    Reads the eval step's outputs (``tracks`` [N,T,2], ``occluded`` [N,T] of the batch's one clip). Configured as
+    ``overlays.num_videos`` and ``overlays.max_points`` (tracks drawn per video).
+    """
+
+    def __init__(self, num_videos: int = 2, max_points: int = 40):
+        if num_videos < 0 or max_points < 1:
+            raise TapforgeError(f"overlays.num_videos is {num_videos} and overlays.max_points {max_points}; "
+                                "fix: use num_videos >= 0 and max_points >= 1")  # fmt: skip
+        self.num_videos, self.max_points = int(num_videos), int(max_points)
+        self._drawn: dict[str, set[str]] = {}
+        self._folder: str | None = None
+
+    def _start(self, trainer) -> None:
+        self._drawn = {}
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask
+        self._folder = os.path.join(log_dir, "overlays") if log_dir else None
+
+    def _draw(self, trainer, outputs, batch) -> None:
+        if trainer.global_rank != 0 or trainer.sanity_checking or not outputs or not self.num_videos:
+            return
+        source = batch["set"][: -len(batch["mode"]) - 1]  # the set name is "<source>_<mode>"
+        drawn = self._drawn.setdefault(source, set())
+        if batch["name"] in drawn or len(drawn) >= self.num_videos:
+            return
+        drawn.add(batch["name"])
+        frames = overlay_frames(batch["video"][0].float().cpu().numpy(), batch["target_points"][0].cpu().numpy(),
+                                batch["occluded"][0].cpu().numpy(), outputs["tracks"], outputs["occluded"],
+                                self.max_points)  # fmt: skip
+        log_overlay(trainer, f"overlay/{batch['set']}/{batch['name']}", frames, self._folder)
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._start(trainer)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._draw(trainer, outputs, batch)
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._start(trainer)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._draw(trainer, outputs, batch)
+
+
+class DataStatistics(Callback):
+    """Logs the data module's skipped shards, samples and clips (``data/*``), summed over workers and ranks, at the
+    logging cadence, beside the clips that augmentation left without a visible point."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stats = getattr(trainer.datamodule, "stats", None)
+        if stats is None or trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
+            return
+        totals = stats.totals()
+        local = torch.tensor(list(totals.values()) + [float(batch["no_visible_track"].sum())], device=pl_module.device)
+        summed = trainer.strategy.reduce(local.double(), reduce_op="sum").tolist()
+        names = [f"data/{k}" for k in totals] + ["data/clips_without_visible_track"]
+        for name, value in zip(names, summed):
+            pl_module.log(name, value, on_step=True, on_epoch=False, rank_zero_only=True)

@@ -105,8 +105,13 @@ def _build_cli_class():
     from lightning.pytorch.cli import LightningCLI
     from lightning.pytorch.loggers import CSVLogger, Logger
 
+    from train.callbacks import TrackOverlays
+
     class TapforgeCLI(LightningCLI):
         """LightningCLI with tapforge's logger and precision rules."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_lightning_class_args(TrackOverlays, "overlays")  # config keys overlays.num_videos, .max_points
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
@@ -198,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from tapbase.errors import TapforgeError
-    from train.callbacks import LastCheckpoint, InterruptedFit
+    from train.callbacks import DataStatistics, InterruptedFit, LastCheckpoint
     from train.data import TAPIRDataModule
     from train.module import TAPIRModule
 
@@ -226,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             args=argv,
             parser_kwargs=parser_kwargs,
             save_config_kwargs={"overwrite": True},
-            trainer_defaults={"callbacks": [LastCheckpoint(), interrupt]},
+            trainer_defaults={"callbacks": [LastCheckpoint(), interrupt, DataStatistics()]},
             seed_everything_default=0,
             auto_configure_optimizers=False,
         )

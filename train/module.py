@@ -17,6 +17,9 @@ from lightning.pytorch import LightningModule
 
 from tapbase.errors import TapforgeError
 from tapir import tapvid
+from tapir.checkpoint import load_model, load_state_dict_strict
+from tapir.losses import tapir_loss
+from tapir.model import TAPIR, postprocess
 from train.evaluation import MetricAccumulator
 from train.optim import grad_norm, param_groups, warmup_cosine
 
@@ -41,8 +44,6 @@ class TAPIRModule(LightningModule):
       expected_dist_thresh: the expected-distance head learns "error above this many pixels (256
         scale)"; tapnet uses 6. Inference calls such points occluded, so a coarse model needs more.
       query_chunk_size: queries per cost-volume chunk in validation (memory bound).
-      num_overlay_videos: validation clips per dataset drawn as track-overlay videos (rank 0).
-      overlay_max_points: tracks drawn per overlay.
     """
 
     def __init__(
@@ -59,8 +60,6 @@ class TAPIRModule(LightningModule):
         compile: bool = False,
         expected_dist_thresh: float = 6.0,
         query_chunk_size: int = 64,
-        num_overlay_videos: int = 2,
-        overlay_max_points: int = 40,
     ):
         super().__init__()
         checks = [
@@ -74,14 +73,11 @@ class TAPIRModule(LightningModule):
             (expected_dist_thresh > 0, f"model.expected_dist_thresh is {expected_dist_thresh}; fix: use a positive "
                                        "distance in pixels at 256x256 (tapnet: 6)"),
             (query_chunk_size > 0, f"model.query_chunk_size is {query_chunk_size}; fix: use a positive count"),
-            (num_overlay_videos >= 0, f"model.num_overlay_videos is {num_overlay_videos}; fix: use 0 or more"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise TapforgeError(message)
         self.save_hyperparameters()
-        from tapir import TAPIR
-
         try:
             self.model = TAPIR(**(model or {}))
         except TypeError as err:
@@ -91,8 +87,6 @@ class TAPIRModule(LightningModule):
         self._initialised = False
         self._compiled = False
         self._metrics: MetricAccumulator | None = None
-        self._overlays: dict[str, int] = {}
-        self._overlay_dir: str | None = None
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -110,8 +104,6 @@ class TAPIRModule(LightningModule):
 
     def load_initial_weights(self, path: str) -> None:
         """Copy the weights of a tapnet / tapforge checkpoint into ``self.model`` (strict)."""
-        from tapir.checkpoint import load_model, load_state_dict_strict
-
         if not os.path.isfile(path):
             raise TapforgeError(f"model.init_from {path!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file")
         source = load_model(path)
@@ -172,8 +164,6 @@ class TAPIRModule(LightningModule):
         return self.model(video, query_points, is_training=is_training, **kwargs)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        from tapir.losses import tapir_loss
-
         video = batch["video"]
         outputs = self.model(video, batch["query_points"], is_training=True)
         outputs = {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
@@ -188,22 +178,7 @@ class TAPIRModule(LightningModule):
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
-        self._log_data_stats(batch)
         return loss
-
-    def _log_data_stats(self, batch: dict) -> None:
-        """Skipped shards/samples/clips summed over workers and ranks, at the logging cadence."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None or not hasattr(datamodule, "stats"):
-            return
-        if self.global_step % max(1, self.trainer.log_every_n_steps) != 0:
-            return
-        totals = datamodule.stats.totals()
-        local = torch.tensor(list(totals.values()) + [float(batch["no_visible_track"].sum())], device=self.device)
-        summed = self.trainer.strategy.reduce(local.double(), reduce_op="sum").tolist()
-        names = [f"data/{k}" for k in totals] + ["data/clips_without_visible_track"]
-        for name, value in zip(names, summed):
-            self.log(name, value, on_step=True, on_epoch=False, rank_zero_only=True)
 
     # -- validation / test --------------------------------------------------------------------
 
@@ -214,13 +189,9 @@ class TAPIRModule(LightningModule):
 
     def _start_eval(self) -> None:
         self._metrics = MetricAccumulator(self._set_names())
-        self._overlays = {}
-        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
-        self._overlay_dir = os.path.join(log_dir, "overlays") if log_dir else None
 
-    def _eval_step(self, batch: dict) -> None:
-        from tapir.model import postprocess
-
+    def _eval_step(self, batch: dict) -> dict[str, np.ndarray]:
+        """Score one clip (model and stay-put); returns its predicted ``tracks`` and ``occluded`` (for callbacks)."""
         outputs = self.model(
             batch["video"], batch["query_points"], is_training=False, query_chunk_size=self.hparams.query_chunk_size
         )
@@ -236,30 +207,7 @@ class TAPIRModule(LightningModule):
         stay_tracks, stay_occluded = tapvid.stay_put_prediction(query, gt_tracks.shape[2])
         stay = tapvid.compute_tapvid_metrics(query, gt_occluded, gt_tracks, stay_occluded, stay_tracks, mode)
         self._metrics.add(f"{set_name}_stay_put", stay)
-        self._maybe_overlay(batch, pred_tracks[0], pred_occluded[0])
-
-    def _maybe_overlay(self, batch: dict, pred_tracks: np.ndarray, pred_occluded: np.ndarray) -> None:
-        from train.overlays import log_overlay, overlay_frames
-
-        set_name = batch["set"]
-        modes = getattr(getattr(self.trainer, "datamodule", None), "query_modes", None) or [batch["mode"]]
-        if (
-            self.global_rank != 0
-            or self.trainer.sanity_checking
-            or batch["mode"] != modes[0]  # one overlay per video, in the first query mode
-            or self._overlays.get(set_name, 0) >= self.hparams.num_overlay_videos
-        ):
-            return
-        self._overlays[set_name] = self._overlays.get(set_name, 0) + 1
-        frames = overlay_frames(
-            batch["video"][0].float().cpu().numpy(),
-            batch["target_points"][0].cpu().numpy(),
-            batch["occluded"][0].cpu().numpy(),
-            pred_tracks,
-            pred_occluded,
-            self.hparams.overlay_max_points,
-        )
-        log_overlay(self.trainer, f"overlay/{set_name}/{batch['name']}", frames, self._overlay_dir)
+        return {"tracks": pred_tracks[0], "occluded": pred_occluded[0]}
 
     def _finish_eval(self, prefix: str) -> dict[str, float]:
         results = self._metrics.reduce(lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"))
@@ -272,8 +220,8 @@ class TAPIRModule(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._start_eval()
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, np.ndarray]:
+        return self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._finish_eval("val")
@@ -281,8 +229,8 @@ class TAPIRModule(LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_eval()
 
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch)
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, np.ndarray]:
+        return self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:
         self._finish_eval("test")
