@@ -12,6 +12,7 @@ import torch
 from tapforge.cli import main as tapforge
 from tapir import TAPIR
 from tapir import checkpoint as ck
+from tapbase.drawing import OVERLAY_MIN_SIDE
 from tapbase.video import read_video
 
 NUM_FRAMES, HEIGHT, WIDTH = 6, 48, 64
@@ -47,7 +48,8 @@ def test_track_writes_overlay_and_tracks(tmp_path, checkpoint_file, video_file, 
     rc = tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--grid", "3", "--out", str(out), "--save", str(save)])
     assert rc == 0, capsys.readouterr().err
     frames, fps = read_video(out)
-    assert frames.shape == (NUM_FRAMES, HEIGHT, WIDTH, 3) and fps == pytest.approx(10)
+    factor = -(-OVERLAY_MIN_SIDE // min(HEIGHT, WIDTH))  # a small video is drawn on enlarged by a whole factor
+    assert frames.shape == (NUM_FRAMES, HEIGHT * factor, WIDTH * factor, 3) and fps == pytest.approx(10)
     with np.load(save) as data:
         assert data["tracks"].shape == (9, NUM_FRAMES, 2) and data["occluded"].shape == (9, NUM_FRAMES)
         assert data["occluded"].dtype == bool and data["queries"].shape == (9, 3)

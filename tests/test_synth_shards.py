@@ -79,7 +79,7 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
     from tapbase.video import read_video
 
     frames, _ = read_video(gif)
-    assert frames.shape == (4, 48, 48, 3)
+    assert frames.shape == (4, 384, 384, 3)  # the 48 px scene, drawn on enlarged 8x
 
     # the clips as a TAP-Vid DAVIS-format pickle, readable by the TAP-Vid loader
     pkl = tmp_path / "synthetic_tapvid.pkl"
