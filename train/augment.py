@@ -2,8 +2,8 @@
 
 Applied after the batch reaches the accelerator. Geometry first (a crop window per frame that
 drifts and zooms smoothly over the clip, flips, resampled to the training resolution with
-antialiased bilinear weights that keep tracks exact), then occluder patches, then photometric changes (colour, blur, sensor noise,
-JPEG-style compression). Every augmentation has its own probability (drawn per clip) and range.
+antialiased bilinear weights that keep tracks exact), then occluder patches, then photometric
+changes (colour, blur, sensor noise, JPEG-style compression). Every augmentation has its own probability (drawn per clip) and range.
 
 Ground truth stays exact: tracks go through the same per-frame affine map as the pixels
 (raster convention, (0,0) = top-left corner of the top-left pixel), points that leave the frame
@@ -227,10 +227,10 @@ def warp_frames(frames: torch.Tensor, ax, bx, ay, by, out_size: tuple[int, int])
     The maps only scale, shift and flip each axis, so the resampling is separable: one weight matrix per axis and
     frame (`resampling_weights`). When no frame shrinks, that is plain bilinear, done by ``grid_sample`` (cheaper).
     """
-    in_h, in_w = frames.shape[-2:]
-    out_h, out_w = out_size
     if bool((ax.abs() <= 1).all() and (ay.abs() <= 1).all()):
         return _bilinear(frames, ax, bx, ay, by, out_size)
+    in_h, in_w = frames.shape[-2:]
+    out_h, out_w = out_size
     rows = resampling_weights(ay.to(frames.dtype), by.to(frames.dtype), out_h, in_h)  # [BT, out_h, in_h]
     cols = resampling_weights(ax.to(frames.dtype), bx.to(frames.dtype), out_w, in_w)  # [BT, out_w, in_w]
     return rows[:, None] @ (frames @ cols.transpose(1, 2)[:, None])
