@@ -67,7 +67,7 @@ def load_seconds(train_config: str, shards: str, batches: int) -> tuple[float, i
     clips, start = 0, time.perf_counter()
     for batch in module.train_dataloader():
         batch = module.on_after_batch_transfer(module.on_before_batch_transfer(batch, 0), 0)
-        clips += batch["video"].shape[0]
+        clips += batch.video.shape[0]
     seconds = time.perf_counter() - start
     torch.set_num_threads(threads)
     return seconds, clips

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from synth.schema import decode_clip
 from train.augment import AugmentConfig, Sim2RealAugment
+from train.batches import ClipBatch
 from train.data import TrainClipStream, decode_frames
 from train.procedural import write_shards
 from train.sampling import sample_queries, subclip_indices
@@ -101,20 +102,22 @@ def loader_rate(urls, args, workers: int) -> tuple[float, float]:
     start, cpu_start = time.perf_counter(), time.process_time()
     count = 0
     for batch in it:
-        count += batch["video"].shape[0]
+        count += batch.video.shape[0]
     return count / (time.perf_counter() - start), count / (time.process_time() - cpu_start)
 
 
 def augment_cost(args) -> float:
     gen = torch.Generator().manual_seed(0)
     b, t, s, n = args.batch_size, args.num_frames, args.size, args.num_queries
-    batch = {
-        "video": torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, generator=gen),
-        "tracks": torch.rand(b, n, t, 2, generator=gen) * s,
-        "occluded": torch.rand(b, n, t, generator=gen) < 0.2,
-        "query_frame": torch.randint(0, t, (b, n), generator=gen),
-    }
-    batch["occluded"].scatter_(2, batch["query_frame"][..., None], False)
+    query_frame = torch.randint(0, t, (b, n), generator=gen)
+    batch = ClipBatch(
+        video=torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, generator=gen),
+        tracks=torch.rand(b, n, t, 2, generator=gen) * s,
+        occluded=(torch.rand(b, n, t, generator=gen) < 0.2).scatter_(2, query_frame[..., None], False),
+        query_frame=query_frame,
+        object_ids=torch.zeros(b, n, dtype=torch.int64),
+        keys=[f"clip{i}" for i in range(b)],
+    )
     augment = Sim2RealAugment(AugmentConfig(), (s, s))
     times = []
     for _ in tqdm(range(args.aug_repeats), desc="augment", leave=False):

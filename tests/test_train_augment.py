@@ -7,6 +7,7 @@ import torch
 from PIL import Image
 
 from tapbase.errors import TapforgeError
+from train.batches import ClipBatch
 from train.augment import (
     AugmentConfig,
     BlurConfig,
@@ -52,7 +53,14 @@ def ramp_batch(batch=4, frames=6, size=64, points=200, seed=0):
     occluded = torch.rand(batch, points, frames, generator=g) < 0.1
     occluded[..., 0] = False
     query_frame = torch.zeros(batch, points, dtype=torch.long)
-    return dict(video=video, tracks=tracks, occluded=occluded, query_frame=query_frame)
+    return clip_batch(video, tracks, occluded, query_frame)
+
+
+def clip_batch(video, tracks, occluded, query_frame):
+    """A loader batch of these clips (object ids and keys do not matter to the augmentation)."""
+    batch_n, points = query_frame.shape
+    return ClipBatch(video=video, tracks=tracks, occluded=occluded, query_frame=query_frame,
+                     object_ids=torch.zeros(batch_n, points, dtype=torch.int64), keys=[str(i) for i in range(batch_n)])
 
 
 def ramp_value(pos: torch.Tensor) -> torch.Tensor:
@@ -87,15 +95,15 @@ def test_pixel_under_each_visible_track_is_unchanged(crop, flip, out_size):
     aug = Sim2RealAugment(geometry_only(crop, flip), out_size)
     out = aug(batch, torch.Generator().manual_seed(1))
     out_h, out_w = out_size
-    assert out["video"].shape == (4, 6, out_h, out_w, 3)
-    before = torch.stack([ramp_value(batch["tracks"][..., 0]), ramp_value(batch["tracks"][..., 1])], dim=-1)
-    frames = (out["video"].numpy() + 1.0) / 2.0
-    tracks = out["tracks"].numpy()
-    visible = ~out["occluded"].numpy()
+    assert out.video.shape == (4, 6, out_h, out_w, 3)
+    before = torch.stack([ramp_value(batch.tracks[..., 0]), ramp_value(batch.tracks[..., 1])], dim=-1)
+    frames = (out.video.numpy() + 1.0) / 2.0
+    tracks = out.tracks.numpy()
+    visible = ~out.occluded.numpy()
     # away from the borders, where the ramp stops being linear (border padding) and the
     # bilinear reads (or, when shrinking, the antialiasing filter, as wide as the scale) would need
     # pixels outside the frame
-    source_xy = np.take_along_axis(batch["tracks"].numpy(), out["source_index"].numpy()[..., None, None], axis=1)
+    source_xy = np.take_along_axis(batch.tracks.numpy(), out.source_index.numpy()[..., None, None], axis=1)
     margin = np.all((source_xy > 3.0) & (source_xy < 61.0), axis=-1)
     margin &= (tracks[..., 0] > 0.5) & (tracks[..., 0] < out_w - 0.5) & (tracks[..., 1] > 0.5) & (tracks[..., 1] < out_h - 0.5)
     checked = 0
@@ -103,31 +111,30 @@ def test_pixel_under_each_visible_track_is_unchanged(crop, flip, out_size):
         for t in range(6):
             sel = visible[b, :, t] & margin[b, :, t]
             after = bilinear(frames[b, t], tracks[b, sel, t, 0], tracks[b, sel, t, 1])[:, :2]
-            expected = before[b, out["source_index"][b][sel], t].numpy()
+            expected = before[b, out.source_index[b][sel], t].numpy()
             np.testing.assert_allclose(after, expected, atol=2e-5)
             checked += int(sel.sum())
     assert checked > 1000
     # a point is occluded after the crop exactly when it was before or it left the frame
     left = ~((tracks[..., 0] >= 0) & (tracks[..., 0] < out_w) & (tracks[..., 1] >= 0) & (tracks[..., 1] < out_h))
-    rows = out["source_index"].numpy()
-    was_occluded = np.take_along_axis(batch["occluded"].numpy(), rows[..., None], axis=1)
-    np.testing.assert_array_equal(out["occluded"].numpy(), was_occluded | left)
+    rows = out.source_index.numpy()
+    was_occluded = np.take_along_axis(batch.occluded.numpy(), rows[..., None], axis=1)
+    np.testing.assert_array_equal(out.occluded.numpy(), was_occluded | left)
 
 
 def test_flip_matches_pixel_exactly_on_texture():
     g = torch.Generator().manual_seed(0)
     video = torch.randint(0, 256, (2, 3, 32, 40, 3), generator=g, dtype=torch.uint8)
     tracks = torch.rand(2, 50, 3, 2, generator=g) * torch.tensor([40.0, 32.0])
-    batch = dict(video=video, tracks=tracks, occluded=torch.zeros(2, 50, 3, dtype=torch.bool),
-                 query_frame=torch.zeros(2, 50, dtype=torch.long))
+    batch = clip_batch(video, tracks, torch.zeros(2, 50, 3, dtype=torch.bool), torch.zeros(2, 50, dtype=torch.long))
     out = Sim2RealAugment(geometry_only(CropConfig(p=0.0), FlipConfig(1.0, 0.0)), (32, 40))(batch, g)
-    frames = torch.round((out["video"] + 1) * 127.5).to(torch.uint8)
+    frames = torch.round((out.video + 1) * 127.5).to(torch.uint8)
     for b in range(2):
         for t in range(3):
             xi, yi = tracks[b, :, t, 0].long(), tracks[b, :, t, 1].long()
-            xo, yo = out["tracks"][b, :, t, 0].floor().long(), out["tracks"][b, :, t, 1].floor().long()
+            xo, yo = out.tracks[b, :, t, 0].floor().long(), out.tracks[b, :, t, 1].floor().long()
             assert torch.equal(frames[b, t, yo, xo], video[b, t, yi, xi])
-    assert torch.allclose(out["tracks"][..., 0], 40.0 - tracks[..., 0])
+    assert torch.allclose(out.tracks[..., 0], 40.0 - tracks[..., 0])
 
 
 @pytest.mark.parametrize("replace_p", [0.0, 1.0])
@@ -141,9 +148,9 @@ def test_points_under_occluder_patches_become_occluded(replace_p):
     config = geometry_only(CropConfig(p=0.0), FlipConfig(0.0, 0.0))
     config.occluder = OccluderConfig(p=1.0, max_patches=3, size=(0.2, 0.5), replace_p=replace_p, max_speed=0.05)
     out = Sim2RealAugment(config, (size, size))(
-        dict(video=video, tracks=tracks, occluded=occluded, query_frame=query_frame), g
+        clip_batch(video, tracks, occluded, query_frame), g
     )
-    after = torch.round((out["video"] + 1) * 127.5).to(torch.uint8)
+    after = torch.round((out.video + 1) * 127.5).to(torch.uint8)
     changed = (after != video).any(dim=-1)  # [B,T,H,W]: pixels a patch painted over
     assert changed.float().mean() > 0.02
     xi, yi = tracks[..., 0].long(), tracks[..., 1].long()  # [B,N,T]
@@ -151,15 +158,15 @@ def test_points_under_occluder_patches_become_occluded(replace_p):
     t_idx = torch.arange(frames_n)[None, None, :]
     under_patch = changed[b_idx, t_idx, yi, xi]
     # rows may be swapped by the query repair; compare against the tracks that came out
-    assert torch.equal(out["tracks"], tracks[torch.arange(batch_n)[:, None], out["source_index"]])
-    expected = under_patch[torch.arange(batch_n)[:, None], out["source_index"]]
-    assert torch.equal(out["occluded"], expected)
+    assert torch.equal(out.tracks, tracks[torch.arange(batch_n)[:, None], out.source_index])
+    expected = under_patch[torch.arange(batch_n)[:, None], out.source_index]
+    assert torch.equal(out.occluded, expected)
     # every query now sits on a visible frame at the track's position
-    qf = out["query_frame"]
-    assert not out["occluded"].gather(-1, qf[..., None]).any()
-    at_query = out["tracks"].gather(2, qf[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
-    assert torch.equal(out["query_points"][..., 2], at_query[..., 0])
-    assert torch.equal(out["query_points"][..., 1], at_query[..., 1])
+    qf = out.query_frame
+    assert not out.occluded.gather(-1, qf[..., None]).any()
+    at_query = out.tracks.gather(2, qf[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
+    assert torch.equal(out.query_points[..., 2], at_query[..., 0])
+    assert torch.equal(out.query_points[..., 1], at_query[..., 1])
 
 
 def test_repair_queries_moves_to_nearest_visible_frame_and_replaces_dead_tracks():
@@ -185,10 +192,10 @@ def test_photometric_only_leaves_tracks_alone_and_stays_in_range():
         jpeg=JpegConfig(p=1.0),
     )
     out = Sim2RealAugment(config, (32, 32))(batch, torch.Generator().manual_seed(0))
-    assert torch.equal(out["tracks"], batch["tracks"])
-    assert torch.equal(out["occluded"], batch["occluded"])
-    assert out["video"].min() >= -1 and out["video"].max() <= 1
-    assert not torch.allclose(out["video"], batch["video"].float() / 127.5 - 1, atol=0.02)
+    assert torch.equal(out.tracks, batch.tracks)
+    assert torch.equal(out.occluded, batch.occluded)
+    assert out.video.min() >= -1 and out.video.max() <= 1
+    assert not torch.allclose(out.video, batch.video.float() / 127.5 - 1, atol=0.02)
 
 
 def test_hsv_round_trip_and_motion_kernel_normalised():

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from synth.schema import encode_clip
 from tapbase.errors import TapforgeError
 from tapir import tapvid
-from train.data import TAPIRDataModule, TrainClipStream, make_training_example
+from train.data import TAPIRDataModule, TrainClipStream, UnusableClip, make_training_example
 from train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from train.procedural import make_clip, write_shards
 from train.sampling import balanced_counts, object_counts, sample_queries, subclip_indices
@@ -99,8 +99,8 @@ def test_training_example_tracks_match_the_clip(shard_dir):
     assert example["tracks"].shape == (16, 6, 2) and example["occluded"].shape == (16, 6)
     assert not example["occluded"][np.arange(16), example["query_frame"]].any()
     assert example["tracks"][..., 0].max() > 32  # scaled with the resize (x by 2, y by 1.5)
-    too_short = make_training_example(encode_clip(clip), 12, [1], 16, rng)
-    assert isinstance(too_short, str) and "data.num_frames=12" in too_short
+    with pytest.raises(UnusableClip, match="data.num_frames=12"):
+        make_training_example(encode_clip(clip), 12, [1], 16, rng)
 
 
 def stream(urls, **kw):
@@ -119,11 +119,11 @@ def test_every_rank_gets_epoch_length_batches_from_its_own_shards(shard_dir):
             batches = list(loader)
             assert len(batches) == 5
         batch = batches[0]
-        assert batch["video"].shape == (2, 6, 32, 32, 3) and batch["video"].dtype == torch.uint8
-        assert batch["tracks"].shape == (2, 16, 6, 2) and batch["occluded"].shape == (2, 16, 6)
-        visible_at_query = ~batch["occluded"].gather(-1, batch["query_frame"][..., None])
+        assert batch.video.shape == (2, 6, 32, 32, 3) and batch.video.dtype == torch.uint8
+        assert batch.tracks.shape == (2, 16, 6, 2) and batch.occluded.shape == (2, 16, 6)
+        visible_at_query = ~batch.occluded.gather(-1, batch.query_frame[..., None])
         assert visible_at_query.all()
-        keys[rank] = {k for b in batches for k in b["key"]}
+        keys[rank] = {k for b in batches for k in b.keys}
     assert keys[0] and keys[1] and not keys[0] & keys[1]  # 6 shards over 2 ranks x 2 workers: disjoint
 
 
@@ -149,9 +149,9 @@ def test_corrupt_shards_are_skipped_and_counted(shard_dir, tmp_path):
     urls = write_corrupt_shards(str(tmp_path / "bad"), expand_shards(shard_dir))
     batches = list(stream(urls, epoch_length=20, shuffle_buffer=6))
     assert len(batches) == 20
-    counts = np.array([b["stats"].tolist() for b in batches])
+    counts = np.array([list(b.counts.totals().values()) for b in batches])
     assert (np.diff(counts, axis=0) >= 0).all(), "running counts went down"
-    bad_shards, bad_samples, _ = counts[-1]
+    bad_shards, bad_samples = batches[-1].counts.bad_shards, batches[-1].counts.bad_samples
     # each once, however often it is drawn: the truncated shard and the non-tar; the two broken samples and
     # the truncated shard's cut-off last sample
     assert (bad_shards, bad_samples) == (2, 3)
@@ -208,19 +208,19 @@ def test_eval_sets_split_videos_over_ranks_exactly_once(shard_dir, tmp_path):
     seen = []
     for rank in (0, 1):
         for batch in TapVidEvalSet(str(pkl), "davis", ["first", "strided"], (32, 32), rank=rank, world_size=2):
-            assert batch["video"].shape == (1, 7, 32, 32, 3)
-            assert batch["query_points"].shape[1] == batch["target_points"].shape[1] == batch["occluded"].shape[1]
-            seen.append((batch["set"], batch["name"]))
+            assert batch.video.shape == (1, 7, 32, 32, 3)
+            assert batch.query_points.shape[1] == batch.target_points.shape[1] == batch.occluded.shape[1]
+            seen.append((batch.set_name, batch.name))
     assert sorted(seen) == sorted((f"davis_{m}", f"video{i}") for i in range(3) for m in ("first", "strided"))
 
     urls = expand_shards(shard_dir)
-    names = [b["name"] for r in (0, 1) for b in SyntheticEvalSet(urls, "synthetic", ["first"], (24, 24), 10, None, r, 2)]
+    names = [b.name for r in (0, 1) for b in SyntheticEvalSet(urls, "synthetic", ["first"], (24, 24), 10, None, r, 2)]
     assert sorted(names) == sorted(f"clip001_{i:06d}" for i in range(12))
     batch = next(iter(SyntheticEvalSet(urls, "synthetic", ["strided"], (24, 24), max_tracks=10)))
-    assert batch["video"].shape[2:4] == (24, 24) and batch["target_points"].shape[-2:] == (10, 2)
-    q = batch["query_points"][0]
+    assert batch.video.shape[2:4] == (24, 24) and batch.target_points.shape[-2:] == (10, 2)
+    q = batch.query_points[0]
     assert (q[:, 0] % 5 == 0).all()
-    assert not batch["occluded"][0, torch.arange(q.shape[0]), q[:, 0].long()].any()
+    assert not batch.occluded[0, torch.arange(q.shape[0]), q[:, 0].long()].any()
 
 
 def test_missing_tapvid_paths_are_skipped_with_a_message(tmp_path, caplog):
@@ -242,16 +242,21 @@ def test_metric_reduction_over_ranks_is_the_mean_over_videos():
         query = np.concatenate([np.zeros((1, 6, 1)), gt[:, :, 0, ::-1]], axis=-1)
         pred = gt + rng.normal(0, 3, gt.shape)
         per_video.append(tapvid.compute_tapvid_metrics(query, gt_occ, gt, rng.random((1, 6, 8)) < 0.3, pred, "first"))
-    ranks = [MetricAccumulator(["synthetic_first"]), MetricAccumulator(["synthetic_first"])]
+    ranks = [MetricAccumulator(), MetricAccumulator()]
     for i, metrics in enumerate(per_video):
         ranks[0 if i < 4 else 1].add("synthetic_first", metrics)  # uneven split over ranks
+    ranks[1].add("davis_first", per_video[0])  # a set of which rank 0 saw no video
+
+    def gather_names(local):  # what all_gather_object gives across the two processes
+        return [name for r in ranks for name in sorted(r.rows)]
 
     def all_reduce_sum(local):  # what the strategy's sum-reduce does across the two processes
-        return sum(torch.from_numpy(np.concatenate([r.sums, r.counts, r.videos[:, None]], 1)) for r in ranks)
+        names = sorted(set(gather_names(None)))
+        return sum(r.packed(names) for r in ranks)
 
-    reduced = ranks[0].reduce(all_reduce_sum)
+    reduced = ranks[0].reduce(all_reduce_sum, gather_names)
     expected = tapvid.mean_metrics(per_video)
-    assert reduced["synthetic_first/num_videos"] == 5
+    assert reduced["synthetic_first/num_videos"] == 5 and reduced["davis_first/num_videos"] == 1
     for key, value in expected.items():
         assert reduced[f"synthetic_first/{key}"] == pytest.approx(value)
 
@@ -266,4 +271,4 @@ def test_remote_shards_through_fsspec(shard_dir):
     urls = expand_shards("memory://bucket/shard-*.tar")
     assert [u.startswith("memory://") and u.endswith(f"shard-00000{i}.tar") for i, u in enumerate(urls)] == [True, True]
     batches = list(stream(urls, epoch_length=2))
-    assert len(batches) == 2 and batches[-1]["stats"].tolist()[:2] == [0, 0]
+    assert len(batches) == 2 and (batches[-1].counts.bad_shards, batches[-1].counts.bad_samples) == (0, 0)

@@ -31,7 +31,7 @@ class RankReport(Callback):
         self.batches += 1
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self.val_videos[batch["set"]] = self.val_videos.get(batch["set"], 0) + 1
+        self.val_videos[batch.set_name] = self.val_videos.get(batch.set_name, 0) + 1
 
     def on_train_end(self, trainer, pl_module):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tapbase.errors import TapforgeError
+from train.batches import ClipBatch, TrainBatch
 
 
 @dataclass
@@ -546,21 +547,17 @@ class Sim2RealAugment:
         self.config = config
         self.resolution = (int(resolution[0]), int(resolution[1]))
 
-    def __call__(self, batch: dict, gen: torch.Generator | None = None) -> dict:
-        """batch: video uint8 [B,T,H,W,3], tracks [B,N,T,2], occluded [B,N,T], query_frame [B,N].
-
-        Returns a new dict with video float [B,T,h,w,3] in [-1,1] at ``resolution``, tracks,
-        occluded, query_frame and query_points [B,N,3] (t,y,x) in that frame, plus
-        ``source_index`` [B,N] (the input row of each output row, see :func:`repair_queries`)
-        and ``no_visible_track`` [B] for clips left without any visible point.
-        """
+    def __call__(self, batch: ClipBatch, gen: torch.Generator | None = None) -> TrainBatch:
+        """Clips (video uint8 [B,T,H,W,3], tracks [B,N,T,2], occluded [B,N,T], query_frame [B,N]) -> the
+        model's batch at ``resolution`` (see :class:`~train.batches.TrainBatch`; ``source_index`` as in
+        :func:`repair_queries`)."""
         cfg = self.config
-        video = batch["video"]
+        video = batch.video
         batch_n, frames_n, in_h, in_w, _ = video.shape
         out_h, out_w = self.resolution
         device = video.device
         x = video.permute(0, 1, 4, 2, 3).reshape(batch_n * frames_n, 3, in_h, in_w).float() / 255.0
-        tracks, occluded = batch["tracks"].float(), batch["occluded"].bool()
+        tracks, occluded = batch.tracks.float(), batch.occluded.bool()
 
         if cfg.enabled:
             cx, cy, w, h = sample_windows(cfg, batch_n, frames_n, in_h, in_w, gen, device)
@@ -588,10 +585,9 @@ class Sim2RealAugment:
             x = _apply_some(x, cfg.jpeg.p, lambda v: jpeg_compress(v, cfg.jpeg.quality, gen), gen)
 
         tracks, occluded, query_frame, source, empty = repair_queries(
-            tracks, occluded, batch["query_frame"].long(), gen
+            tracks, occluded, batch.query_frame.long(), gen
         )
-        out = {k: v for k, v in batch.items() if k not in ("video", "tracks", "occluded", "query_frame")}
-        out.update(
+        return TrainBatch(
             video=x.permute(0, 1, 3, 4, 2) * 2.0 - 1.0,
             tracks=tracks,
             occluded=occluded,
@@ -599,5 +595,6 @@ class Sim2RealAugment:
             query_points=query_points(tracks, query_frame),
             source_index=source,
             no_visible_track=empty,
+            object_ids=batch.object_ids.gather(1, source),
+            keys=batch.keys,
         )
-        return out

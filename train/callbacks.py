@@ -92,15 +92,14 @@ class TrackOverlays(Callback):
     def _draw(self, trainer, outputs, batch) -> None:
         if trainer.global_rank != 0 or trainer.sanity_checking or not outputs or not self.num_videos:
             return
-        source = batch["set"][: -len(batch["mode"]) - 1]  # the set name is "<source>_<mode>"
-        drawn = self._drawn.setdefault(source, set())
-        if batch["name"] in drawn or len(drawn) >= self.num_videos:
+        drawn = self._drawn.setdefault(batch.source, set())
+        if batch.name in drawn or len(drawn) >= self.num_videos:
             return
-        drawn.add(batch["name"])
-        frames = overlay_frames(batch["video"][0].float().cpu().numpy(), batch["target_points"][0].cpu().numpy(),
-                                batch["occluded"][0].cpu().numpy(), outputs["tracks"], outputs["occluded"],
+        drawn.add(batch.name)
+        frames = overlay_frames(batch.video[0].float().cpu().numpy(), batch.target_points[0].cpu().numpy(),
+                                batch.occluded[0].cpu().numpy(), outputs["tracks"], outputs["occluded"],
                                 self.max_points)  # fmt: skip
-        log_overlay(trainer, f"overlay/{batch['set']}/{batch['name']}", frames, self._folder)
+        log_overlay(trainer, f"overlay/{batch.set_name}/{batch.name}", frames, self._folder)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start(trainer)
@@ -124,7 +123,7 @@ class DataStatistics(Callback):
         if stats is None or trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
             return
         totals = stats.totals()
-        local = torch.tensor(list(totals.values()) + [float(batch["no_visible_track"].sum())], device=pl_module.device)
+        local = torch.tensor(list(totals.values()) + [float(batch.no_visible_track.sum())], device=pl_module.device)
         summed = trainer.strategy.reduce(local.double(), reduce_op="sum").tolist()
         names = [f"data/{k}" for k in totals] + ["data/clips_without_visible_track"]
         for name, value in zip(names, summed):

@@ -1,22 +1,22 @@
 """Training data: WebDataset shards -> random sub-clips with tapnet-style queries -> batches.
 
-Each DDP rank and each loader worker reads its own share of the shards (split by rank, then by
-worker), draws shards with replacement (so the stream never runs dry) and yields exactly its
-share of ``epoch_length`` batches, so every rank sees the same number of batches per epoch
-whatever the shard sizes. Clips are decoded on the CPU (only the frames of the sub-clip), the
-batch is shipped as uint8 in pinned memory, and augmentation runs on the device afterwards
-(``on_after_batch_transfer``).
+Each loader reader (a DDP rank's worker) takes its own share of the shards (every n-th of the list, split by
+rank, then by worker; all of them when there are fewer shards than readers), draws from that share with
+replacement (so the stream never runs dry) and yields exactly its part of ``epoch_length`` batches, so every
+rank sees the same number of batches per epoch whatever the shard sizes. Clips are decoded on the CPU (only the
+frames of the sub-clip), the batch is shipped as uint8 in pinned memory, and augmentation runs on the device
+afterwards (``on_after_batch_transfer``).
 """
 from __future__ import annotations
 
 import logging
 import random
 import zlib
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -24,13 +24,16 @@ from synth.schema import SchemaError, decode_clip, decode_frame
 from tapbase.errors import TapforgeError
 from tapbase.video import resize_frames
 from train.augment import AugmentConfig, Sim2RealAugment
+from train.batches import ClipBatch, EvalBatch, ReaderCounts, TrainBatch
 from train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from train.sampling import outside_frame, sample_queries, subclip_indices
-from train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, resampled_urls, split_urls
+from train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, split_urls
 
 log = logging.getLogger(__name__)
 
-STAT_NAMES = ("bad_shards", "bad_samples", "skipped_clips")
+
+class UnusableClip(Exception):
+    """A well-formed clip that cannot give a training example (too short, nothing visible); says why."""
 
 
 def decode_frames(sample: dict, indices: np.ndarray) -> np.ndarray:
@@ -67,18 +70,19 @@ def make_training_example(
     rng: np.random.Generator,
     frame_size: tuple[int, int] | None = None,
     background_share: float | None = None,
-) -> dict | str:
-    """Raw shard sample -> a training example, or a string saying why the clip was skipped.
+) -> dict:
+    """Raw shard sample -> a training example.
 
     The example holds video uint8 [T,H,W,3], tracks float32 [Q,T,2], occluded bool [Q,T],
-    query_frame int64 [Q] (a frame where the query's track is visible) and object_ids [Q];
+    query_frame int64 [Q] (a frame where the query's track is visible), object_ids [Q] and key;
     ``background_share`` as in ``train.sampling.sample_queries``.
-    Raises SchemaError for a sample that does not follow the shard schema.
+    Raises SchemaError for a sample that does not follow the shard schema, UnusableClip for a clip that
+    cannot give an example.
     """
     clip = decode_clip(sample, with_video=False)
     frames = subclip_indices(clip.num_frames, num_frames, frame_strides, rng)
     if frames is None:
-        return f"clip {clip.key} has {clip.num_frames} frames, fewer than data.num_frames={num_frames}"
+        raise UnusableClip(f"clip {clip.key} has {clip.num_frames} frames, fewer than data.num_frames={num_frames}")
     video = decode_frames(sample, frames)
     tracks = clip.tracks[:, frames]
     if frame_size is not None and tuple(frame_size) != video.shape[1:3]:
@@ -86,7 +90,7 @@ def make_training_example(
     occluded = clip.occluded[:, frames] | outside_frame(tracks, *video.shape[1:3])
     chosen = sample_queries(occluded, clip.object_ids, num_queries, rng, background_share)
     if chosen is None:
-        return f"clip {clip.key} has no track visible in the sampled frames"
+        raise UnusableClip(f"clip {clip.key} has no track visible in the sampled frames")
     rows, query_frame = chosen
     return {
         "video": video,
@@ -98,21 +102,28 @@ def make_training_example(
     }
 
 
-def collate(examples: list[dict]) -> dict:
-    """Stack examples into a batch of tensors (frames must share one size)."""
+def collate(examples: list[dict], counts: ReaderCounts | None = None) -> ClipBatch:
+    """Stack examples into a batch (frames must share one size); ``counts`` is copied into it."""
     sizes = {e["video"].shape[1:3] for e in examples}
     if len(sizes) > 1:
         raise TapforgeError(
             f"clips in the shards have different frame sizes {sorted(sizes)}; "
             "fix: set data.frame_size: [H, W] so that every clip is resized to one size"
         )
-    batch = {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in examples[0] if k != "key"}
-    batch["key"] = [e["key"] for e in examples]
-    return batch
+    stacked = {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in examples[0] if k != "key"}
+    snapshot = ReaderCounts(**vars(counts)) if counts is not None else ReaderCounts()
+    return ClipBatch(**stacked, keys=[e["key"] for e in examples], counts=snapshot)
 
 
 class TrainClipStream(IterableDataset):
-    """Endless, resampled stream of training batches; one epoch = exactly ``epoch_length`` batches."""
+    """Endless, resampled stream of training batches; one epoch = exactly ``epoch_length`` batches.
+
+    Built from webdataset's stages (resampled shards, shuffle, batched, with_epoch) around two of its own:
+    reading that counts damaged shards once each however often they are drawn, and example making that counts
+    unusable clips and stops with a clear error when nothing in a row can be used. The rank comes from the
+    trainer and the shard split is made here, per reader, rather than by ``split_by_node``/``split_by_worker``,
+    which split one pass over the list: each reader resamples its own part without end.
+    """
 
     def __init__(
         self,
@@ -145,86 +156,80 @@ class TrainClipStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.max_consecutive_skips = max_consecutive_skips
-        self._batches: Iterator[dict] | None = None
+        self._pipeline: wds.DataPipeline | None = None
 
     def __len__(self) -> int:
         return self.epoch_length
 
-    def _examples(self, worker: int, num_workers: int, counts: dict[str, int]) -> Iterator[dict]:
-        """Training examples of this reader's shards; ``counts`` (STAT_NAMES) is kept up to date."""
-        part = self.rank * num_workers + worker
-        seed = [self.seed, self.rank, worker]
-        urls = split_urls(self.urls, part, self.world_size * num_workers)
-        handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
-        rng = np.random.default_rng(seed)
-        skips, last_reason = 0, ""
-        for sample in read_samples(resampled_urls(urls, random.Random(str(seed))), handler):
+    def _examples(self, samples: Iterable[dict], handler: CorruptShardHandler, counts: ReaderCounts,
+                  rng: np.random.Generator) -> Iterator[dict]:  # fmt: skip
+        """Training examples of raw samples; damaged and unusable ones are counted in ``counts`` and skipped."""
+        skips = 0
+        for sample in samples:
             try:
                 example = make_training_example(
                     sample, self.num_frames, self.frame_strides, self.num_queries, rng, self.frame_size,
                     self.background_share,
                 )
-            except SchemaError as err:
-                handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
-                example, last_reason = None, f"damaged sample ({err})"
-            else:
-                if isinstance(example, str):
-                    counts["skipped_clips"] += 1
-                    example, last_reason = None, example
-            counts["bad_shards"], counts["bad_samples"] = handler.bad_shards, handler.bad_samples
-            if example is None:
+            except (SchemaError, UnusableClip) as err:
+                if isinstance(err, SchemaError):
+                    handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
+                    reason = f"damaged sample ({err})"
+                else:
+                    counts.skipped_clips += 1
+                    reason = str(err)
+                counts.bad_shards, counts.bad_samples = handler.bad_shards, handler.bad_samples
                 skips += 1
                 if skips > self.max_consecutive_skips:
                     raise TapforgeError(
-                        f"{skips} clips in a row could not be used (last: {last_reason}); fix: check "
+                        f"{skips} clips in a row could not be used (last: {reason}); fix: check "
                         "data.train_shards and data.num_frames / data.frame_strides against the clips"
-                    )
+                    ) from None
                 continue
+            counts.bad_shards, counts.bad_samples = handler.bad_shards, handler.bad_samples
             skips = 0
             yield example
 
-    def _batch_stream(self, worker: int, num_workers: int) -> Iterator[dict]:
-        shuffle_rng = random.Random(str([self.seed, self.rank, worker, "shuffle"]))
-        buffer: list[dict] = []
-        counts = dict.fromkeys(STAT_NAMES, 0)
-        examples = self._examples(worker, num_workers, counts)
-        while True:
-            while len(buffer) < max(self.shuffle_buffer, self.batch_size):
-                buffer.append(next(examples))
-            picked = []
-            for _ in range(self.batch_size):
-                index = shuffle_rng.randrange(len(buffer))
-                buffer[index], buffer[-1] = buffer[-1], buffer[index]
-                picked.append(buffer.pop())
-            batch = collate(picked)
-            batch["stats"] = torch.tensor([counts[name] for name in STAT_NAMES])  # this reader's totals so far
-            batch["worker"] = torch.tensor(worker)
-            yield batch
+    def _build(self, worker: int, num_workers: int) -> wds.DataPipeline:
+        """This reader's pipeline: its shards, resampled -> samples -> examples -> shuffled -> batches."""
+        seed = [self.seed, self.rank, worker]
+        urls = split_urls(self.urls, self.rank * num_workers + worker, self.world_size * num_workers)
+        handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
+        counts = ReaderCounts(worker=worker)
+        rng = np.random.default_rng(seed)
+        share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
+        return wds.DataPipeline(
+            # the seed is already this reader's: no per-worker seed on top
+            wds.ResampledShards(urls, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0, deterministic=True),
+            lambda shards: read_samples((shard["url"] for shard in shards), handler),
+            lambda samples: self._examples(samples, handler, counts, rng),
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(seed + ["shuffle"]))),
+            wds.batched(self.batch_size, collation_fn=lambda examples: collate(examples, counts), partial=False),
+        ).with_epoch(share)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[ClipBatch]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        if self._batches is None:  # the stream carries on across epochs (persistent workers)
-            self._batches = self._batch_stream(worker, num_workers)
-        share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
-        for _ in range(share):
-            yield next(self._batches)
+        if self._pipeline is None:  # built in the reader, which knows its worker; kept across epochs
+            self._pipeline = self._build(worker, num_workers)
+        return iter(self._pipeline)
 
 
-@dataclass
 class DataStats:
     """Running totals of skipped shards / samples / clips, summed over the loader workers."""
 
-    per_worker: dict[int, torch.Tensor] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.per_worker: dict[int, ReaderCounts] = {}
 
-    def update(self, worker: int, counts: torch.Tensor) -> None:
-        self.per_worker[int(worker)] = counts
+    def update(self, counts: ReaderCounts) -> None:
+        self.per_worker[counts.worker] = counts
 
     def totals(self) -> dict[str, int]:
-        if not self.per_worker:
-            return dict.fromkeys(STAT_NAMES, 0)
-        summed = torch.stack(list(self.per_worker.values())).sum(dim=0).tolist()
-        return dict(zip(STAT_NAMES, summed))
+        summed = dict.fromkeys(ReaderCounts().totals(), 0)
+        for counts in self.per_worker.values():
+            for name, value in counts.totals().items():
+                summed[name] += value
+        return summed
 
 
 def _check(condition: bool, message: str) -> None:
@@ -394,24 +399,19 @@ class TAPIRDataModule(LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return self._eval_loaders()
 
-    def val_set_names(self) -> list[str]:
-        """Names under which validation metrics are logged, e.g. ``davis_first``."""
-        return [f"{s.name}_{mode}" for s in self.val_sets for mode in self.query_modes]
-
     # -- device side --------------------------------------------------------------------------
 
-    def on_before_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if "stats" in batch:
-            self.stats.update(int(batch.pop("worker")), batch.pop("stats"))
+    def on_before_batch_transfer(self, batch: ClipBatch | EvalBatch, dataloader_idx: int) -> ClipBatch | EvalBatch:
+        if isinstance(batch, ClipBatch):
+            self.stats.update(batch.counts)
         return batch
 
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        if batch.get("split") == "eval":
-            video = batch["video"]
-            if video.dtype == torch.uint8:
-                batch["video"] = video.float() / 127.5 - 1.0
+    def on_after_batch_transfer(self, batch: ClipBatch | EvalBatch, dataloader_idx: int) -> TrainBatch | EvalBatch:
+        if isinstance(batch, EvalBatch):
+            if batch.video.dtype == torch.uint8:
+                batch.video = batch.video.float() / 127.5 - 1.0
             return batch
-        device = batch["video"].device
+        device = batch.video.device
         if self._generator is None or self._generator.device != device:
             rank, _ = self._rank()
             step = self.trainer.global_step if self.trainer is not None else 0

@@ -1,8 +1,7 @@
 """Validation sets (TAP-Vid pickles, held-out synthetic shards) and DDP-safe metric accumulation.
 
 Every validation sample is one video in one query mode, batched as the official evaluation does
-(batch of one): ``video`` [1,T,H,W,3], ``query_points`` [1,Q,3] (t,y,x), ``target_points``
-[1,Q,T,2] (x,y), ``occluded`` [1,Q,T], plus ``set`` (e.g. ``davis_first``), ``mode`` and ``name``.
+(batch of one): an :class:`~train.batches.EvalBatch`.
 Videos are dealt out to ranks and loader workers round-robin, so each video is scored exactly
 once; per-video metrics are summed per set and the sums reduced over ranks before dividing, which
 gives the official benchmark number (the mean over videos) however the videos were split.
@@ -21,6 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from synth.schema import SchemaError, decode_clip
 from tapir import tapvid
+from train.batches import EvalBatch
 from train.sampling import balanced_choice, outside_frame
 from train.shards import CorruptShardHandler, read_samples
 
@@ -61,13 +61,13 @@ def _mine(index: int, rank: int, world_size: int) -> bool:
     return index % (world_size * num_workers) == rank * num_workers + worker
 
 
-def _as_batch(sample: dict, set_name: str, mode: str, name: str) -> dict:
-    batch = {k: torch.from_numpy(np.ascontiguousarray(sample[k])) for k in ("video", "query_points", "target_points")}
-    batch["query_points"] = batch["query_points"].float()
-    batch["target_points"] = batch["target_points"].float()
-    batch["occluded"] = torch.from_numpy(np.asarray(sample["occluded"], dtype=bool))
-    batch.update(split="eval", set=set_name, mode=mode, name=name)
-    return batch
+def _as_batch(sample: dict, source: str, mode: str, name: str) -> EvalBatch:
+    def tensor(key: str, dtype=None) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(sample[key], dtype=dtype))
+
+    return EvalBatch(video=tensor("video"), query_points=tensor("query_points", np.float32),
+                     target_points=tensor("target_points", np.float32), occluded=tensor("occluded", bool),
+                     source=source, mode=mode, name=name)  # fmt: skip
 
 
 def queries_for_mode(occluded: np.ndarray, tracks: np.ndarray, video: np.ndarray, mode: str) -> dict:
@@ -94,7 +94,7 @@ class TapVidEvalSet(IterableDataset):
         self.resolution, self.max_videos = tuple(resolution), max_videos
         self.rank, self.world_size = rank, world_size
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[EvalBatch]:
         index = 0
         for pickle_path in tapvid.tapvid_pickle_paths(self.path):
             for video_name, example in tapvid.load_tapvid_pickle(pickle_path):
@@ -104,7 +104,7 @@ class TapVidEvalSet(IterableDataset):
                     for mode in self.query_modes:
                         sample = tapvid.convert_example(example, mode, self.resolution, name=video_name)
                         if sample["query_points"].shape[1]:  # strided mode can find no visible point
-                            yield _as_batch(sample, f"{self.name}_{mode}", mode, video_name)
+                            yield _as_batch(sample, self.name, mode, video_name)
                 index += 1
 
 
@@ -135,7 +135,7 @@ class SyntheticEvalSet(IterableDataset):
         self.resolution, self.max_tracks, self.max_videos = tuple(resolution), max_tracks, max_videos
         self.rank, self.world_size, self.on_corrupt = rank, world_size, on_corrupt
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[EvalBatch]:
         handler = CorruptShardHandler(self.on_corrupt)
         for index, sample in enumerate(read_samples(self.urls, handler)):
             if self.max_videos is not None and index >= self.max_videos:
@@ -161,36 +161,49 @@ class SyntheticEvalSet(IterableDataset):
             for mode in self.query_modes:
                 if mode == "first" or np.any(~occluded[:, ::tapvid.QUERY_STRIDE]):  # strided queries need a visible point
                     sample_out = queries_for_mode(occluded, tracks, video, mode)
-                    yield _as_batch(sample_out, f"{self.name}_{mode}", mode, clip.key)
+                    yield _as_batch(sample_out, self.name, mode, clip.key)
 
 
 class MetricAccumulator:
-    """Sums of per-video TAP-Vid metrics per set; :meth:`reduce` gives means over all ranks' videos."""
+    """Sums of per-video TAP-Vid metrics per set, the sets named as their videos come in; :meth:`reduce` gives
+    means over all ranks' videos."""
 
-    def __init__(self, set_names: Sequence[str]):
-        self.set_names = list(set_names)
-        self.index = {name: i for i, name in enumerate(self.set_names)}
-        self.sums = np.zeros((len(self.set_names), len(tapvid.METRIC_KEYS)))
-        self.counts = np.zeros_like(self.sums)
-        self.videos = np.zeros(len(self.set_names))
+    def __init__(self) -> None:
+        self.rows: dict[str, np.ndarray] = {}  # set -> metric sums, finite-value counts, videos
 
     def add(self, set_name: str, metrics: dict) -> None:
         """Add one video's metrics (arrays of shape [1] as compute_tapvid_metrics returns)."""
-        row = self.index[set_name]
+        num_keys = len(tapvid.METRIC_KEYS)
         values = np.array([float(np.ravel(metrics[k])[0]) for k in tapvid.METRIC_KEYS])
         finite = np.isfinite(values)  # a video without evaluable points has NaN metrics
-        self.sums[row] += np.where(finite, values, 0.0)
-        self.counts[row] += finite
-        self.videos[row] += 1
+        row = self.rows.setdefault(set_name, np.zeros(2 * num_keys + 1))
+        row[:num_keys] += np.where(finite, values, 0.0)
+        row[num_keys:-1] += finite
+        row[-1] += 1
 
-    def reduce(self, sum_over_ranks: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
-        """{"<set>/<metric>": mean over every video of every rank, "<set>/num_videos": count}."""
-        packed = torch.from_numpy(np.concatenate([self.sums, self.counts, self.videos[:, None]], axis=1))
-        packed = sum_over_ranks(packed.to(torch.float64)).cpu().numpy()
+    def packed(self, set_names: Sequence[str]) -> torch.Tensor:
+        """The sums of ``set_names`` as one float64 tensor (zeros for a set this process saw no video of)."""
+        empty = np.zeros(2 * len(tapvid.METRIC_KEYS) + 1)
+        return torch.from_numpy(np.stack([self.rows.get(name, empty) for name in set_names]))
+
+    def reduce(
+        self,
+        sum_over_ranks: Callable[[torch.Tensor], torch.Tensor],
+        gather_names: Callable[[list[str]], list[str]] = list,
+    ) -> dict[str, float]:
+        """{"<set>/<metric>": mean over every video of every rank, "<set>/num_videos": count}.
+
+        ``gather_names`` turns this rank's set names into every rank's (a rank may have seen no video of a
+        set), ``sum_over_ranks`` sums a tensor over the ranks; both are collective calls under DDP.
+        """
+        names = sorted(set(gather_names(sorted(self.rows))))
+        if not names:
+            return {}
+        packed = sum_over_ranks(self.packed(names)).cpu().numpy()
         num_keys = len(tapvid.METRIC_KEYS)
-        sums, counts, videos = packed[:, :num_keys], packed[:, num_keys:2 * num_keys], packed[:, -1]
+        sums, counts, videos = packed[:, :num_keys], packed[:, num_keys:-1], packed[:, -1]
         out = {}
-        for row, name in enumerate(self.set_names):
+        for row, name in enumerate(names):
             if videos[row] == 0:
                 continue
             out[f"{name}/num_videos"] = float(videos[row])

@@ -20,6 +20,7 @@ from tapir import tapvid
 from tapir.checkpoint import load_model, load_state_dict_strict
 from tapir.losses import tapir_loss
 from tapir.model import TAPIR, postprocess
+from train.batches import EvalBatch, TrainBatch
 from train.evaluation import MetricAccumulator
 from train.optim import grad_norm, param_groups, warmup_cosine
 
@@ -27,6 +28,15 @@ log = logging.getLogger(__name__)
 
 STRUCTURAL_KEYS = ("pyramid_level", "extra_convs", "use_casual_conv", "mixer_hidden_dim", "num_mixer_blocks",
                    "mixer_kernel_shape", "patch_size", "blocks_per_group")  # fmt: skip
+
+
+def _all_ranks_names(names: list[str]) -> list[str]:
+    """Every rank's ``names`` (this rank's alone outside DDP): the sets some rank has scored videos of."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return names
+    gathered: list[list[str] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, names)
+    return [name for rank_names in gathered for name in rank_names]
 
 
 class TAPIRModule(LightningModule):
@@ -163,14 +173,14 @@ class TAPIRModule(LightningModule):
     def forward(self, video: torch.Tensor, query_points: torch.Tensor, is_training: bool = False, **kwargs):
         return self.model(video, query_points, is_training=is_training, **kwargs)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        video = batch["video"]
-        outputs = self.model(video, batch["query_points"], is_training=True)
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
+        video = batch.video
+        outputs = self.model(video, batch.query_points, is_training=True)
         outputs = {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
         # a clip that augmentation left without any visible point has no valid query: leave it out
-        mask = (~batch["no_visible_track"]).float()[:, None, None].expand(batch["occluded"].shape)
+        mask = (~batch.no_visible_track).float()[:, None, None].expand(batch.occluded.shape)
         loss, parts = tapir_loss(
-            outputs, batch["tracks"], batch["occluded"], image_size=tuple(video.shape[2:4]), mask=mask,
+            outputs, batch.tracks, batch.occluded, image_size=tuple(video.shape[2:4]), mask=mask,
             expected_dist_thresh=self.hparams.expected_dist_thresh,
         )
         batch_size = video.shape[0]
@@ -182,26 +192,21 @@ class TAPIRModule(LightningModule):
 
     # -- validation / test --------------------------------------------------------------------
 
-    def _set_names(self) -> list[str]:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        names = datamodule.val_set_names() if datamodule is not None else []
-        return names + [f"{n}_stay_put" for n in names]
-
     def _start_eval(self) -> None:
-        self._metrics = MetricAccumulator(self._set_names())
+        self._metrics = MetricAccumulator()
 
-    def _eval_step(self, batch: dict) -> dict[str, np.ndarray]:
+    def _eval_step(self, batch: EvalBatch) -> dict[str, np.ndarray]:
         """Score one clip (model and stay-put); returns its predicted ``tracks`` and ``occluded`` (for callbacks)."""
         outputs = self.model(
-            batch["video"], batch["query_points"], is_training=False, query_chunk_size=self.hparams.query_chunk_size
+            batch.video, batch.query_points, is_training=False, query_chunk_size=self.hparams.query_chunk_size
         )
         _, pred_occluded = postprocess(outputs["occlusion"].float(), outputs["expected_dist"].float())
-        query = batch["query_points"].cpu().numpy()
-        gt_occluded = batch["occluded"].cpu().numpy()
-        gt_tracks = batch["target_points"].cpu().numpy()
+        query = batch.query_points.cpu().numpy()
+        gt_occluded = batch.occluded.cpu().numpy()
+        gt_tracks = batch.target_points.cpu().numpy()
         pred_tracks = outputs["tracks"].float().cpu().numpy()
         pred_occluded = pred_occluded.cpu().numpy()
-        mode, set_name = batch["mode"], batch["set"]
+        mode, set_name = batch.mode, batch.set_name
         metrics = tapvid.compute_tapvid_metrics(query, gt_occluded, gt_tracks, pred_occluded, pred_tracks, mode)
         self._metrics.add(set_name, metrics)
         stay_tracks, stay_occluded = tapvid.stay_put_prediction(query, gt_tracks.shape[2])
@@ -210,7 +215,8 @@ class TAPIRModule(LightningModule):
         return {"tracks": pred_tracks[0], "occluded": pred_occluded[0]}
 
     def _finish_eval(self, prefix: str) -> dict[str, float]:
-        results = self._metrics.reduce(lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"))
+        results = self._metrics.reduce(lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"),
+                                       gather_names=_all_ranks_names)
         with warnings.catch_warnings():  # the values are already reduced over ranks: no sync_dist
             warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed")
             for key, value in results.items():
@@ -220,7 +226,7 @@ class TAPIRModule(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._start_eval()
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, np.ndarray]:
+    def validation_step(self, batch: EvalBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, np.ndarray]:
         return self._eval_step(batch)
 
     def on_validation_epoch_end(self) -> None:
@@ -229,7 +235,7 @@ class TAPIRModule(LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_eval()
 
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, np.ndarray]:
+    def test_step(self, batch: EvalBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, np.ndarray]:
         return self._eval_step(batch)
 
     def on_test_epoch_end(self) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import random
 from typing import Iterable, Iterator, Sequence
 from urllib.parse import urlparse
 
@@ -147,12 +146,6 @@ def read_samples(urls: Iterable[str], handler: CorruptShardHandler) -> Iterator[
     for sample in group_by_keys(tar_file_expander(opened(), handler=handler.shard_error), handler=handler.shard_error):
         handler.consecutive = 0
         yield sample
-
-
-def resampled_urls(urls: Sequence[str], rng: random.Random) -> Iterator[str]:
-    """An endless stream of shards drawn uniformly with replacement."""
-    while True:
-        yield urls[rng.randrange(len(urls))]
 
 
 def split_urls(urls: Sequence[str], part: int, num_parts: int) -> list[str]:
