@@ -84,6 +84,8 @@ class BlenderRenderer:
         aux = scene.view_layers.new("aux")
         aux.samples = 1
         aux.use_pass_combined = False
+        # the scene's denoiser would run on this layer too (~80% of its time at 256x256) and changes none of its passes
+        aux.cycles.use_denoising = False
         for flag in AUX_PASSES:
             setattr(aux, flag, True)
         for name in (AOV_OBJECT_COORDINATES, AOV_SURFACE):
