@@ -6,7 +6,7 @@ imported only when ``TAPIR`` (or another model symbol) is first accessed, e.g. `
 
 from __future__ import annotations
 
-__all__ = ["TAPIR", "Tracker", "track"]
+__all__ = ["TAPIR", "TAPNet", "Tracker", "track"]
 
 
 def __getattr__(name: str):
@@ -14,6 +14,10 @@ def __getattr__(name: str):
         from tapir.model import TAPIR
 
         return TAPIR
+    if name == "TAPNet":
+        from tapir.tapnet import TAPNet
+
+        return TAPNet
     if name in ("Tracker", "track"):
         from tapir import inference
 
