@@ -6,7 +6,9 @@ Formats read by :func:`load_model` (sniffed from the content, not the suffix):
 * our Lightning ``.ckpt``: ``state_dict`` with keys prefixed ``model.`` and the TAPIR keyword
   arguments in ``hyper_parameters["model"]``;
 * our ``.safetensors``: the TAPIR config as JSON in the metadata under ``tapir_config``
-  (a safetensors file without it is treated like a tapnet ``.pt``).
+  (a safetensors file without it is treated like a tapnet ``.pt``);
+* the official TAP-Net ``checkpoint.npy`` (Haiku parameters and batch-norm state): a TAP-Net, see
+  ``tapir.tapnet``.
 
 Config inference for bare state_dicts: ``pyramid_level`` comes from the width of
 ``torch_pips_mixer.linear.weight`` (388 + 49 * (pyramid_level + 2) inputs); ``extra_convs`` from the
@@ -34,6 +36,7 @@ import torch
 from tapbase.atomic import atomic_write
 from tapbase.errors import TapforgeError
 from tapir.model import TAPIR, postprocess
+from tapir.tapnet import load_tapnet_checkpoint
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
 MIXER_BASE_INPUTS = 4 + 128 + 256
@@ -67,6 +70,14 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike
         "softmax_temperature": 10.0 if extra_convs else 20.0,
         "use_casual_conv": "causal" in os.path.basename(os.fspath(path)).lower(),
     }
+
+
+def _is_numpy_file(path: str) -> bool:
+    """True for a ``.npy`` file (the official TAP-Net checkpoint format)."""
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
 
 
 def _read_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
@@ -190,12 +201,18 @@ def config_overrides(softmax_temperature: float | None = None, causal: bool | No
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> torch.nn.Module:
-    """TAPIR in eval mode from a tapnet ``.pt``, tapforge ``.ckpt`` or ``.safetensors`` file.
+    """TAPIR in eval mode from a tapnet ``.pt``, tapforge ``.ckpt`` or ``.safetensors`` file, or TAP-Net from
+    the official JAX ``checkpoint.npy`` (see ``tapir.tapnet.load_tapnet_checkpoint``).
 
     ``overrides`` (TAPIR keyword arguments, e.g. ``softmax_temperature=10.0`` or
     ``use_casual_conv=True``) replace stored or inferred config values.
     """
     path = os.fspath(path)
+    if _is_numpy_file(path):
+        if overrides:
+            raise TapforgeError(f"{path} is a TAP-Net checkpoint, which takes no TAPIR settings "
+                                f"({', '.join(sorted(overrides))}); fix: leave those options out")  # fmt: skip
+        return load_tapnet_checkpoint(path, device)
     state_dict, config, kind = _read_file(path)
     if config is None:
         config = infer_config(state_dict, path)

@@ -154,8 +154,9 @@ class Tracker:
                 out = self.model(video, batch, is_training=False, query_chunk_size=self.query_chunk_size)
             tracks.append(out["tracks"][0].float())
             occlusion.append(out["occlusion"][0].float())
-            expected_dist.append(out["expected_dist"][0].float())
-        visibility, occluded = postprocess(torch.cat(occlusion), torch.cat(expected_dist))
+            if "expected_dist" in out:  # TAP-Net has no uncertainty head
+                expected_dist.append(out["expected_dist"][0].float())
+        visibility, occluded = postprocess(torch.cat(occlusion), torch.cat(expected_dist) if expected_dist else None)
         scale = torch.tensor([width / res_w, height / res_h], device=self.device)
         return TrackResult(
             tracks=(torch.cat(tracks) * scale).cpu().numpy().astype(np.float32),

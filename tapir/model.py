@@ -30,9 +30,12 @@ SOFT_ARGMAX_THRESHOLD = 5.0
 COST_VOLUME_CELLS = 1 << 22
 
 
-def postprocess(occlusion: torch.Tensor, expected_dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(visibility probability, occluded bool) from occlusion and expected-distance logits."""
-    visibility = (1 - torch.sigmoid(occlusion)) * (1 - torch.sigmoid(expected_dist))
+def postprocess(occlusion: torch.Tensor, expected_dist: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(visibility probability, occluded bool) from occlusion and expected-distance logits (None for a model
+    without an uncertainty head, such as TAP-Net: visibility is then 1 - sigmoid(occlusion))."""
+    visibility = 1 - torch.sigmoid(occlusion)
+    if expected_dist is not None:
+        visibility = visibility * (1 - torch.sigmoid(expected_dist))
     return visibility, visibility <= 0.5
 
 

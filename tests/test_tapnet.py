@@ -77,3 +77,27 @@ def test_trains_with_batch_statistics_and_gradients_reach_the_backbone():
     assert model.tsm_resnet.stem.weight.grad.abs().sum() > 0
     assert model.occlusion_out.weight.grad.abs().sum() > 0
     assert not torch.equal(model.tsm_resnet.units[0][0].batch_norm.running_mean, before)
+
+
+def test_track_and_eval_run_a_tapnet_checkpoint(official_npy, tmp_path, capsys):
+    import pickle
+
+    from tapforge.cli import main as tapforge
+    from tapir import track
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 40, 56, 3), dtype=np.uint8)
+    result = track(frames, np.array([[0, 10.0, 20.0], [3, 30.0, 40.0]]), checkpoint=str(official_npy))
+    assert result.tracks.shape == (2, 5, 2) and np.isfinite(result.tracks).all()
+    np.testing.assert_allclose(result.tracks[0, 0], [20.0, 10.0], atol=1e-4)  # the query frame: the query point
+    assert ((result.visibility > 0.5) == ~result.occluded).all()
+    points = (rng.uniform(0.2, 0.8, (3, 1, 2)) + np.linspace(0, 0.1, 4)[None, :, None]).astype(np.float32)
+    davis = {"clip": {"video": rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8), "points": points,
+                      "occluded": np.zeros((3, 4), bool)}}  # fmt: skip
+    with open(tmp_path / "davis.pkl", "wb") as f:
+        pickle.dump(davis, f)
+    assert tapforge(["eval", "--checkpoint", str(official_npy), "--tapvid-davis", str(tmp_path / "davis.pkl")]) == 0
+    assert "AJ" in capsys.readouterr().out
+    assert tapforge(["eval", "--checkpoint", str(official_npy), "--tapvid-davis", str(tmp_path / "davis.pkl"),
+                     "--softmax-temperature", "20"]) == 2  # fmt: skip
+    assert "takes no TAPIR settings (softmax_temperature)" in capsys.readouterr().err
