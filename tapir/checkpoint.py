@@ -36,7 +36,7 @@ import torch
 from tapbase.atomic import atomic_write
 from tapbase.errors import TapforgeError
 from tapir.model import TAPIR, postprocess
-from tapir.tapnet import load_tapnet_checkpoint
+from tapir.tapnet import TAPNet, load_tapnet_checkpoint
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
 MIXER_BASE_INPUTS = 4 + 128 + 256
@@ -145,18 +145,27 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return state_dict, config, "safetensors"
 
 
+ARCHITECTURES = {"tapir": TAPIR, "tapnet": TAPNet}
+
+
 def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
-    """``TAPIR(**config)`` with JSON lists turned back into tuples and unknown keys named."""
-    tapir_cls = TAPIR
-    accepted = inspect.signature(tapir_cls).parameters
+    """``TAPIR(**config)`` (or ``TAPNet`` for ``architecture: tapnet``) with JSON lists turned back into tuples
+    and unknown keys named."""
+    config = dict(config)
+    architecture = config.pop("architecture", "tapir")
+    if architecture not in ARCHITECTURES:
+        raise TapforgeError(f"checkpoint config has architecture {architecture!r}; fix: use one of "
+                            f"{', '.join(ARCHITECTURES)}")  # fmt: skip
+    model_cls = ARCHITECTURES[architecture]
+    accepted = inspect.signature(model_cls).parameters
     unknown = sorted(set(config) - set(accepted))
     if unknown:
         raise TapforgeError(
-            f"checkpoint config has keys TAPIR does not take: {', '.join(unknown)}; "
+            f"checkpoint config has keys {model_cls.__name__} does not take: {', '.join(unknown)}; "
             "fix: the checkpoint was written by another version, re-export it with this one"
         )
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
-    return tapir_cls(**kwargs)
+    return model_cls(**kwargs)
 
 
 def state_dict_mismatch(own: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor]) -> list[str]:
@@ -179,7 +188,7 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     if problems:
         config = getattr(model, "config", {})
         raise TapforgeError(
-            f"{source} does not fit TAPIR({_format_config(config)}): " + "; ".join(problems)
+            f"{source} does not fit {type(model).__name__}({_format_config(config)}): " + "; ".join(problems)
             + "; fix: pass the matching config overrides (e.g. pyramid_level, extra_convs) or a TAPIR checkpoint"
         )
     model.load_state_dict(state_dict, strict=True)
@@ -253,6 +262,9 @@ def save_tapnet_pt(model: torch.nn.Module, path: str | os.PathLike) -> str:
 
     Refused, writing nothing, for a model whose settings the bare format would lose (see tapnet_pt_differences).
     """
+    if not isinstance(model, TAPIR):
+        raise TapforgeError(f"a tapnet .pt holds a TAPIR, and this is a {type(model).__name__}; fix: export --to "
+                            "safetensors (or onnx, torchscript)")  # fmt: skip
     differences = tapnet_pt_differences(model)
     if differences:
         raise TapforgeError(
@@ -274,12 +286,17 @@ def save_safetensors(model: torch.nn.Module, path: str | os.PathLike) -> str:
     return atomic_write(path, lambda tmp: save_file(state_dict, tmp, metadata=metadata))
 
 
+CERTAIN_LOGIT = -1e4  # the exported expected_dist of a model without one: sigmoid(-1e4) is 0 in float32
+
+
 class TrackingGraph(torch.nn.Module):
     """The exported computation: (video, query_points) -> tracks, occlusion, expected_dist, visibility.
 
     video [1,T,H,W,3] float32 in [-1,1] at the model resolution; query_points [1,N,3] (t,y,x) in
     its pixels. Outputs: tracks [1,N,T,2] (x,y), occlusion and expected_dist logits [1,N,T] and
     visibility = (1 - sigmoid(occlusion)) * (1 - sigmoid(expected_dist)) [1,N,T] (visible > 0.5).
+    TAP-Net has no uncertainty head: its expected_dist output is the constant logit ``CERTAIN_LOGIT``
+    (sigmoid 0), so the four outputs and their meaning are the same for both models.
     """
 
     def __init__(self, model: torch.nn.Module, query_chunk_size: int):
@@ -289,8 +306,9 @@ class TrackingGraph(torch.nn.Module):
 
     def forward(self, video: torch.Tensor, query_points: torch.Tensor):
         out = self.model(video, query_points, is_training=False, query_chunk_size=self.query_chunk_size)
-        visibility, _ = postprocess(out["occlusion"], out["expected_dist"])
-        return out["tracks"], out["occlusion"], out["expected_dist"], visibility
+        expected_dist = out["expected_dist"] if "expected_dist" in out else torch.full_like(out["occlusion"], CERTAIN_LOGIT)
+        visibility, _ = postprocess(out["occlusion"], expected_dist)
+        return out["tracks"], out["occlusion"], expected_dist, visibility
 
 
 class _ShapeGuard(torch.nn.Module):

@@ -121,7 +121,8 @@ class TAPNet(nn.Module):
 
     def __init__(self, softmax_temperature: float = SOFTMAX_TEMPERATURE):
         super().__init__()
-        self.config = {"softmax_temperature": float(softmax_temperature)}
+        # what a checkpoint stores to rebuild it (tapir.checkpoint.build_model reads "architecture")
+        self.config = {"architecture": "tapnet", "softmax_temperature": float(softmax_temperature)}
         self.softmax_temperature = float(softmax_temperature)
         self.tsm_resnet = TSMResNet()
         self.cost_volume_regression_1 = nn.Conv2d(1, 16, 3)

@@ -101,3 +101,19 @@ def test_track_and_eval_run_a_tapnet_checkpoint(official_npy, tmp_path, capsys):
     assert tapforge(["eval", "--checkpoint", str(official_npy), "--tapvid-davis", str(tmp_path / "davis.pkl"),
                      "--softmax-temperature", "20"]) == 2  # fmt: skip
     assert "takes no TAPIR settings (softmax_temperature)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt,name", [("safetensors", "tapnet.safetensors"), ("onnx", "tapnet.onnx"),
+                                      ("torchscript", "tapnet.ts")])  # fmt: skip
+def test_export_of_tapnet_is_verified_on_write(official_npy, tmp_path, fmt, name, capsys):
+    from tapforge.cli import main as tapforge
+
+    pytest.importorskip("onnxruntime") if fmt == "onnx" else None
+    out = tmp_path / name
+    assert tapforge(["export", str(official_npy), "--to", fmt, "--out", str(out), "--frames", "2",
+                     "--num-queries", "3"]) == 0, capsys.readouterr().err  # fmt: skip
+    printed = capsys.readouterr().out
+    difference = float(printed.split("max |exported - pytorch| = ")[1].split()[0])
+    assert difference < 1e-3
+    assert tapforge(["export", str(official_npy), "--to", "tapnet-pt", "--out", str(tmp_path / "x.pt")]) == 2
+    assert "a tapnet .pt holds a TAPIR, and this is a TAPNet" in capsys.readouterr().err

@@ -129,13 +129,38 @@ def test_bad_config_is_one_clear_error(setup, extra, pattern):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["tapir.yaml", "bootstapir_finetune.yaml", "cpu_smoke.yaml"])
+@pytest.mark.parametrize("name", ["tapir.yaml", "bootstapir_finetune.yaml", "cpu_smoke.yaml", "tapnet.yaml"])
 def test_shipped_configs_parse(name, capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", os.path.join(ROOT, "configs", "train", name), "--print_config"])
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["batch_size"] >= 1 and printed["model"]["model"]
+
+
+def test_fit_trains_tapnet_and_its_checkpoint_loads_as_tapnet(setup, tmp_path):
+    from tapir import TAPNet
+    from tapir.checkpoint import save_safetensors
+
+    tmp, tiny = setup
+    config = yaml.safe_load(open(tiny))
+    config["model"] = {"architecture": "tapnet", "warmup_steps": 2}
+    config["trainer"].update(default_root_dir=str(tmp_path / "run"), accelerator="cpu", devices=1,
+                             precision="32-true", sync_batchnorm=False, check_val_every_n_epoch=1)  # fmt: skip
+    path = tmp_path / "tiny_tapnet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["fit", "--config", os.path.join(ROOT, "configs", "train", "tapnet.yaml"), "--config", str(path)]) == 0
+    rows = read_metrics(str(tmp_path / "run"))
+    assert any(r.get("train/loss") for r in rows)
+    assert all(float(r["train/expected_dist"]) == 0.0 for r in rows if r.get("train/expected_dist"))
+    val = {k: float(v) for r in rows for k, v in r.items() if k.startswith("val/") and v}
+    assert 0.0 <= val["val/davis_first/average_jaccard"] <= 1.0
+    model = load_model(str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    assert isinstance(model, TAPNet) and model.config["architecture"] == "tapnet"
+    again = load_model(save_safetensors(model, tmp_path / "tapnet.safetensors"))
+    assert isinstance(again, TAPNet)
+    for key, value in model.state_dict().items():
+        assert torch.equal(again.state_dict()[key], value), key
 
 
 class PreemptAt(Callback):

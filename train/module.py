@@ -1,8 +1,8 @@
-"""The LightningModule: TAPIR + the TAPIR loss, tapnet's optimiser, TAP-Vid validation.
+"""The LightningModule: TAPIR (or TAP-Net) + the TAPIR loss, tapnet's optimiser, TAP-Vid validation.
 
-Checkpoint contract (read by ``tapir.checkpoint.load_model``): the TAPIR is ``self.model``, so
-state_dict keys are ``model.<official key>``, and ``hyper_parameters["model"]`` is the full TAPIR
-keyword-argument dict (``model.config``).
+Checkpoint contract (read by ``tapir.checkpoint.load_model``): the model is ``self.model``, so
+state_dict keys are ``model.<official key>``, and ``hyper_parameters["model"]`` is the full
+keyword-argument dict (``model.config``; TAP-Net's carries ``architecture: tapnet``).
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from lightning.pytorch import LightningModule
 
 from tapbase.errors import TapforgeError
 from tapir import tapvid
-from tapir.checkpoint import load_model, load_state_dict_strict
+from tapir.checkpoint import ARCHITECTURES, load_model, load_state_dict_strict
 from tapir.losses import tapir_loss
-from tapir.model import TAPIR, postprocess
+from tapir.model import postprocess
 from train.batches import EvalBatch, TrainBatch
 from train.evaluation import MetricAccumulator
 from train.optim import grad_norm, param_groups, warmup_cosine
@@ -40,17 +40,19 @@ def _all_ranks_names(names: list[str]) -> list[str]:
 
 
 class TAPIRModule(LightningModule):
-    """Trains ``tapir.TAPIR`` on augmented synthetic batches and scores it TAP-Vid style.
+    """Trains ``tapir.TAPIR`` (or ``tapir.TAPNet``) on augmented synthetic batches and scores it TAP-Vid style.
 
     Args:
-      model: TAPIR keyword arguments (``pyramid_level``, ``extra_convs``, ``softmax_temperature``,
+      model: the model's keyword arguments (TAPIR: ``pyramid_level``, ``extra_convs``, ``softmax_temperature``,
         ``initial_resolution`` ...); saved in checkpoints as the complete ``model.config``.
+      architecture: ``tapir`` or ``tapnet`` (TAP-Net, trained with the same loss on its one prediction and
+        without an expected-distance term, as tapnet's training code does).
       lr: peak learning rate; betas, eps: AdamW; weight_decay: decoupled decay (tapnet exclusions).
       warmup_steps: linear warmup from 0; then cosine decay to ``end_lr_factor * lr`` at
         ``total_steps`` (default: the trainer's ``max_steps`` / estimated steps).
       init_from: an official tapnet ``.pt``, a tapforge ``.ckpt`` or ``.safetensors`` whose weights
         start the run (fine-tuning); ignored when resuming from a checkpoint.
-      compile: ``torch.compile`` the TAPIR (state_dict keys are unchanged).
+      compile: ``torch.compile`` the model (state_dict keys are unchanged).
       expected_dist_thresh: the expected-distance head learns "error above this many pixels (256
         scale)"; tapnet uses 6. Inference calls such points occluded, so a coarse model needs more.
       query_chunk_size: queries per cost-volume chunk in validation (memory bound).
@@ -59,6 +61,7 @@ class TAPIRModule(LightningModule):
     def __init__(
         self,
         model: dict[str, Any] | None = None,
+        architecture: str = "tapir",
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
@@ -83,15 +86,19 @@ class TAPIRModule(LightningModule):
             (expected_dist_thresh > 0, f"model.expected_dist_thresh is {expected_dist_thresh}; fix: use a positive "
                                        "distance in pixels at 256x256 (tapnet: 6)"),
             (query_chunk_size > 0, f"model.query_chunk_size is {query_chunk_size}; fix: use a positive count"),
+            (architecture in ARCHITECTURES, f"model.architecture is {architecture!r}; fix: use one of "
+                                            f"{', '.join(ARCHITECTURES)}"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise TapforgeError(message)
         self.save_hyperparameters()
+        model_cls = ARCHITECTURES[architecture]
         try:
-            self.model = TAPIR(**(model or {}))
+            self.model = model_cls(**(model or {}))
         except TypeError as err:
-            raise TapforgeError(f"model.model has a key TAPIR does not take ({err}); fix: see tapir.TAPIR's arguments") from None
+            raise TapforgeError(f"model.model has a key {model_cls.__name__} does not take ({err}); fix: see "
+                                f"tapir.{model_cls.__name__}'s arguments") from None  # fmt: skip
         self.hparams.model = self.model.config  # the complete kwargs, for tapir.checkpoint.load_model
         self.skipped_steps = 0
         self._initialised = False
@@ -117,6 +124,9 @@ class TAPIRModule(LightningModule):
         if not os.path.isfile(path):
             raise TapforgeError(f"model.init_from {path!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file")
         source = load_model(path)
+        if type(source) is not type(self.model):
+            raise TapforgeError(f"model.init_from {path!r} is a {type(source).__name__}, but model.architecture is "
+                                f"{self.hparams.architecture!r}; fix: set model.architecture to match it")  # fmt: skip
         differ = [k for k in STRUCTURAL_KEYS if source.config.get(k) != self.model.config.get(k)]
         if differ:
             wanted = ", ".join(f"{k}: {source.config[k]!r}" for k in differ)
@@ -126,7 +136,7 @@ class TAPIRModule(LightningModule):
                 + f"; fix: set model.model to {{{wanted}}} (or use a matching checkpoint)"
             )
         load_state_dict_strict(self.model, source.state_dict(), source=f"model.init_from {path!r}")
-        log.info("initialised TAPIR from %s", path)
+        log.info("initialised %s from %s", type(self.model).__name__, path)
 
     # -- optimisation -------------------------------------------------------------------------
 
@@ -200,7 +210,8 @@ class TAPIRModule(LightningModule):
         outputs = self.model(
             batch.video, batch.query_points, is_training=False, query_chunk_size=self.hparams.query_chunk_size
         )
-        _, pred_occluded = postprocess(outputs["occlusion"].float(), outputs["expected_dist"].float())
+        expected_dist = outputs["expected_dist"].float() if "expected_dist" in outputs else None  # none in TAP-Net
+        _, pred_occluded = postprocess(outputs["occlusion"].float(), expected_dist)
         query = batch.query_points.cpu().numpy()
         gt_occluded = batch.occluded.cpu().numpy()
         gt_tracks = batch.target_points.cpu().numpy()
