@@ -129,13 +129,14 @@ def test_bad_config_is_one_clear_error(setup, extra, pattern):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["tapir.yaml", "bootstapir_finetune.yaml", "cpu_smoke.yaml", "tapnet.yaml"])
+@pytest.mark.parametrize("name", ["tapir.yaml", "bootstapir_finetune.yaml", "cpu_smoke.yaml", "tapnet.yaml",
+                                  "tapnet_cpu_smoke.yaml"])
 def test_shipped_configs_parse(name, capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", os.path.join(ROOT, "configs", "train", name), "--print_config"])
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["data"]["batch_size"] >= 1 and printed["model"]["model"]
+    assert printed["data"]["batch_size"] >= 1 and (printed["model"]["model"] or printed["model"]["architecture"] == "tapnet")
 
 
 def test_fit_trains_tapnet_and_its_checkpoint_loads_as_tapnet(setup, tmp_path):
