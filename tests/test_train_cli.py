@@ -297,3 +297,18 @@ def test_lightning_advertisement_is_dropped_unless_verbose(monkeypatch):
     monkeypatch.delenv("TAPFORGE_VERBOSE", raising=False)
     assert tapforge_main(["--verbose", "--version"]) == 0
     assert os.environ["TAPFORGE_VERBOSE"] == "1"
+
+
+def test_validate_scores_a_tapnet_checkpoint(setup, tmp_path):
+    """validate --ckpt_path reads the model config the checkpoint stores, which names TAP-Net's architecture."""
+    tmp, tiny = setup
+    config = yaml.safe_load(open(tiny))
+    config["model"] = {"architecture": "tapnet", "warmup_steps": 1}
+    config["trainer"].update(default_root_dir=str(tmp_path / "run"), max_steps=1, precision="32-true",
+                             sync_batchnorm=False)  # fmt: skip
+    path = tmp_path / "tiny_tapnet.yaml"
+    path.write_text(yaml.safe_dump(config))
+    tapnet = os.path.join(ROOT, "configs", "train", "tapnet.yaml")
+    assert main(["fit", "--config", tapnet, "--config", str(path)]) == 0
+    last = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert main(["validate", "--config", tapnet, "--config", str(path), "--ckpt_path", last]) == 0

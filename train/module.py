@@ -94,8 +94,13 @@ class TAPIRModule(LightningModule):
                 raise TapforgeError(message)
         self.save_hyperparameters()
         model_cls = ARCHITECTURES[architecture]
+        kwargs = dict(model or {})
+        stated = kwargs.pop("architecture", architecture)  # a checkpoint's model.config names its architecture
+        if stated != architecture:
+            raise TapforgeError(f"model.model says architecture {stated!r} but model.architecture is {architecture!r}; "
+                                "fix: make them the same")  # fmt: skip
         try:
-            self.model = model_cls(**(model or {}))
+            self.model = model_cls(**kwargs)
         except TypeError as err:
             raise TapforgeError(f"model.model has a key {model_cls.__name__} does not take ({err}); fix: see "
                                 f"tapir.{model_cls.__name__}'s arguments") from None  # fmt: skip
