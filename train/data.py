@@ -210,7 +210,9 @@ class TrainClipStream(IterableDataset):
     def __iter__(self) -> Iterator[ClipBatch]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        if self._pipeline is None:  # built in the reader, which knows its worker; kept across epochs
+        # built in the reader, which knows its worker, and kept across epochs; each epoch draws new shards
+        # (ResampledShards counts its epochs) and refills the shuffle buffer
+        if self._pipeline is None:
             self._pipeline = self._build(worker, num_workers)
         return iter(self._pipeline)
 
