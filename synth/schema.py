@@ -76,7 +76,8 @@ def _npy_load(data: bytes, name: str) -> np.ndarray:
         raise SchemaError(f"entry {name}.npy is not a readable plain .npy array ({err})") from err
 
 
-def _encode_frame(frame: np.ndarray, codec: str, jpeg_quality: int) -> bytes:
+def encode_frame(frame: np.ndarray, codec: str, jpeg_quality: int) -> bytes:
+    """One uint8 frame [H,W,3] -> the bytes of a frame entry (``codec`` png or jpg at ``jpeg_quality``)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -110,7 +111,7 @@ def encode_clip(clip: Clip, codec: str = "png", jpeg_quality: int = 95) -> dict[
     validate_clip(clip)
     sample: dict[str, Any] = {"__key__": clip.key}
     for t, frame in enumerate(clip.video):
-        sample[frame_entry(t, codec)] = _encode_frame(frame, codec, jpeg_quality)
+        sample[frame_entry(t, codec)] = encode_frame(frame, codec, jpeg_quality)
     for name in ARRAY_ENTRIES:
         value = getattr(clip, name)
         if value is not None:

@@ -19,6 +19,7 @@ COMMANDS = {
     "train": ("train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
     "eval": ("tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
     "photo-clips": ("train.photo_clips", "clips of real photos moved by known homographies, as a TAP-Vid pickle"),
+    "pack-videos": ("train.real_videos", "unlabeled videos as WebDataset shards of clips, for self-supervised fine-tuning"),
     "export": ("tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
     "track": ("tapir.cli_track", "track points through a video and write an overlay"),
     "demo": ("tapforge.demo", "the whole loop on a tiny embedded default"),

@@ -24,13 +24,16 @@ class ReaderCounts:
     """One loader reader's running totals of what it could not use (logged as ``data/*``)."""
 
     worker: int = 0
+    stream: str = "synthetic"  # or "real" (train.real_videos)
     bad_shards: int = 0
     bad_samples: int = 0
     skipped_clips: int = 0
+    bad_videos: int = 0
+    short_videos: int = 0
 
     def totals(self) -> dict[str, int]:
-        """The counts by name, without the worker."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "worker"}
+        """The counts by name, without the worker and stream."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("worker", "stream")}
 
 
 @dataclass
@@ -47,6 +50,18 @@ class ClipBatch:
     occluded: torch.Tensor
     query_frame: torch.Tensor
     object_ids: torch.Tensor
+    keys: list[str]
+    counts: ReaderCounts = dataclasses.field(default_factory=ReaderCounts)
+
+    pin_memory = _pinned
+
+
+@dataclass
+class RealClipBatch:
+    """Unlabeled real clips as the loader ships them (``train.real_videos``): video uint8 [B,T,H,W,3] at the
+    training resolution; keys: ``source@first_frame`` or the packed clip's key; counts as in :class:`ClipBatch`."""
+
+    video: torch.Tensor
     keys: list[str]
     counts: ReaderCounts = dataclasses.field(default_factory=ReaderCounts)
 

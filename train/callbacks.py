@@ -115,15 +115,17 @@ class TrackOverlays(Callback):
 
 
 class DataStatistics(Callback):
-    """Logs the data module's skipped shards, samples and clips (``data/*``), summed over workers and ranks, at the
-    logging cadence, beside the clips that augmentation left without a visible point."""
+    """Logs the data module's skipped shards, samples, clips and real videos (``data/*``), summed over workers and
+    ranks, at the logging cadence, beside the synthetic clips that augmentation left without a visible point."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         stats = getattr(trainer.datamodule, "stats", None)
         if stats is None or trainer.global_step % max(1, trainer.log_every_n_steps) != 0:
             return
         totals = stats.totals()
-        local = torch.tensor(list(totals.values()) + [float(batch.no_visible_track.sum())], device=pl_module.device)
+        synthetic = batch.get("synthetic") if isinstance(batch, dict) else batch
+        empty = float(synthetic.no_visible_track.sum()) if synthetic is not None else 0.0
+        local = torch.tensor(list(totals.values()) + [empty], device=pl_module.device)
         summed = trainer.strategy.reduce(local.double(), reduce_op="sum").tolist()
         names = [f"data/{k}" for k in totals] + ["data/clips_without_visible_track"]
         for name, value in zip(names, summed):

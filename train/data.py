@@ -18,14 +18,16 @@ import numpy as np
 import torch
 import webdataset as wds
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from synth.schema import SchemaError, decode_clip, decode_frame
 from tapbase.errors import TapforgeError
 from tapbase.video import resize_frames
 from train.augment import AugmentConfig, Sim2RealAugment
-from train.batches import ClipBatch, EvalBatch, ReaderCounts, TrainBatch
+from train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
 from train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
+from train.real_videos import RealClipStream, expand_video_sources
 from train.sampling import outside_frame, sample_queries, subclip_indices
 from train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, split_urls
 
@@ -221,10 +223,10 @@ class DataStats:
     """Running totals of skipped shards / samples / clips, summed over the loader workers."""
 
     def __init__(self) -> None:
-        self.per_worker: dict[int, ReaderCounts] = {}
+        self.per_worker: dict[tuple[str, int], ReaderCounts] = {}
 
     def update(self, counts: ReaderCounts) -> None:
-        self.per_worker[counts.worker] = counts
+        self.per_worker[(counts.stream, counts.worker)] = counts
 
     def totals(self) -> dict[str, int]:
         summed = dict.fromkeys(ReaderCounts().totals(), 0)
@@ -264,6 +266,10 @@ class TAPIRDataModule(LightningDataModule):
       on_corrupt: "skip" (log, count, carry on) or "fail" for damaged shards and samples.
       seed: base seed for sub-clip/query sampling and augmentation (offset per rank and worker).
       augment: the sim2real augmentation settings.
+      real_videos: unlabeled real videos for self-supervised fine-tuning (``train.real_videos``: folders, globs,
+        files, frame folders, shards of ``tapforge pack-videos``); each step then also gets a batch of
+        ``real_batch_size`` real clips (default ``batch_size``), cut at ``num_frames`` and ``resolution``.
+        ``train_shards`` may then be left out (real clips only).
     """
 
     def __init__(
@@ -288,6 +294,8 @@ class TAPIRDataModule(LightningDataModule):
         on_corrupt: str = "skip",
         seed: int = 0,
         augment: AugmentConfig = AugmentConfig(),
+        real_videos: list[str] | str | None = None,
+        real_batch_size: int | None = None,
     ):
         super().__init__()
         for key, value in [("batch_size", batch_size), ("num_frames", num_frames), ("num_queries", num_queries),
@@ -306,6 +314,8 @@ class TAPIRDataModule(LightningDataModule):
         _check(on_corrupt in ON_CORRUPT, f"data.on_corrupt is {on_corrupt!r}; fix: use one of {', '.join(ON_CORRUPT)}")
         bad_modes = [m for m in query_modes if m not in ("first", "strided")]
         _check(not bad_modes, f"data.query_modes has {bad_modes}; fix: use 'first' and/or 'strided'")
+        _check(real_batch_size is None or real_batch_size > 0,
+               f"data.real_batch_size is {real_batch_size}; fix: use a positive count, or null for data.batch_size")  # fmt: skip
         _check(val_max_videos is None or val_max_videos > 0,
                f"data.val_max_videos is {val_max_videos}; fix: use a positive integer or null for all")  # fmt: skip
         self.train_shards = train_shards
@@ -331,6 +341,10 @@ class TAPIRDataModule(LightningDataModule):
         self.stats = DataStats()
         self._generator: torch.Generator | None = None
         self.val_sets: list = []
+        self.real_videos = real_videos
+        self.real_batch_size = int(real_batch_size or batch_size)
+        self.train_urls: list[str] = []
+        self.real_sources: tuple[list[str], list[str]] = ([], [])
 
     # -- datasets -----------------------------------------------------------------------------
 
@@ -352,8 +366,13 @@ class TAPIRDataModule(LightningDataModule):
                 TapVidEvalSet(path, name, self.query_modes, self.resolution, self.val_max_videos, rank, world)
             )
         if stage == "fit":
+            if not self.train_shards and not self.real_videos:
+                raise TapforgeError("data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL), "
+                                    "and/or --data.real_videos DIR for self-supervised fine-tuning")  # fmt: skip
+            if self.real_videos:
+                self.real_sources = expand_video_sources(self.real_videos, "data.real_videos")
             if not self.train_shards:
-                raise TapforgeError("data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL)")
+                return
             self.train_urls = expand_shards(self.train_shards, "data.train_shards")
             readers = world * max(1, self.num_workers)
             if len(self.train_urls) < readers and rank == 0:
@@ -368,21 +387,31 @@ class TAPIRDataModule(LightningDataModule):
                 "fix: set data.val_shards and/or data.tapvid.davis (kinetics, rgb_stacking, robotap)"
             )
 
-    def train_dataloader(self) -> DataLoader:
+    def _loader(self, stream: IterableDataset) -> DataLoader:
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        """Synthetic batches; with ``real_videos``, a dict of a ``synthetic`` and a ``real`` batch each step."""
         rank, world = self._rank()
         step = self.trainer.global_step if self.trainer is not None else 0
-        stream = TrainClipStream(
-            self.train_urls, self.batch_size, self.epoch_length, self.num_frames, self.frame_strides,
-            self.num_queries, self.frame_size, self.background_share, self.shuffle_buffer, self.on_corrupt,
-            seed=self.seed * 1_000_003 + step, rank=rank, world_size=world,
-        )  # fmt: skip
-        return DataLoader(
-            stream,
-            batch_size=None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        seed = self.seed * 1_000_003 + step
+        loaders = {}
+        if self.train_urls:
+            loaders["synthetic"] = self._loader(TrainClipStream(
+                self.train_urls, self.batch_size, self.epoch_length, self.num_frames, self.frame_strides,
+                self.num_queries, self.frame_size, self.background_share, self.shuffle_buffer, self.on_corrupt,
+                seed=seed, rank=rank, world_size=world,
+            ))  # fmt: skip
+        if self.real_videos:
+            videos, shards = self.real_sources
+            loaders["real"] = self._loader(RealClipStream(
+                videos, shards, self.real_batch_size, self.epoch_length, self.num_frames, self.frame_strides,
+                self.resolution, self.on_corrupt, seed=seed, rank=rank, world_size=world,
+            ))  # fmt: skip
+        if list(loaders) == ["synthetic"]:
+            return loaders["synthetic"]
+        return CombinedLoader(loaders, mode="min_size")  # both streams give exactly epoch_length batches
 
     def _eval_loaders(self) -> list[DataLoader]:
         return [
@@ -403,12 +432,19 @@ class TAPIRDataModule(LightningDataModule):
 
     # -- device side --------------------------------------------------------------------------
 
-    def on_before_batch_transfer(self, batch: ClipBatch | EvalBatch, dataloader_idx: int) -> ClipBatch | EvalBatch:
-        if isinstance(batch, ClipBatch):
-            self.stats.update(batch.counts)
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        for part in batch.values() if isinstance(batch, dict) else [batch]:
+            if isinstance(part, (ClipBatch, RealClipBatch)):
+                self.stats.update(part.counts)
         return batch
 
-    def on_after_batch_transfer(self, batch: ClipBatch | EvalBatch, dataloader_idx: int) -> TrainBatch | EvalBatch:
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Evaluation videos to [-1, 1]; synthetic clips augmented into a TrainBatch; real clips stay as they are
+        (the module's teacher labels them before they are transformed for the student)."""
+        if isinstance(batch, dict):
+            return {name: self.on_after_batch_transfer(part, dataloader_idx) for name, part in batch.items()}
+        if isinstance(batch, RealClipBatch):
+            return batch
         if isinstance(batch, EvalBatch):
             if batch.video.dtype == torch.uint8:
                 batch.video = batch.video.float() / 127.5 - 1.0

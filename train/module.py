@@ -6,9 +6,11 @@ keyword-argument dict (``model.config``; TAP-Net's carries ``architecture: tapne
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
+import zlib
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,9 @@ from tapir import tapvid
 from tapir.checkpoint import ARCHITECTURES, load_model, load_state_dict_strict
 from tapir.losses import tapir_loss
 from tapir.model import postprocess
-from train.batches import EvalBatch, TrainBatch
+from train.augment import Sim2RealAugment
+from train.batches import EvalBatch, RealClipBatch, TrainBatch
+from train.bootstrap import SelfSupervisedConfig, ema_update, make_teacher, pseudo_labels, self_supervised_loss
 from train.evaluation import MetricAccumulator
 from train.optim import grad_norm, param_groups, warmup_cosine
 
@@ -56,6 +60,8 @@ class TAPIRModule(LightningModule):
       expected_dist_thresh: the expected-distance head learns "error above this many pixels (256
         scale)"; tapnet uses 6. Inference calls such points occluded, so a coarse model needs more.
       query_chunk_size: queries per cost-volume chunk in validation (memory bound).
+      self_supervised: the BootsTAP term on unlabeled real clips (``train.bootstrap``), used when the data module
+        gives real batches (``data.real_videos``); its EMA teacher is saved in checkpoints and resumes with them.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class TAPIRModule(LightningModule):
         compile: bool = False,
         expected_dist_thresh: float = 6.0,
         query_chunk_size: int = 64,
+        self_supervised: SelfSupervisedConfig = SelfSupervisedConfig(),
     ):
         super().__init__()
         checks = [
@@ -93,6 +100,9 @@ class TAPIRModule(LightningModule):
             if not ok:
                 raise TapforgeError(message)
         self.save_hyperparameters()
+        self.self_supervised = self_supervised
+        # checkpoints hold plain values only, so that they load with torch.load(weights_only=True)
+        self.hparams.self_supervised = dataclasses.asdict(self_supervised)
         model_cls = ARCHITECTURES[architecture]
         kwargs = dict(model or {})
         stated = kwargs.pop("architecture", architecture)  # a checkpoint's model.config names its architecture
@@ -109,6 +119,11 @@ class TAPIRModule(LightningModule):
         self._initialised = False
         self._compiled = False
         self._metrics: MetricAccumulator | None = None
+        # the EMA teacher is not a submodule: it stays out of state_dict (the checkpoint contract) and of DDP
+        self._teacher: torch.nn.Module | None = None
+        self._teacher_state: dict | None = None  # read from a checkpoint before the teacher exists
+        self._student_view: Sim2RealAugment | None = None
+        self._generator: torch.Generator | None = None
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -178,32 +193,85 @@ class TAPIRModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["skipped_steps"] = self.skipped_steps
+        if self._teacher is not None:
+            checkpoint["self_supervised_teacher"] = self._teacher.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.skipped_steps = int(checkpoint.get("skipped_steps", 0))
         self._initialised = True
+        self._teacher_state = checkpoint.get("self_supervised_teacher")
+        self._teacher = None  # made again from that state (or from the loaded student) at the next real batch
 
     # -- training -----------------------------------------------------------------------------
 
     def forward(self, video: torch.Tensor, query_points: torch.Tensor, is_training: bool = False, **kwargs):
         return self.model(video, query_points, is_training=is_training, **kwargs)
 
-    def training_step(self, batch: TrainBatch, batch_idx: int) -> torch.Tensor:
-        video = batch.video
-        outputs = self.model(video, batch.query_points, is_training=True)
-        outputs = {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
+    def _student_outputs(self, video: torch.Tensor, query_points: torch.Tensor) -> dict:
+        outputs = self.model(video, query_points, is_training=True)
+        return {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
+
+    def supervised_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The TAPIR loss of a synthetic batch against its ground truth."""
+        outputs = self._student_outputs(batch.video, batch.query_points)
         # a clip that augmentation left without any visible point has no valid query: leave it out
         mask = (~batch.no_visible_track).float()[:, None, None].expand(batch.occluded.shape)
-        loss, parts = tapir_loss(
-            outputs, batch.tracks, batch.occluded, image_size=tuple(video.shape[2:4]), mask=mask,
-            expected_dist_thresh=self.hparams.expected_dist_thresh,
-        )
-        batch_size = video.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=batch_size)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=batch_size)
+        return tapir_loss(outputs, batch.tracks, batch.occluded, image_size=tuple(batch.video.shape[2:4]), mask=mask,
+                          expected_dist_thresh=self.hparams.expected_dist_thresh)  # fmt: skip
+
+    def _bootstrap_generator(self) -> torch.Generator:
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device)
+            self._generator.manual_seed(zlib.crc32(repr((torch.initial_seed(), self.global_rank, self.global_step)).encode()))
+        return self._generator
+
+    def teacher(self) -> torch.nn.Module:
+        """The EMA teacher: made from the student at the first real batch (or from a resumed checkpoint's state)."""
+        if self._teacher is None:
+            # set past nn.Module.__setattr__, which would make it a submodule (in state_dict, DDP and the optimiser)
+            object.__setattr__(self, "_teacher", make_teacher(self.model))
+            if self._teacher_state is not None:
+                self._teacher.load_state_dict(self._teacher_state)
+                self._teacher_state = None
+        return self._teacher.to(self.device)
+
+    def bootstrap_loss(self, clips: RealClipBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The self-supervised (BootsTAP) loss of a batch of unlabeled real clips."""
+        config = self.self_supervised
+        resolution = tuple(clips.video.shape[2:4])
+        if self._student_view is None or self._student_view.resolution != resolution:
+            self._student_view = Sim2RealAugment(config.student_augment, resolution)
+        labels = pseudo_labels(self.teacher(), clips, config, self._student_view, self._bootstrap_generator(),
+                               self.hparams.query_chunk_size)  # fmt: skip
+        outputs = self._student_outputs(labels.batch.video, labels.batch.query_points)
+        return self_supervised_loss(outputs, labels, self.hparams.expected_dist_thresh)
+
+    def training_step(self, batch: TrainBatch | dict, batch_idx: int) -> torch.Tensor:
+        """A synthetic batch, or (with ``data.real_videos``) a dict of a ``synthetic`` and/or a ``real`` batch."""
+        parts = batch if isinstance(batch, dict) else {"synthetic": batch}
+        loss = 0.0
+        if parts.get("synthetic") is not None:
+            synthetic, logged = self.supervised_loss(parts["synthetic"])
+            loss = loss + synthetic
+            size = parts["synthetic"].video.shape[0]
+            self.log("train/supervised_loss", synthetic, batch_size=size)
+            for name, value in logged.items():
+                self.log(f"train/{name}", value, batch_size=size)
+        if parts.get("real") is not None:
+            real, logged = self.bootstrap_loss(parts["real"])
+            loss = loss + self.self_supervised.weight * real
+            size = parts["real"].video.shape[0]
+            self.log("train/self_supervised_loss", real, batch_size=size)
+            for name, value in logged.items():
+                self.log(f"self_supervised/{name}", value, batch_size=size)
+        clips = sum(part.video.shape[0] for part in parts.values() if part is not None)
+        self.log("train/loss", loss, prog_bar=True, batch_size=clips)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=clips)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self._teacher is not None:  # after every training batch; the same on every DDP rank
+            ema_update(self._teacher, self.model, self.self_supervised.ema_decay)
 
     # -- validation / test --------------------------------------------------------------------
 

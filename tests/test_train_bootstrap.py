@@ -1,0 +1,223 @@
+"""Self-supervised fine-tuning on unlabeled real video (BootsTAP): EMA teacher, pseudo-labels mapped through the
+student's transform, trust masks, real-video input with a broken file, packing, resume."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from tapbase.errors import TapforgeError
+from tapbase.video import write_video
+from train.augment import AugmentConfig, ColorConfig, CropConfig, FlipConfig, OccluderConfig, Sim2RealAugment
+from train.batches import RealClipBatch
+from train.bootstrap import (SelfSupervisedConfig, TeacherTracks, confidence_mask, consistency_mask, ema_update,
+                             make_teacher, pseudo_labels)  # fmt: skip
+from train.data import TAPIRDataModule
+from train.module import TAPIRModule
+from train.real_videos import RealClipStream, expand_video_sources, main as pack_main
+from train.procedural import write_shards
+
+torch.set_num_threads(1)
+TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
+
+
+def test_ema_update_moves_the_teacher_a_fraction_towards_the_student():
+    student = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    teacher = make_teacher(student)
+    assert all(not p.requires_grad for p in teacher.parameters()) and not teacher.training
+    before = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.fill_(3.0)
+    ema_update(teacher, student, decay=0.9)
+    for old, new, s in zip(before, teacher.parameters(), student.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * s)
+    assert torch.equal(teacher[1].running_mean, student[1].running_mean)  # buffers are copied
+
+
+class DotTeacher(torch.nn.Module):
+    """A tracker that knows where the one bright dot of the test clip is: every query follows the dot."""
+
+    def __init__(self, path: torch.Tensor, hidden: torch.Tensor):
+        super().__init__()
+        self.path, self.hidden = path, hidden  # [T,2] (x, y); [T] bool
+
+    def forward(self, video, queries, is_training=False, query_chunk_size=64):
+        batch, num = queries.shape[:2]
+        tracks = self.path[None, None].expand(batch, num, -1, -1).clone()
+        occlusion = torch.where(self.hidden, 10.0, -10.0)[None, None].expand(batch, num, -1).clone()
+        return {"tracks": tracks, "occlusion": occlusion, "expected_dist": torch.full_like(occlusion, -10.0)}
+
+
+def test_a_known_transform_maps_the_teachers_tracks_onto_the_students_frame():
+    frames, size = 8, 48
+    t = torch.arange(frames, dtype=torch.float32)
+    path = torch.stack([6.5 + 5 * t, 24.5 - t], dim=-1)  # pixel centres, so that the 3x3 dot is centred on them
+    video = torch.zeros(1, frames, size, size, 3, dtype=torch.uint8)
+    for t, (x, y) in enumerate(path.tolist()):
+        video[0, t, int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 255  # a 3x3 dot centred on the track
+    hidden = torch.zeros(frames, dtype=torch.bool)
+    hidden[3] = True  # the teacher says the dot is hidden in frame 3
+    config = SelfSupervisedConfig(num_queries=4, consistency_filter=True)
+    # a zoomed-in window: about half the frame, so the dot leaves the student's view on the left or the right
+    view = AugmentConfig(crop=CropConfig(p=1.0, area=(0.25, 0.25), aspect=(1.0, 1.0), drift_p=0.0),
+                         flip=FlipConfig(horizontal_p=1.0), occluder=OccluderConfig(p=0.0), color=ColorConfig(p=0.0, grayscale_p=0.0))  # fmt: skip
+    view.blur.gaussian_p = view.blur.motion_p = view.noise.p = view.jpeg.p = 0.0
+    gen = torch.Generator().manual_seed(0)
+    labels = pseudo_labels(DotTeacher(path, hidden), RealClipBatch(video=video, keys=["dot"]), config,
+                           Sim2RealAugment(view, (size, size)), gen)  # fmt: skip
+    student = labels.batch
+    assert student.video.shape == (1, frames, size, size, 3)
+    tracks, occluded, mask = student.tracks[0, 0], student.occluded[0, 0], labels.mask[0, 0]
+    inside = (tracks[:, 0] >= 0) & (tracks[:, 0] < size) & (tracks[:, 1] >= 0) & (tracks[:, 1] < size)
+    assert inside.any() and (~inside).any(), "the window should keep the dot in some frames and lose it in others"
+    for t in range(frames):
+        if inside[t]:
+            assert bool(occluded[t]) == (t == 3) and bool(mask[t])  # confident, consistent, in the frame
+            if bool(((tracks[t] >= 4) & (tracks[t] <= size - 4)).all()):  # the whole dot is in view: find it
+                weight = (student.video[0, t].mean(-1) + 1.0).clamp(min=0)  # [-1, 1] -> dark pixels weigh 0
+                centre = torch.arange(size) + 0.5
+                found = torch.stack([(weight.sum(0) * centre).sum(), (weight.sum(1) * centre).sum()]) / weight.sum()
+                torch.testing.assert_close(found, tracks[t], atol=0.5, rtol=0, msg=f"frame {t}")
+        else:  # left the student's frame: occluded, and not trusted as a label
+            assert bool(occluded[t]) and not bool(mask[t])
+    query_t = int(student.query_points[0, 0, 0])
+    assert not bool(occluded[query_t])  # the student's query is a visible point of the teacher's trajectory
+    torch.testing.assert_close(student.query_points[0, 0, 1:].flip(-1), tracks[query_t])
+
+
+def test_confidence_mask_keeps_sure_labels_either_way():
+    visibility = torch.tensor([0.95, 0.8, 0.79, 0.5, 0.21, 0.2, 0.01])
+    assert confidence_mask(visibility, 0.8).tolist() == [True, True, False, False, False, True, True]
+
+
+def test_consistency_mask_compares_positions_at_256_scale_and_occlusion():
+    def prediction(xs, occluded):
+        tracks = torch.tensor(xs, dtype=torch.float32)[None, None, :, None].repeat(1, 1, 1, 2)
+        return TeacherTracks(tracks, torch.zeros(1, 1, len(xs)), torch.tensor(occluded)[None, None])
+
+    a = prediction([10.0, 10.0, 10.0, 10.0, 10.0], [False, False, False, True, True])
+    # at 64x64, 2 px in x and y is 8 * sqrt(2) = 11.3 px at 256 scale; 1 px is 5.7
+    b = prediction([11.0, 12.0, 10.0, 30.0, 10.0], [False, False, True, True, False])
+    assert consistency_mask(a, b, 8.0, (64, 64))[0, 0].tolist() == [True, False, False, True, False]
+
+
+def _videos(folder, count=2, frames=10, size=40, broken=True):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        base = rng.integers(0, 255, (size * 2, size * 2, 3), dtype=np.uint8)
+        clip = np.stack([base[t:t + size, 2 * t:2 * t + size] for t in range(frames)])  # a panning texture
+        write_video(os.path.join(folder, f"clip{i}.mp4"), clip, fps=10)
+    if broken:
+        with open(os.path.join(folder, "broken.mp4"), "wb") as f:
+            f.write(b"\x00not a video" * 50)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,
+                 points_per_object=8, background_points=8)  # fmt: skip
+    return str(out)
+
+
+def test_mixed_fine_tune_counts_a_broken_video_keeps_a_lagging_teacher_and_resumes(synthetic, tmp_path):
+    real = _videos(str(tmp_path / "real"))
+    data = dict(train_shards=synthetic, real_videos=real, real_batch_size=1, batch_size=1, num_frames=4,
+                num_queries=8, resolution=(32, 32), epoch_length=2, num_workers=0, shuffle_buffer=0)  # fmt: skip
+    # an untrained teacher is sure of nothing: accept every label here, the masks have their own tests
+    ssl = SelfSupervisedConfig(num_queries=8, ema_decay=0.5, confidence=0.5, consistency_px=1e4)
+    checkpoints = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, every_n_train_steps=2)
+    module = TAPIRModule(model=TINY, warmup_steps=0, lr=1e-3, self_supervised=ssl)
+    with torch.no_grad():  # an untrained model calls every point hidden; this one starts out seeing them all
+        module.model.torch_cost_volume_track_mods.occ_out.bias.fill_(-6.0)
+    datamodule = TAPIRDataModule(**data)
+    trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[checkpoints], default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 2
+    assert datamodule.stats.totals()["bad_videos"] == 1  # counted once, though drawn from in every batch
+    logged = trainer.logged_metrics
+    for name in ("train/supervised_loss", "train/self_supervised_loss", "self_supervised/kept_share",
+                 "self_supervised/position_agreement", "self_supervised/occlusion_agreement"):  # fmt: skip
+        assert torch.isfinite(logged[name]), name
+    assert 0.0 < float(logged["self_supervised/kept_share"]) <= 1.0
+
+    saved = torch.load(str(tmp_path / "ckpt" / "last.ckpt"), weights_only=False)
+    teacher = saved["self_supervised_teacher"]
+    student = {k[len("model."):]: v for k, v in saved["state_dict"].items()}
+    assert set(teacher) == set(student)  # the teacher stays out of state_dict (the checkpoint contract)
+    assert any(not torch.equal(teacher[k], student[k]) for k in student)  # EMA lags the student
+
+    resumed = TAPIRModule(model=TINY, warmup_steps=0, lr=1e-3, self_supervised=ssl)
+    trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))  # fmt: skip
+    seen = {}
+    original = resumed.teacher
+
+    def spy():
+        teacher_model = original()
+        seen.setdefault("state", {k: v.clone() for k, v in teacher_model.state_dict().items()})
+        return teacher_model
+
+    resumed.teacher = spy
+    trainer.fit(resumed, datamodule=TAPIRDataModule(**data), ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert trainer.global_step == 3
+    assert all(torch.equal(seen["state"][k], teacher[k]) for k in teacher)  # the teacher resumed, not re-made
+
+
+def test_real_videos_alone_need_no_synthetic_shards(tmp_path):
+    real = _videos(str(tmp_path / "real"), count=1, broken=False)
+    module = TAPIRModule(model=TINY, warmup_steps=0, self_supervised=SelfSupervisedConfig(num_queries=8))
+    data = TAPIRDataModule(real_videos=real, batch_size=1, num_frames=4, resolution=(32, 32), epoch_length=2,
+                           num_workers=0)  # fmt: skip
+    trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 2 and "train/supervised_loss" not in trainer.logged_metrics
+
+
+def test_real_video_sources_and_one_line_errors(tmp_path):
+    real = _videos(str(tmp_path / "real"), count=1)
+    frames = tmp_path / "real" / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    for t in range(3):
+        Image.fromarray(np.full((8, 8, 3), t * 40, np.uint8)).save(frames / f"f{t}.png")
+    videos, shards = expand_video_sources(real)
+    assert sorted(os.path.basename(v) for v in videos) == ["broken.mp4", "clip0.mp4", "frames"] and shards == []
+    with pytest.raises(TapforgeError, match="matches no file"):
+        expand_video_sources(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TapforgeError, match="names no videos"):
+        expand_video_sources(str(tmp_path / "empty"))
+    # a reader whose every video is unreadable stops with one line instead of waiting forever
+    stream = RealClipStream([os.path.join(real, "broken.mp4")], [], 1, 2, 4, [1], (16, 16))
+    with pytest.raises(TapforgeError, match="no readable video left"):
+        next(iter(stream))
+
+
+def test_pack_videos_writes_resumable_shards_that_train_reads(tmp_path):
+    real = _videos(str(tmp_path / "real"))
+    out = tmp_path / "packed"
+    args = [real, "--out", str(out), "--num-frames", "4", "--size", "16", "16", "--clips-per-shard", "2"]
+    assert pack_main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [os.path.basename(p) for p in manifest["skipped"]] == ["broken.mp4"]
+    assert sum(s["samples"] for s in manifest["shards"]) == 4  # 2 videos x 10 frames -> 2 clips of 4 each
+    first = out / "shard-000000.tar"
+    stamp = first.stat().st_mtime_ns
+    assert pack_main(args) == 0 and first.stat().st_mtime_ns == stamp  # a second run keeps complete shards
+    with pytest.raises(TapforgeError, match="other videos or settings"):
+        pack_main(args[:-1] + ["3"])
+    videos, shards = expand_video_sources(str(out))
+    assert videos == [] and len(shards) == 2
+    batch = next(iter(RealClipStream(videos, shards, 2, 1, 3, [1], (16, 16))))
+    assert batch.video.shape == (2, 3, 16, 16, 3) and batch.video.dtype == torch.uint8
