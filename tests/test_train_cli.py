@@ -129,8 +129,7 @@ def test_bad_config_is_one_clear_error(setup, extra, pattern):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["tapir.yaml", "bootstapir_finetune.yaml", "cpu_smoke.yaml", "tapnet.yaml",
-                                  "tapnet_cpu_smoke.yaml"])
+@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "train", "*.yaml"))))
 def test_shipped_configs_parse(name, capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", os.path.join(ROOT, "configs", "train", name), "--print_config"])

@@ -301,6 +301,7 @@ class RealClipStream(IterableDataset):
 
     def _build(self, worker: int, num_workers: int) -> wds.DataPipeline:
         counts = ReaderCounts(worker=worker, stream="real")
+        examples = self._examples(worker, num_workers, counts)
         share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
 
         def collate(examples: list[dict]) -> RealClipBatch:
@@ -308,7 +309,7 @@ class RealClipStream(IterableDataset):
                                  keys=[e["key"] for e in examples], counts=ReaderCounts(**vars(counts)))  # fmt: skip
 
         return wds.DataPipeline(
-            lambda: self._examples(worker, num_workers, counts),
+            lambda: examples,  # one generator for every epoch: each continues the reader's draws
             wds.batched(self.batch_size, collation_fn=collate, partial=False),
         ).with_epoch(share)
 
