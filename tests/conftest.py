@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real Blender renders made once per test session."""
+"""Shared fixtures made once per test session: tiny real Blender renders, tiny procedural training shards."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +22,17 @@ def rendered_scene():
     clip, timing = renderer.render(3)
     return {"clip": clip, "timing": timing, "passes": renderer.last_passes,
             "poses": renderer.last_poses, "config": config}
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory):
+    """Four procedural 32x32 clips of 6 frames (two objects) in two shards: a folder for data.train_shards."""
+    from train.procedural import write_shards
+
+    out = tmp_path_factory.mktemp("tiny_shards")
+    write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,
+                 points_per_object=8, background_points=8)  # fmt: skip
+    return str(out)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from train.bootstrap import (SelfSupervisedConfig, TeacherTracks, confidence_mas
 from train.data import TAPIRDataModule
 from train.module import TAPIRModule
 from train.real_videos import RealClipStream, expand_video_sources, main as pack_main
-from train.procedural import write_shards
 
 torch.set_num_threads(1)
 TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
@@ -119,17 +118,9 @@ def _videos(folder, count=2, frames=10, size=40, broken=True):
     return folder
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic")
-    write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,
-                 points_per_object=8, background_points=8)  # fmt: skip
-    return str(out)
-
-
-def test_mixed_fine_tune_counts_a_broken_video_keeps_a_lagging_teacher_and_resumes(synthetic, tmp_path):
+def test_mixed_fine_tune_counts_a_broken_video_keeps_a_lagging_teacher_and_resumes(tiny_shards, tmp_path):
     real = _videos(str(tmp_path / "real"))
-    data = dict(train_shards=synthetic, real_videos=real, real_batch_size=1, batch_size=1, num_frames=4,
+    data = dict(train_shards=tiny_shards, real_videos=real, real_batch_size=1, batch_size=1, num_frames=4,
                 num_queries=8, resolution=(32, 32), epoch_length=2, num_workers=0, shuffle_buffer=0)  # fmt: skip
     # an untrained teacher is sure of nothing: accept every label here, the masks have their own tests
     ssl = SelfSupervisedConfig(num_queries=8, ema_decay=0.5, confidence=0.5, consistency_px=1e4)

@@ -11,7 +11,6 @@ from tapbase.errors import TapforgeError
 from train.data import TAPIRDataModule
 from train.module import TAPIRModule
 from train.optim import param_groups, warmup_cosine
-from train.procedural import write_shards
 
 torch.set_num_threads(1)
 TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
@@ -59,20 +58,12 @@ def test_bad_module_config_names_the_key(kwargs, key):
         TAPIRModule(**kwargs).setup("fit")  # init_from is read (and checked) at setup, unless resuming
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("train")
-    write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,
-                 points_per_object=8, background_points=8)  # fmt: skip
-    return str(out)
-
-
 def tiny_data(shards):
     return TAPIRDataModule(train_shards=shards, batch_size=2, num_frames=4, num_queries=8, resolution=(32, 32),
                            epoch_length=3, num_workers=0, shuffle_buffer=0)  # fmt: skip
 
 
-def test_non_finite_steps_are_skipped_and_counted(shards, tmp_path):
+def test_non_finite_steps_are_skipped_and_counted(tiny_shards, tmp_path):
     module = TAPIRModule(model=TINY, warmup_steps=0, lr=1e-2)
     from tapir.losses import tapir_loss
 
@@ -94,18 +85,18 @@ def test_non_finite_steps_are_skipped_and_counted(shards, tmp_path):
     trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, callbacks=[Remember()], default_root_dir=str(tmp_path))  # fmt: skip
     with mock.patch("train.module.tapir_loss", loss_with_a_nan):
-        trainer.fit(module, datamodule=tiny_data(shards))
+        trainer.fit(module, datamodule=tiny_data(tiny_shards))
     assert trainer.global_step == 3 and module.skipped_steps == 1
     changed = [any(not torch.equal(a, b) for a, b in zip(before, after)) for before, after in zip(snapshots, snapshots[1:])]
     assert changed == [False, True]  # step 2 (NaN) left every weight as it was, step 3 updated again
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
-def test_init_from_copies_weights_and_rejects_other_architectures(shards, tmp_path):
+def test_init_from_copies_weights_and_rejects_other_architectures(tiny_shards, tmp_path):
     source = TAPIRModule(model=TINY)
     trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                       default_root_dir=str(tmp_path), enable_checkpointing=False)  # fmt: skip
-    trainer.fit(source, datamodule=tiny_data(shards))
+    trainer.fit(source, datamodule=tiny_data(tiny_shards))
     path = str(tmp_path / "source.ckpt")
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=False)
