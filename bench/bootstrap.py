@@ -9,7 +9,8 @@
    scikit-learn and matplotlib ship: --real-videos unlabeled clips of china.jpg and flower.jpg, written as mp4 files
    (read back through ``data.real_videos`` like any user's videos, tracks thrown away), and --real-clips evaluation
    clips of grace_hopper.jpg and Minduka_Present_Blue_Pack.png as a TAP-Vid pickle.
-3. Fine-tunes the synthetic-data model for --steps more steps, once per seed, three ways: synthetic batches only
+3. Fine-tunes the synthetic-data model for --steps more steps, once per seed (``seed_everything`` and
+   ``data.seed``: the clips, queries, augmentation and pseudo-label draws), three ways: synthetic batches only
    (the control: as many more steps), synthetic + real batches with the BootsTAP loss (``train.bootstrap``), and
    the same with the query-consistency filter off.
 4. Scores every model and stay-put on the real-photo evaluation clips (query first and strided) and on the
@@ -143,7 +144,7 @@ def main(argv=None) -> None:
         for seed in args.seeds:
             root = os.path.join(args.out, "runs", f"{name.replace(', ', '_').replace(' ', '_')}_{args.steps}_seed{seed}")
             settings = [f"model.init_from={base}", f"model.lr={args.lr}", "model.warmup_steps=20",
-                        f"seed_everything={seed}", *overrides, *args.set]  # fmt: skip
+                        f"seed_everything={seed}", f"data.seed={seed}", *overrides, *args.set]  # fmt: skip
             if name != "synthetic only":
                 settings += [f"data.real_videos={videos}", "model.self_supervised.num_queries=64"]
             run_common = train_args(args.config, synthetic, validation, settings)
