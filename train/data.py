@@ -432,13 +432,14 @@ class TAPIRDataModule(LightningDataModule):
 
     # -- device side --------------------------------------------------------------------------
 
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+    def on_before_batch_transfer(self, batch: ClipBatch | RealClipBatch | EvalBatch | dict, dataloader_idx: int):
         for part in batch.values() if isinstance(batch, dict) else [batch]:
             if isinstance(part, (ClipBatch, RealClipBatch)):
                 self.stats.update(part.counts)
         return batch
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    def on_after_batch_transfer(self, batch: ClipBatch | RealClipBatch | EvalBatch | dict,
+                                dataloader_idx: int) -> TrainBatch | RealClipBatch | EvalBatch | dict:
         """Evaluation videos to [-1, 1]; synthetic clips augmented into a TrainBatch; real clips stay as they are
         (the module's teacher labels them before they are transformed for the student)."""
         if isinstance(batch, dict):
