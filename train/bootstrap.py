@@ -41,7 +41,7 @@ class SelfSupervisedConfig:
     """The self-supervised (BootsTAP) term, used when the data module has ``real_videos``.
 
     weight: the self-supervised loss's weight beside the supervised loss (1: equal).
-    ema_decay: teacher <- decay * teacher + (1 - decay) * student after every optimiser step.
+    ema_decay: teacher <- decay * teacher + (1 - decay) * student after every training batch.
     num_queries: teacher query points per clip (random frames and pixels).
     confidence: a pseudo-label counts where the teacher's visibility probability is >= this or <= 1 - this.
     consistency_filter: drop pseudo-labels where the re-queried teacher disagrees (off: only confidence and frame).
