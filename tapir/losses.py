@@ -20,6 +20,12 @@ import torch.nn.functional as F
 LOSS_SCALE = (256.0, 256.0)
 
 
+def to_loss_scale(tracks: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
+    """(x, y) pixels of a frame of ``image_size`` = (H, W) rescaled to the 256x256 frame the loss is measured in."""
+    height, width = image_size
+    return tracks * tracks.new_tensor([LOSS_SCALE[1] / width, LOSS_SCALE[0] / height])
+
+
 def huber_loss(
     tracks: torch.Tensor, target_tracks: torch.Tensor, occluded: torch.Tensor, delta: float = 4.0
 ) -> torch.Tensor:
@@ -64,10 +70,8 @@ def tapnet_loss(
       target_occluded: [B, N, T], true where the point is not visible.
       mask: optional [B, N, T] weights (1 = counted), e.g. to drop padded queries.
     """
-    height, width = image_size
-    scale = tracks.new_tensor([LOSS_SCALE[1] / width, LOSS_SCALE[0] / height])
-    tracks = tracks.float() * scale
-    target_tracks = target_tracks.float() * scale
+    tracks = to_loss_scale(tracks.float(), image_size)
+    target_tracks = to_loss_scale(target_tracks.float(), image_size)
     occluded = target_occluded.float()
     weight = 1.0 if mask is None else mask.float()
 

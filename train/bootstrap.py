@@ -29,10 +29,10 @@ from typing import NamedTuple
 
 import torch
 
-from tapir.losses import LOSS_SCALE, tapir_loss
+from tapir.losses import tapir_loss, to_loss_scale
 from tapir.model import postprocess
 from tapbase.errors import TapforgeError
-from train.augment import AugmentConfig, Sim2RealAugment, outside
+from train.augment import AugmentConfig, Sim2RealAugment, outside, query_points
 from train.batches import ClipBatch, RealClipBatch, TrainBatch
 
 
@@ -121,12 +121,6 @@ def requery_frames(visible: torch.Tensor, first: torch.Tensor, gen) -> torch.Ten
     return torch.multinomial(weights.reshape(-1, frames), 1, generator=gen).reshape(batch, num)
 
 
-def points_at(tracks: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-    """(t, y, x) queries [B,N,3]: the tracks [B,N,T,2] at ``frames`` [B,N]."""
-    xy = tracks.gather(2, frames[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
-    return torch.stack([frames.to(tracks.dtype), xy[..., 1], xy[..., 0]], dim=-1)
-
-
 def confidence_mask(visibility: torch.Tensor, confidence: float) -> torch.Tensor:
     """True [B,N,T] where the teacher is sure either way: visibility >= confidence or <= 1 - confidence."""
     return (visibility >= confidence) | (visibility <= 1.0 - confidence)
@@ -135,9 +129,7 @@ def confidence_mask(visibility: torch.Tensor, confidence: float) -> torch.Tensor
 def consistency_mask(a: TeacherTracks, b: TeacherTracks, max_px: float, image_size: tuple[int, int]) -> torch.Tensor:
     """True [B,N,T] where two teacher predictions of the same points agree: both occluded, or both visible within
     ``max_px`` at 256x256 scale."""
-    height, width = image_size
-    scale = a.tracks.new_tensor([LOSS_SCALE[1] / width, LOSS_SCALE[0] / height])
-    close = ((a.tracks - b.tracks) * scale).norm(dim=-1) <= max_px
+    close = to_loss_scale(a.tracks - b.tracks, image_size).norm(dim=-1) <= max_px
     return (a.occluded & b.occluded) | (~a.occluded & ~b.occluded & close)
 
 
@@ -165,7 +157,7 @@ def pseudo_labels(teacher: torch.nn.Module, clips: RealClipBatch, config: SelfSu
     requery = requery_frames(~first.occluded, queries[..., 0].long(), gen)
     confident = confidence_mask(first.visibility, config.confidence)
     if config.consistency_filter:
-        second = run_teacher(teacher, clean, points_at(first.tracks, requery), chunk)
+        second = run_teacher(teacher, clean, query_points(first.tracks, requery), chunk)
         consistent = consistency_mask(first, second, config.consistency_px, (height, width))
     else:
         consistent = torch.ones_like(confident)
@@ -187,9 +179,7 @@ def self_supervised_loss(outputs: dict, labels: PseudoLabels, expected_dist_thre
     loss, parts = tapir_loss(outputs, batch.tracks, batch.occluded, image_size=image_size, mask=mask.float(),
                              expected_dist_thresh=expected_dist_thresh)  # fmt: skip
     with torch.no_grad():
-        height, width = image_size
-        scale = batch.tracks.new_tensor([LOSS_SCALE[1] / width, LOSS_SCALE[0] / height])
-        error = ((outputs["tracks"].float() - batch.tracks) * scale).norm(dim=-1)
+        error = to_loss_scale(outputs["tracks"].float() - batch.tracks, image_size).norm(dim=-1)
         expected_dist = outputs["expected_dist"].float() if "expected_dist" in outputs else None
         _, student_occluded = postprocess(outputs["occlusion"].float(), expected_dist)
         visible = mask & ~batch.occluded
