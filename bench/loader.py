@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from synth.schema import decode_clip
 from train.augment import AugmentConfig, Sim2RealAugment
 from train.batches import ClipBatch
-from train.data import TrainClipStream, decode_frames
+from synth.schema import decode_frames
+from train.data import TrainClipStream
 from train.procedural import write_shards
 from train.sampling import sample_queries, subclip_indices
 from train.shards import CorruptShardHandler, expand_shards, read_samples

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -97,6 +97,29 @@ def decode_frame(data: bytes, name: str) -> np.ndarray:
         return decode_image(data)
     except ValueError as err:
         raise SchemaError(f"entry {name} is not a decodable image ({err})") from err
+
+
+def frame_names(sample: Mapping[str, Any]) -> list[str]:
+    """The frame entries of a raw sample (``video.000.png`` ...), in frame order."""
+    return sorted(k for k in sample if k.startswith("video."))
+
+
+def decode_frames(sample: Mapping[str, Any], indices: Sequence[int]) -> np.ndarray:
+    """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3].
+
+    Raises SchemaError for an undecodable frame or frames of different sizes.
+    """
+    names = frame_names(sample)
+    out = None
+    for i, index in enumerate(indices):
+        frame = decode_frame(sample[names[index]], names[index])
+        if out is None:
+            out = np.empty((len(indices),) + frame.shape, np.uint8)
+        if frame.shape != out.shape[1:]:
+            raise SchemaError(f"entry {names[index]} is {frame.shape[1]}x{frame.shape[0]}, not the clip's "
+                              f"{out.shape[2]}x{out.shape[1]}")  # fmt: skip
+        out[i] = frame
+    return out
 
 
 def frame_entry(index: int, codec: str) -> str:

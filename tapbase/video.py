@@ -50,7 +50,8 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     return frames, fps
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
+    """Sort key that orders names the way people count (frame2 before frame10)."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
@@ -82,8 +83,13 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], resampling: str = "
     return np.stack([np.asarray(Image.fromarray(frame).resize((width, height), kind)) for frame in frames])
 
 
+def image_names(folder: str) -> list[str]:
+    """The names of the images (``IMAGE_SUFFIXES``) directly in ``folder``, in natural order."""
+    return sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES)), key=natural_key)
+
+
 def _read_image_folder(path: str) -> np.ndarray:
-    names = sorted((n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES)), key=_natural_key)
+    names = image_names(path)
     if not names:
         raise TapforgeError(
             f"folder {path!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); fix: pass a folder of frame images"

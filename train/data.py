@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from synth.schema import SchemaError, decode_clip, decode_frame
+from synth.schema import SchemaError, decode_clip, decode_frames
 from tapbase.errors import TapforgeError
 from tapbase.video import resize_frames
 from train.augment import AugmentConfig, Sim2RealAugment
@@ -36,24 +36,6 @@ log = logging.getLogger(__name__)
 
 class UnusableClip(Exception):
     """A well-formed clip that cannot give a training example (too short, nothing visible); says why."""
-
-
-def decode_frames(sample: dict, indices: np.ndarray) -> np.ndarray:
-    """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3].
-
-    Raises SchemaError for an undecodable frame or frames of different sizes.
-    """
-    names = sorted(k for k in sample if k.startswith("video."))
-    out = None
-    for i, index in enumerate(indices):
-        frame = decode_frame(sample[names[index]], names[index])
-        if out is None:
-            out = np.empty((len(indices),) + frame.shape, np.uint8)
-        if frame.shape != out.shape[1:]:
-            raise SchemaError(f"entry {names[index]} is {frame.shape[1]}x{frame.shape[0]}, not the clip's "
-                              f"{out.shape[2]}x{out.shape[1]}")  # fmt: skip
-        out[i] = frame
-    return out
 
 
 def resize_clip(video: np.ndarray, tracks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

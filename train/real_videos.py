@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import zlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -36,10 +35,10 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from synth.schema import VIDEO_CODECS, SchemaError, decode_frame, encode_frame, frame_entry
+from synth.schema import VIDEO_CODECS, SchemaError, decode_frames, encode_frame, frame_entry, frame_names
 from tapbase.atomic import atomic_write, atomic_write_bytes
 from tapbase.errors import TapforgeError
-from tapbase.video import FFMPEG_SUFFIXES, IMAGE_SUFFIXES, decode_image, read_video, resize_frames
+from tapbase.video import FFMPEG_SUFFIXES, IMAGE_SUFFIXES, decode_image, image_names, natural_key, read_video, resize_frames
 from train.batches import ReaderCounts, RealClipBatch
 from train.shards import CorruptShardHandler, expand_shards, is_remote, read_samples, split_urls
 
@@ -60,22 +59,14 @@ class ShortVideo(Exception):
 # sources
 
 
-def _natural_key(name: str) -> list:
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
-def _images_in(folder: str) -> list[str]:
-    return sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES)), key=_natural_key)
-
-
 def _search_folder(folder: str) -> tuple[list[str], list[str]]:
     """(videos, shards) below ``folder``: video files, folders of images, ``.tar`` shards."""
     videos, shards = [], []
     for root, dirs, files in os.walk(folder):
-        dirs.sort(key=_natural_key)
+        dirs.sort(key=natural_key)
         if any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
             videos.append(root)
-        for name in sorted(files, key=_natural_key):
+        for name in sorted(files, key=natural_key):
             path = os.path.join(root, name)
             if name.lower().endswith(VIDEO_SUFFIXES):
                 videos.append(path)
@@ -93,7 +84,7 @@ def expand_video_sources(spec: str | Sequence[str] | None, key: str = "data.real
         if item.endswith(".tar") or "{" in item or is_remote(item):
             shards += expand_shards(item, key)
             continue
-        paths = sorted(glob.glob(item), key=_natural_key) if set("*?[") & set(item) else [item]
+        paths = sorted(glob.glob(item), key=natural_key) if set("*?[") & set(item) else [item]
         if not paths or not all(os.path.exists(p) for p in paths):
             raise TapforgeError(f"{key}: {item!r} matches no file or folder; fix: give video files, folders of videos "
                                 "or of frames, globs or shards that exist")  # fmt: skip
@@ -118,7 +109,7 @@ def expand_video_sources(spec: str | Sequence[str] | None, key: str = "data.real
 def count_frames(path: str) -> int:
     """Frames of a video source (decodes a file once, without keeping frames); raises UnreadableVideo."""
     if os.path.isdir(path):
-        return len(_images_in(path))
+        return len(image_names(path))
     if path.lower().endswith(".gif"):
         return len(_read_all(path))
     import imageio_ffmpeg
@@ -148,7 +139,7 @@ def read_frames(path: str, indices: np.ndarray) -> np.ndarray:
     """Frames ``indices`` (increasing) of a video source -> uint8 [len(indices),H,W,3]; raises UnreadableVideo."""
     indices = np.asarray(indices)
     if os.path.isdir(path):
-        names = _images_in(path)
+        names = image_names(path)
         try:
             frames = [decode_image(os.path.join(path, names[i])) for i in indices]
         except ValueError as err:
@@ -191,17 +182,6 @@ def clip_indices(total: int, num_frames: int, strides: Sequence[int], rng: np.ra
 
 # ---------------------------------------------------------------------------------------------
 # the training stream
-
-
-def decode_clip_frames(sample: dict) -> np.ndarray:
-    """All frames of a packed clip sample -> uint8 [T,H,W,3]; raises SchemaError."""
-    names = sorted((k for k in sample if k.startswith("video.")), key=_natural_key)
-    if not names:
-        raise SchemaError("no video.* frame entries")
-    frames = [decode_frame(sample[name], name) for name in names]
-    if len({f.shape for f in frames}) > 1:
-        raise SchemaError("frames of different sizes")
-    return np.stack(frames)
 
 
 class RealClipStream(IterableDataset):
@@ -263,18 +243,21 @@ class RealClipStream(IterableDataset):
         stream = wds.ResampledShards(shards, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0,
                                      deterministic=True)  # fmt: skip
         for sample in read_samples((shard["url"] for shard in stream), handler):
-            try:
-                frames = decode_clip_frames(sample)
-            except SchemaError as err:
-                handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
-                counts.bad_shards, counts.bad_samples = handler.bad_shards, handler.bad_samples
-                continue
-            indices = clip_indices(len(frames), self.num_frames, self.frame_strides, rng)
-            if indices is None:
+            total = len(frame_names(sample))
+            indices = clip_indices(total, self.num_frames, self.frame_strides, rng)
+            if total and indices is None:
                 counts.short_videos += 1
                 continue
+            try:  # only the clip's frames are decoded
+                if not total:
+                    raise SchemaError("no video.* frame entries")
+                frames = decode_frames(sample, indices)
+            except SchemaError as err:
+                handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
+                frames = None
             counts.bad_shards, counts.bad_samples = handler.bad_shards, handler.bad_samples
-            yield {"video": self._resize(frames[indices]), "key": sample["__key__"]}
+            if frames is not None:
+                yield {"video": self._resize(frames), "key": sample["__key__"]}
 
     def _examples(self, worker: int, num_workers: int, counts: ReaderCounts) -> Iterator[dict]:
         part, parts = self.rank * num_workers + worker, self.world_size * num_workers
