@@ -56,7 +56,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics
 WORKDIR /opt/tapforge
 COPY . .
-# editable: the presets are read from configs/ next to the packages
+# editable: the train configs are read from configs/ in the image's source folder
 RUN --mount=type=cache,target=/root/.cache/pip \
     docker/install.sh project -e \
     && docker/install.sh check

@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from synth.config import load_config
-from synth.pipeline import SceneRenderer
-from synth.textures import spectrum_slope
+from tapforge.synth.config import load_config
+from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.textures import spectrum_slope
 from tqdm import tqdm
-from train.photo_clips import load_photos
+from tapforge.train.photo_clips import load_photos
 
 
 def clip_statistics(video: np.ndarray) -> dict[str, float]:

@@ -5,13 +5,13 @@
 
 1. Renders --num-scenes training clips and 12 held-out clips (``tapforge synth render`` of --preset, as
    bench/sim2real.py), and trains --config (cpu_smoke) on them for --base-steps: the synthetic-data model.
-2. Makes real-photo clips with exact tracks (train/photo_clips.py) from two disjoint sets of the photographs that
+2. Makes real-photo clips with exact tracks (tapforge/train/photo_clips.py) from two disjoint sets of the photographs that
    scikit-learn and matplotlib ship: --real-videos unlabeled clips of china.jpg and flower.jpg, written as mp4 files
    (read back through ``data.real_videos`` like any user's videos, tracks thrown away), and --real-clips evaluation
    clips of grace_hopper.jpg and Minduka_Present_Blue_Pack.png as a TAP-Vid pickle.
 3. Fine-tunes the synthetic-data model for --steps more steps, once per seed (``seed_everything`` and
    ``data.seed``: the clips, queries, augmentation and pseudo-label draws), three ways: synthetic batches only
-   (the control: as many more steps), synthetic + real batches with the BootsTAP loss (``train.bootstrap``), and
+   (the control: as many more steps), synthetic + real batches with the BootsTAP loss (``tapforge.train.bootstrap``), and
    the same with the query-consistency filter off.
 4. Scores every model and stay-put on the real-photo evaluation clips (query first and strided) and on the
    held-out synthetic clips (query first): AJ, <delta_avg, OA (x100); mean ± spread (max - min) over seeds, and
@@ -30,10 +30,10 @@ import shutil
 import numpy as np
 
 from learn import ROOT, fit, logged_metrics, train_args, validate
-from tapbase.video import write_video
+from tapforge.base.video import write_video
 from tapforge.cli import main as tapforge_main
-from tapir.cli_eval import TABLE_COLUMNS
-from train.photo_clips import bundled_photo_paths, make_clips, write_tapvid_pickle
+from tapforge.tapir.cli_eval import TABLE_COLUMNS
+from tapforge.train.photo_clips import bundled_photo_paths, make_clips, write_tapvid_pickle
 
 COLUMNS = TABLE_COLUMNS[:3]  # AJ, <d_avg, OA
 SETS = (("real", "davis", "first"), ("real", "davis", "strided"), ("synthetic", "synthetic", "first"))

@@ -6,7 +6,7 @@ well its tracks agree with the render passes, by kind of surface.
 Renders scenes 0 .. --scenes-1 of both presets alternately in one process (one Blender session each), so the two
 costs are measured side by side. Prints the median seconds per clip of each and their ratio, the median time of
 each stage (the deformation stage reads the deformed meshes and runs the cloth simulation), and the
-`synth.gt_check` agreement figures of the movi_deform scenes (means weighted by visible points) for the
+`tapforge.synth.gt_check` agreement figures of the movi_deform scenes (means weighted by visible points) for the
 background, rigid objects, procedurally deformed objects and cloth.
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ import time
 
 import numpy as np
 
-from synth.config import load_config
-from synth.gt_check import agreement_by_kind
-from synth.pipeline import SceneRenderer
+from tapforge.synth.config import load_config
+from tapforge.synth.gt_check import agreement_by_kind
+from tapforge.synth.pipeline import SceneRenderer
 
 FIGURES = ("visible_segmentation_match", "visible_position_error_px", "hidden_covered", "hidden_plainly_visible",
            "flow_error_px", "median_motion_px")

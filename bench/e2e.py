@@ -22,9 +22,9 @@ import torch
 import yaml
 
 from tapforge.cli import main as tapforge_main
-from tapbase.errors import TapforgeError
-from train.augment import AugmentConfig
-from train.data import TAPIRDataModule
+from tapforge.base.errors import TapforgeError
+from tapforge.train.augment import AugmentConfig
+from tapforge.train.data import TAPIRDataModule
 
 from learn import logged_metrics
 

@@ -35,7 +35,7 @@ MAYBE_MISSING = {"webdataset": "webdataset", "braceexpand": "braceexpand", "json
 SETUP = """
 import sys, platform
 import numpy, torch, lightning
-import tapir.model, tapir.checkpoint, train.module, train.data  # train/ and tapir/ without Blender
+import tapforge.tapir.model, tapforge.tapir.checkpoint, tapforge.train.module, tapforge.train.data  # train/ and tapir/ without Blender
 assert "bpy" not in sys.modules, "train/ or tapir/ imported bpy"
 print("python", platform.python_version(), "| torch", torch.__version__, "| lightning", lightning.__version__,
       "| numpy", numpy.__version__)

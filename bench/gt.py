@@ -14,10 +14,10 @@ import time
 
 import numpy as np
 
-from synth.config import load_config
-from synth.gt_check import render_pass_agreement
-from synth.pipeline import SceneRenderer
-from synth.tracks import compute_tracks
+from tapforge.synth.config import load_config
+from tapforge.synth.gt_check import render_pass_agreement
+from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.tracks import compute_tracks
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import glob
 import os
 import time
 
-from tapir.cli_eval import TABLE_COLUMNS
-from train.cli import main as train_main
-from train.procedural import write_shards
+from tapforge.tapir.cli_eval import TABLE_COLUMNS
+from tapforge.train.cli import main as train_main
+from tapforge.train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLUMNS = TABLE_COLUMNS[:5]  # AJ, <d_avg, OA and OA's split into visible and hidden points

@@ -24,14 +24,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from synth.schema import decode_clip
-from train.augment import AugmentConfig, Sim2RealAugment
-from train.batches import ClipBatch
-from synth.schema import decode_frames
-from train.data import TrainClipStream
-from train.procedural import write_shards
-from train.sampling import sample_queries, subclip_indices
-from train.shards import CorruptShardHandler, expand_shards, read_samples
+from tapforge.synth.schema import decode_clip
+from tapforge.train.augment import AugmentConfig, Sim2RealAugment
+from tapforge.train.batches import ClipBatch
+from tapforge.synth.schema import decode_frames
+from tapforge.train.data import TrainClipStream
+from tapforge.train.procedural import write_shards
+from tapforge.train.sampling import sample_queries, subclip_indices
+from tapforge.train.shards import CorruptShardHandler, expand_shards, read_samples
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -133,8 +133,8 @@ def step_flops(args) -> float:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tapir import TAPIR
-    from tapir.losses import tapir_loss
+    from tapforge.tapir import TAPIR
+    from tapforge.tapir.losses import tapir_loss
 
     t, s, n = args.num_frames, args.size, args.num_queries
     with FakeTensorMode():

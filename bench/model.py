@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from tapir import TAPIR
-from tapir.losses import tapir_loss
+from tapforge.tapir import TAPIR
+from tapforge.tapir.losses import tapir_loss
 
 CONFIGS = {
     "tapir": dict(pyramid_level=0, extra_convs=False),

@@ -11,9 +11,9 @@ import argparse
 import statistics
 import time
 
-from synth.config import load_config
-from synth.pipeline import SceneRenderer
-from synth.schema import encode_clip
+from tapforge.synth.config import load_config
+from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.schema import encode_clip
 
 
 def main() -> None:

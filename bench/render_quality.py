@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from synth.config import load_config
-from synth.pipeline import SceneRenderer, build_scene, scene_seed
+from tapforge.synth.config import load_config
+from tapforge.synth.pipeline import SceneRenderer, build_scene, scene_seed
 
 ANCHOR = (64, True, 0.0, 12)  # Kubric MOVi: 64 spp with denoising
 

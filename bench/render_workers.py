@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from synth.render_job import usable_cores
-from synth.shards import sha256_of
+from tapforge.synth.render_job import usable_cores
+from tapforge.synth.shards import sha256_of
 
 
 def main() -> None:

@@ -6,10 +6,10 @@
 Makes three training sets of --num-scenes clips each: ``legacy`` and ``natural``, rendered by
 ``tapforge synth render`` from the same preset, seed and render settings (so the same scenes),
 ``legacy`` with ``--set scene.appearance=legacy scene.background=sky`` (the look of the legacy_movi_e preset) and ``natural`` with the default appearance; and
-``procedural`` (train/procedural.py clips of the same size and length) as a reference. Trains
+``procedural`` (tapforge/train/procedural.py clips of the same size and length) as a reference. Trains
 --config for --steps steps on each, once per training seed (``--seed_everything``), and scores
 every model and the stay-put baseline with ``tapforge train validate`` on real-photo clips with
-exact tracks (train/photo_clips.py, made here at the render resolution; --photos for your own)
+exact tracks (tapforge/train/photo_clips.py, made here at the render resolution; --photos for your own)
 in both query modes, at the config's ``data.resolution``. Prints AJ, <delta_avg and OA (x100) per
 query mode: per dataset the mean and the spread (max - min) over the seeds, then every seed.
 
@@ -27,8 +27,8 @@ import numpy as np
 
 from learn import ROOT, fit, logged_metrics, train_args, validate, write_procedural
 from tapforge.cli import main as tapforge_main
-from tapir.cli_eval import TABLE_COLUMNS
-from train.photo_clips import make_clips, write_tapvid_pickle
+from tapforge.tapir.cli_eval import TABLE_COLUMNS
+from tapforge.train.photo_clips import make_clips, write_tapvid_pickle
 
 DATASETS = ("procedural", "legacy", "natural")
 APPEARANCE = {"legacy": ["--set", "scene.appearance=legacy", "--set", "scene.background=sky"], "natural": []}

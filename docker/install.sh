@@ -45,7 +45,7 @@ project)
     "$PYTHON" -m pip install "${editable[@]}" ".$(extras "$@")"
     ;;
 check)
-    "$PYTHON" -c "import bpy, torch, synth, train, tapir, tapforge; from synth.config import load_config; load_config('tiny')"
+    "$PYTHON" -c "import bpy, torch, tapforge.synth, tapforge.train, tapforge.tapir; from tapforge.synth.config import load_config; load_config('tiny')"
     "$(dirname "$(command -v "$PYTHON")")/tapforge" --help >/dev/null
     ;;
 *)

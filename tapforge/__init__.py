@@ -1,8 +1,9 @@
 """tapforge: synthetic point-tracking data, TAPIR training and tracking (see README.md).
 
-This package is the command line (`tapforge.cli`) and the demo on top of synth, train and tapir; the
-helpers they share live in `tapbase`.
+One import root: `tapforge.synth` (scenes, ground truth, shards), `tapforge.train` (Lightning training),
+`tapforge.tapir` (the models) and `tapforge.base` (errors, atomic writes, video files, drawing; the layer every
+package may import). This package itself is the command line (`tapforge.cli`) and the demo.
 """
-from tapbase import __version__
+from tapforge.base import __version__
 
 __all__ = ["__version__"]

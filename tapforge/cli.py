@@ -11,17 +11,17 @@ import signal
 import sys
 import warnings
 
-from tapbase import VERBOSE_ENV, verbose
-from tapbase.errors import TapforgeError
+from tapforge.base import VERBOSE_ENV, verbose
+from tapforge.base.errors import TapforgeError
 
 COMMANDS = {
-    "synth": ("synth.cli", "render, verify and preview synthetic point-tracking shards"),
-    "train": ("train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
-    "eval": ("tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
-    "photo-clips": ("train.photo_clips", "clips of real photos moved by known homographies, as a TAP-Vid pickle"),
-    "pack-videos": ("train.real_videos", "unlabeled videos as WebDataset shards of clips, for self-supervised fine-tuning"),
-    "export": ("tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
-    "track": ("tapir.cli_track", "track points through a video and write an overlay"),
+    "synth": ("tapforge.synth.cli", "render, verify and preview synthetic point-tracking shards"),
+    "train": ("tapforge.train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
+    "eval": ("tapforge.tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
+    "photo-clips": ("tapforge.train.photo_clips", "clips of real photos moved by known homographies, as a TAP-Vid pickle"),
+    "pack-videos": ("tapforge.train.real_videos", "unlabeled videos as WebDataset shards of clips, for self-supervised fine-tuning"),
+    "export": ("tapforge.tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
+    "track": ("tapforge.tapir.cli_track", "track points through a video and write an overlay"),
     "demo": ("tapforge.demo", "the whole loop on a tiny embedded default"),
 }
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from tapbase import __version__
+        from tapforge.base import __version__
 
         print(f"tapforge {__version__}")
         return 0

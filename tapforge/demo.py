@@ -10,7 +10,7 @@ import argparse
 import time
 from pathlib import Path
 
-from tapbase.errors import TapforgeError
+from tapforge.base.errors import TapforgeError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -59,8 +59,8 @@ def main(argv: list[str]) -> int:
     model = out / "model.safetensors"
     _run("export", ["export", str(checkpoint), "--to", "safetensors", "--out", str(model)])
     video = out / "heldout.mp4"
-    from synth.preview import load_scene
-    from tapbase.video import write_video
+    from tapforge.synth.preview import load_scene
+    from tapforge.base.video import write_video
 
     write_video(video, load_scene(heldout, 0).video, fps=12)
     _run("track", ["track", str(video), "--checkpoint", str(model), "--grid", "6", "--out", str(out / "overlay.mp4"),

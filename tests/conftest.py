@@ -12,8 +12,8 @@ TINY = ["render.resolution=48", "render.samples=2", "scene.num_frames=4", "track
 def rendered_scene():
     """One movi_e scene at 64x64 with its passes, poses and camera, rendered by Blender for real."""
     pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
-    from synth.config import load_config
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.config import load_config
+    from tapforge.synth.pipeline import SceneRenderer
 
     config = load_config("movi_e", ["render.resolution=64", "render.samples=4", "scene.num_frames=5",
                                     "tracks.num_tracks=512", "scene.num_static_objects=[4,6]",
@@ -27,7 +27,7 @@ def rendered_scene():
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory):
     """Four procedural 32x32 clips of 6 frames (two objects) in two shards: a folder for data.train_shards."""
-    from train.procedural import write_shards
+    from tapforge.train.procedural import write_shards
 
     out = tmp_path_factory.mktemp("tiny_shards")
     write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,

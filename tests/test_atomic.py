@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from tapbase.atomic import atomic_write_bytes
+from tapforge.base.atomic import atomic_write_bytes
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tapbase.errors import TapforgeError
-from tapir import TAPIR
-from tapir import checkpoint as ck
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir import TAPIR
+from tapforge.tapir import checkpoint as ck
 
 
 @pytest.fixture(scope="module")

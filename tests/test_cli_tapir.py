@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from tapforge.cli import main as tapforge
-from tapir import TAPIR
-from tapir import checkpoint as ck
-from tapbase.drawing import OVERLAY_MIN_SIDE
-from tapbase.video import read_video
+from tapforge.tapir import TAPIR
+from tapforge.tapir import checkpoint as ck
+from tapforge.base.drawing import OVERLAY_MIN_SIDE
+from tapforge.base.video import read_video
 
 NUM_FRAMES, HEIGHT, WIDTH = 6, 48, 64
 

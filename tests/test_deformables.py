@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synth.config import load_config
-from synth.scene import Cloth, Deform, Scene, Shape, SoftBody
-from tapbase.errors import TapforgeError
+from tapforge.synth.config import load_config
+from tapforge.synth.scene import Cloth, Deform, Scene, Shape, SoftBody
+from tapforge.base.errors import TapforgeError
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "scenes" / "cloth_drape.yaml"
 SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=8", "tracks.num_tracks=2048", "scene.twist=3.0"]
@@ -45,7 +45,7 @@ def test_physics_leaves_cloth_to_blender():
 
 def _checked_against_passes(clip, renderer, num_surfaces: int) -> dict:
     """Check that the rendered surfaces are the tracked meshes; the render-pass agreement by kind of surface."""
-    from synth.gt_check import agreement_by_kind, surface_reconstruction_error
+    from tapforge.synth.gt_check import agreement_by_kind, surface_reconstruction_error
 
     errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
     assert len(errors) == num_surfaces and max(errors.values()) < 1e-4, errors
@@ -57,7 +57,7 @@ def _checked_against_passes(clip, renderer, num_surfaces: int) -> dict:
 @pytest.fixture(scope="module")
 def drape():
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer
 
     renderer = SceneRenderer(load_config(EXAMPLE, SMALL))
     clip, _ = renderer.render(0)
@@ -95,7 +95,7 @@ def test_deforming_scenes_are_deterministic(drape):
 
 @pytest.mark.slow
 def test_a_deformation_that_changes_topology_is_refused(drape):
-    from synth.pipeline import build_scene
+    from tapforge.synth.pipeline import build_scene
 
     _, renderer = drape
     scene = build_scene(renderer.config, 5)
@@ -113,7 +113,7 @@ def test_a_deformation_that_changes_topology_is_refused(drape):
 ANIMATED_SCENE = '''
 import numpy as np
 
-from synth.scene import AnimatedMesh, Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture
+from tapforge.synth.scene import AnimatedMesh, Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture
 
 
 def build(scene, rng, cfg):
@@ -138,7 +138,7 @@ def animated(tmp_path_factory, drape):
     import subprocess
     import sys
 
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer
 
     folder = tmp_path_factory.mktemp("animated")
     glb = folder / "column.glb"
@@ -153,7 +153,7 @@ def animated(tmp_path_factory, drape):
 
 @pytest.mark.slow
 def test_tracks_on_animated_meshes_agree_with_the_render_passes(animated):
-    from synth.gt_check import render_pass_agreement
+    from tapforge.synth.gt_check import render_pass_agreement
 
     clip, renderer = animated
     figures = _checked_against_passes(clip, renderer, num_surfaces=2)

@@ -111,7 +111,7 @@ def test_dependencies_come_only_from_pyproject():
 def test_build_context_keeps_what_the_build_needs_and_drops_environments():
     patterns = [p for p in (ROOT / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
     assert {".git", ".venv", "data", "out"} <= set(patterns)
-    for needed in ("pyproject.toml", "README.md", "docker", "configs", "synth", "train", "tapir", "tapforge"):
+    for needed in ("pyproject.toml", "README.md", "docker", "configs", "tapforge"):
         assert needed not in patterns and (ROOT / needed).exists()
 
 

@@ -24,7 +24,7 @@ def test_gpu_check_dry_run_passes_every_stage_and_writes_its_table(tmp_path):
 
 def test_train_and_tapir_import_and_build_without_blender():
     code = ("import sys; sys.modules['bpy'] = sys.modules['pybullet'] = None  # as on the GPU machine: no Blender\n"
-            "import tapir.model, tapir.checkpoint, tapir.inference, train.module, train.data, train.cli\n"
+            "import tapforge.tapir.model, tapforge.tapir.checkpoint, tapforge.tapir.inference, tapforge.train.module, tapforge.train.data, tapforge.train.cli\n"
             "from tapforge.cli import main; assert main(['train', 'fit', '--help']) == 0")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from tapbase.errors import TapforgeError
-from tapir.inference import Tracker, check_queries, grid_queries, track
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir.inference import Tracker, check_queries, grid_queries, track
 
 
 class EchoModel(torch.nn.Module):
@@ -92,7 +92,7 @@ def test_float_frames_and_bad_inputs():
 
 
 def test_real_tapir_tracks_a_tiny_video():
-    from tapir import TAPIR
+    from tapforge.tapir import TAPIR
 
     torch.manual_seed(0)
     model = TAPIR(initial_resolution=(64, 64))

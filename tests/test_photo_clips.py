@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from tapforge.cli import main as tapforge_main
-from tapir import tapvid
-from train.photo_clips import bilinear, make_clips, write_tapvid_pickle
+from tapforge.tapir import tapvid
+from tapforge.train.photo_clips import bilinear, make_clips, write_tapvid_pickle
 
 
 @pytest.fixture(scope="module")

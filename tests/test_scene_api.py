@@ -1,12 +1,12 @@
-"""The scene API (synth.scene) and scene scripts: scripted motion, physics, config keys, identity, examples."""
+"""The scene API (tapforge.synth.scene) and scene scripts: scripted motion, physics, config keys, identity, examples."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from synth.config import config_hash, load_config
-from synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
-from tapbase.errors import TapforgeError
+from tapforge.synth.config import config_hash, load_config
+from tapforge.synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
+from tapforge.base.errors import TapforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "scenes"
@@ -73,7 +73,7 @@ def test_a_scripted_object_pushes_a_simulated_one_and_follows_its_script_exactly
 
 def test_physics_is_deterministic_and_settled_objects_stay_on_the_floor():
     pytest.importorskip("pybullet")
-    from synth.pipeline import build_scene
+    from tapforge.synth.pipeline import build_scene
 
     config = load_config("movi_e", ["scene.num_static_objects=3", "scene.shapes=[cube,torus,blob]"])
     a, b = build_scene(config, 4), build_scene(config, 4)
@@ -89,8 +89,8 @@ def test_physics_is_deterministic_and_settled_objects_stay_on_the_floor():
 
 def test_movi_variants_are_explicit_keys():
     pytest.importorskip("pybullet")
-    from synth.pipeline import build_scene
-    from synth.scripts.movi import CLEVR_COLOURS
+    from tapforge.synth.pipeline import build_scene
+    from tapforge.synth.scripts.movi import CLEVR_COLOURS
 
     a, b = build_scene(load_config("movi_a"), 2), build_scene(load_config("movi_b"), 2)
     assert {o.size for o in a.objects} <= {0.7, 1.4} and all(o.material.colour in CLEVR_COLOURS.values()
@@ -130,7 +130,7 @@ def _script_config(tmp_path) -> tuple[Path, Path]:
 
 
 def test_the_script_is_part_of_the_dataset_identity_and_threads_are_not(tmp_path):
-    from synth.scripts import load_script
+    from tapforge.synth.scripts import load_script
 
     script, path = _script_config(tmp_path)
     config = load_config(path)
@@ -146,8 +146,8 @@ def test_the_script_is_part_of_the_dataset_identity_and_threads_are_not(tmp_path
 @pytest.mark.slow
 def test_resume_refuses_a_changed_script(tmp_path):
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    from synth.render_job import render_dataset
-    from synth.scripts import load_script
+    from tapforge.synth.render_job import render_dataset
+    from tapforge.synth.scripts import load_script
 
     script, path = _script_config(tmp_path)
     overrides = ["render.resolution=32", "render.samples=1", "scene.num_frames=2", "tracks.num_tracks=16",
@@ -163,7 +163,7 @@ def test_resume_refuses_a_changed_script(tmp_path):
 @pytest.fixture(scope="module", params=["turntable", "tabletop_arm"])
 def example(request):
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer
 
     renderer = SceneRenderer(load_config(EXAMPLES / f"{request.param}.yaml", SMALL))
     clip, _ = renderer.render(0)
@@ -172,7 +172,7 @@ def example(request):
 
 @pytest.mark.slow
 def test_example_scripts_render_with_exact_ground_truth_and_scripted_motion(example):
-    from synth.gt_check import render_pass_agreement
+    from tapforge.synth.gt_check import render_pass_agreement
 
     name, clip, renderer = example
     figures = render_pass_agreement(clip, renderer.last_passes)

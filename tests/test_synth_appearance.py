@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from synth.config import load_config
-from synth.textures import FAMILIES
-from synth.tracks import SKY_DEPTH
+from tapforge.synth.config import load_config
+from tapforge.synth.textures import FAMILIES
+from tapforge.synth.tracks import SKY_DEPTH
 
 SPHERE = ["scene.shapes=[sphere]", "scene.num_static_objects=0", "scene.num_dynamic_objects=1",
           "scene.object_scale=3.0", "scene.camera=fixed", "render.resolution=64", "render.samples=2",
@@ -13,8 +13,8 @@ SPHERE = ["scene.shapes=[sphere]", "scene.num_static_objects=0", "scene.num_dyna
 
 def test_every_surface_is_textured_and_the_looks_share_their_geometry():
     pytest.importorskip("pybullet", reason="the movi script places objects with PyBullet")
-    from synth.pipeline import build_scene
-    from synth.scene import Dome, Sky
+    from tapforge.synth.pipeline import build_scene
+    from tapforge.synth.scene import Dome, Sky
 
     natural, legacy = (build_scene(load_config(preset), 3) for preset in ("movi_e", "legacy_movi_e"))
     assert natural.metadata["appearance"] == "natural" and legacy.metadata["appearance"] == "legacy"
@@ -37,7 +37,7 @@ def test_every_surface_is_textured_and_the_looks_share_their_geometry():
 
 def _sphere_render(appearance):
     pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer
 
     renderer = SceneRenderer(load_config("movi_e", SPHERE + [f"scene.appearance={appearance}"]))
     clip, _ = renderer.render(1)  # the sphere fills ~300 pixels of every frame
@@ -99,7 +99,7 @@ def test_the_dome_fills_the_background_and_is_tracked_as_static(spheres):
 
 def test_default_scenes_are_neither_blown_out_nor_crushed():
     pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer
 
     # seed 5, scene 1 came out 79% white in the Standard view with the old floor colours
     renderer = SceneRenderer(load_config("movi_e", ["seed=5", "render.resolution=48", "render.samples=4",

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from synth.assets import open_asset_directory, read_obj
-from synth.shapes import blob
-from tapbase.errors import TapforgeError
+from tapforge.synth.assets import open_asset_directory, read_obj
+from tapforge.synth.shapes import blob
+from tapforge.base.errors import TapforgeError
 
 pytestmark = pytest.mark.slow
 
@@ -19,8 +19,8 @@ def _write_obj(path, vertices, faces):
 
 def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypatch):
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    monkeypatch.setattr("synth.assets.CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr("synth.assets.VHACD_RESOLUTION", 10_000)  # coarse and quick for the test
+    monkeypatch.setattr("tapforge.synth.assets.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("tapforge.synth.assets.VHACD_RESOLUTION", 10_000)  # coarse and quick for the test
     vertices, faces = blob(np.random.default_rng(0), subdivisions=6)  # an irregular pebble
     _write_obj(tmp_path / "assets" / "pebble" / "visual_geometry.obj", vertices * 0.2, faces)
     manifest = {"name": "test", "data_dir": ".", "assets": {"pebble": {
@@ -30,8 +30,8 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
     v, f = read_obj(tmp_path / "assets" / "pebble" / "visual_geometry.obj")
     assert v.shape == vertices.shape and f.shape == faces.shape
 
-    from synth.config import load_config
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.config import load_config
+    from tapforge.synth.pipeline import SceneRenderer
 
     config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
                                     "tracks.num_tracks=32", "scene.num_static_objects=4",
@@ -61,8 +61,8 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
                       {"R": sky * 0.2, "G": sky * 0.4, "B": sky * 0.9}) as exr:
         exr.write(str(hdris / "blue.exr"))
 
-    from synth.config import load_config
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.config import load_config
+    from tapforge.synth.pipeline import SceneRenderer
 
     config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
                                     "tracks.num_tracks=32", "scene.num_static_objects=6", "scene.background=hdri",
@@ -103,7 +103,7 @@ def test_a_broken_obj_line_is_named(tmp_path, line, pattern):
 
 
 def test_broken_hdris_are_config_errors_and_blender_refuses_what_it_cannot_decode(tmp_path):
-    from synth.config import load_config
+    from tapforge.synth.config import load_config
 
     hdris = tmp_path / "hdris"
     hdris.mkdir()
@@ -111,7 +111,7 @@ def test_broken_hdris_are_config_errors_and_blender_refuses_what_it_cannot_decod
     with pytest.raises(TapforgeError, match=r"assets.hdri_dir: 1 file\(s\) are not HDR/EXR images \(notes.hdr\)"):
         load_config("movi_e", ["scene.background=hdri", f"assets.hdri_dir={hdris}"])
     pytest.importorskip("bpy", reason="bpy is needed to load the image")
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer
 
     (hdris / "notes.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 4\n")  # header, no pixels
     config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",

@@ -1,7 +1,7 @@
 import pytest
 
-from synth.config import CONFIG_DIR, load_config
-from tapbase.errors import TapforgeError
+from tapforge.synth.config import CONFIG_DIR, load_config
+from tapforge.base.errors import TapforgeError
 
 PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip", "tiny"]
 

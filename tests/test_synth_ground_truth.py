@@ -15,7 +15,7 @@ def test_query_points_project_to_the_pixel_centre_they_were_sampled_from(rendere
 
 @pytest.fixture(scope="module")
 def agreement(rendered_scene):
-    from synth.gt_check import render_pass_agreement
+    from tapforge.synth.gt_check import render_pass_agreement
 
     figures = render_pass_agreement(rendered_scene["clip"], rendered_scene["passes"])
     print(figures)
@@ -61,7 +61,7 @@ def test_multilayer_exr_is_multipart_and_every_part_is_read(tmp_path, rendered_s
     """Blender 5 trap: the legacy single-part reader sees only part 0 of a multilayer EXR."""
     import OpenEXR
 
-    from synth.exr import read_multilayer_exr
+    from tapforge.synth.exr import read_multilayer_exr
 
     renderer_scene = rendered_scene  # a Blender session is alive in this process: write one EXR
     import bpy

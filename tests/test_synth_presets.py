@@ -10,8 +10,8 @@ PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip"
 @pytest.mark.parametrize("preset", PRESETS)
 def test_preset_renders_a_scene(preset):
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    from synth.config import load_config
-    from synth.pipeline import SceneRenderer
+    from tapforge.synth.config import load_config
+    from tapforge.synth.pipeline import SceneRenderer
 
     frames = 12 if preset == "long_clip" else 3
     config = load_config(preset, ["render.resolution=[40,32]", "render.samples=1", f"scene.num_frames={frames}",

@@ -4,11 +4,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from synth.config import load_config
-from synth.meshes import volume_and_centroid
-from synth.scene import look_at_matrices
-from synth.shapes import SHAPES, make_shape
-from tapbase.errors import TapforgeError
+from tapforge.synth.config import load_config
+from tapforge.synth.meshes import volume_and_centroid
+from tapforge.synth.scene import look_at_matrices
+from tapforge.synth.shapes import SHAPES, make_shape
+from tapforge.base.errors import TapforgeError
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s != "suzanne"])
@@ -26,7 +26,7 @@ def test_shapes_are_closed_outward_and_unit_size(shape):
 
 def test_movi_e_scenes_follow_the_movi_e_rules():
     pytest.importorskip("pybullet", reason="the movi script places objects with PyBullet")
-    from synth.pipeline import build_scene
+    from tapforge.synth.pipeline import build_scene
 
     scene = build_scene(load_config("movi_e"), 11)
     static = [o for o in scene.objects if not o.metadata["is_dynamic"]]
@@ -83,7 +83,7 @@ H100 = [("NVIDIA H100", "CUDA"), ("NVIDIA H100", "OPTIX")]
     ({"CUDA", "OPTIX"}, H100[:1], "cuda"),  # a GPU that OptiX does not list
 ])
 def test_auto_device_prefers_optix_then_cuda_and_says_which(capsys, backends, gpus, expected):
-    from synth.blender_scene import _select_device
+    from tapforge.synth.blender_scene import _select_device
 
     prefs = _FakeCyclesPrefs(backends, gpus)
     assert _select_device(_fake_bpy(prefs), "auto") == expected
@@ -92,7 +92,7 @@ def test_auto_device_prefers_optix_then_cuda_and_says_which(capsys, backends, gp
 
 
 def test_explicit_gpu_device_missing_from_the_build_names_the_fix():
-    from synth.blender_scene import _select_device
+    from tapforge.synth.blender_scene import _select_device
 
     with pytest.raises(TapforgeError, match="render.device=optix: this Blender build has no OPTIX support; "
                                             "use render.device=auto or cpu"):
@@ -111,7 +111,7 @@ def blender_without_gpu():
 
 
 def test_auto_device_without_a_gpu_renders_on_the_cpu_and_says_so(capsys, blender_without_gpu):
-    from synth.blender_scene import _select_device
+    from tapforge.synth.blender_scene import _select_device
 
     assert _select_device(blender_without_gpu, "auto") == "cpu"
     assert capsys.readouterr().err.strip() == "render.device=auto: no OptiX or CUDA GPU found, using CPU"
@@ -119,7 +119,7 @@ def test_auto_device_without_a_gpu_renders_on_the_cpu_and_says_so(capsys, blende
 
 @pytest.mark.parametrize("device", ["cuda", "optix"])
 def test_explicit_gpu_device_without_a_gpu_is_one_line_naming_the_fix(blender_without_gpu, device):
-    from synth.blender_scene import _select_device
+    from tapforge.synth.blender_scene import _select_device
 
     with pytest.raises(TapforgeError) as err:
         _select_device(blender_without_gpu, device)

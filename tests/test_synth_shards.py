@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from synth.schema import decode_clip
-from synth.shards import iter_tar_samples, job_from_environment, job_slice
-from tapbase.errors import TapforgeError
+from tapforge.synth.schema import decode_clip
+from tapforge.synth.shards import iter_tar_samples, job_from_environment, job_slice
+from tapforge.base.errors import TapforgeError
 
 from conftest import TINY
 
@@ -76,7 +76,7 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
     gif = tmp_path / "preview.gif"
     subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "preview", str(killed), "--out", str(gif),
                     "--index", "2"], check=True, capture_output=True)
-    from tapbase.video import read_video
+    from tapforge.base.video import read_video
 
     frames, _ = read_video(gif)
     assert frames.shape == (4, 384, 384, 3)  # the 48 px scene, drawn on enlarged 8x
@@ -85,7 +85,7 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
     pkl = tmp_path / "synthetic_tapvid.pkl"
     subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(killed), "--out", str(pkl)],
                    check=True, capture_output=True)
-    from tapir.tapvid import load_tapvid_pickle
+    from tapforge.tapir.tapvid import load_tapvid_pickle
 
     videos = dict(load_tapvid_pickle(pkl))
     assert sorted(videos) == sorted(a)
@@ -133,7 +133,7 @@ def test_job_index_comes_from_flags_slurm_or_kubernetes():
 
 
 def test_readers_refuse_damaged_shards_with_one_line(tmp_path):
-    from synth.cli import main as synth_main
+    from tapforge.synth.cli import main as synth_main
 
     subprocess.run(_render_cmd(tmp_path, 2, "--set", "outputs.scenes_per_shard=1"), capture_output=True, check=True)
     shard = tmp_path / "shard-000001.tar"
@@ -155,7 +155,7 @@ def test_readers_refuse_damaged_shards_with_one_line(tmp_path):
 
 
 def test_a_dataset_does_not_change_identity_when_its_manifest_is_lost(tmp_path):
-    from synth.shards import verify_dataset
+    from tapforge.synth.shards import verify_dataset
 
     subprocess.run(_render_cmd(tmp_path, 1), capture_output=True, check=True)
     manifest = tmp_path / "manifest.json"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from synth.textures import FAMILIES, generate_texture, spectrum_slope
+from tapforge.synth.textures import FAMILIES, generate_texture, spectrum_slope
 
 # radially averaged power spectrum slopes measured on the photographs that scikit-learn and matplotlib ship
 # (china 2.00, flower 1.96, grace_hopper 2.80, Minduka present 2.36): natural images sit near 2

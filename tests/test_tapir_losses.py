@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tapir.losses import tapir_loss, tapnet_loss
+from tapforge.tapir.losses import tapir_loss, tapnet_loss
 
 LOG2 = math.log(2.0)
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from tapbase.errors import TapforgeError
-from tapir import TAPIR, nets
-from tapir.losses import tapir_loss
-from tapir.online import OnlineTAPIR
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir import TAPIR, nets
+from tapforge.tapir.losses import tapir_loss
+from tapforge.tapir.online import OnlineTAPIR
 
 
 # Derived from the official tapnet/torch TAPIR module tree: number of state_dict entries, number

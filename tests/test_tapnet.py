@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tapbase.errors import TapforgeError
-from tapir.tapnet import TAPNet, load_tapnet_checkpoint, temporal_shift
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir.tapnet import TAPNet, load_tapnet_checkpoint, temporal_shift
 from tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "tapnet_reference.npz")
@@ -83,7 +83,7 @@ def test_track_and_eval_run_a_tapnet_checkpoint(official_npy, tmp_path, capsys):
     import pickle
 
     from tapforge.cli import main as tapforge
-    from tapir import track
+    from tapforge.tapir import track
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (5, 40, 56, 3), dtype=np.uint8)

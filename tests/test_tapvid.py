@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tapbase.errors import TapforgeError
-from tapir import tapvid
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir import tapvid
 
 
 def _static_case(num_tracks=3, num_frames=6, seed=0):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tapbase.errors import TapforgeError
-from train.batches import ClipBatch
-from train.augment import (
+from tapforge.base.errors import TapforgeError
+from tapforge.train.batches import ClipBatch
+from tapforge.train.augment import (
     AugmentConfig,
     BlurConfig,
     ColorConfig,

@@ -9,15 +9,15 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from tapbase.errors import TapforgeError
-from tapbase.video import write_video
-from train.augment import AugmentConfig, ColorConfig, CropConfig, FlipConfig, OccluderConfig, Sim2RealAugment
-from train.batches import RealClipBatch
-from train.bootstrap import (SelfSupervisedConfig, TeacherTracks, confidence_mask, consistency_mask, ema_update,
+from tapforge.base.errors import TapforgeError
+from tapforge.base.video import write_video
+from tapforge.train.augment import AugmentConfig, ColorConfig, CropConfig, FlipConfig, OccluderConfig, Sim2RealAugment
+from tapforge.train.batches import RealClipBatch
+from tapforge.train.bootstrap import (SelfSupervisedConfig, TeacherTracks, confidence_mask, consistency_mask, ema_update,
                              make_teacher, pseudo_labels)  # fmt: skip
-from train.data import TAPIRDataModule
-from train.module import TAPIRModule
-from train.real_videos import RealClipStream, expand_video_sources, main as pack_main
+from tapforge.train.data import TAPIRDataModule
+from tapforge.train.module import TAPIRModule
+from tapforge.train.real_videos import RealClipStream, expand_video_sources, main as pack_main
 
 torch.set_num_threads(1)
 TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)

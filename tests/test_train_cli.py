@@ -11,11 +11,11 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from tapbase.errors import TapforgeError
-from tapir.checkpoint import load_model
-from train.cli import main
-from train.optim import warmup_cosine
-from train.procedural import write_shards
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir.checkpoint import load_model
+from tapforge.train.cli import main
+from tapforge.train.optim import warmup_cosine
+from tapforge.train.procedural import write_shards
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,8 +139,8 @@ def test_shipped_configs_parse(name, capsys):
 
 
 def test_fit_trains_tapnet_and_its_checkpoint_loads_as_tapnet(setup, tmp_path):
-    from tapir import TAPNet
-    from tapir.checkpoint import save_safetensors
+    from tapforge.tapir import TAPNet
+    from tapforge.tapir.checkpoint import save_safetensors
 
     tmp, tiny = setup
     config = yaml.safe_load(open(tiny))
@@ -211,6 +211,28 @@ def test_validate_without_validation_data_says_what_to_set(setup):
     with pytest.raises(TapforgeError, match="nothing to validate.*data.val_shards"):
         main(["validate", "--config", SMOKE, "--config", tiny, "--data.val_shards", "null",
               "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null"])  # fmt: skip
+
+
+def test_an_error_in_a_dataloader_worker_is_one_line(setup, tmp_path):
+    """A TapforgeError raised inside a DataLoader worker process reaches the user as the same one line, without
+    the worker's traceback or the error's module path."""
+    import shutil
+    import subprocess
+    import sys
+
+    tmp, tiny = setup
+    shards = tmp_path / "shards"
+    shutil.copytree(tmp / "train", shards)
+    damaged = sorted(shards.glob("*.tar"))[0]
+    damaged.write_bytes(b"not a tar file" * 100)
+    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "train", "fit", "--config", SMOKE, "--config", tiny,
+                             "--data.train_shards", str(shards), "--data.on_corrupt", "fail", "--data.num_workers",
+                             "1", "--trainer.default_root_dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert lines[-1].startswith(f"tapforge train: error: shard {damaged}") and "fix: " in lines[-1], lines[-1]
+    assert "Traceback" not in result.stderr and "TapforgeError" not in result.stderr, result.stderr[-3000:]
 
 
 class InterruptAt(Callback):
@@ -284,7 +306,7 @@ def test_lightning_advertisement_is_dropped_unless_verbose(monkeypatch):
     import lightning.pytorch  # noqa: F401  (installs Lightning's console handlers)
 
     from tapforge.cli import main as tapforge_main
-    from train.cli import _quiet_lightning
+    from tapforge.train.cli import _quiet_lightning
 
     _quiet_lightning()
     handlers = [h for name in ("lightning", "lightning.pytorch") for h in logging.getLogger(name).handlers]

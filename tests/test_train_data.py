@@ -8,14 +8,14 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from synth.schema import encode_clip
-from tapbase.errors import TapforgeError
-from tapir import tapvid
-from train.data import TAPIRDataModule, TrainClipStream, UnusableClip, make_training_example
-from train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
-from train.procedural import make_clip, write_shards
-from train.sampling import balanced_counts, object_counts, sample_queries, subclip_indices
-from train.shards import expand_shards
+from tapforge.synth.schema import encode_clip
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir import tapvid
+from tapforge.train.data import TAPIRDataModule, TrainClipStream, UnusableClip, make_training_example
+from tapforge.train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
+from tapforge.train.procedural import make_clip, write_shards
+from tapforge.train.sampling import balanced_counts, object_counts, sample_queries, subclip_indices
+from tapforge.train.shards import expand_shards
 
 torch.set_num_threads(1)
 

@@ -15,8 +15,8 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-from tapbase.video import write_video
-from train.procedural import write_shards
+from tapforge.base.video import write_video
+from tapforge.train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml")

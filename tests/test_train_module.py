@@ -7,10 +7,10 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import Callback
 
-from tapbase.errors import TapforgeError
-from train.data import TAPIRDataModule
-from train.module import TAPIRModule
-from train.optim import param_groups, warmup_cosine
+from tapforge.base.errors import TapforgeError
+from tapforge.train.data import TAPIRDataModule
+from tapforge.train.module import TAPIRModule
+from tapforge.train.optim import param_groups, warmup_cosine
 
 torch.set_num_threads(1)
 TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
@@ -65,7 +65,7 @@ def tiny_data(shards):
 
 def test_non_finite_steps_are_skipped_and_counted(tiny_shards, tmp_path):
     module = TAPIRModule(model=TINY, warmup_steps=0, lr=1e-2)
-    from tapir.losses import tapir_loss
+    from tapforge.tapir.losses import tapir_loss
 
     calls = []
 
@@ -84,7 +84,7 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_shards, tmp_path):
 
     trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, callbacks=[Remember()], default_root_dir=str(tmp_path))  # fmt: skip
-    with mock.patch("train.module.tapir_loss", loss_with_a_nan):
+    with mock.patch("tapforge.train.module.tapir_loss", loss_with_a_nan):
         trainer.fit(module, datamodule=tiny_data(tiny_shards))
     assert trainer.global_step == 3 and module.skipped_steps == 1
     changed = [any(not torch.equal(a, b) for a, b in zip(before, after)) for before, after in zip(snapshots, snapshots[1:])]
@@ -100,7 +100,7 @@ def test_init_from_copies_weights_and_rejects_other_architectures(tiny_shards, t
     path = str(tmp_path / "source.ckpt")
     trainer.save_checkpoint(path)
     ckpt = torch.load(path, weights_only=False)
-    assert ckpt["hyper_parameters"]["model"] == source.model.config  # the contract tapir.checkpoint relies on
+    assert ckpt["hyper_parameters"]["model"] == source.model.config  # the contract tapforge.tapir.checkpoint relies on
 
     target = TAPIRModule(model=TINY, init_from=path)
     target.setup("validate")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tapbase.errors import TapforgeError
-from tapbase.drawing import draw_tracks, enlarge, track_colors
-from tapbase.video import read_video, write_video
+from tapforge.base.errors import TapforgeError
+from tapforge.base.drawing import draw_tracks, enlarge, track_colors
+from tapforge.base.video import read_video, write_video
 
 
 def test_numpy_only_modules_do_not_import_torch():
-    code = "import sys, tapbase.drawing, tapbase.video, tapir.tapvid; sys.exit('torch' in sys.modules)"
+    code = "import sys, tapforge.base.drawing, tapforge.base.video, tapforge.tapir.tapvid; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from synth.scene import Camera, Cloth, Deform, Dome, Emission, Floor, Principled, Shape, SoftBody, Sun, Texture
-from synth.script_config import number_range, option
+from tapforge.synth.scene import Camera, Cloth, Deform, Dome, Emission, Floor, Principled, Shape, SoftBody, Sun, Texture
+from tapforge.synth.script_config import number_range, option
 
 
 @dataclass

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.scene import (Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture, about_z,
+from tapforge.synth.scene import (Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture, about_z,
                          quaternion_product)
-from synth.script_config import integer_range, number_range, option
+from tapforge.synth.script_config import integer_range, number_range, option
 
 SHAPES = ["cube", "cylinder", "sphere", "cone", "suzanne", "blob", "superquadric"]
 PIVOT = np.array([-3.0, 0.0])  # where the arm's post stands

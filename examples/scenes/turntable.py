@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.scene import Camera, Dome, Emission, Floor, PointLight, Principled, Shape, Sun, Texture, about_z
-from synth.script_config import integer_range, number_range, option
+from tapforge.synth.scene import Camera, Dome, Emission, Floor, PointLight, Principled, Shape, Sun, Texture, about_z
+from tapforge.synth.script_config import integer_range, number_range, option
 
 SHAPES = ["sphere", "cube", "cone", "torus", "suzanne", "blob", "capsule"]
 

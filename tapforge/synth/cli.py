@@ -1,0 +1,94 @@
+"""`tapforge synth render|verify|preview|to-tapvid`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tapforge.base.errors import TapforgeError
+
+
+def _workers(text: str) -> int | None:
+    """``--workers`` value: a positive integer, or None for auto."""
+    if text == "auto":
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise TapforgeError(f"--workers {text}: give a positive number of worker processes, or auto")
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """Numeric flags the parser takes as any integer: refuse values that would silently do the wrong thing."""
+    for flag, minimum in (("num_scenes", 1), ("max_tracks", 1), ("index", 0), ("num_shards", 1), ("shard_index", 0)):
+        value = getattr(args, flag, None)
+        if value is not None and value < minimum:
+            raise TapforgeError(f"--{flag.replace('_', '-')} {value}: give {minimum} or more")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tapforge synth", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    render = sub.add_parser("render", help="render scenes into WebDataset shards (resumable, shard-indexed)")
+    render.add_argument("--config", default="movi_e", help="preset name (movi_a, movi_e, ...) or YAML path")
+    render.add_argument("--out", required=True, type=Path, help="dataset folder (created if missing)")
+    render.add_argument("--num-scenes", type=int, default=8, help="scenes in the whole dataset (all jobs)")
+    render.add_argument("--shard-index", type=int, help="this job's index I (default: SLURM/Kubernetes env, else 0)")
+    render.add_argument("--num-shards", type=int, help="number K of parallel jobs the dataset is split over")
+    render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set render.samples=64 (repeatable)")
+    render.add_argument("--workers", default="auto", metavar="N|auto",
+                        help="Blender worker processes on this machine, each rendering whole scenes (default auto: "
+                             "one per 4 usable cores, Cycles threads split between them)")
+    render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    verify = sub.add_parser("verify", help="check manifest, checksums and schema of every shard")
+    verify.add_argument("dir", type=Path)
+    preview = sub.add_parser("preview", help="write a GIF/MP4 of one scene with its tracks drawn")
+    preview.add_argument("dir", type=Path)
+    preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
+    preview.add_argument("--index", type=int, default=0, help="which scene of the dataset (in shard order)")
+    preview.add_argument("--max-tracks", type=int, default=64, help="draw at most this many tracks (default 64)")
+    to_tapvid = sub.add_parser("to-tapvid", help="write the clips as a TAP-Vid DAVIS-format pickle for evaluation")
+    to_tapvid.add_argument("dir", type=Path)
+    to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")
+    to_tapvid.add_argument("--max-tracks", type=int, help="keep at most this many tracks per clip (random)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    _check_counts(args)
+    if args.command == "render":
+        from tapforge.synth.config import load_config
+        from tapforge.synth.render_job import render_dataset
+        from tapforge.synth.shards import job_from_environment
+
+        workers = _workers(args.workers)
+        config = load_config(args.config, args.overrides)
+        job_index, num_jobs = job_from_environment(args.shard_index, args.num_shards)
+        summary = render_dataset(config, args.out, args.num_scenes, job_index, num_jobs,
+                                 progress=not args.no_progress, workers=workers)
+        print(json.dumps(summary))
+        return 0
+    if args.command == "verify":
+        from tapforge.synth.shards import read_manifest, verify_dataset
+
+        problems = verify_dataset(args.dir)
+        manifest = read_manifest(args.dir)
+        if problems:
+            for problem in problems:
+                print(f"DAMAGED {problem}", file=sys.stderr)
+            return 1
+        print(f"ok: {manifest['num_complete_shards']} shards, {manifest['num_complete_scenes']} scenes "
+              f"(of {manifest['num_scenes']} planned) in {args.dir}")
+        return 0
+    if args.command == "to-tapvid":
+        from tapforge.synth.tapvid_export import export_tapvid_pickle
+
+        count = export_tapvid_pickle(args.dir, args.out, args.max_tracks)
+        print(f"wrote {count} videos to {args.out}")
+        return 0
+    from tapforge.synth.preview import write_preview
+
+    print(write_preview(args.dir, args.out, args.index, args.max_tracks))
+    return 0

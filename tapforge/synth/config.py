@@ -1,0 +1,285 @@
+"""Synth configuration: YAML presets with `inherit:`, `--set key=value` overrides, up-front validation.
+
+A config has the sections ``seed``, ``scene`` (the scene script and the clip's frames, plus the script's own
+keys, see `tapforge.synth.scripts`), ``render``, ``tracks``, ``outputs`` and ``assets``. Every problem in a config is
+collected and reported at once, each with its fix, before anything renders. Presets are package data
+(``tapforge/synth/presets``), so a preset name works from any folder after any install.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from tapforge.synth.script_config import check_values, defaults, is_int, is_number, subset_of
+from tapforge.base.errors import TapforgeError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "presets"
+PASSES = ("depth", "segmentation")
+GENERAL_SCENE_KEYS = ("script", "num_frames", "frame_rate", "physics_rate")
+SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script's identity
+IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+HDRI_SUFFIXES = (".hdr", ".exr")
+
+
+def _optional_dir(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and Path(v).expanduser().is_dir())
+
+
+def folder_files(folder: str | None, suffixes: tuple[str, ...]) -> list[str]:
+    """The sorted files of ``folder`` with one of ``suffixes`` (none for no folder)."""
+    if not folder:
+        return []
+    return sorted(str(p) for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in suffixes)
+
+
+def _folder_of(suffixes: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda v: v is None or (_optional_dir(v) and bool(folder_files(v, suffixes)))
+
+
+def _unreadable_images(folder: str) -> list[str]:
+    """The images of ``folder`` that do not decode (a truncated file, another format under an image suffix)."""
+    from PIL import Image
+
+    bad = []
+    for path in folder_files(folder, IMAGE_SUFFIXES):
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # PIL raises many kinds for broken files
+            bad.append(Path(path).name)
+    return bad
+
+
+HDRI_MAGIC = {".hdr": (b"#?",), ".exr": (b"\x76\x2f\x31\x01",)}  # Radiance RGBE, OpenEXR
+
+
+def _unreadable_hdris(folder: str) -> list[str]:
+    """The HDRIs of ``folder`` that are not Radiance or OpenEXR files (by their header; Blender checks the rest
+    when it loads them)."""
+    bad = []
+    for path in folder_files(folder, HDRI_SUFFIXES):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head.startswith(HDRI_MAGIC[Path(path).suffix.lower()]):
+            bad.append(Path(path).name)
+    return bad
+
+
+def _resolution(v: Any) -> bool:
+    if is_int(v):
+        v = [v, v]
+    return isinstance(v, list) and len(v) == 2 and all(is_int(x) and 16 <= x <= 8192 for x in v)
+
+
+# key -> (check, fix shown when the check fails); the scene script's own keys are checked by its Config
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (is_int, "an integer"),
+    "scene.script": (lambda v: isinstance(v, str) and bool(v.strip()), "a script name (movi), a .py file or module:function"),
+    "scene.num_frames": (lambda v: is_int(v) and 2 <= v <= 2000, "an integer in [2, 2000]"),
+    "scene.frame_rate": (lambda v: is_int(v) and 1 <= v <= 240, "an integer in [1, 240]"),
+    "scene.physics_rate": (lambda v: is_int(v) and 60 <= v <= 2400, "an integer in [60, 2400], a multiple of frame_rate"),
+    "render.resolution": (_resolution, "[width, height] or one integer, each in [16, 8192]"),
+    "render.samples": (lambda v: is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
+    "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
+    "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
+    "render.noise_threshold": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
+    "render.threads": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
+    "tracks.num_tracks": (lambda v: is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),
+    "tracks.depth_tolerance": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+    "outputs.passes": (subset_of(PASSES, allow_empty=True), f"a list from {list(PASSES)}, e.g. [depth,segmentation]"),
+    "outputs.video_codec": (lambda v: v in ("png", "jpg"), "png or jpg"),
+    "outputs.jpeg_quality": (lambda v: is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
+    "outputs.scenes_per_shard": (lambda v: is_int(v) and 1 <= v <= 10000, "an integer >= 1"),
+    "assets.directory": (_optional_dir, "null or an existing folder with a Kubric-format manifest"),
+    "assets.textures_dir": (_folder_of(IMAGE_SUFFIXES), "null or an existing folder holding .png/.jpg images"),
+    "assets.hdri_dir": (_folder_of(HDRI_SUFFIXES), "null or an existing folder holding .hdr/.exr files"),
+}
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_preset_path(name_or_path: str | Path) -> Path:
+    """A preset name (``movi_e``) or a YAML path -> an existing YAML path."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    raise TapforgeError(f"config {name_or_path!r} not found; give a YAML path or a preset name from {names}")
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise TapforgeError(f"config {path} inherits itself in a cycle; fix the `inherit:` chain")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise TapforgeError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
+    if not isinstance(tree, dict):
+        raise TapforgeError(f"config {path} must be a YAML mapping of sections (scene:, render:, ...)")
+    script = (tree.get("scene") or {}).get("script")
+    if isinstance(script, str) and script.split(":")[0].endswith(".py") and not Path(script).expanduser().is_absolute():
+        tree["scene"]["script"] = str((path.parent / script).resolve())  # relative to the config file
+    parent = tree.pop("inherit", None)
+    if parent is None:
+        return tree
+    sibling = path.parent / f"{parent}.yaml"
+    parent_path = resolve_preset_path(sibling if "/" not in str(parent) and sibling.is_file() else parent)
+    return _merge(_load_yaml(parent_path, seen + (path,)), tree)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``render.samples=64`` -> ("render.samples", 64); the value is parsed as YAML."""
+    if "=" not in text:
+        raise TapforgeError(f"--set {text!r} is not key=value; write e.g. --set render.samples=64")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise TapforgeError(f"--set {key}: value {raw!r} is not valid YAML; quote lists as [a,b]") from err
+    return key.strip(), value
+
+
+def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Load a preset (name or path), apply ``key=value`` overrides, validate, and return the config tree.
+
+    The scene script's keys get its defaults where the config leaves them out, and ``scene.script_sha256``
+    records the script's identity."""
+    tree = _load_yaml(resolve_preset_path(preset))
+    if "inherit" not in tree:
+        tree = _merge(_load_yaml(CONFIG_DIR / "base.yaml"), tree)
+    problems: list[str] = []
+    for item in overrides:
+        key, value = parse_override(item)
+        if key == SCRIPT_HASH_KEY or (key not in RULES and not key.startswith("scene.")):
+            problems.append(f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene "
+                            "script's own scene.* keys")
+            continue
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    validate(tree, problems)
+    if isinstance(tree["render"]["resolution"], int):
+        tree["render"]["resolution"] = [tree["render"]["resolution"]] * 2
+    return tree
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """The ``render:`` section, typed: what the renderer is given."""
+
+    resolution: tuple[int, int]
+    samples: int
+    device: str
+    denoise: bool
+    noise_threshold: float
+    threads: int
+
+    @classmethod
+    def of(cls, tree: dict, threads: int | None = None) -> RenderSettings:
+        """From a loaded config; ``threads`` overrides ``render.threads`` (it changes no pixel)."""
+        r = tree["render"]
+        return cls((int(r["resolution"][0]), int(r["resolution"][1])), int(r["samples"]), str(r["device"]),
+                   bool(r["denoise"]), float(r["noise_threshold"]), int(threads or r["threads"]))
+
+
+def script_values(tree: dict) -> dict[str, Any]:
+    """The scene script's own keys of a config: the ``scene:`` section without the general keys."""
+    return {k: v for k, v in tree.get("scene", {}).items() if k not in GENERAL_SCENE_KEYS + ("script_sha256",)}
+
+
+def validate(tree: dict, problems: list[str] | None = None) -> None:
+    """Raise one TapforgeError listing every unknown key, missing key and bad value with its fix; fill in the scene
+    script's defaults and its sha256."""
+    problems = list(problems or [])
+    flat = _flatten({k: v for k, v in tree.items() if k != "scene"})
+    flat.update({f"scene.{k}": v for k, v in tree.get("scene", {}).items() if k in GENERAL_SCENE_KEYS})
+    for key in sorted(set(flat) - set(RULES)):
+        problems.append(f"{key}: unknown key; remove it (known keys: see tapforge/synth/presets/base.yaml)")
+    for key, (check, fix) in RULES.items():
+        if key not in flat:
+            problems.append(f"{key}: missing; set it to {fix}")
+        elif not check(flat[key]):
+            problems.append(f"{key}: bad value {flat[key]!r}; use {fix}")
+    scene = tree.get("scene", {})
+    if "script_sha256" in scene:
+        problems.append("scene.script_sha256: set by tapforge from the script's source; remove it")
+    rates = scene.get("physics_rate"), scene.get("frame_rate")
+    if all(RULES[f"scene.{k}"][0](scene.get(k)) for k in ("physics_rate", "frame_rate")) and rates[0] % rates[1]:
+        problems.append("scene.physics_rate: must be a multiple of scene.frame_rate; e.g. 240 for 12 or 24 fps")
+    for key, unreadable, kind in (("assets.textures_dir", _unreadable_images, "image(s) do not decode"),
+                                  ("assets.hdri_dir", _unreadable_hdris, "file(s) are not HDR/EXR images")):
+        folder = flat.get(key)
+        if folder and RULES[key][0](folder) and (bad := unreadable(folder)):
+            problems.append(f"{key}: {len(bad)} {kind} ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); "
+                            "remove or replace them")
+    if RULES["scene.script"][0](scene.get("script")):
+        problems += _check_script_keys(tree, clean=not problems)
+    if problems:
+        raise TapforgeError(f"{len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
+
+
+def _check_script_keys(tree: dict, clean: bool) -> list[str]:
+    """Problems of the scene script's own keys; when there are none, fill in its defaults, run its cross-key
+    checks (only on an otherwise ``clean`` config) and record its sha256."""
+    from tapforge.synth.scripts import load_script
+
+    scene = tree["scene"]
+    try:
+        script = load_script(scene["script"])
+    except TapforgeError as err:
+        return [str(err)]
+    values = script_values(tree)
+    if script.config is None:
+        problems = [f"scene.{k}: unknown key; the scene script {scene['script']} declares no keys (no Config)"
+                    for k in sorted(values)]
+    else:
+        problems = check_values(script.config, values, "scene.")
+        if not problems:
+            scene.update({k: v for k, v in defaults(script.config).items() if k not in scene})
+    if clean and not problems and script.check_config:
+        problems += script.check_config(script.make_config(script_values(tree)), tree)
+    scene["script_sha256"] = script.sha256
+    return problems
+
+
+def config_hash(tree: dict) -> str:
+    """Short stable hash of a resolved config (recorded in every sample's meta and the manifest): the dataset's
+    identity, which includes the scene script's sha256 and leaves out keys that change no pixel."""
+    identity = copy.deepcopy(tree)
+    for key in IDENTITY_FREE_KEYS:
+        section, leaf = key.split(".")
+        identity.get(section, {}).pop(leaf, None)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,236 @@
+"""PyBullet simulation of a `tapforge.synth.scene.Scene` (Kubric's simulator): placement without overlap, settling, tossing,
+scripted (kinematic) objects pushing simulated ones, and the exact per-frame object poses."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from tapforge.synth.scene import Object, Scene, quaternion_product
+from tapforge.base.errors import TapforgeError
+
+MAX_PLACEMENT_TRIES = 100
+DENSITY = 1.0
+
+
+def quaternion_matrices(q: np.ndarray) -> np.ndarray:
+    """Rotation matrices [...,3,3] from unit quaternions [...,4] in (x, y, z, w) order."""
+    x, y, z, w = np.moveaxis(q, -1, 0)
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+    ], -2)
+
+
+def pose_matrices(positions: np.ndarray, quaternions: np.ndarray) -> np.ndarray:
+    mats = np.zeros(positions.shape[:-1] + (4, 4))
+    mats[..., :3, :3] = quaternion_matrices(quaternions)
+    mats[..., :3, 3] = positions
+    mats[..., 3, 3] = 1.0
+    return mats
+
+
+def _torus_pieces(vertices: np.ndarray, faces: np.ndarray, pieces: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A torus (axis z) cut into sectors of whole faces: each sector is nearly convex."""
+    centre = vertices[faces].mean(1)
+    sector = ((np.arctan2(centre[:, 1], centre[:, 0]) + np.pi) / (2 * np.pi) * pieces).astype(int) % pieces
+    return [(vertices, faces[sector == k]) for k in range(pieces)]
+
+
+def _write_obj_parts(parts: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    """Write mesh parts as separate OBJ objects; PyBullet makes one convex hull per object (a compound)."""
+    lines, offset = [], 1
+    for k, (vertices, faces) in enumerate(parts):
+        used = np.unique(faces)
+        remap = np.zeros(len(vertices), int)
+        remap[used] = np.arange(len(used)) + offset
+        lines.append(f"o part{k}")
+        lines += [f"v {x:.7f} {y:.7f} {z:.7f}" for x, y, z in vertices[used]]
+        lines += [f"f {a} {b} {c}" for a, b, c in remap[faces]]
+        offset += len(used)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _collision_shape(client: int, obj: Object, vertices: np.ndarray, faces: np.ndarray, scratch: Path) -> int:
+    import pybullet as pb
+
+    from tapforge.synth.scene import Shape
+
+    if not isinstance(obj, Shape):  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
+        from tapforge.synth.assets import convex_decomposition
+
+        unit_vertices, unit_faces = obj.unit_mesh()
+        offset = vertices[0] - unit_vertices[0] * obj.size
+        return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(convex_decomposition(unit_vertices, unit_faces)),
+                                       meshScale=[obj.size] * 3, collisionFramePosition=offset.tolist(),
+                                       physicsClientId=client)
+    if obj.shape == "torus":  # non-convex: a compound of convex sectors instead of one hull
+        path = scratch / f"torus_{len(list(scratch.iterdir()))}.obj"
+        _write_obj_parts(_torus_pieces(vertices, faces), path)
+        return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(path), physicsClientId=client)
+    return pb.createCollisionShape(pb.GEOM_MESH, vertices=vertices.tolist(), physicsClientId=client)
+
+
+def _rotation_vector(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
+    """The world-frame rotation vector (axis * angle) turning quaternion q0 into q1 (both x, y, z, w)."""
+    d = quaternion_product(q1, q0 * [-1.0, -1.0, -1.0, 1.0])  # q1 * q0^-1
+    if d[3] < 0:
+        d = -d
+    sine = np.linalg.norm(d[:3])
+    return d[:3] * (2 * np.arctan2(sine, d[3]) / sine) if sine > 1e-12 else 2 * d[:3]
+
+
+class PyBullet:
+    """The scene's physics (``scene.simulator``), in Kubric's terms.
+
+    The Python objects hold the state: every `run` first copies each object's pose, velocity, friction and
+    restitution into its PyBullet body (bodies are made when an object is first placed or run) and afterwards
+    copies the simulated poses and velocities back. Static objects are fixed colliders; scripted ones are
+    kinematic: moved along their script every physics step, they push what they hit."""
+
+    def __init__(self, scene: Scene):
+        import pybullet as pb
+
+        self.pb, self.scene = pb, scene
+        self.client = pb.connect(pb.DIRECT)
+        self._scratch = tempfile.TemporaryDirectory(prefix="tapforge-physics-")
+        self.bodies: dict[int, int] = {}  # instance id -> body
+        self.floor_body: int | None = None
+        self.recorded = False  # the clip's frames have been simulated and stored in the objects
+        self.frame = 0.0  # scene time in frames; settling runs happen before frame 0
+        pb.setGravity(0, 0, -9.81, physicsClientId=self.client)
+        pb.setTimeStep(1.0 / scene.physics_rate, physicsClientId=self.client)
+
+    def _rigid(self) -> list[Object]:
+        """The objects PyBullet moves or collides with (cloth is Blender's)."""
+        return [o for o in self.scene.objects if o.rigid]
+
+    @property
+    def steps_per_frame(self) -> int:
+        return self.scene.physics_rate // self.scene.frame_rate
+
+    def _body(self, obj: Object) -> int:
+        pb = self.pb
+        if obj not in self.scene.objects:
+            raise TapforgeError(f"{obj.label()}: add it to the scene before placing or simulating it")
+        if not obj.rigid:
+            raise TapforgeError(f"{obj.label()}: a {type(obj).__name__} is simulated by Blender, not PyBullet; "
+                                "set its position instead of placing it")
+        if obj.instance_id in self.bodies:
+            return self.bodies[obj.instance_id]
+        vertices, faces, volume = obj.mesh()
+        shape = _collision_shape(self.client, obj, vertices, faces, Path(self._scratch.name))
+        fixed = obj.static or obj.scripted
+        mass = 0.0 if fixed else (obj.mass if obj.mass is not None else DENSITY * volume)
+        body = pb.createMultiBody(mass, shape, physicsClientId=self.client)
+        self.bodies[obj.instance_id] = body
+        self._push(obj)
+        return body
+
+    def _push(self, obj: Object) -> None:
+        """Copy the object's state into its body."""
+        pb, body = self.pb, self.bodies[obj.instance_id]
+        if obj.scripted:
+            position, quaternion = (a[0] for a in obj.pose_at(max(self.frame, 0.0)))
+        else:
+            position, quaternion = obj.position, obj.quaternion
+        pb.resetBasePositionAndOrientation(body, list(position), list(quaternion), physicsClientId=self.client)
+        pb.resetBaseVelocity(body, list(obj.velocity), list(obj.angular_velocity), physicsClientId=self.client)
+        pb.changeDynamics(body, -1, lateralFriction=obj.friction, restitution=obj.restitution,
+                          physicsClientId=self.client)
+
+    def _sync_in(self) -> None:
+        pb, floor = self.pb, self.scene.floor
+        if floor is not None:
+            if self.floor_body is None:
+                plane = pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=self.client)
+                self.floor_body = pb.createMultiBody(0, plane, physicsClientId=self.client)
+            pb.changeDynamics(self.floor_body, -1, lateralFriction=floor.friction, restitution=floor.restitution,
+                              physicsClientId=self.client)
+        for obj in self._rigid():
+            if obj.instance_id in self.bodies:
+                self._push(obj)
+            else:
+                self._body(obj)
+
+    def _sync_out(self) -> None:
+        pb = self.pb
+        for obj in self._rigid():
+            if obj.static or obj.scripted:
+                continue
+            body = self.bodies[obj.instance_id]
+            position, quaternion = pb.getBasePositionAndOrientation(body, physicsClientId=self.client)
+            velocity, angular = pb.getBaseVelocity(body, physicsClientId=self.client)
+            obj.position, obj.quaternion = tuple(position), tuple(quaternion)
+            obj.velocity, obj.angular_velocity = tuple(velocity), tuple(angular)
+
+    def _step(self, scripted: list[Object]) -> None:
+        """One physics step; scripted bodies first move to their pose at the step's end."""
+        pb = self.pb
+        dt = 1.0 / self.steps_per_frame
+        for obj in scripted:  # with the velocity of that move, so the contact solver pushes rather than teleports
+            (before, after), (q_before, q_after) = obj.pose_at([max(self.frame, 0.0), max(self.frame + dt, 0.0)])
+            body, seconds = self.bodies[obj.instance_id], 1.0 / self.scene.physics_rate
+            pb.resetBasePositionAndOrientation(body, after.tolist(), q_after.tolist(), physicsClientId=self.client)
+            pb.resetBaseVelocity(body, ((after - before) / seconds).tolist(),
+                                 (_rotation_vector(q_before, q_after) / seconds).tolist(), physicsClientId=self.client)
+        pb.stepSimulation(physicsClientId=self.client)
+        self.frame += dt
+
+    def place_without_overlap(self, obj: Object, region: tuple[tuple[float, float, float], tuple[float, float, float]],
+                              rng: np.random.Generator, rotate: bool = True) -> bool:
+        """Kubric's move_until_no_overlap: a random position in ``region`` (min corner, max corner) and a random
+        orientation until the object touches nothing placed before (the floor included); False when the scene is
+        too crowded after MAX_PLACEMENT_TRIES (the last try is kept: the solver pushes overlaps apart)."""
+        pb = self.pb
+        body = self._body(obj)
+        region = np.asarray(region, float)
+        for _ in range(MAX_PLACEMENT_TRIES):
+            obj.position = tuple(rng.uniform(*region))
+            if rotate:
+                q = rng.normal(size=4)
+                obj.quaternion = tuple(q / np.linalg.norm(q))
+            pb.resetBasePositionAndOrientation(body, list(obj.position), list(obj.quaternion),
+                                               physicsClientId=self.client)
+            pb.performCollisionDetection(physicsClientId=self.client)
+            if not any(c[8] < 0 for c in pb.getContactPoints(bodyA=body, physicsClientId=self.client)):
+                return True
+        return False
+
+    def run(self, frames: int | None = None) -> None:
+        """Simulate. ``frames`` None: the clip (frames 0 .. T-1), whose poses are stored in the objects and keyed
+        in the render; a number: that many frames before the clip (e.g. to let objects settle), not recorded."""
+        if self.recorded:
+            raise TapforgeError("scene.simulator.run(): the clip is already simulated; run it once, after placing")
+        self._sync_in()
+        scripted = [o for o in self._rigid() if o.scripted]
+        moving = [o for o in self._rigid() if not o.static and not o.scripted]
+        if frames is not None:
+            self.frame = -float(frames)
+            for _ in range(int(frames) * self.steps_per_frame):
+                self._step(scripted)
+            self.frame = 0.0
+            self._sync_out()
+            return
+        self.frame = 0.0
+        num_frames = self.scene.num_frames
+        positions = np.zeros((len(moving), num_frames, 3))
+        quaternions = np.zeros((len(moving), num_frames, 4))
+        for t in range(num_frames):
+            for i, obj in enumerate(moving):
+                position, quaternion = self.pb.getBasePositionAndOrientation(self.bodies[obj.instance_id],
+                                                                             physicsClientId=self.client)
+                positions[i, t], quaternions[i, t] = position, quaternion
+            for _ in range(self.steps_per_frame):
+                self._step(scripted)
+        for i, obj in enumerate(moving):
+            obj.record(positions[i], quaternions[i])
+        self._sync_out()
+        self.recorded = True
+
+    def close(self) -> None:
+        """Disconnect from PyBullet (the scene's poses stay)."""
+        self.pb.disconnect(self.client)
+        self._scratch.cleanup()

@@ -1,0 +1,135 @@
+"""One scene end to end: scene script -> physics -> Blender build + render -> ground truth -> `Clip`."""
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tapforge.base.errors import TapforgeError
+
+from tapforge.synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, RenderSettings, config_hash, folder_files, script_values
+from tapforge.synth.physics import pose_matrices
+from tapforge.synth.scene import AssetFiles, Scene
+from tapforge.synth.schema import Clip
+from tapforge.synth.scripts import load_script
+from tapforge.synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, compute_tracks
+
+
+
+def scene_seed(base_seed: int, scene_index: int) -> int:
+    """Per-scene seed: a stable hash of (config seed, global scene index)."""
+    digest = hashlib.sha256(f"tapforge-scene:{base_seed}:{scene_index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def scene_key(scene_index: int) -> str:
+    return f"scene-{scene_index:07d}"
+
+
+def asset_files(config: dict) -> AssetFiles:
+    """The sorted files of the config's asset folders (textures, HDRIs, Kubric-manifest object ids)."""
+    assets = config["assets"]
+    files = AssetFiles(folder_files(assets["textures_dir"], IMAGE_SUFFIXES),
+                       folder_files(assets["hdri_dir"], HDRI_SUFFIXES))
+    if assets["directory"]:
+        from tapforge.synth.assets import open_asset_directory
+
+        files.objects = open_asset_directory(assets["directory"])
+    return files
+
+
+def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Scene:
+    """Run the config's scene script for ``seed``, then the clip's physics: the scene as it will be rendered."""
+    sc = config["scene"]
+    script = load_script(sc["script"])
+    assets = assets or asset_files(config)
+    scene = Scene(tuple(config["render"]["resolution"]), sc["num_frames"], sc["frame_rate"], sc["physics_rate"], seed,
+                  AssetFiles(list(assets.textures), list(assets.hdris), list(assets.objects)))
+    try:
+        script.build(scene, np.random.default_rng(seed), script.make_config(script_values(config)))
+        scene.simulate_if_needed()
+    finally:
+        scene.close()
+    return scene
+
+
+class SceneRenderer:
+    """Renders scenes of one config in one Blender session (Blender starts once, not per scene).
+
+    `threads` (Cycles threads) overrides ``render.threads``; the thread count changes no pixel, so it is not part
+    of the dataset's identity (`tapforge.synth.config.config_hash` leaves it out).
+    """
+
+    def __init__(self, config: dict, threads: int | None = None, share: SceneRenderer | None = None):
+        """``share``: render in that renderer's Blender session (one per process), which must have the same
+        render settings (e.g. to compare two presets side by side)."""
+        from tapforge.synth.blender_scene import BlenderRenderer
+
+        self.config = config
+        self.hash = config_hash(config)
+        self.script = load_script(config["scene"]["script"])
+        self.assets = asset_files(config)
+        settings = RenderSettings.of(config, threads)
+        if share is not None and share.blender.settings != settings:
+            raise TapforgeError("SceneRenderer(share=...) needs the same render settings as the shared renderer")
+        self.blender = share.blender if share is not None else BlenderRenderer(settings)
+
+    def render(self, scene_index: int) -> tuple[Clip, dict[str, float]]:
+        """Render global scene `scene_index`; return the clip and its timing breakdown (seconds)."""
+        cfg = self.config
+        seed = scene_seed(cfg["seed"], scene_index)
+        timing: dict[str, float] = {}
+        start = time.perf_counter()
+        scene = build_scene(self.config, seed, self.assets)
+        timing["scene_script"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.blender.build(scene)
+        timing["scene_build"] = time.perf_counter() - start
+        start = time.perf_counter()
+        surfaces = self.blender.read_surfaces(scene.num_frames)  # runs the simulations, before the render
+        if surfaces:
+            timing["deformation"] = time.perf_counter() - start
+        passes = self.blender.render(scene.num_frames)
+        timing.update(self.blender.timing)
+        positions, quaternions = scene.object_poses()
+        # for checks against the renderer: the passes, the scene and the object-to-world poses [O,T,4,4]
+        self.last_passes, self.last_scene, self.last_surfaces = passes, scene, surfaces
+        self.last_poses = pose_matrices(positions, quaternions)
+        start = time.perf_counter()
+        cam_to_world = scene.camera.matrices(scene.num_frames)
+        K = scene.camera.intrinsics(scene.resolution)
+        instance_ids = np.array([o.instance_id for o in scene.objects], np.int64)
+        gt = compute_tracks(passes, self.last_poses, instance_ids, cam_to_world, K,
+                            cfg["tracks"]["num_tracks"], cfg["tracks"]["depth_tolerance"],
+                            np.random.default_rng(seed), surfaces)
+        timing["ground_truth"] = time.perf_counter() - start
+        extra = {}
+        if "depth" in cfg["outputs"]["passes"]:
+            distance = np.linalg.norm(passes["position"] - cam_to_world[:, None, None, :3, 3], axis=-1)
+            extra["depth"] = np.where(passes["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
+        if "segmentation" in cfg["outputs"]["passes"]:
+            extra["segmentation"] = passes["object_index"].astype(np.uint16)
+        world_to_cam_cv = np.linalg.inv(cam_to_world)
+        world_to_cam_cv[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam_cv[:, :3, :]
+        camera = {
+            "K": K.tolist(), "width": scene.resolution[0], "height": scene.resolution[1],
+            "focal_length_mm": scene.camera.focal_length, "sensor_width_mm": scene.camera.sensor_width,
+            "cam_to_world_blender": cam_to_world.tolist(),
+            "world_to_cam_opencv": world_to_cam_cv.tolist(),
+            "conventions": "K and world_to_cam_opencv: OpenCV (x right, y down, z forward), pixel (0,0) is the "
+                           "top-left corner of the top-left pixel; cam_to_world_blender: Blender camera (looks "
+                           "down -Z, +Y up); world is Z-up, metres",
+        }
+        meta = {
+            "seed": seed, "scene_index": scene_index, "config_hash": self.hash, "fps": scene.frame_rate,
+            "script": {"name": self.script.name, "sha256": self.script.sha256},
+            "scene": scene.describe(),
+            "object_poses": {"positions": positions.round(6).tolist(),
+                             "quaternions_xyzw": quaternions.round(6).tolist()},
+        }
+        clip = Clip(key=scene_key(scene_index), video=passes["rgb"], tracks=gt.tracks, occluded=gt.occluded,
+                    tracks_3d=gt.tracks_3d, object_ids=gt.object_ids, query=gt.query, camera=camera, meta=meta,
+                    **extra)
+        return clip, timing

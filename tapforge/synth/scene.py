@@ -1,0 +1,765 @@
+"""The scene API: build a scene in Python, in Kubric's vocabulary; tapforge renders it with exact tracks.
+
+A scene script is a function ``build(scene, rng, cfg)`` that fills a `Scene` (see `tapforge.synth.scripts`)::
+
+    from tapforge.synth.scene import Camera, Emission, Floor, Dome, Principled, Shape, Sun, Texture
+
+    def build(scene, rng, cfg):
+        scene.camera = Camera(focal_length=35).look_at((8, -6, 5), (0, 0, 0))
+        scene.floor = Floor(Principled(texture=Texture.generated("dead_leaves", seed=1, tile=20)))
+        scene.background = Dome(Emission(texture=Texture.generated("mixture", seed=2, tile=40)))
+        scene += Sun(direction=(0.3, -0.2, 0.9), strength=3)
+        ball = scene.add(Shape("sphere", size=1.5, material=Principled(colour=(0.8, 0.2, 0.1)),
+                               position=(0, 0, 3), velocity=(1, 0, 0)))
+        scene.simulator.run()  # PyBullet: the ball falls and rolls (the pipeline runs it if the script does not)
+
+Objects are procedural shapes (`Shape`), mesh files (`MeshFile`: OBJ, PLY, glTF/GLB) or assets of a
+Kubric-manifest folder (`Asset`). Surfaces may deform, with exact tracks: procedural deformations on any object
+(``deform=(Deform(...),)``), per-frame vertices from the script (`Object.animate_vertices`), a file's own skinned
+or shape-key animation (`AnimatedMesh`), cloth (`Cloth`) and soft bodies (`SoftBody`). An object moves by physics (the default; ``static=True`` keeps it in place
+as a collider) or by script: `Object.keyframe` (linear position, spherical rotation between keys) or
+`Object.set_poses` (per-frame arrays); a scripted object pushes simulated ones. The camera moves the same
+way (`Camera.look_at` with per-frame arrays, or `Camera.keyframe`). Whatever moves, the renderer is keyed with
+the exact per-frame poses that the ground truth uses.
+
+Coordinates: world Z-up, metres; quaternions (x, y, z, w); frames 0 .. num_frames - 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from tapforge.base.errors import TapforgeError
+
+Vector = tuple[float, float, float]
+FLOOR_SIZE = 80.0
+DOME_RADIUS = FLOOR_SIZE / 2  # a hemisphere standing on the floor, inside its square: no gap at the horizon
+VIEW_TRANSFORMS = ("AgX", "Filmic", "Standard")
+
+
+# ------------------------------------------------------------------------------------------------ materials
+@dataclass
+class Texture:
+    """A surface texture, projected from the object's own coordinates (no UVs needed).
+
+    ``source``: a generated family of `tapforge.synth.textures` (natural-image statistics, made from ``seed``), a Blender
+    procedural texture (`PROCEDURAL_TEXTURES`, ramped between ``colours``) or the path of an image file.
+    ``scale``: texture coordinates per scene unit (one repeat every 1 / scale units)."""
+
+    source: str
+    scale: float = 1.0
+    seed: int | None = None
+    size: int = 512  # a generated texture's side in pixels
+    colours: tuple[Vector, Vector] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+    @classmethod
+    def generated(cls, family: str, seed: int, tile: float = 1.0, size: int = 512) -> Texture:
+        """A generated texture repeating every ``tile`` scene units."""
+        return cls(family, 1.0 / tile, seed=int(seed), size=int(size))
+
+    @classmethod
+    def image(cls, path: str | Path, tile: float = 1.0) -> Texture:
+        """An image file repeating every ``tile`` scene units."""
+        return cls(str(path), 1.0 / tile)
+
+    @classmethod
+    def procedural(cls, kind: str, colour: Vector, colour2: Vector, scale: float = 1.0) -> Texture:
+        """A Blender procedural texture (noise, voronoi, wave, checker, magic, brick) between two colours."""
+        return cls(kind, float(scale), colours=(tuple(colour), tuple(colour2)))
+
+
+PROCEDURAL_TEXTURES = ("noise", "voronoi", "wave", "checker", "magic", "brick")
+
+
+@dataclass
+class Principled:
+    """Blender's Principled BSDF (Kubric's PrincipledBSDFMaterial); ``texture`` replaces ``colour``."""
+
+    colour: Vector = (0.8, 0.8, 0.8)
+    roughness: float = 0.5
+    metallic: float = 0.0
+    texture: Texture | None = None
+    label: str = "principled"  # what meta.json calls it (rubber, metal, ...)
+
+
+@dataclass
+class Emission:
+    """A surface that shows its colour or texture as it is and lights the scene with it (e.g. a dome)."""
+
+    colour: Vector = (1.0, 1.0, 1.0)
+    strength: float = 1.0
+    texture: Texture | None = None
+    label: str = "emission"
+
+
+Material = Principled | Emission
+
+
+# -------------------------------------------------------------------------------------------------- objects
+def _as_quaternion(q: Any) -> np.ndarray:
+    q = np.asarray(q, float).reshape(4)
+    return q / np.linalg.norm(q)
+
+
+def quaternion_product(a: Any, b: Any) -> np.ndarray:
+    """The Hamilton product a * b of quaternions (x, y, z, w), over leading axes: rotation b, then rotation a."""
+    x1, y1, z1, w1 = np.moveaxis(np.asarray(a, float), -1, 0)
+    x2, y2, z2, w2 = np.moveaxis(np.asarray(b, float), -1, 0)
+    return np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], -1)
+
+
+def about_z(angle: Any) -> np.ndarray:
+    """Quaternions (x, y, z, w) of turns by ``angle`` (radians, any shape) about the world z axis."""
+    angle = np.asarray(angle, float)
+    return np.stack([0 * angle, 0 * angle, np.sin(angle / 2), np.cos(angle / 2)], -1)
+
+
+def slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation between unit quaternions (x, y, z, w) at fractions ``t`` [N] -> [N,4]."""
+    dot = float(np.dot(q0, q1))
+    if dot < 0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:
+        out = q0 + t[:, None] * (q1 - q0)
+    else:
+        theta = np.arccos(dot)
+        out = (np.sin((1 - t) * theta)[:, None] * q0 + np.sin(t * theta)[:, None] * q1) / np.sin(theta)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
+
+
+def interpolate_keys(keys: dict[int, np.ndarray], frames: np.ndarray, rotation: bool = False) -> np.ndarray:
+    """Values at (fractional) ``frames`` from {frame: value} keys: linear (slerp for rotations) between keys,
+    constant outside them."""
+    times = np.array(sorted(keys), float)
+    values = np.stack([keys[k] for k in sorted(keys)])
+    frames = np.clip(np.asarray(frames, float), times[0], times[-1])
+    upper = np.clip(np.searchsorted(times, frames, side="right"), 1, len(times) - 1) if len(times) > 1 else None
+    if upper is None:
+        return np.repeat(values[:1], len(frames), 0)
+    lower = upper - 1
+    frac = (frames - times[lower]) / (times[upper] - times[lower])
+    if not rotation:
+        return values[lower] + frac[:, None] * (values[upper] - values[lower])
+    out = np.empty((len(frames), 4))
+    for k in np.unique(lower):
+        rows = lower == k
+        out[rows] = slerp(values[k], values[k + 1], frac[rows])
+    return out
+
+
+DEFORM_KINDS = ("bend", "twist", "taper", "stretch", "wave")
+AXES = ("X", "Y", "Z")
+
+
+@dataclass
+class Deform:
+    """A procedural deformation of an object's mesh in its own frame, animated over the clip (Blender's Simple
+    Deform and Wave modifiers; the tracks follow the deformed surface exactly).
+
+    ``kind``: bend, twist (``amount`` in radians), taper, stretch (a factor) or wave (travelling ripples of
+    height ``amount`` in metres). Its strength swings as ``amount * sin(2 pi (frame / period) + phase)``
+    (a wave travels one ``wavelength`` per ``period`` frames instead)."""
+
+    kind: str
+    amount: float = 0.5
+    axis: str = "Z"
+    period: float = 24.0  # frames
+    phase: float = 0.0  # radians
+    wavelength: float = 0.5  # metres, for waves
+
+    def __post_init__(self) -> None:
+        if self.kind not in DEFORM_KINDS:
+            raise TapforgeError(f"Deform kind {self.kind!r}: use one of {', '.join(DEFORM_KINDS)}")
+        if self.axis not in AXES:
+            raise TapforgeError(f"Deform axis {self.axis!r}: use X, Y or Z (the object's own axes)")
+        if not self.period > 0 or not self.wavelength > 0:
+            raise TapforgeError(f"Deform {self.kind}: period and wavelength must be positive")
+
+    def strength(self, frames: np.ndarray) -> np.ndarray:
+        """The modifier's strength at each frame (bend, twist: angle; taper, stretch: factor)."""
+        return self.amount * np.sin(2 * np.pi * np.asarray(frames, float) / self.period + self.phase)
+
+
+@dataclass(eq=False, kw_only=True)
+class Object:
+    """Something solid in the scene. Its frame is its centre of mass; ``size`` is its longest side.
+
+    Physics (PyBullet) moves it unless ``static`` (then it stays, and others collide with it) or scripted
+    (`keyframe` / `set_poses`: it follows the script, and pushes what it hits). ``deform``: procedural
+    deformations of its surface (`Deform`), applied in order; physics sees the undeformed shape."""
+
+    rigid: ClassVar[bool] = True  # PyBullet moves it; False: Blender's own simulation does (cloth)
+    material: Material = field(default_factory=Principled)
+    size: float = 1.0
+    position: Vector = (0.0, 0.0, 0.0)
+    quaternion: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+    velocity: Vector = (0.0, 0.0, 0.0)
+    angular_velocity: Vector = (0.0, 0.0, 0.0)
+    static: bool = False
+    mass: float | None = None  # kg; None: density 1 times the mesh volume
+    friction: float = 0.5
+    restitution: float = 0.5
+    smooth: bool = True  # smooth shading (edges sharper than tapforge.synth.shapes.SHARP_ANGLE stay hard)
+    deform: tuple[Deform, ...] = ()
+    name: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    instance_id: int = 0  # set by Scene.add: >= 1, the id in segmentation and object_ids
+    _keys: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=dict, repr=False)
+    _poses: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # set_poses: scripted
+    _recorded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # by the simulator
+    _mesh: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
+    _vertex_positions: np.ndarray | None = field(default=None, repr=False)  # animate_vertices: [T,V,3]
+
+    # ---- scripted motion
+    def keyframe(self, frame: int, position: Vector | None = None,
+                 quaternion: tuple[float, float, float, float] | None = None) -> Object:
+        """Pin the pose at ``frame`` (either part may be left out); poses between keys are interpolated."""
+        self._keys[int(frame)] = (None if position is None else np.asarray(position, float).reshape(3),
+                                  None if quaternion is None else _as_quaternion(quaternion))
+        return self
+
+    def set_poses(self, positions: Any, quaternions: Any = None) -> Object:
+        """Give the pose of every frame: positions [T,3] and optionally quaternions [T,4] (x, y, z, w)."""
+        positions = np.asarray(positions, float)
+        if positions.ndim != 2 or positions.shape[1] != 3:
+            raise TapforgeError(f"{self.label()}: set_poses needs positions of shape [num_frames, 3], got "
+                                f"{positions.shape}")
+        if quaternions is None:
+            quaternions = np.tile(_as_quaternion(self.quaternion), (len(positions), 1))
+        quaternions = np.asarray(quaternions, float)
+        if quaternions.shape != (len(positions), 4):
+            raise TapforgeError(f"{self.label()}: set_poses needs quaternions of shape [{len(positions)}, 4] "
+                                f"(x, y, z, w), got {quaternions.shape}")
+        self._poses = (positions, quaternions / np.linalg.norm(quaternions, axis=-1, keepdims=True))
+        return self
+
+    @property
+    def scripted(self) -> bool:
+        return bool(self._keys) or self._poses is not None
+
+    @property
+    def deforms(self) -> bool:
+        """Its surface changes shape over the clip (tracks then follow the deformed mesh)."""
+        return bool(self.deform) or not self.rigid or self.animated
+
+    @property
+    def animated(self) -> bool:
+        """Its vertices move by a per-frame animation (`animate_vertices`, or a file's own animation)."""
+        return self._vertex_positions is not None
+
+    def animate_vertices(self, positions: Any) -> Object:
+        """Give the mesh's vertices in every frame: [T,V,3] in the object's frame, in the order of `mesh`'s
+        vertices (its triangles stay). The render and the tracks follow them exactly; physics sees `mesh`."""
+        positions = np.asarray(positions, float)
+        count = len(self.mesh()[0])
+        if positions.ndim != 3 or positions.shape[1:] != (count, 3):
+            raise TapforgeError(f"{self.label()}: animate_vertices needs positions of shape [num_frames, {count}, 3], "
+                                f"got {positions.shape}")
+        self._vertex_positions = positions
+        return self
+
+    def vertex_positions(self, num_frames: int, frame_rate: int) -> np.ndarray | None:
+        """The object-frame vertices [T,V,3] of every frame when they are animated, else None."""
+        if self._vertex_positions is None:
+            return None
+        if len(self._vertex_positions) != num_frames:
+            raise TapforgeError(f"{self.label()}: has vertex positions for {len(self._vertex_positions)} frames, the "
+                                f"scene has {num_frames}; give one set per frame")
+        return self._vertex_positions
+
+    @property
+    def two_sided(self) -> bool:
+        """No facing-away test for its points (a sheet is seen from both sides): the depth test alone decides."""
+        return False
+
+    def pose_at(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Scripted pose at (fractional) frames: positions [N,3], quaternions [N,4]."""
+        frames = np.atleast_1d(np.asarray(frames, float))
+        if self._poses is not None:
+            index = np.arange(len(self._poses[0]))
+            positions = np.stack([np.interp(frames, index, self._poses[0][:, k]) for k in range(3)], -1)
+            keys = {int(i): q for i, q in enumerate(self._poses[1])}
+            return positions, interpolate_keys(keys, frames, rotation=True)
+        positions = {f: p for f, (p, _) in self._keys.items() if p is not None}
+        rotations = {f: q for f, (_, q) in self._keys.items() if q is not None}
+        return (interpolate_keys(positions, frames) if positions else np.tile(self.position, (len(frames), 1)),
+                interpolate_keys(rotations, frames, True) if rotations
+                else np.tile(_as_quaternion(self.quaternion), (len(frames), 1)))
+
+    def poses(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """The pose of every frame [T,3], [T,4]: simulated, set by `set_poses`, keyframed, or at rest."""
+        if self._recorded is not None:
+            return self._recorded
+        if self._poses is not None and not self._keys:
+            positions, quaternions = self._poses
+            if len(positions) != num_frames:
+                raise TapforgeError(f"{self.label()}: has poses for {len(positions)} frames, the scene has "
+                                    f"{num_frames}; give one pose per frame")
+            return positions, quaternions
+        return self.pose_at(np.arange(num_frames))
+
+    def record(self, positions: np.ndarray, quaternions: np.ndarray) -> None:
+        """Store the simulated poses of the clip (called by the simulator)."""
+        self._recorded = (positions, quaternions)
+
+    # ---- geometry
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        """The mesh with its longest side 1, centred on its bounding box."""
+        raise NotImplementedError
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(vertices [V,3] in the object frame, faces [F,3], volume) at ``size``, centred on the centre of mass."""
+        if self._mesh is None:
+            from tapforge.synth.meshes import volume_and_centroid
+
+            vertices, faces = self.unit_mesh()
+            vertices = vertices * self.size
+            volume, centroid = volume_and_centroid(vertices, faces)
+            self._mesh = (vertices - centroid, faces, abs(volume))
+        return self._mesh
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return f"object {self.instance_id}" if self.instance_id else f"a {type(self).__name__} not added to the scene"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary for meta.json."""
+        base = {f.name for f in dataclasses.fields(Object)}
+        own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base}
+        motion = "scripted" if self.scripted else ("static" if self.static or not self.rigid else "physics")
+        return {"instance_id": self.instance_id, "name": self.name, "kind": type(self).__name__, "size": self.size,
+                "motion": motion, "friction": self.friction, "restitution": self.restitution,
+                "material": _describe(self.material), "deforms": self.deforms, "deform": _describe(list(self.deform)),
+                "metadata": self.metadata} | _describe(own)
+
+
+@dataclass(eq=False)
+class Shape(Object):
+    """A procedural shape of `tapforge.synth.shapes` (cube, sphere, ..., suzanne) with its parameters."""
+
+    shape: str = "cube"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        from tapforge.synth.meshes import suzanne
+        from tapforge.synth.shapes import make_shape
+
+        if self.shape == "suzanne":
+            return suzanne()
+        try:
+            return make_shape(self.shape, self.params)
+        except (ValueError, KeyError) as err:
+            raise TapforgeError(f"{self.label()}: shape {self.shape!r} with params {self.params} cannot be made "
+                                f"({err}); use a shape from tapforge.synth.shapes.SHAPES with its parameters") from err
+
+
+@dataclass(eq=False)
+class MeshFile(Object):
+    """A mesh file (OBJ, PLY, glTF or GLB), scaled to ``size``; its own materials are replaced by ``material``."""
+
+    path: str = ""
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        from tapforge.synth.mesh_files import load_unit_mesh
+
+        return load_unit_mesh(self.path)
+
+
+@dataclass(eq=False)
+class Asset(Object):
+    """An object of the Kubric-manifest asset folder named by ``assets.directory`` (its geometry)."""
+
+    asset_id: str = ""
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        from tapforge.synth.assets import load_asset_mesh
+
+        return load_asset_mesh(self.asset_id)
+
+
+@dataclass(eq=False)
+class SoftBody(Shape):
+    """A squashy procedural shape: PyBullet moves it as a rigid body (it falls, bounces, hits the others) and
+    Blender's soft body lets its surface lag, squash on impact and wobble back around that motion (goal springs
+    towards the rigid shape, edge springs between vertices, collisions with the floor and the rigid objects).
+    ``stiffness``: the goal springs (0..1, softer below); ``damping``: how fast the wobble dies (0..50)."""
+
+    stiffness: float = 0.7
+    damping: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.stiffness <= 1 or not 0 <= self.damping <= 50:
+            raise TapforgeError(f"{self.label()}: stiffness must be in (0, 1] and damping in [0, 50]")
+
+    @property
+    def deforms(self) -> bool:
+        return True
+
+    @property
+    def two_sided(self) -> bool:
+        """Where it squashes on the floor the simulation can turn faces inside out, and the renderer shows them:
+        visibility is left to the depth test."""
+        return True
+
+
+@dataclass(eq=False)
+class AnimatedMesh(Object):
+    """A mesh file's own animation (glTF/GLB or FBX: skinned by an armature, or shape keys), e.g. a rigged
+    character or animal: frame k of the clip shows the file at ``start + k * speed / frame_rate`` seconds
+    (``animation``: an action's name, else the importer's choice). Scaled so that its first frame's longest side
+    is ``size``, centred on that frame's bounding box; its frame moves by script (`keyframe`, `set_poses`) or
+    stays. PyBullet ignores it."""
+
+    rigid: ClassVar[bool] = False
+    path: str = ""
+    animation: str | None = None
+    start: float = 0.0  # seconds into the file's animation at frame 0
+    speed: float = 1.0
+
+    @property
+    def animated(self) -> bool:
+        return True
+
+    def _placed(self, frames: np.ndarray) -> np.ndarray:
+        lo, hi = frames[0].min(0), frames[0].max(0)
+        return (frames - (lo + hi) / 2) * (self.size / (hi - lo).max())
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        from tapforge.synth.mesh_files import load_animation
+
+        frames, faces = load_animation(self.path, self.animation, self.start, self.speed, 1, 24)
+        return self._placed(frames)[0] / self.size, faces
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Its first frame at ``size``, centred on its bounding box."""
+        if self._mesh is None:
+            vertices, faces = self.unit_mesh()
+            self._mesh = (vertices * self.size, faces, 0.0)
+        return self._mesh
+
+    def vertex_positions(self, num_frames: int, frame_rate: int) -> np.ndarray:
+        from tapforge.synth.mesh_files import load_animation
+
+        frames, _ = load_animation(self.path, self.animation, self.start, self.speed, num_frames, frame_rate)
+        return self._placed(frames)
+
+
+@dataclass(eq=False)
+class Cloth(Object):
+    """A rectangular sheet of cloth (Blender's cloth simulation) that falls onto and drapes over the other
+    objects and the floor, which it collides with as they move. ``size`` is its longer side, ``aspect`` its
+    shorter side over the longer; it starts flat in the object's XY plane at its pose. ``pin``: an edge held
+    in place ("-x", "+x", "-y", "+y"), or None to fall freely. It is two-sided and ignored by PyBullet."""
+
+    rigid: ClassVar[bool] = False
+    aspect: float = 1.0
+    resolution: int = 32  # vertices along the longer side
+    pin: str | None = None
+    stiffness: float = 15.0  # Blender's tension/compression stiffness
+    bending: float = 0.5  # Blender's bending stiffness
+    smooth: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pin not in (None, "-x", "+x", "-y", "+y"):
+            raise TapforgeError(f"{self.label()}: pin {self.pin!r}: use None, '-x', '+x', '-y' or '+y'")
+        if not 4 <= self.resolution <= 256 or not 0 < self.aspect <= 1:
+            raise TapforgeError(f"{self.label()}: resolution must be 4..256 and aspect in (0, 1]")
+
+    @property
+    def two_sided(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | {"motion": "simulated in Blender"}
+
+    def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
+        nx, ny = self.resolution, max(2, round(self.resolution * self.aspect))
+        x, y = np.meshgrid(np.linspace(-0.5, 0.5, nx), np.linspace(-0.5, 0.5, ny) * self.aspect)
+        vertices = np.stack([x.ravel(), y.ravel(), np.zeros(x.size)], -1)
+        index = np.arange(nx * ny).reshape(ny, nx)
+        a, b, c, d = index[:-1, :-1], index[:-1, 1:], index[1:, 1:], index[1:, :-1]
+        faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+        return vertices, faces
+
+    def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """The sheet at ``size``, centred on its middle (a sheet has no volume)."""
+        if self._mesh is None:
+            vertices, faces = self.unit_mesh()
+            self._mesh = (vertices * self.size, faces, 0.0)
+        return self._mesh
+
+    def pinned_vertices(self) -> np.ndarray:
+        """Indices of the vertices held by ``pin``."""
+        if self.pin is None:
+            return np.zeros(0, int)
+        vertices = self.mesh()[0]
+        axis = 0 if self.pin[1] == "x" else 1
+        edge = vertices[:, axis].min() if self.pin[0] == "-" else vertices[:, axis].max()
+        return np.flatnonzero(np.isclose(vertices[:, axis], edge))
+
+
+# --------------------------------------------------------------------------------------- floor, background
+@dataclass(eq=False, kw_only=True)
+class Floor:
+    """A square ground plane at z = 0 (part of the static background, id 0); a collider in physics."""
+
+    material: Material = field(default_factory=Principled)
+    size: float = FLOOR_SIZE
+    friction: float = 1.0
+    restitution: float = 0.0
+
+
+@dataclass
+class Dome:
+    """A textured hemisphere around the scene: static background (id 0), trackable, lights the scene with its
+    emission; casts no shadow."""
+
+    material: Emission = field(default_factory=Emission)
+    radius: float = DOME_RADIUS
+
+
+@dataclass
+class Sky:
+    """Blender's Preetham sky towards ``sun_direction`` (not trackable: rays to it hit nothing)."""
+
+    sun_direction: Vector = (0.0, 0.0, 1.0)
+    turbidity: float = 2.0
+    strength: float = 0.3
+
+
+@dataclass
+class Environment:
+    """An environment map (an HDRI file) or, without ``hdri``, a plain colour: lights the scene, not trackable."""
+
+    hdri: str | None = None
+    colour: Vector = (0.5, 0.5, 0.5)
+    strength: float = 1.0
+
+
+Background = Dome | Sky | Environment
+
+
+# ---------------------------------------------------------------------------------------------------- lights
+@dataclass
+class Sun:
+    """A directional light shining from ``direction`` (a vector towards the sun), ``strength`` in W/m^2."""
+
+    direction: Vector = (0.0, 0.0, 1.0)
+    strength: float = 3.0
+    angle: float = 3.0  # degrees: the sun's apparent size (soft shadow edges)
+
+
+@dataclass
+class PointLight:
+    """A point light (a small sphere of ``radius``) at ``position``, ``power`` in watts; ``path`` [T,3] moves it
+    (one position per frame)."""
+
+    position: Vector = (0.0, 0.0, 5.0)
+    power: float = 1000.0
+    radius: float = 0.1
+    colour: Vector = (1.0, 1.0, 1.0)
+    path: Any = None
+
+
+@dataclass
+class AreaLight:
+    """A square area light of side ``size`` at ``position`` facing ``look_at``, ``power`` in watts."""
+
+    position: Vector = (0.0, 0.0, 5.0)
+    look_at: Vector = (0.0, 0.0, 0.0)
+    size: float = 1.0
+    power: float = 500.0
+    colour: Vector = (1.0, 1.0, 1.0)
+
+
+Light = Sun | PointLight | AreaLight
+
+
+# ---------------------------------------------------------------------------------------------------- camera
+def look_at_matrices(positions: np.ndarray, lookats: np.ndarray) -> np.ndarray:
+    """Camera-to-world 4x4 matrices [T,4,4] in Blender's convention (camera looks down -Z, +Y up)."""
+    forward = lookats - positions
+    forward /= np.linalg.norm(forward, axis=-1, keepdims=True)
+    up = np.array([0.0, 0.0, 1.0])
+    right = np.cross(forward, up)
+    degenerate = np.linalg.norm(right, axis=-1) < 1e-8
+    right[degenerate] = [1.0, 0.0, 0.0]
+    right /= np.linalg.norm(right, axis=-1, keepdims=True)
+    true_up = np.cross(right, forward)
+    mats = np.tile(np.eye(4), (len(positions), 1, 1))
+    mats[:, :3, 0], mats[:, :3, 1], mats[:, :3, 2], mats[:, :3, 3] = right, true_up, -forward, positions
+    return mats
+
+
+@dataclass(eq=False)
+class Camera:
+    """A pinhole camera (Kubric's PerspectiveCamera): focal length and sensor width in mm, horizontal fit.
+
+    Its path: `look_at` with one position and target or per-frame arrays [T,3], or `keyframe` per frame
+    (linear between keys)."""
+
+    focal_length: float = 35.0
+    sensor_width: float = 32.0
+    _path: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _keys: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def look_at(self, position: Any, target: Any = (0.0, 0.0, 0.0)) -> Camera:
+        """Place the camera at ``position`` looking at ``target``: each a point [3] or one per frame [T,3]."""
+        position, target = np.atleast_2d(np.asarray(position, float)), np.atleast_2d(np.asarray(target, float))
+        if position.shape[-1] != 3 or target.shape[-1] != 3:
+            raise TapforgeError("camera.look_at: position and target must be points [3] or per-frame arrays [T,3]")
+        self._path, self._keys = (position, target), {}
+        return self
+
+    def keyframe(self, frame: int, position: Vector, look_at: Vector = (0.0, 0.0, 0.0)) -> Camera:
+        """Pin the camera at ``frame``; frames between keys are interpolated linearly."""
+        self._keys[int(frame)] = (np.asarray(position, float), np.asarray(look_at, float))
+        self._path = None
+        return self
+
+    def path(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-frame positions and look-at points [T,3], [T,3]."""
+        frames = np.arange(num_frames)
+        if self._keys:
+            positions = interpolate_keys({k: p for k, (p, _) in self._keys.items()}, frames)
+            return positions, interpolate_keys({k: t for k, (_, t) in self._keys.items()}, frames)
+        if self._path is None:
+            raise TapforgeError("the scene's camera has no position: call scene.camera.look_at(position, target) "
+                                "or scene.camera.keyframe(frame, position, look_at) in the script")
+        positions, targets = self._path
+        for name, array in (("position", positions), ("target", targets)):
+            if len(array) not in (1, num_frames):
+                raise TapforgeError(f"camera.look_at: {len(array)} {name}s for a clip of {num_frames} frames; "
+                                    "give one, or one per frame")
+        return np.broadcast_to(positions, (num_frames, 3)).copy(), np.broadcast_to(targets, (num_frames, 3)).copy()
+
+    def matrices(self, num_frames: int) -> np.ndarray:
+        """Camera-to-world matrices [T,4,4] (Blender convention)."""
+        return look_at_matrices(*self.path(num_frames))
+
+    def intrinsics(self, resolution: tuple[int, int]) -> np.ndarray:
+        """Pixel intrinsics K (OpenCV convention, pixel centres at +0.5), horizontal sensor fit."""
+        width, height = resolution
+        fx = self.focal_length / self.sensor_width * width
+        return np.array([[fx, 0.0, width / 2.0], [0.0, fx, height / 2.0], [0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------------------------------- scene
+@dataclass
+class AssetFiles:
+    """The user's asset folders of the config: sorted texture images, HDRIs and Kubric-manifest asset ids."""
+
+    textures: list[str] = field(default_factory=list)
+    hdris: list[str] = field(default_factory=list)
+    objects: list[str] = field(default_factory=list)
+
+
+class Scene:
+    """One clip's scene: objects, floor, background, lights, camera and render look.
+
+    The pipeline creates it with the config's frames and resolution and hands it to the script's ``build``.
+    ``scene.add(thing)`` (or ``scene += thing``) adds objects and lights; ``scene.camera``, ``scene.floor``
+    and ``scene.background`` are set directly."""
+
+    def __init__(self, resolution: tuple[int, int] = (256, 256), num_frames: int = 24, frame_rate: int = 12,
+                 physics_rate: int = 240, seed: int = 0, assets: AssetFiles | None = None):
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.num_frames, self.frame_rate, self.physics_rate = int(num_frames), int(frame_rate), int(physics_rate)
+        self.seed = int(seed)
+        self.assets = assets or AssetFiles()
+        self.objects: list[Object] = []
+        self.lights: list[Light] = []
+        self.camera = Camera()
+        self.floor: Floor | None = None
+        self.background: Background | None = None
+        self.motion_blur = 0.0  # shutter as a fraction of a frame
+        self.view_transform = "AgX"  # AgX | Filmic | Standard
+        self.metadata: dict[str, Any] = {}  # the script's own notes, stored in meta.json
+        self._simulator = None
+
+    def add(self, *things: Object | Light) -> Any:
+        """Add objects and lights; returns the (last) one added."""
+        for thing in things:
+            if isinstance(thing, Object):
+                if thing in self.objects:
+                    raise TapforgeError(f"{thing.label()} is added to the scene twice; add each object once")
+                thing.instance_id = len(self.objects) + 1
+                self.objects.append(thing)
+            elif isinstance(thing, (Sun, PointLight, AreaLight)):
+                self.lights.append(thing)
+            elif isinstance(thing, (Floor, Dome, Sky, Environment, Camera)):
+                raise TapforgeError(f"scene.add({type(thing).__name__}): set scene."
+                                    f"{'floor' if isinstance(thing, Floor) else 'camera' if isinstance(thing, Camera) else 'background'}"
+                                    " = ... instead")
+            else:
+                raise TapforgeError(f"scene.add: cannot add {type(thing).__name__}; add objects (Shape, MeshFile, "
+                                    "Asset) or lights (Sun, PointLight, AreaLight)")
+        return things[-1] if things else None
+
+    def __iadd__(self, thing: Object | Light) -> Scene:
+        self.add(thing)
+        return self
+
+    @property
+    def simulator(self):
+        """This scene's PyBullet simulator (`tapforge.synth.physics.PyBullet`), made on first use."""
+        if self._simulator is None:
+            from tapforge.synth.physics import PyBullet
+
+            self._simulator = PyBullet(self)
+        return self._simulator
+
+    def simulate_if_needed(self) -> None:
+        """Run the clip's physics when objects move by physics and the script has not run the clip itself."""
+        moving = [o for o in self.objects if o.rigid and not o.static and not o.scripted]
+        if moving and (self._simulator is None or not self._simulator.recorded):
+            self.simulator.run()
+
+    def close(self) -> None:
+        if self._simulator is not None:
+            self._simulator.close()
+            self._simulator = None
+
+    def object_poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Positions [O,T,3] and quaternions [O,T,4] of every object at every frame."""
+        poses = [o.poses(self.num_frames) for o in self.objects]
+        if not poses:
+            return np.zeros((0, self.num_frames, 3)), np.zeros((0, self.num_frames, 4))
+        return np.stack([p for p, _ in poses]), np.stack([q for _, q in poses])
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly summary stored in each sample's meta.json."""
+        return {
+            "num_frames": self.num_frames, "frame_rate": self.frame_rate, "resolution": list(self.resolution),
+            "objects": [o.describe() for o in self.objects],
+            "camera": {"focal_length": self.camera.focal_length, "sensor_width": self.camera.sensor_width},
+            "floor": None if self.floor is None else {"material": _describe(self.floor.material)},
+            "background": None if self.background is None else _describe(self.background),
+            "lights": [_describe(light) for light in self.lights],
+            "motion_blur": self.motion_blur, "view_transform": self.view_transform, "metadata": self.metadata,
+        }
+
+
+def _describe(thing: Any) -> dict[str, Any]:
+    """A dataclass as plain JSON values (numpy arrays to lists), with its kind."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {"kind": type(value).__name__} | {f.name: plain(getattr(value, f.name))
+                                                     for f in dataclasses.fields(value) if not f.name.startswith("_")}
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, np.ndarray):
+            return value.tolist()
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, np.generic):
+            return value.item()
+        return value
+
+    return plain(thing)

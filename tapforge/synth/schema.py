@@ -1,0 +1,210 @@
+"""The shard schema (DESIGN.md section 3): one WebDataset sample per scene, numpy + stdlib only.
+
+Both the writer (``synth``) and the reader (``train``) use this module, so it must never import bpy
+or torch. Entries are plain ``.npy`` (no pickle), JSON and per-frame images, so plain ``webdataset``
+reads a shard without tapforge: ``wds.WebDataset(url).decode("rgb8")`` yields the frames as
+``video.000.png`` ... and the arrays as ``tracks.npy`` etc.
+
+Conventions (TAP-Vid): tracks are (x, y) raster pixels with (0, 0) the top-left corner of the
+top-left pixel; queries are (t, y, x); ``occluded`` is True where the point is not visible.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+VIDEO_CODECS = ("png", "jpg")
+OPTIONAL_PASSES = ("depth", "segmentation")
+
+# entry name -> (dtype, number of dimensions)
+ARRAY_ENTRIES = {
+    "tracks": (np.float32, 3),
+    "occluded": (np.bool_, 2),
+    "tracks_3d": (np.float32, 3),
+    "object_ids": (np.int32, 1),
+    "query": (np.float32, 2),
+    "depth": (np.float32, 3),
+    "segmentation": (np.uint16, 3),
+}
+REQUIRED_ARRAYS = ("tracks", "occluded", "tracks_3d", "object_ids")
+
+
+class SchemaError(ValueError):
+    """A sample does not follow the shard schema; the message names the entry and the problem."""
+
+
+@dataclass
+class Clip:
+    """One rendered scene with its ground truth, as stored in a shard sample."""
+
+    key: str
+    video: np.ndarray  # uint8 [T,H,W,3] sRGB
+    tracks: np.ndarray  # float32 [N,T,2] (x, y)
+    occluded: np.ndarray  # bool [N,T]
+    tracks_3d: np.ndarray  # float32 [N,T,3] camera coordinates
+    object_ids: np.ndarray  # int32 [N], 0 = static background
+    camera: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    query: np.ndarray | None = None  # float32 [N,3] (t, y, x)
+    depth: np.ndarray | None = None  # float32 [T,H,W] Euclidean distance to the camera centre
+    segmentation: np.ndarray | None = None  # uint16 [T,H,W] instance ids, same space as object_ids
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.video.shape[0])
+
+    @property
+    def num_tracks(self) -> int:
+        return int(self.tracks.shape[0])
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy_load(data: bytes, name: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as err:  # numpy raises several types for damaged data
+        raise SchemaError(f"entry {name}.npy is not a readable plain .npy array ({err})") from err
+
+
+def encode_frame(frame: np.ndarray, codec: str, jpeg_quality: int) -> bytes:
+    """One uint8 frame [H,W,3] -> the bytes of a frame entry (``codec`` png or jpg at ``jpeg_quality``)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    image = Image.fromarray(frame, mode="RGB") if frame.ndim == 3 else Image.fromarray(frame)
+    if codec == "png":
+        image.save(buf, format="PNG", compress_level=1)
+    else:
+        image.save(buf, format="JPEG", quality=int(jpeg_quality))
+    return buf.getvalue()
+
+
+def decode_frame(data: bytes, name: str) -> np.ndarray:
+    """One frame entry (PNG or JPEG bytes) -> uint8 [H,W,3]; SchemaError naming the entry if it does not decode."""
+    from tapforge.base.video import decode_image
+
+    try:
+        return decode_image(data)
+    except ValueError as err:
+        raise SchemaError(f"entry {name} is not a decodable image ({err})") from err
+
+
+def frame_names(sample: Mapping[str, Any]) -> list[str]:
+    """The frame entries of a raw sample (``video.000.png`` ...), in frame order."""
+    return sorted(k for k in sample if k.startswith("video."))
+
+
+def decode_frames(sample: Mapping[str, Any], indices: Sequence[int]) -> np.ndarray:
+    """Decode only the frames ``indices`` of a raw sample -> uint8 [len(indices),H,W,3].
+
+    Raises SchemaError for an undecodable frame or frames of different sizes.
+    """
+    names = frame_names(sample)
+    out = None
+    for i, index in enumerate(indices):
+        frame = decode_frame(sample[names[index]], names[index])
+        if out is None:
+            out = np.empty((len(indices),) + frame.shape, np.uint8)
+        if frame.shape != out.shape[1:]:
+            raise SchemaError(f"entry {names[index]} is {frame.shape[1]}x{frame.shape[0]}, not the clip's "
+                              f"{out.shape[2]}x{out.shape[1]}")  # fmt: skip
+        out[i] = frame
+    return out
+
+
+def frame_entry(index: int, codec: str) -> str:
+    """Name of the entry holding frame ``index`` (e.g. ``video.007.png``)."""
+    return f"video.{index:03d}.{codec}"
+
+
+def encode_clip(clip: Clip, codec: str = "png", jpeg_quality: int = 95) -> dict[str, Any]:
+    """Turn a clip into a WebDataset sample dict (``__key__`` plus entry name -> bytes)."""
+    if codec not in VIDEO_CODECS:
+        raise SchemaError(f"unknown video codec {codec!r}; use one of {VIDEO_CODECS}")
+    validate_clip(clip)
+    sample: dict[str, Any] = {"__key__": clip.key}
+    for t, frame in enumerate(clip.video):
+        sample[frame_entry(t, codec)] = encode_frame(frame, codec, jpeg_quality)
+    for name in ARRAY_ENTRIES:
+        value = getattr(clip, name)
+        if value is not None:
+            sample[f"{name}.npy"] = _npy_bytes(value.astype(ARRAY_ENTRIES[name][0], copy=False))
+    sample["camera.json"] = json.dumps(clip.camera, sort_keys=True).encode()
+    meta = dict(clip.meta, schema_version=SCHEMA_VERSION, video_codec=codec)
+    sample["meta.json"] = json.dumps(meta, sort_keys=True).encode()
+    return sample
+
+
+def decode_clip(sample: Mapping[str, Any], with_video: bool = True) -> Clip:
+    """Rebuild a :class:`Clip` from a raw WebDataset sample (entry name -> bytes).
+
+    Raises :class:`SchemaError` naming the entry if anything is missing or malformed.
+    """
+    key = sample.get("__key__")
+    if not key:
+        raise SchemaError("sample has no __key__")
+    try:
+        meta = json.loads(sample["meta.json"])
+        camera = json.loads(sample["camera.json"])
+    except KeyError as err:
+        raise SchemaError(f"sample {key} lacks entry {err.args[0]}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SchemaError(f"sample {key} has unreadable JSON ({err})") from err
+    arrays: dict[str, np.ndarray | None] = {}
+    for name in ARRAY_ENTRIES:
+        data = sample.get(f"{name}.npy")
+        if data is None:
+            if name in REQUIRED_ARRAYS:
+                raise SchemaError(f"sample {key} lacks entry {name}.npy")
+            arrays[name] = None
+        else:
+            arrays[name] = _npy_load(data, name)
+    frame_names = sorted(k for k in sample if k.startswith("video."))
+    if not frame_names:
+        raise SchemaError(f"sample {key} has no video.NNN.png|jpg frames")
+    if with_video:
+        video = np.stack([decode_frame(sample[k], k) for k in frame_names])
+    else:
+        video = np.zeros((len(frame_names), 0, 0, 3), np.uint8)
+    clip = Clip(key=str(key), video=video, camera=camera, meta=meta, **arrays)  # type: ignore[arg-type]
+    validate_clip(clip, check_frame_size=with_video)
+    return clip
+
+
+def validate_clip(clip: Clip, check_frame_size: bool = True) -> None:
+    """Check dtypes and shapes against the schema; raise :class:`SchemaError` naming the entry."""
+    video = clip.video
+    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+        raise SchemaError(f"{clip.key}: video must be uint8 [T,H,W,3], got {video.dtype} {video.shape}")
+    num_frames = video.shape[0]
+    num_tracks = clip.tracks.shape[0] if clip.tracks.ndim else -1
+    expected = {
+        "tracks": (num_tracks, num_frames, 2),
+        "occluded": (num_tracks, num_frames),
+        "tracks_3d": (num_tracks, num_frames, 3),
+        "object_ids": (num_tracks,),
+        "query": (num_tracks, 3),
+    }
+    if check_frame_size:
+        expected["depth"] = tuple(video.shape[:3])
+        expected["segmentation"] = tuple(video.shape[:3])
+    for name, (dtype, ndim) in ARRAY_ENTRIES.items():
+        value = getattr(clip, name)
+        if value is None:
+            continue
+        if value.ndim != ndim or (name in expected and tuple(value.shape) != expected[name]):
+            raise SchemaError(f"{clip.key}: {name} has shape {value.shape}, expected {expected.get(name)}")
+        if value.dtype != dtype:
+            raise SchemaError(f"{clip.key}: {name} has dtype {value.dtype}, expected {np.dtype(dtype)}")
+    if not np.isfinite(clip.tracks).all():
+        raise SchemaError(f"{clip.key}: tracks contain NaN or infinity")

@@ -1,0 +1,128 @@
+"""`tapforge eval`: TAP-Vid metrics of a checkpoint, with the stay-put baseline alongside.
+
+    tapforge eval --checkpoint FILE --tapvid-davis tapvid_davis.pkl [--query-mode first|strided] [--json out.json]
+
+Videos are resized to 256x256 and scored with ``tapforge.tapir.tapvid.compute_tapvid_metrics``; the
+benchmark number is the mean over videos. The stay-put baseline (every point stays at its query
+position and is always visible) is always scored too, so a run without --checkpoint scores only it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+
+from tqdm.auto import tqdm
+
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir import tapvid
+from tapforge.tapir.cli_options import add_run_options, tracker_from_args
+
+DATASET_FLAGS = (
+    ("tapvid_davis", "--tapvid-davis", "TAP-Vid-DAVIS pickle"),
+    ("tapvid_kinetics", "--tapvid-kinetics", "folder of TAP-Vid-Kinetics pickle shards (or one shard)"),
+    ("tapvid_rgb_stacking", "--tapvid-rgb-stacking", "TAP-Vid-RGB-Stacking pickle"),
+    ("robotap", "--robotap", "folder of RoboTAP pickles (or one)"),
+)
+TABLE_COLUMNS = (
+    ("AJ", "average_jaccard"), ("<d_avg", "average_pts_within_thresh"), ("OA", "occlusion_accuracy"),
+    ("vis ok", "visible_recall"), ("hid ok", "occluded_recall"),
+    ("J1", "jaccard_1"), ("J2", "jaccard_2"), ("J4", "jaccard_4"), ("J8", "jaccard_8"), ("J16", "jaccard_16"),
+    ("<1", "pts_within_1"), ("<2", "pts_within_2"), ("<4", "pts_within_4"), ("<8", "pts_within_8"), ("<16", "pts_within_16"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tapforge eval", description="TAP-Vid metrics (AJ, <delta_avg, OA) of a TAPIR checkpoint.")
+    p.add_argument("--checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors (omit to score only stay-put)")
+    for dest, flag, help_ in DATASET_FLAGS:
+        p.add_argument(flag, dest=dest, metavar="PATH", help=help_)
+    p.add_argument("--query-mode", choices=tapvid.QUERY_MODES, default="first", help="query sampling (default first)")
+    p.add_argument("--json", help="write all numbers (means and per-video) to this JSON file")
+    p.add_argument("--max-videos", type=int, help="evaluate only the first N videos of each dataset")
+    add_run_options(p)
+    return p
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """Metrics x100 as a fixed-width table, one row per method."""
+    width = max(len(name) for name in rows) + 2
+    lines = [" " * width + "".join(f"{c:>8}" for c, _ in TABLE_COLUMNS)]
+    for name, metrics in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(f"{100 * metrics[k]:8.1f}" for _, k in TABLE_COLUMNS))
+    return "\n".join(lines)
+
+
+def evaluate(samples, query_mode: str, tracker=None, max_videos: int | None = None, desc: str = "eval") -> dict:
+    """Per-video and mean metrics for the stay-put baseline and (with a tracker) the model."""
+    per_video = {"stay_put": [], "model": []}
+    names = []
+    for i, sample in enumerate(tqdm(samples, desc=desc, unit="video")):
+        if max_videos is not None and i >= max_videos:
+            break
+        names.append(sample["name"])
+        args = (sample["query_points"], sample["occluded"], sample["target_points"])
+        stay_tracks, stay_occ = tapvid.stay_put_prediction(sample["query_points"], sample["occluded"].shape[-1])
+        per_video["stay_put"].append(tapvid.compute_tapvid_metrics(*args, stay_occ, stay_tracks, query_mode))
+        if tracker is not None:
+            result = tracker.track(sample["video"][0], sample["query_points"][0])
+            per_video["model"].append(
+                tapvid.compute_tapvid_metrics(*args, result.occluded[None], result.tracks[None], query_mode)
+            )
+    if not names:
+        raise TapforgeError("the dataset holds no videos; fix: check the pickle path")
+    report = {"query_mode": query_mode, "num_videos": len(names), "videos": names}
+    for method, metrics in per_video.items():
+        if metrics:
+            report[method] = {
+                "mean": tapvid.mean_metrics(metrics),
+                "per_video": {k: [float(m[k][0]) for m in metrics] for k in tapvid.METRIC_KEYS},
+            }
+    return report
+
+
+def _json_safe(obj):
+    """NaN (a video without evaluable points) becomes null so any JSON reader accepts the file."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    datasets = [(dest, getattr(args, dest)) for dest, _, _ in DATASET_FLAGS if getattr(args, dest)]
+    if not datasets:
+        raise TapforgeError("no dataset given; fix: pass --tapvid-davis PKL (or --tapvid-kinetics / --tapvid-rgb-stacking / --robotap)")
+    if args.max_videos is not None and args.max_videos < 1:
+        raise TapforgeError(f"--max-videos {args.max_videos} is not positive; fix: pass N >= 1")
+    tracker = None
+    if args.checkpoint:
+        tracker = tracker_from_args(args)
+    results = {"checkpoint": args.checkpoint, "datasets": {}}
+    for dest, path in datasets:
+        start = time.perf_counter()
+        samples = tapvid.iter_tapvid(path, args.query_mode, resolution=(256, 256))
+        report = evaluate(samples, args.query_mode, tracker, args.max_videos, desc=dest)
+        report["seconds"] = round(time.perf_counter() - start, 2)
+        results["datasets"][dest] = report
+        rows = {"model": report["model"]["mean"]} if "model" in report else {}
+        rows["stay-put"] = report["stay_put"]["mean"]
+        print(f"\n{dest} ({report['num_videos']} videos, query mode {args.query_mode}; x100)")
+        print(format_table(rows))
+    if args.json:
+        from tapforge.base.atomic import atomic_write
+
+        def write(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                json.dump(_json_safe(results), f, indent=2, allow_nan=False)
+
+        atomic_write(args.json, write)
+        print(f"\nwrote {args.json}")
+    return 0
+

@@ -1,0 +1,91 @@
+"""`tapforge export`: convert a checkpoint to tapnet .pt, safetensors, ONNX or TorchScript.
+
+    tapforge export CKPT --to tapnet-pt|safetensors|onnx|torchscript --out FILE [--frames T --num-queries N]
+
+ONNX and TorchScript hold the traced graph for one input shape: video [1,T,H,W,3] float32 in
+[-1,1] at the model resolution and query_points [1,N,3] (t,y,x) pixels; outputs tracks,
+occlusion, expected_dist and visibility. After exporting, the file is loaded back and run against
+PyTorch on a random input and the largest difference is printed; more than 1e-3 (ONNX,
+TorchScript) or any difference (weights) is an error. --no-verify skips this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from tapforge.base.errors import TapforgeError
+from tapforge.tapir import checkpoint
+from tapforge.tapir.cli_options import add_load_options, load_overrides
+
+GRAPH_TOLERANCE = 1e-3
+"""Largest accepted difference between an ONNX/TorchScript file and PyTorch (pixels or logits)."""
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tapforge export", description="Export a TAPIR checkpoint to another format.")
+    p.add_argument("checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors")
+    p.add_argument("--to", required=True, choices=checkpoint.EXPORT_FORMATS, help="output format")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--frames", type=int, default=24, help="ONNX/TorchScript: number of frames T (default 24)")
+    p.add_argument("--num-queries", type=int, default=64, help="ONNX/TorchScript: number of query points N (default 64)")
+    p.add_argument("--no-verify", action="store_true", help="skip running the exported file against PyTorch")
+    add_load_options(p)
+    return p
+
+
+def _reference(model, video, queries):
+    with torch.no_grad():
+        return [t.numpy() for t in checkpoint.TrackingGraph(model, queries.shape[1])(video, queries)]
+
+
+def verify_export(model, path: str, fmt: str, num_frames: int, num_queries: int) -> float:
+    """Largest absolute difference between the exported file and PyTorch on a fresh random input."""
+    model = model.float().cpu().eval()
+    if fmt in ("tapnet-pt", "safetensors"):
+        reloaded = checkpoint.load_model(path)
+        own, back = model.state_dict(), reloaded.state_dict()
+        return max(float((own[k].float() - back[k].float()).abs().max()) for k in own)
+    video, queries = checkpoint.example_inputs(model, num_frames, num_queries, seed=1)
+    expected = _reference(model, video, queries)
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = session.run(None, {"video": video.numpy(), "query_points": queries.numpy()})
+    else:
+        with torch.no_grad():
+            got = [t.numpy() for t in torch.jit.load(path)(video, queries)]
+    return max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.frames < 1 or args.num_queries < 1:
+        raise TapforgeError("--frames and --num-queries must be positive; fix: e.g. --frames 24 --num-queries 64")
+    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
+        raise TapforgeError("--out is the input checkpoint; fix: write to another file")
+    model = checkpoint.load_model(args.checkpoint, **load_overrides(args))
+    start = time.perf_counter()
+    if args.to == "tapnet-pt":
+        checkpoint.save_tapnet_pt(model, args.out)
+    elif args.to == "safetensors":
+        checkpoint.save_safetensors(model, args.out)
+    elif args.to == "onnx":
+        checkpoint.export_onnx(model, args.out, args.frames, args.num_queries)
+    else:
+        checkpoint.export_torchscript(model, args.out, args.frames, args.num_queries)
+    print(f"wrote {args.out} ({args.to}, {os.path.getsize(args.out) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    if not args.no_verify:
+        diff = verify_export(model, args.out, args.to, args.frames, args.num_queries)
+        tolerance = GRAPH_TOLERANCE if args.to in ("onnx", "torchscript") else 0.0
+        if not diff <= tolerance:
+            raise TapforgeError(
+                f"{args.out} was written but differs from PyTorch by {diff:.2e} (more than {tolerance:g}); "
+                "fix: do not use it, and report this with the checkpoint and command"
+            )
+        print(f"verified: max |exported - pytorch| = {diff:.2e}")
+    return 0

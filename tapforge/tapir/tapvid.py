@@ -1,0 +1,300 @@
+"""TAP-Vid benchmark readers and metrics (numpy + PIL only, no torch).
+
+Follows the official evaluation code (``tapnet/tapvid/evaluation_datasets.py``): the pickle
+formats, the query sampling (``first`` and ``strided`` with stride 5), the 256x256 resize and
+``compute_tapvid_metrics`` give the same keys and values, plus two that split occlusion accuracy by
+the ground truth (``visible_recall``, ``occluded_recall``).
+
+Conventions: query points are (t, y, x), tracks are (x, y), both in raster pixels of the resized
+video; ``occluded`` is True where the point is not visible; ``video`` is float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from tapforge.base.errors import TapforgeError
+from tapforge.base.video import decode_image, resize_frames
+
+QUERY_MODES = ("first", "strided")
+QUERY_STRIDE = 5  # strided mode: a query every 5th frame where the track is visible (TAP-Vid)
+THRESHOLDS = (1, 2, 4, 8, 16)
+METRIC_KEYS = (
+    ("occlusion_accuracy",)
+    + tuple(f"pts_within_{t}" for t in THRESHOLDS)
+    + tuple(f"jaccard_{t}" for t in THRESHOLDS)
+    + ("average_jaccard", "average_pts_within_thresh")
+    + ("visible_recall", "occluded_recall")
+)
+
+
+def compute_tapvid_metrics(
+    query_points: np.ndarray,
+    gt_occluded: np.ndarray,
+    gt_tracks: np.ndarray,
+    pred_occluded: np.ndarray,
+    pred_tracks: np.ndarray,
+    query_mode: str,
+    get_trackwise_metrics: bool = False,
+) -> dict[str, np.ndarray]:
+    """TAP-Vid metrics per video (or per track), exactly as the official function.
+
+    Args: query_points [b,n,3] (t,y,x); gt_occluded / pred_occluded bool [b,n,t];
+    gt_tracks / pred_tracks [b,n,t,2] (x,y), all in 256x256 raster pixels for paper numbers.
+    ``query_mode`` 'first' evaluates the frames after each query frame, 'strided' every frame but
+    the query frame. Returns arrays of shape [b] (or [b,n] with ``get_trackwise_metrics``) for
+    occlusion_accuracy, pts_within_{1,2,4,8,16}, jaccard_{1,2,4,8,16}, average_jaccard and
+    average_pts_within_thresh; the benchmark score is the mean over videos. Beyond the official
+    metrics: visible_recall and occluded_recall, the shares of visible and of hidden evaluated points
+    that are predicted so (occlusion accuracy is their mix, weighted by the visible share; NaN for a
+    video without points of that kind).
+    """
+    summing_axis = (2,) if get_trackwise_metrics else (1, 2)
+    eye = np.eye(gt_tracks.shape[2], dtype=np.int32)
+    if query_mode == "first":
+        query_frame_to_eval_frames = np.cumsum(eye, axis=1) - eye
+    elif query_mode == "strided":
+        query_frame_to_eval_frames = 1 - eye
+    else:
+        raise ValueError("Unknown query mode " + query_mode)
+    query_frame = np.round(query_points[..., 0]).astype(np.int32)
+    evaluation_points = query_frame_to_eval_frames[query_frame] > 0
+
+    metrics = {}
+    metrics["occlusion_accuracy"] = np.sum(
+        np.equal(pred_occluded, gt_occluded) & evaluation_points, axis=summing_axis
+    ) / np.sum(evaluation_points, axis=summing_axis)
+
+    visible = np.logical_not(gt_occluded)
+    pred_visible = np.logical_not(pred_occluded)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for key, truth, pred in (("visible_recall", visible, pred_visible),
+                                 ("occluded_recall", ~visible, ~pred_visible)):  # fmt: skip
+            metrics[key] = np.sum(truth & pred & evaluation_points, axis=summing_axis) / np.sum(
+                truth & evaluation_points, axis=summing_axis
+            )
+    all_frac_within = []
+    all_jaccard = []
+    for thresh in THRESHOLDS:
+        within_dist = np.sum(np.square(pred_tracks - gt_tracks), axis=-1) < np.square(thresh)
+        is_correct = np.logical_and(within_dist, visible)
+        count_correct = np.sum(is_correct & evaluation_points, axis=summing_axis)
+        count_visible_points = np.sum(visible & evaluation_points, axis=summing_axis)
+        frac_correct = count_correct / count_visible_points
+        metrics[f"pts_within_{thresh}"] = frac_correct
+        all_frac_within.append(frac_correct)
+
+        true_positives = np.sum(is_correct & pred_visible & evaluation_points, axis=summing_axis)
+        # TP + FN is the number of visible ground-truth points; FP are predicted-visible points
+        # that are hidden in the ground truth or too far away.
+        gt_positives = np.sum(visible & evaluation_points, axis=summing_axis)
+        false_positives = ((~visible) & pred_visible) | ((~within_dist) & pred_visible)
+        false_positives = np.sum(false_positives & evaluation_points, axis=summing_axis)
+        jaccard = true_positives / (gt_positives + false_positives)
+        metrics[f"jaccard_{thresh}"] = jaccard
+        all_jaccard.append(jaccard)
+    metrics["average_jaccard"] = np.mean(np.stack(all_jaccard, axis=1), axis=1)
+    metrics["average_pts_within_thresh"] = np.mean(np.stack(all_frac_within, axis=1), axis=1)
+    return metrics
+
+
+def stay_put_prediction(query_points: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The stay-put baseline: every point stays at its query (x, y) and is always visible.
+
+    Returns (pred_tracks [..., n, num_frames, 2] (x,y), pred_occluded [..., n, num_frames] bool).
+    """
+    xy = np.asarray(query_points)[..., None, :][..., [2, 1]]
+    tracks = np.repeat(xy, num_frames, axis=-2)
+    return tracks, np.zeros(tracks.shape[:-1], dtype=bool)
+
+
+def sample_queries_strided(
+    target_occluded: np.ndarray,
+    target_points: np.ndarray,
+    frames: np.ndarray,
+    query_stride: int = QUERY_STRIDE,
+) -> dict[str, np.ndarray]:
+    """One query per track at every ``query_stride``-th frame where the track is visible.
+
+    ``target_points`` [n,t,2] (x,y) and ``frames`` [t,h,w,3] as the reader has them; returns
+    video [1,t,h,w,3], query_points [1,q,3] (t,y,x), target_points [1,q,t,2], occluded [1,q,t]
+    and trackgroup [1,q] (the source track of each query), queries ordered by frame then track.
+    """
+    tracks, occs, queries, trackgroups = [], [], [], []
+    trackgroup = np.arange(target_occluded.shape[0])
+    for i in range(0, target_occluded.shape[1], query_stride):
+        mask = target_occluded[:, i] == 0
+        query = np.stack(
+            [i * np.ones(target_occluded.shape[0:1]), target_points[:, i, 1], target_points[:, i, 0]],
+            axis=-1,
+        )
+        queries.append(query[mask])
+        tracks.append(target_points[mask])
+        occs.append(target_occluded[mask])
+        trackgroups.append(trackgroup[mask])
+    return {
+        "video": frames[np.newaxis, ...],
+        "query_points": np.concatenate(queries, axis=0)[np.newaxis, ...],
+        "target_points": np.concatenate(tracks, axis=0)[np.newaxis, ...],
+        "occluded": np.concatenate(occs, axis=0)[np.newaxis, ...],
+        "trackgroup": np.concatenate(trackgroups, axis=0)[np.newaxis, ...],
+    }
+
+
+def sample_queries_first(
+    target_occluded: np.ndarray,
+    target_points: np.ndarray,
+    frames: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """One query per track at its first visible frame; tracks never visible are dropped.
+
+    Same inputs and output keys as :func:`sample_queries_strided` (without ``trackgroup``).
+    """
+    valid = np.sum(~target_occluded, axis=1) > 0
+    target_points = target_points[valid, :]
+    target_occluded = target_occluded[valid, :]
+    query_points = []
+    for i in range(target_points.shape[0]):
+        index = np.where(target_occluded[i] == 0)[0][0]
+        x, y = target_points[i, index, 0], target_points[i, index, 1]
+        query_points.append(np.array([index, y, x]))
+    query_points = np.stack(query_points, axis=0)
+    return {
+        "video": frames[np.newaxis, ...],
+        "query_points": query_points[np.newaxis, ...],
+        "target_points": target_points[np.newaxis, ...],
+        "occluded": target_occluded[np.newaxis, ...],
+    }
+
+
+def resize_video(video: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 frames [t,h,w,c] to ``output_size`` (height, width) with a Lanczos filter, as the official
+    TAP-Vid evaluation does (see ``tapforge.base.video.resize_frames``)."""
+    return resize_frames(video, output_size, "lanczos")
+
+
+def decode_frames(frames, where: str = "video") -> np.ndarray:
+    """Frames as stored in a TAP-Vid pickle (uint8 array or a list of JPEG/PNG bytes) -> uint8 [t,h,w,3]."""
+    if len(frames) and isinstance(frames[0], (bytes, bytearray)):
+        try:
+            frames = [decode_image(frame) for frame in frames]
+        except ValueError as err:
+            raise TapforgeError(
+                f"{where}: a frame is not a decodable image ({err}); fix: re-download or regenerate the pickle"
+            ) from None
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise TapforgeError(
+            f"{where}: frames have shape {frames.shape}, expected [T,H,W,3] with T > 0; "
+            "fix: use an official TAP-Vid pickle (uint8 frames or a list of JPEG bytes)"
+        )
+    return frames.astype(np.uint8, copy=False)
+
+
+def load_tapvid_pickle(path: str | os.PathLike) -> list[tuple[str, Mapping]]:
+    """Read one TAP-Vid pickle (dict name -> example, or a list of examples) as (name, example) pairs."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise TapforgeError(f"TAP-Vid pickle {path!r} does not exist; fix: pass the path of the downloaded .pkl file")
+    if zipfile.is_zipfile(path):
+        raise TapforgeError(f"{path!r} is a zip archive; fix: unzip it and pass the .pkl file inside")
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+    except Exception as err:  # pickle raises many types for damaged input
+        raise TapforgeError(
+            f"cannot read TAP-Vid pickle {path!r} ({type(err).__name__}: {err}); fix: re-download the file"
+        ) from None
+    stem = os.path.splitext(os.path.basename(path))[0]
+    if isinstance(data, dict):
+        items = [(str(name), example) for name, example in data.items()]
+    elif isinstance(data, (list, tuple)):
+        items = [(f"{stem}/{i:04d}", example) for i, example in enumerate(data)]
+    else:
+        raise TapforgeError(
+            f"{path!r} holds a {type(data).__name__}, not a TAP-Vid dict or list of examples; "
+            "fix: pass a TAP-Vid DAVIS / RGB-Stacking / Kinetics / RoboTAP pickle"
+        )
+    for name, example in items:
+        missing = [k for k in ("video", "points", "occluded") if not isinstance(example, Mapping) or k not in example]
+        if missing:
+            raise TapforgeError(
+                f"{path!r}: example {name!r} lacks {', '.join(missing)}; fix: pass an official TAP-Vid pickle"
+            )
+    return items
+
+
+def tapvid_pickle_paths(path: str | os.PathLike) -> list[str]:
+    """A pickle file, or every ``*.pkl`` in a folder (Kinetics shards, RoboTAP splits) in sorted order."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".pkl"))
+        if not found:
+            raise TapforgeError(f"folder {path!r} has no .pkl files; fix: pass the folder holding the TAP-Vid pickles")
+        return found
+    return [path]
+
+
+def convert_example(
+    example: Mapping,
+    query_mode: str = "strided",
+    resolution: tuple[int, int] | None = (256, 256),
+    name: str = "video",
+) -> dict[str, np.ndarray]:
+    """One raw TAP-Vid example -> resized video in [-1,1] with queries and targets in raster pixels."""
+    if query_mode not in QUERY_MODES:
+        raise TapforgeError(f"unknown query mode {query_mode!r}; fix: use one of {', '.join(QUERY_MODES)}")
+    frames = decode_frames(example["video"], where=name)
+    if resolution is not None and tuple(resolution) != frames.shape[1:3]:
+        frames = resize_video(frames, tuple(resolution))
+    frames = frames.astype(np.float32) / 255.0 * 2.0 - 1.0
+    points = np.asarray(example["points"])
+    occluded = np.asarray(example["occluded"])
+    if points.ndim != 3 or points.shape[-1] != 2 or occluded.shape != points.shape[:2] or (
+        points.shape[1] != frames.shape[0]
+    ):
+        raise TapforgeError(
+            f"{name}: points {points.shape} / occluded {occluded.shape} do not match {frames.shape[0]} frames "
+            "(expected [N,T,2] and [N,T]); fix: use an official TAP-Vid pickle"
+        )
+    target_points = points * np.array([frames.shape[2], frames.shape[1]])
+    if query_mode == "first" and not np.any(~occluded.astype(bool)):
+        raise TapforgeError(f"{name}: no track is visible in any frame, so it has no query; fix: drop this example")
+    if query_mode == "strided":
+        converted = sample_queries_strided(occluded, target_points, frames)
+    else:
+        converted = sample_queries_first(occluded, target_points, frames)
+    converted["name"] = name
+    return converted
+
+
+def iter_tapvid(
+    path: str | os.PathLike,
+    query_mode: str = "strided",
+    resolution: tuple[int, int] | None = (256, 256),
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield evaluation samples from any TAP-Vid pickle or folder of pickles.
+
+    Handles DAVIS (dict name -> example), RGB-Stacking (list), Kinetics (folder of
+    ``*_of_0010.pkl`` shards with JPEG-bytes frames) and RoboTAP (folder of dict pickles). Each
+    sample has the official keys video [1,t,h,w,3], query_points [1,q,3], target_points
+    [1,q,t,2], occluded [1,q,t] (plus trackgroup for strided) and ``name``.
+    """
+    if query_mode not in QUERY_MODES:
+        raise TapforgeError(f"unknown query mode {query_mode!r}; fix: use one of {', '.join(QUERY_MODES)}")
+    for pickle_path in tapvid_pickle_paths(path):
+        for name, example in load_tapvid_pickle(pickle_path):
+            yield convert_example(example, query_mode, resolution, name=name)
+
+
+def mean_metrics(per_video: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
+    """Benchmark score: the simple mean over videos of each per-video metric, as the paper reports
+    (a video whose metric is NaN, e.g. no hidden point for occluded_recall, is left out of that mean)."""
+    if not per_video:
+        raise TapforgeError("no videos were evaluated; fix: check that the TAP-Vid pickle holds examples")
+    return {k: float(np.nanmean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in METRIC_KEYS}

@@ -1,0 +1,253 @@
+"""``tapforge train fit|validate|test --config configs/train/X.yaml [--section.key value ...]``.
+
+LightningCLI over :class:`tapforge.train.module.TAPIRModule` (``model:`` section) and
+:class:`tapforge.train.data.TAPIRDataModule` (``data:`` section), with ``trainer:`` the Lightning Trainer.
+The resolved config is saved as ``config.yaml`` in the first logger's folder. Loggers: those of
+the config (TensorBoard by default), plus CSV always, plus W&B when ``wandb`` is installed and
+``WANDB_PROJECT`` is set. Bad config values end with one TapforgeError line naming the key.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import signal
+import sys
+import warnings
+
+from tapforge.base import verbose
+from tapforge.base.errors import TapforgeError
+
+SUBCOMMANDS = ("fit", "validate", "test")
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")  # --ckpt_path values Lightning resolves itself
+log = logging.getLogger(__name__)
+# the last line of a traceback that a DataLoader worker's TapforgeError carries: "[module.]TapforgeError: message"
+ERROR_LINE = re.compile(rf"^(?:{re.escape(TapforgeError.__module__)}\.)?{TapforgeError.__name__}: (.*)$")
+
+
+def _one_line(message: str) -> str:
+    """The useful line of an error that may carry a DataLoader worker traceback or usage text."""
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    for line in reversed(lines):
+        match = ERROR_LINE.match(line)
+        if match:
+            return match.group(1)
+    return " ".join(lines) if len(lines) < 4 else lines[-1]
+
+
+def _resolve_precision(trainer) -> None:
+    """bf16 only where it runs fast: fall back to 32-true on the CPU and 16-mixed on pre-Ampere GPUs."""
+    import torch
+
+    precision, accelerator = str(trainer.get("precision")), str(trainer.get("accelerator"))
+    if "bf16" not in precision:
+        return
+    if not (torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")):
+        warnings.warn(f"trainer.precision={precision} needs a GPU; training in 32-true on the CPU")
+        trainer["precision"] = "32-true"
+    elif not torch.cuda.is_bf16_supported():
+        warnings.warn(f"this GPU has no bfloat16; trainer.precision={precision} becomes 16-mixed")
+        trainer["precision"] = "16-mixed"
+
+
+def _has_tensorboard() -> bool:
+    """TensorBoard logging needs tensorboard or tensorboardX; without either, training logs CSV only (and says so)."""
+    import importlib.util
+
+    if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        return True
+    print("tapforge train: tensorboard is not installed: logging to CSV only (pip install tensorboard)", file=sys.stderr)
+    return False
+
+
+def _resolve_last(trainer) -> str | None:
+    """The file ``--ckpt_path last`` means, found as Lightning finds it (the newest last*.ckpt), or None."""
+    found = [p for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)
+             for p in glob.glob(os.path.join(c.dirpath, "last*.ckpt"))]
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def read_checkpoint(path: str) -> dict:
+    """The weights' shapes of a ``--ckpt_path`` file read as Lightning reads it (meta tensors: no memory held), or
+    one error line naming the problem and the fix."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise TapforgeError(f"--ckpt_path {path}: no such file; fix: give a .ckpt written by tapforge train fit, or last")
+    try:  # a .ckpt is the user's own run: Lightning reads it with the same trust
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes, a pickle of something else
+        others = sorted((p for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "*.ckpt"))
+                         if os.path.abspath(p) != os.path.abspath(path)), key=os.path.getmtime)
+        hint = f"resume from the newest other checkpoint there ({others[-1]})" if others else "delete it and start over"
+        raise TapforgeError(f"--ckpt_path {path} is not a readable checkpoint (truncated or not a torch file: "
+                            f"{type(err).__name__}); fix: {hint}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise TapforgeError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict); fix: give a .ckpt "
+                            "written by tapforge train fit (weights from elsewhere go in --model.init_from)")
+    return {k: torch.empty(getattr(v, "shape", ()), device="meta") for k, v in checkpoint["state_dict"].items()}
+
+
+def check_checkpoint_fits(path: str, weights: dict, module) -> None:
+    """One error line naming the mismatched keys when the ``--ckpt_path`` weights (`read_checkpoint`) do not fit
+    ``module``."""
+    from tapforge.tapir.checkpoint import state_dict_mismatch
+
+    problems = state_dict_mismatch(module.state_dict(), weights)
+    if problems:
+        raise TapforgeError(f"--ckpt_path {path} does not fit this model.model: " + "; ".join(problems)
+                            + "; fix: use the model settings it was trained with (its run's config.yaml)")
+
+
+def _build_cli_class():
+    from jsonargparse import Namespace
+    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.loggers import CSVLogger, Logger
+
+    from tapforge.train.callbacks import TrackOverlays
+
+    class TapforgeCLI(LightningCLI):
+        """LightningCLI with tapforge's logger and precision rules."""
+
+        def add_arguments_to_parser(self, parser) -> None:
+            parser.add_lightning_class_args(TrackOverlays, "overlays")  # config keys overlays.num_videos, .max_points
+
+        def before_instantiate_classes(self) -> None:
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            trainer = config["trainer"]
+            _resolve_precision(trainer)
+            root = trainer.get("default_root_dir") or "runs"
+            trainer["default_root_dir"] = root
+            if trainer.get("logger") in (None, True):
+                kinds = (("TensorBoardLogger", "tensorboard"),) if _has_tensorboard() else ()
+                trainer["logger"] = [
+                    Namespace(class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(save_dir=root, name=name))
+                    for kind, name in kinds + (("CSVLogger", "csv"),)
+                ]
+            for callback in trainer.get("callbacks") or []:
+                if isinstance(callback, Namespace) and str(callback.get("class_path", "")).endswith("ModelCheckpoint"):
+                    if callback.get("init_args") is None:
+                        callback["init_args"] = Namespace()
+                    if not callback.init_args.get("dirpath"):
+                        callback.init_args["dirpath"] = os.path.join(root, "checkpoints")
+
+        def _parse_ckpt_path(self) -> None:
+            # LightningCLI reads the file's hyper-parameters here (they override the model config): read it first
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            self._read_weights = None  # (path, weights): read once, checked against the model once it is built
+            if path and path not in LIGHTNING_CKPT_NAMES:
+                self._read_weights = (str(path), read_checkpoint(str(path)))
+            super()._parse_ckpt_path()
+
+        def _check_ckpt_path(self) -> None:
+            path = self.config[self.subcommand].get("ckpt_path")
+            if path == "last":
+                path = _resolve_last(self.trainer)
+            if path and path not in LIGHTNING_CKPT_NAMES:
+                read = self._read_weights
+                weights = read[1] if read and read[0] == str(path) else read_checkpoint(str(path))
+                check_checkpoint_fits(str(path), weights, self.model)
+
+        def before_fit(self) -> None:
+            self._check_ckpt_path()
+            # Lightning's own SIGTERM handling ends a fit after the current step, checkpointed by save_on_exception
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        def before_validate(self) -> None:
+            self._check_ckpt_path()
+
+        def before_test(self) -> None:
+            self._check_ckpt_path()
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            loggers = list(trainer.loggers)
+            if loggers and not any(isinstance(lg, CSVLogger) for lg in loggers):
+                loggers.append(CSVLogger(save_dir=trainer.default_root_dir, name="csv"))
+            if loggers and os.environ.get("WANDB_PROJECT"):
+                try:
+                    import wandb  # noqa: F401
+                    from lightning.pytorch.loggers import WandbLogger
+                except ImportError:
+                    log.info("WANDB_PROJECT is set but wandb is not installed; not logging to W&B")
+                else:
+                    if not any(isinstance(lg, WandbLogger) for lg in loggers):
+                        loggers.append(WandbLogger(project=os.environ["WANDB_PROJECT"], save_dir=trainer.default_root_dir))
+            trainer.loggers = [lg for lg in loggers if isinstance(lg, Logger)]
+            return trainer
+
+    return TapforgeCLI
+
+
+LIGHTNING_CHATTER = ("💡 Tip:", "`weights_only` was not set")  # notices a user cannot act on
+
+
+class _DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LIGHTNING_CHATTER)
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertisement and internal notices from its console output (progress bars stay)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropChatter) for f in handler.filters):
+                handler.addFilter(_DropChatter())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``fit``, ``validate`` or ``test``; see the module docstring."""
+    from jsonargparse import ArgumentError
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    from tapforge.train.callbacks import DataStatistics, InterruptedFit, LastCheckpoint
+    from tapforge.train.data import TAPIRDataModule
+    from tapforge.train.module import TAPIRModule
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not verbose():
+        _quiet_lightning()
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")  # ours is exact
+    # the training stream is re-seeded from the global step (TAPIRDataModule.train_dataloader): a mid-epoch resume is sound
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
+    cli_class = _build_cli_class()
+
+    class Subcommands(cli_class):
+        @staticmethod
+        def subcommands():
+            return {k: v for k, v in cli_class.subcommands().items() if k in SUBCOMMANDS}
+
+    interrupt = InterruptedFit()
+    try:
+        Subcommands(
+            TAPIRModule,
+            TAPIRDataModule,
+            args=argv,
+            parser_kwargs=parser_kwargs,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [LastCheckpoint(), interrupt, DataStatistics()]},
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+        )
+    except ArgumentError as err:
+        raise TapforgeError(
+            f"bad training config: {_one_line(str(err))}; fix: correct that key in the YAML or on the command line "
+            "(tapforge train fit --help lists every key)"
+        ) from None
+    except MisconfigurationException as err:
+        raise TapforgeError(
+            f"conflicting trainer settings: {_one_line(str(err))}; fix: change one of them in the YAML or on the "
+            "command line"
+        ) from None
+    except TapforgeError as err:
+        raise TapforgeError(_one_line(str(err))) from None
+    except SystemExit:
+        if interrupt.interrupted:  # Lightning's exit after an interrupted fit: end it as every command does
+            raise KeyboardInterrupt(interrupt.saved_checkpoint()) from None
+        raise
+    return 0

@@ -1,0 +1,441 @@
+"""Training data: WebDataset shards -> random sub-clips with tapnet-style queries -> batches.
+
+Each loader reader (a DDP rank's worker) takes its own share of the shards (every n-th of the list, split by
+rank, then by worker; all of them when there are fewer shards than readers), draws from that share with
+replacement (so the stream never runs dry) and yields exactly its part of ``epoch_length`` batches, so every
+rank sees the same number of batches per epoch whatever the shard sizes. Clips are decoded on the CPU (only the
+frames of the sub-clip), the batch is shipped as uint8 in pinned memory, and augmentation runs on the device
+afterwards (``on_after_batch_transfer``).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import zlib
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import webdataset as wds
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import CombinedLoader
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from tapforge.synth.schema import SchemaError, decode_clip, decode_frames
+from tapforge.base.errors import TapforgeError
+from tapforge.base.video import resize_frames
+from tapforge.train.augment import AugmentConfig, Sim2RealAugment
+from tapforge.train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
+from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
+from tapforge.train.real_videos import RealClipStream, expand_video_sources
+from tapforge.train.sampling import outside_frame, sample_queries, subclip_indices
+from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, split_urls
+
+log = logging.getLogger(__name__)
+
+
+class UnusableClip(Exception):
+    """A well-formed clip that cannot give a training example (too short, nothing visible); says why."""
+
+
+def resize_clip(video: np.ndarray, tracks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Resize frames [T,H,W,3] to ``size`` (height, width) and scale (x, y) tracks to match."""
+    height, width = video.shape[1:3]
+    new_h, new_w = size
+    video = resize_frames(video, (new_h, new_w))
+    return video, tracks * np.array([new_w / width, new_h / height], np.float32)
+
+
+def make_training_example(
+    sample: dict,
+    num_frames: int,
+    frame_strides: Sequence[int],
+    num_queries: int,
+    rng: np.random.Generator,
+    frame_size: tuple[int, int] | None = None,
+    background_share: float | None = None,
+) -> dict:
+    """Raw shard sample -> a training example.
+
+    The example holds video uint8 [T,H,W,3], tracks float32 [Q,T,2], occluded bool [Q,T],
+    query_frame int64 [Q] (a frame where the query's track is visible), object_ids [Q] and key;
+    ``background_share`` as in ``tapforge.train.sampling.sample_queries``.
+    Raises SchemaError for a sample that does not follow the shard schema, UnusableClip for a clip that
+    cannot give an example.
+    """
+    clip = decode_clip(sample, with_video=False)
+    frames = subclip_indices(clip.num_frames, num_frames, frame_strides, rng)
+    if frames is None:
+        raise UnusableClip(f"clip {clip.key} has {clip.num_frames} frames, fewer than data.num_frames={num_frames}")
+    video = decode_frames(sample, frames)
+    tracks = clip.tracks[:, frames]
+    if frame_size is not None and tuple(frame_size) != video.shape[1:3]:
+        video, tracks = resize_clip(video, tracks, frame_size)
+    occluded = clip.occluded[:, frames] | outside_frame(tracks, *video.shape[1:3])
+    chosen = sample_queries(occluded, clip.object_ids, num_queries, rng, background_share)
+    if chosen is None:
+        raise UnusableClip(f"clip {clip.key} has no track visible in the sampled frames")
+    rows, query_frame = chosen
+    return {
+        "video": video,
+        "tracks": tracks[rows].astype(np.float32),
+        "occluded": occluded[rows],
+        "query_frame": query_frame,
+        "object_ids": clip.object_ids[rows].astype(np.int64),
+        "key": clip.key,
+    }
+
+
+def collate(examples: list[dict], counts: ReaderCounts | None = None) -> ClipBatch:
+    """Stack examples into a batch (frames must share one size); ``counts`` is copied into it."""
+    sizes = {e["video"].shape[1:3] for e in examples}
+    if len(sizes) > 1:
+        raise TapforgeError(
+            f"clips in the shards have different frame sizes {sorted(sizes)}; "
+            "fix: set data.frame_size: [H, W] so that every clip is resized to one size"
+        )
+    stacked = {k: torch.from_numpy(np.stack([e[k] for e in examples])) for k in examples[0] if k != "key"}
+    snapshot = ReaderCounts(**vars(counts)) if counts is not None else ReaderCounts()
+    return ClipBatch(**stacked, keys=[e["key"] for e in examples], counts=snapshot)
+
+
+class TrainClipStream(IterableDataset):
+    """Endless, resampled stream of training batches; one epoch = exactly ``epoch_length`` batches.
+
+    Built from webdataset's stages (resampled shards, shuffle, batched, with_epoch) around two of its own:
+    reading that counts damaged shards once each however often they are drawn, and example making that counts
+    unusable clips and stops with a clear error when nothing in a row can be used. The rank comes from the
+    trainer and the shard split is made here, per reader, rather than by ``split_by_node``/``split_by_worker``,
+    which split one pass over the list: each reader resamples its own part without end.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        batch_size: int,
+        epoch_length: int,
+        num_frames: int,
+        frame_strides: Sequence[int],
+        num_queries: int,
+        frame_size: tuple[int, int] | None = None,
+        background_share: float | None = None,
+        shuffle_buffer: int = 64,
+        on_corrupt: str = "skip",
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        max_consecutive_skips: int = 200,
+    ):
+        self.urls = list(urls)
+        self.batch_size = batch_size
+        self.epoch_length = epoch_length
+        self.num_frames = num_frames
+        self.frame_strides = list(frame_strides)
+        self.num_queries = num_queries
+        self.frame_size = frame_size
+        self.background_share = background_share
+        self.shuffle_buffer = shuffle_buffer
+        self.on_corrupt = on_corrupt
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.max_consecutive_skips = max_consecutive_skips
+        self._pipeline: wds.DataPipeline | None = None
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    def _examples(self, samples: Iterable[dict], handler: CorruptShardHandler, counts: ReaderCounts,
+                  rng: np.random.Generator) -> Iterator[dict]:  # fmt: skip
+        """Training examples of raw samples; damaged and unusable ones are counted in ``counts`` and skipped."""
+        skips = 0
+        for sample in samples:
+            try:
+                example = make_training_example(
+                    sample, self.num_frames, self.frame_strides, self.num_queries, rng, self.frame_size,
+                    self.background_share,
+                )
+            except (SchemaError, UnusableClip) as err:
+                if isinstance(err, SchemaError):
+                    handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
+                    reason = f"damaged sample ({err})"
+                else:
+                    counts.skipped_clips += 1
+                    reason = str(err)
+                counts.bad_shards, counts.bad_samples = handler.bad_shards, handler.bad_samples
+                skips += 1
+                if skips > self.max_consecutive_skips:
+                    raise TapforgeError(
+                        f"{skips} clips in a row could not be used (last: {reason}); fix: check "
+                        "data.train_shards and data.num_frames / data.frame_strides against the clips"
+                    ) from None
+                continue
+            counts.bad_shards, counts.bad_samples = handler.bad_shards, handler.bad_samples
+            skips = 0
+            yield example
+
+    def _build(self, worker: int, num_workers: int) -> wds.DataPipeline:
+        """This reader's pipeline: its shards, resampled -> samples -> examples -> shuffled -> batches."""
+        seed = [self.seed, self.rank, worker]
+        urls = split_urls(self.urls, self.rank * num_workers + worker, self.world_size * num_workers)
+        handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
+        counts = ReaderCounts(worker=worker)
+        rng = np.random.default_rng(seed)
+        share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
+        return wds.DataPipeline(
+            # the seed is already this reader's: no per-worker seed on top
+            wds.ResampledShards(urls, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0, deterministic=True),
+            lambda shards: read_samples((shard["url"] for shard in shards), handler),
+            lambda samples: self._examples(samples, handler, counts, rng),
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(seed + ["shuffle"]))),
+            wds.batched(self.batch_size, collation_fn=lambda examples: collate(examples, counts), partial=False),
+        ).with_epoch(share)
+
+    def __iter__(self) -> Iterator[ClipBatch]:
+        info = get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
+        # built in the reader, which knows its worker, and kept across epochs; each epoch draws new shards
+        # (ResampledShards counts its epochs) and refills the shuffle buffer
+        if self._pipeline is None:
+            self._pipeline = self._build(worker, num_workers)
+        return iter(self._pipeline)
+
+
+class DataStats:
+    """Running totals of skipped shards / samples / clips, summed over the loader workers."""
+
+    def __init__(self) -> None:
+        self.per_worker: dict[tuple[str, int], ReaderCounts] = {}
+
+    def update(self, counts: ReaderCounts) -> None:
+        self.per_worker[(counts.stream, counts.worker)] = counts
+
+    def totals(self) -> dict[str, int]:
+        summed = dict.fromkeys(ReaderCounts().totals(), 0)
+        for counts in self.per_worker.values():
+            for name, value in counts.totals().items():
+                summed[name] += value
+        return summed
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise TapforgeError(message)
+
+
+class TAPIRDataModule(LightningDataModule):
+    """Shards for training, TAP-Vid pickles and held-out shards for validation.
+
+    Args:
+      train_shards: shard folder(s), files, globs, brace patterns or URLs for training.
+      val_shards: held-out synthetic shards evaluated like TAP-Vid (optional).
+      tapvid: paths of TAP-Vid DAVIS / Kinetics / RGB-Stacking / RoboTAP pickles (absent ones are
+        skipped with a message).
+      query_modes: TAP-Vid query modes to evaluate ("first", "strided").
+      batch_size: clips per device and step.
+      num_frames: frames per training clip; frame_strides: strides a sub-clip may use.
+      num_queries: query points per training clip.
+      background_share: share of each clip's queries on the static background (floor, dome; 0.5); null
+        = Kubric's recipe, an even share per object, the background counting as one object.
+      resolution: (height, width) the model sees, after augmentation, and of validation videos.
+      frame_size: resize decoded shard frames on the CPU to this (height, width) first (needed
+        only when shards mix frame sizes or are much larger than ``resolution``).
+      epoch_length: training batches per rank per epoch.
+      shuffle_buffer: clips held per worker for shuffling.
+      num_workers / val_num_workers: loader worker processes per rank.
+      val_max_videos: evaluate at most this many videos per validation source (None: all).
+      val_max_tracks: tracks evaluated per held-out synthetic clip.
+      on_corrupt: "skip" (log, count, carry on) or "fail" for damaged shards and samples.
+      seed: base seed for sub-clip/query sampling and augmentation (offset per rank and worker).
+      augment: the sim2real augmentation settings.
+      real_videos: unlabeled real videos for self-supervised fine-tuning (``tapforge.train.real_videos``: folders, globs,
+        files, frame folders, shards of ``tapforge pack-videos``); each step then also gets a batch of
+        ``real_batch_size`` real clips (default ``batch_size``), cut at ``num_frames`` and ``resolution``.
+        ``train_shards`` may then be left out (real clips only).
+    """
+
+    def __init__(
+        self,
+        train_shards: list[str] | str | None = None,
+        val_shards: list[str] | str | None = None,
+        tapvid: TapVidPaths = TapVidPaths(),
+        query_modes: tuple[str, ...] = ("first", "strided"),
+        batch_size: int = 8,
+        num_frames: int = 24,
+        frame_strides: tuple[int, ...] = (1,),
+        num_queries: int = 256,
+        background_share: float | None = 0.5,
+        resolution: tuple[int, int] = (256, 256),
+        frame_size: tuple[int, int] | None = None,
+        epoch_length: int = 1000,
+        shuffle_buffer: int = 64,
+        num_workers: int = 8,
+        val_num_workers: int = 1,
+        val_max_videos: int | None = None,
+        val_max_tracks: int = 256,
+        on_corrupt: str = "skip",
+        seed: int = 0,
+        augment: AugmentConfig = AugmentConfig(),
+        real_videos: list[str] | str | None = None,
+        real_batch_size: int | None = None,
+    ):
+        super().__init__()
+        for key, value in [("batch_size", batch_size), ("num_frames", num_frames), ("num_queries", num_queries),
+                           ("epoch_length", epoch_length), ("val_max_tracks", val_max_tracks)]:  # fmt: skip
+            _check(int(value) > 0, f"data.{key} is {value}; fix: set it to a positive integer")
+        _check(num_frames >= 2, f"data.num_frames is {num_frames}; fix: use at least 2 frames")
+        _check(shuffle_buffer >= 0, f"data.shuffle_buffer is {shuffle_buffer}; fix: use 0 or more")
+        _check(num_workers >= 0 and val_num_workers >= 0, "data.num_workers must be >= 0; fix: use 0 or more")
+        _check(len(frame_strides) > 0 and all(int(s) >= 1 for s in frame_strides),
+               f"data.frame_strides is {frame_strides}; fix: give a list of strides >= 1, e.g. [1, 2]")  # fmt: skip
+        for key, size in [("resolution", resolution), ("frame_size", frame_size)]:
+            _check(size is None or (len(size) == 2 and min(size) >= 8),
+                   f"data.{key} is {size}; fix: give [height, width] of at least 8 pixels each")  # fmt: skip
+        _check(background_share is None or 0 <= background_share <= 1,
+               f"data.background_share is {background_share}; fix: use a share in [0, 1], or null for an even share per object")  # fmt: skip
+        _check(on_corrupt in ON_CORRUPT, f"data.on_corrupt is {on_corrupt!r}; fix: use one of {', '.join(ON_CORRUPT)}")
+        bad_modes = [m for m in query_modes if m not in ("first", "strided")]
+        _check(not bad_modes, f"data.query_modes has {bad_modes}; fix: use 'first' and/or 'strided'")
+        _check(real_batch_size is None or real_batch_size > 0,
+               f"data.real_batch_size is {real_batch_size}; fix: use a positive count, or null for data.batch_size")  # fmt: skip
+        _check(val_max_videos is None or val_max_videos > 0,
+               f"data.val_max_videos is {val_max_videos}; fix: use a positive integer or null for all")  # fmt: skip
+        self.train_shards = train_shards
+        self.val_shards = val_shards
+        self.tapvid = tapvid
+        self.query_modes = list(query_modes)
+        self.batch_size = int(batch_size)
+        self.num_frames = int(num_frames)
+        self.frame_strides = [int(s) for s in frame_strides]
+        self.num_queries = int(num_queries)
+        self.background_share = None if background_share is None else float(background_share)
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
+        self.epoch_length = int(epoch_length)
+        self.shuffle_buffer = int(shuffle_buffer)
+        self.num_workers = int(num_workers)
+        self.val_num_workers = int(val_num_workers)
+        self.val_max_videos = val_max_videos
+        self.val_max_tracks = int(val_max_tracks)
+        self.on_corrupt = on_corrupt
+        self.seed = int(seed)
+        self.augment = Sim2RealAugment(augment, self.resolution)
+        self.stats = DataStats()
+        self._generator: torch.Generator | None = None
+        self.val_sets: list = []
+        self.real_videos = real_videos
+        self.real_batch_size = int(real_batch_size or batch_size)
+        self.train_urls: list[str] = []
+        self.real_sources: tuple[list[str], list[str]] = ([], [])
+
+    # -- datasets -----------------------------------------------------------------------------
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def setup(self, stage: str) -> None:
+        rank, world = self._rank()
+        self.val_sets = []
+        if self.val_shards:
+            urls = expand_shards(self.val_shards, "data.val_shards")
+            self.val_sets.append(
+                SyntheticEvalSet(urls, "synthetic", self.query_modes, self.resolution, self.val_max_tracks,
+                                 self.val_max_videos, rank, world, self.on_corrupt)  # fmt: skip
+            )
+        for name, path in self.tapvid.items():
+            self.val_sets.append(
+                TapVidEvalSet(path, name, self.query_modes, self.resolution, self.val_max_videos, rank, world)
+            )
+        if stage == "fit":
+            if not self.train_shards and not self.real_videos:
+                raise TapforgeError("data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL), "
+                                    "and/or --data.real_videos DIR for self-supervised fine-tuning")  # fmt: skip
+            if self.real_videos:
+                self.real_sources = expand_video_sources(self.real_videos, "data.real_videos")
+            if not self.train_shards:
+                return
+            self.train_urls = expand_shards(self.train_shards, "data.train_shards")
+            readers = world * max(1, self.num_workers)
+            if len(self.train_urls) < readers and rank == 0:
+                log.warning(
+                    "%d training shards for %d readers (ranks x workers): every reader draws from all shards, so ranks "
+                    "may see the same clips at the same time; write at least %d shards", len(self.train_urls), readers,
+                    readers,
+                )
+        elif not self.val_sets:
+            raise TapforgeError(
+                f"nothing to {getattr(stage, 'value', stage)}: no held-out shards and no TAP-Vid pickle found; "
+                "fix: set data.val_shards and/or data.tapvid.davis (kinetics, rgb_stacking, robotap)"
+            )
+
+    def _loader(self, stream: IterableDataset) -> DataLoader:
+        return DataLoader(stream, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader | CombinedLoader:
+        """Synthetic batches; with ``real_videos``, a dict of a ``synthetic`` and a ``real`` batch each step."""
+        rank, world = self._rank()
+        step = self.trainer.global_step if self.trainer is not None else 0
+        seed = self.seed * 1_000_003 + step
+        loaders = {}
+        if self.train_urls:
+            loaders["synthetic"] = self._loader(TrainClipStream(
+                self.train_urls, self.batch_size, self.epoch_length, self.num_frames, self.frame_strides,
+                self.num_queries, self.frame_size, self.background_share, self.shuffle_buffer, self.on_corrupt,
+                seed=seed, rank=rank, world_size=world,
+            ))  # fmt: skip
+        if self.real_videos:
+            videos, shards = self.real_sources
+            loaders["real"] = self._loader(RealClipStream(
+                videos, shards, self.real_batch_size, self.epoch_length, self.num_frames, self.frame_strides,
+                self.resolution, self.on_corrupt, seed=seed, rank=rank, world_size=world,
+            ))  # fmt: skip
+        if list(loaders) == ["synthetic"]:
+            return loaders["synthetic"]
+        return CombinedLoader(loaders, mode="min_size")  # both streams give exactly epoch_length batches
+
+    def _eval_loaders(self) -> list[DataLoader]:
+        return [
+            DataLoader(
+                dataset,
+                batch_size=None,
+                num_workers=self.val_num_workers,
+                pin_memory=torch.cuda.is_available(),
+            )
+            for dataset in self.val_sets
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._eval_loaders()
+
+    # -- device side --------------------------------------------------------------------------
+
+    def on_before_batch_transfer(self, batch: ClipBatch | RealClipBatch | EvalBatch | dict, dataloader_idx: int):
+        for part in batch.values() if isinstance(batch, dict) else [batch]:
+            if isinstance(part, (ClipBatch, RealClipBatch)):
+                self.stats.update(part.counts)
+        return batch
+
+    def on_after_batch_transfer(self, batch: ClipBatch | RealClipBatch | EvalBatch | dict,
+                                dataloader_idx: int) -> TrainBatch | RealClipBatch | EvalBatch | dict:
+        """Evaluation videos to [-1, 1]; synthetic clips augmented into a TrainBatch; real clips stay as they are
+        (the module's teacher labels them before they are transformed for the student)."""
+        if isinstance(batch, dict):
+            return {name: self.on_after_batch_transfer(part, dataloader_idx) for name, part in batch.items()}
+        if isinstance(batch, RealClipBatch):
+            return batch
+        if isinstance(batch, EvalBatch):
+            if batch.video.dtype == torch.uint8:
+                batch.video = batch.video.float() / 127.5 - 1.0
+            return batch
+        device = batch.video.device
+        if self._generator is None or self._generator.device != device:
+            rank, _ = self._rank()
+            step = self.trainer.global_step if self.trainer is not None else 0
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(zlib.crc32(repr((self.seed, rank, step)).encode()))
+        return self.augment(batch, self._generator)
