@@ -8,6 +8,7 @@ clip and the number of clips over 2%; the mean brightness; the radially averaged
 the frames (median over clips); and the seconds per scene. The same slope is printed for the photographs
 that scikit-learn and matplotlib ship (``pip install "tapforge[photos]"``), the reference range.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,18 +16,22 @@ import statistics
 import time
 
 import numpy as np
+from tqdm import tqdm
 
 from tapforge.synth.config import load_config
 from tapforge.synth.pipeline import SceneRenderer
 from tapforge.synth.textures import spectrum_slope
-from tqdm import tqdm
 from tapforge.train.photo_clips import load_photos
 
 
 def clip_statistics(video: np.ndarray) -> dict[str, float]:
     """Blown-out and crushed pixel shares, mean brightness and the mean spectrum slope of a uint8 clip."""
-    return {"blown": float((video >= 250).all(-1).mean()), "crushed": float((video <= 5).all(-1).mean()),
-            "mean": float(video.mean()), "slope": float(np.mean([spectrum_slope(frame) for frame in video]))}
+    return {
+        "blown": float((video >= 250).all(-1).mean()),
+        "crushed": float((video <= 5).all(-1).mean()),
+        "mean": float(video.mean()),
+        "slope": float(np.mean([spectrum_slope(frame) for frame in video])),
+    }
 
 
 def main() -> None:
@@ -41,21 +46,34 @@ def main() -> None:
     slopes = ", ".join(f"{name} {spectrum_slope(pixels):.2f}" for name, pixels in photos)
     print(f"photographs: spectrum slope {slopes}")
     for name in args.configs:
-        config = load_config(name, [f"render.resolution={args.resolution}", f"scene.num_frames={args.frames}",
-                                    f"render.samples={args.samples}", "tracks.num_tracks=64"])  # fmt: skip
+        config = load_config(
+            name,
+            [
+                f"render.resolution={args.resolution}",
+                f"scene.num_frames={args.frames}",
+                f"render.samples={args.samples}",
+                "tracks.num_tracks=64",
+            ],
+        )
         renderer = SceneRenderer(config)
         rows, start = [], time.perf_counter()
         for index in tqdm(range(args.scenes), desc=name, unit="scene"):
             rows.append(clip_statistics(renderer.render(index)[0].video))
         seconds = (time.perf_counter() - start) / args.scenes
         blown, crushed = (np.array([r[key] for r in rows]) for key in ("blown", "crushed"))
-        print(f"{name}: {args.scenes} scenes at {args.resolution}x{args.resolution}, {args.frames} frames, "
-              f"{args.samples} spp, {seconds:.1f} s/scene")
+        print(
+            f"{name}: {args.scenes} scenes at {args.resolution}x{args.resolution}, {args.frames} frames, "
+            f"{args.samples} spp, {seconds:.1f} s/scene"
+        )
         for label, values in (("blown out (all >= 250)", blown), ("crushed (all <= 5)", crushed)):
-            print(f"  {label:<24} median clip {100 * np.median(values):.2f}%, worst {100 * values.max():.2f}%, "
-                  f"clips over 2%: {(values > 0.02).sum()}")
-        print(f"  mean brightness {statistics.median(r['mean'] for r in rows):.0f}/255 (median clip), spectrum "
-              f"slope {statistics.median(r['slope'] for r in rows):.2f} (median clip)")
+            print(
+                f"  {label:<24} median clip {100 * np.median(values):.2f}%, worst {100 * values.max():.2f}%, "
+                f"clips over 2%: {(values > 0.02).sum()}"
+            )
+        print(
+            f"  mean brightness {statistics.median(r['mean'] for r in rows):.0f}/255 (median clip), spectrum "
+            f"slope {statistics.median(r['slope'] for r in rows):.2f} (median clip)"
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@
 
 Resumes in --out: rendering renders only missing shards; runs whose scores are logged are not rerun.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ import os
 import shutil
 
 import numpy as np
-
 from learn import ROOT, fit, logged_metrics, train_args, validate
+
 from tapforge.base.video import write_video
 from tapforge.cli import main as tapforge_main
 from tapforge.tapir.cli_eval import TABLE_COLUMNS
@@ -66,9 +67,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def render(folder: str, scenes: int, args: argparse.Namespace, seed: int | None = None) -> None:
     """Render (resumably) ``scenes`` clips of the preset; ``seed`` replaces the preset's base seed."""
-    command = ["synth", "render", "--config", args.preset, "--out", folder, "--num-scenes", str(scenes),
-               "--set", f"render.resolution={args.resolution}", "--set", f"scene.num_frames={args.frames}",
-               "--set", f"render.samples={args.samples}"] + (["--set", f"seed={seed}"] if seed is not None else [])  # fmt: skip
+    command = [
+        "synth",
+        "render",
+        "--config",
+        args.preset,
+        "--out",
+        folder,
+        "--num-scenes",
+        str(scenes),
+        "--set",
+        f"render.resolution={args.resolution}",
+        "--set",
+        f"scene.num_frames={args.frames}",
+        "--set",
+        f"render.samples={args.samples}",
+    ] + (["--set", f"seed={seed}"] if seed is not None else [])
     if tapforge_main(command):
         raise SystemExit(f"rendering failed (see above): tapforge {' '.join(command)}")
 
@@ -86,15 +100,27 @@ def real_data(args: argparse.Namespace) -> tuple[str, str]:
     """(folder of unlabeled mp4 clips, evaluation pickle) from disjoint photos."""
     videos = os.path.join(args.out, "data", f"real_videos_{args.real_videos}")
     if len(glob.glob(os.path.join(videos, "*.mp4"))) != args.real_videos:
-        clips = make_clips(args.real_videos, 24, args.resolution, seed=1,
-                           photos_dir=photo_folder(os.path.join(args.out, "photos", "train"), TRAIN_PHOTOS))  # fmt: skip
+        clips = make_clips(
+            args.real_videos,
+            24,
+            args.resolution,
+            seed=1,
+            photos_dir=photo_folder(os.path.join(args.out, "photos", "train"), TRAIN_PHOTOS),
+        )
         for clip in clips:
             write_video(os.path.join(videos, f"{clip.name}.mp4"), clip.video, fps=24)
     pickle = os.path.join(args.out, "data", f"real_eval_{args.real_clips}.pkl")
     if not os.path.exists(pickle):
-        write_tapvid_pickle(make_clips(args.real_clips, 24, args.resolution, seed=0,
-                                       photos_dir=photo_folder(os.path.join(args.out, "photos", "eval"), EVAL_PHOTOS)),
-                            pickle)  # fmt: skip
+        write_tapvid_pickle(
+            make_clips(
+                args.real_clips,
+                24,
+                args.resolution,
+                seed=0,
+                photos_dir=photo_folder(os.path.join(args.out, "photos", "eval"), EVAL_PHOTOS),
+            ),
+            pickle,
+        )
     return videos, pickle
 
 
@@ -142,24 +168,42 @@ def main(argv=None) -> None:
     for name, overrides in RUNS.items():
         results[name], kept[name] = [], []
         for seed in args.seeds:
-            root = os.path.join(args.out, "runs", f"{name.replace(', ', '_').replace(' ', '_')}_{args.steps}_seed{seed}")
-            settings = [f"model.init_from={base}", f"model.lr={args.lr}", "model.warmup_steps=20",
-                        f"seed_everything={seed}", f"data.seed={seed}", *overrides, *args.set]  # fmt: skip
+            root = os.path.join(
+                args.out, "runs", f"{name.replace(', ', '_').replace(' ', '_')}_{args.steps}_seed{seed}"
+            )
+            settings = [
+                f"model.init_from={base}",
+                f"model.lr={args.lr}",
+                "model.warmup_steps=20",
+                f"seed_everything={seed}",
+                f"data.seed={seed}",
+                *overrides,
+                *args.set,
+            ]
             if name != "synthetic only":
                 settings += [f"data.real_videos={videos}", "model.self_supervised.num_queries=64"]
             run_common = train_args(args.config, synthetic, validation, settings)
             last = os.path.join(root, "fit", "checkpoints", "last.ckpt")
             if not os.path.exists(os.path.join(root, "eval")):
-                minutes = fit(run_common, os.path.join(root, "fit"), args.steps,
-                              ["--ckpt_path", last] if os.path.exists(last) else []) / 60  # fmt: skip
+                minutes = (
+                    fit(
+                        run_common,
+                        os.path.join(root, "fit"),
+                        args.steps,
+                        ["--ckpt_path", last] if os.path.exists(last) else [],
+                    )
+                    / 60
+                )
                 print(f"{name}, seed {seed}: {args.steps} steps in {minutes:.1f} min")
             results[name].append(scored(root, run_common, last))
             kept[name].append(column_mean(os.path.join(root, "fit"), "self_supervised/kept_share"))
 
-    print(f"\nfine-tuned {args.steps} steps from a {args.base_steps}-step synthetic model ({os.path.relpath(args.config)}, "
-          f"lr {args.lr}); {args.real_videos} unlabeled real clips, {args.real_clips} real-photo evaluation clips "
-          f"(other photos), 12 held-out synthetic clips; seeds {' '.join(map(str, args.seeds))}; x100, "
-          "mean ± spread (max - min) over seeds")  # fmt: skip
+    print(
+        f"\nfine-tuned {args.steps} steps from a {args.base_steps}-step synthetic model ({os.path.relpath(args.config)}, "
+        f"lr {args.lr}); {args.real_videos} unlabeled real clips, {args.real_clips} real-photo evaluation clips "
+        f"(other photos), 12 held-out synthetic clips; seeds {' '.join(map(str, args.seeds))}; x100, "
+        "mean ± spread (max - min) over seeds"
+    )
     header = [f"{kind} {mode} {column}" for kind, _, mode in SETS for column, _ in COLUMNS]
     print("| model | " + " | ".join(header) + " | pseudo-labels kept |")
     print("|---" * (len(header) + 2) + "|")

@@ -9,6 +9,7 @@ each stage (the deformation stage reads the deformed meshes and runs the cloth s
 `tapforge.synth.gt_check` agreement figures of the movi_deform scenes (means weighted by visible points) for the
 background, rigid objects, procedurally deformed objects and cloth.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,14 @@ from tapforge.synth.config import load_config
 from tapforge.synth.gt_check import agreement_by_kind
 from tapforge.synth.pipeline import SceneRenderer
 
-FIGURES = ("visible_segmentation_match", "visible_position_error_px", "hidden_covered", "hidden_plainly_visible",
-           "flow_error_px", "median_motion_px")
+FIGURES = (
+    "visible_segmentation_match",
+    "visible_position_error_px",
+    "hidden_covered",
+    "hidden_plainly_visible",
+    "flow_error_px",
+    "median_motion_px",
+)
 
 
 def main() -> None:
@@ -33,8 +40,12 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--tracks", type=int, default=1024)
     args = parser.parse_args()
-    overrides = [f"render.resolution={args.resolution}", f"render.samples={args.samples}",
-                 f"scene.num_frames={args.frames}", f"tracks.num_tracks={args.tracks}"]
+    overrides = [
+        f"render.resolution={args.resolution}",
+        f"render.samples={args.samples}",
+        f"scene.num_frames={args.frames}",
+        f"tracks.num_tracks={args.tracks}",
+    ]
     rigid = SceneRenderer(load_config("movi_e", overrides))
     renderers = {"movi_e": rigid, "movi_deform": SceneRenderer(load_config("movi_deform", overrides), share=rigid)}
     seconds: dict[str, list[float]] = {p: [] for p in renderers}

@@ -11,6 +11,7 @@ stage that dominates, and compares what one loader core supplies with what train
 Rendering resumes, so a rerun with the same --out re-times only the stages after it (pass a fresh
 --out to time rendering again).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,12 @@ import time
 
 import torch
 import yaml
+from learn import logged_metrics
 
-from tapforge.cli import main as tapforge_main
 from tapforge.base.errors import TapforgeError
+from tapforge.cli import main as tapforge_main
 from tapforge.train.augment import AugmentConfig
 from tapforge.train.data import TAPIRDataModule
-
-from learn import logged_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,27 +88,56 @@ def main(argv=None) -> None:
 
     shutil.rmtree(runs, ignore_errors=True)
     common = ["--config", args.train_config, "--data.train_shards", train, "--data.val_shards", heldout]
-    seconds["train"] = run(["train", "fit", *common, "--trainer.max_steps", str(args.steps),
-                            "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", os.path.join(runs, "fit")])
+    seconds["train"] = run(
+        [
+            "train",
+            "fit",
+            *common,
+            "--trainer.max_steps",
+            str(args.steps),
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.default_root_dir",
+            os.path.join(runs, "fit"),
+        ]
+    )
     clips["train"] = clips["load"]
     checkpoint = os.path.join(runs, "fit", "checkpoints", "last.ckpt")
-    seconds["evaluate"] = run(["train", "validate", *common, "--ckpt_path", checkpoint, "--data.val_max_videos", "null",
-                               "--trainer.limit_val_batches", "1.0", "--trainer.default_root_dir",
-                               os.path.join(runs, "validate")])  # fmt: skip
+    seconds["evaluate"] = run(
+        [
+            "train",
+            "validate",
+            *common,
+            "--ckpt_path",
+            checkpoint,
+            "--data.val_max_videos",
+            "null",
+            "--trainer.limit_val_batches",
+            "1.0",
+            "--trainer.default_root_dir",
+            os.path.join(runs, "validate"),
+        ]
+    )
     metrics = logged_metrics(os.path.join(runs, "validate"))
     clips["evaluate"] = args.heldout * sum(1 for k in metrics if k.endswith("/num_videos") and "stay_put" not in k)
 
     total = sum(seconds.values())
-    print(f"\nend to end: {args.scenes}+{args.heldout} clips ({args.synth_config}), {args.steps} steps "
-          f"({os.path.relpath(args.train_config)}), {os.cpu_count()} cores, {total:.0f} s in all")
+    print(
+        f"\nend to end: {args.scenes}+{args.heldout} clips ({args.synth_config}), {args.steps} steps "
+        f"({os.path.relpath(args.train_config)}), {os.cpu_count()} cores, {total:.0f} s in all"
+    )
     print(f"  {'stage':<10}{'seconds':>10}{'share':>8}{'clips':>8}{'s/clip':>10}")
     for stage, value in seconds.items():
-        print(f"  {stage:<10}{value:10.1f}{100 * value / total:7.1f}%{clips[stage]:8d}{value / max(1, clips[stage]):10.3f}")
+        print(
+            f"  {stage:<10}{value:10.1f}{100 * value / total:7.1f}%{clips[stage]:8d}{value / max(1, clips[stage]):10.3f}"
+        )
     bottleneck = max(seconds, key=seconds.get)
     print(f"bottleneck: {bottleneck} ({100 * seconds[bottleneck] / total:.0f}% of the time)")
     supplied, consumed = clips["load"] / seconds["load"], clips["train"] / seconds["train"]
-    print(f"data path: one loader core supplies {supplied:.1f} clips/s, training consumes {consumed:.1f} clips/s "
-          f"(x{supplied / consumed:.1f} per core)")
+    print(
+        f"data path: one loader core supplies {supplied:.1f} clips/s, training consumes {consumed:.1f} clips/s "
+        f"(x{supplied / consumed:.1f} per core)"
+    )
     for key in sorted(k for k in metrics if k.endswith("/average_jaccard")):
         print(f"  {key}: {100 * metrics[key]:.1f}")
 

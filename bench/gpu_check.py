@@ -13,6 +13,7 @@ forward and training step in fp32 and bf16, with and without torch.compile, peak
 and untrained), ``onnx`` (export of the learned checkpoint, checked against PyTorch with onnxruntime).
 Cycles is not checked: bpy 5.0 needs Python 3.11 and its wheel alone is over the machine's transfer limit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,18 @@ ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".gpu_wheels"
 # what train/ and tapir/ need beyond the GPU machine's stack, as pure or small wheels (16 MiB in all; the carry
 # limit is 64 MiB): import name -> distribution. onnxruntime (250 MiB with CUDA) must already be there.
-MAYBE_MISSING = {"webdataset": "webdataset", "braceexpand": "braceexpand", "jsonargparse": "jsonargparse",
-                 "docstring_parser": "docstring-parser", "typeshed_client": "typeshed-client", "yaml": "pyyaml",
-                 "tqdm": "tqdm", "safetensors": "safetensors", "imageio": "imageio", "onnx": "onnx"}
+MAYBE_MISSING = {
+    "webdataset": "webdataset",
+    "braceexpand": "braceexpand",
+    "jsonargparse": "jsonargparse",
+    "docstring_parser": "docstring-parser",
+    "typeshed_client": "typeshed-client",
+    "yaml": "pyyaml",
+    "tqdm": "tqdm",
+    "safetensors": "safetensors",
+    "imageio": "imageio",
+    "onnx": "onnx",
+}
 
 SETUP = """
 import sys, platform
@@ -56,16 +66,54 @@ def stages(dry: bool, out: Path, learn_steps: int) -> list[tuple[str, int, list[
     """(name, time limit in seconds, command) of each stage; toy sizes on the CPU with ``dry``."""
     py = sys.executable
     model = [py, "bench/model.py", "--train", "--bf16"] + (
-        ["--device", "cpu", "--frames", "4", "--size", "64", "--queries", "8", "--repeats", "1"] if dry
-        else ["--compile", "--repeats", "3"])
-    loader = ["--clips", "2", "--size", "64", "--clip-frames", "4", "--num-frames", "4", "--batch-size", "2",
-              "--batches", "1", "--workers", "1", "--aug-repeats", "1"] if dry else ["--workers", "8"]
+        ["--device", "cpu", "--frames", "4", "--size", "64", "--queries", "8", "--repeats", "1"]
+        if dry
+        else ["--compile", "--repeats", "3"]
+    )
+    loader = (
+        [
+            "--clips",
+            "2",
+            "--size",
+            "64",
+            "--clip-frames",
+            "4",
+            "--num-frames",
+            "4",
+            "--batch-size",
+            "2",
+            "--batches",
+            "1",
+            "--workers",
+            "1",
+            "--aug-repeats",
+            "1",
+        ]
+        if dry
+        else ["--workers", "8"]
+    )
     learn_out = out / "learn"
     learn = [py, "bench/learn.py", "--procedural", "--out", str(learn_out), "--steps", str(learn_steps)]
-    learn += (["--size", "32", "--frames", "8"] if dry
-              else ["--set", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "data.num_workers=8"])
-    onnx = [py, "-m", "tapforge.cli", "export", str(learn_out / "trained" / "checkpoints" / "last.ckpt"), "--to",
-            "onnx", "--out", str(out / "tapir.onnx"), "--frames", "8", "--num-queries", "16"]
+    learn += (
+        ["--size", "32", "--frames", "8"]
+        if dry
+        else ["--set", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "data.num_workers=8"]
+    )
+    onnx = [
+        py,
+        "-m",
+        "tapforge.cli",
+        "export",
+        str(learn_out / "trained" / "checkpoints" / "last.ckpt"),
+        "--to",
+        "onnx",
+        "--out",
+        str(out / "tapir.onnx"),
+        "--frames",
+        "8",
+        "--num-queries",
+        "16",
+    ]
     slack = 3 if dry else 1  # a dry run proves the stages work, on CPUs that may be shared and slow
     return [
         ("setup", 120 * slack, [py, "-c", SETUP]),
@@ -82,8 +130,9 @@ def install_missing() -> list[str]:
     missing = [dist for module, dist in MAYBE_MISSING.items() if importlib.util.find_spec(module) is None]
     wheels = [w for dist in missing for w in WHEELS.glob(f"{dist.replace('-', '_')}-*.whl")]
     if wheels:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *map(str, wheels)],
-                       check=False)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", *map(str, wheels)], check=False
+        )
     return missing
 
 
@@ -91,9 +140,27 @@ def download_wheels() -> None:
     """Fetch the MAYBE_MISSING wheels for Python 3.12 manylinux x86_64 into .gpu_wheels/ (git-ignored)."""
     WHEELS.mkdir(exist_ok=True)
     for dist in MAYBE_MISSING.values():
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                        "--python-version", "3.12", "--platform", "manylinux2014_x86_64", "--platform",
-                        "manylinux_2_28_x86_64", "-d", str(WHEELS), dist], check=False)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.12",
+                "--platform",
+                "manylinux2014_x86_64",
+                "--platform",
+                "manylinux_2_28_x86_64",
+                "-d",
+                str(WHEELS),
+                dist,
+            ],
+            check=False,
+        )
     size = sum(f.stat().st_size for f in WHEELS.glob("*.whl")) / 2**20
     print(f"{len(list(WHEELS.glob('*.whl')))} wheels, {size:.0f} MiB in {WHEELS} (carry it: .gpu_wheels)")
 
@@ -139,10 +206,15 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     missing = [] if args.cpu_dry_run else install_missing()
     steps = args.learn_steps or (2 if args.cpu_dry_run else 1500)
-    results = [run_stage(name, limit, command, args.out) for name, limit, command in
-               stages(args.cpu_dry_run, args.out, steps) if not args.only or name in args.only]
-    header = (f"GPU check ({'CPU dry run, toy sizes' if args.cpu_dry_run else 'full size'}); "
-              f"installed from wheels: {', '.join(missing) or 'nothing'}")
+    results = [
+        run_stage(name, limit, command, args.out)
+        for name, limit, command in stages(args.cpu_dry_run, args.out, steps)
+        if not args.only or name in args.only
+    ]
+    header = (
+        f"GPU check ({'CPU dry run, toy sizes' if args.cpu_dry_run else 'full size'}); "
+        f"installed from wheels: {', '.join(missing) or 'nothing'}"
+    )
     (args.out / "gpu_check.md").write_text(markdown(results, header))
     (args.out / "gpu_check.json").write_text(json.dumps({"header": header, "stages": results}, indent=1))
     print(markdown(results, header))

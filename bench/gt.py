@@ -6,6 +6,7 @@ and the agreement of the tracks with the renderer's segmentation, position and v
 Agreement figures are the mean over --scenes scenes (0, 1, ...); compare looks side by side with
 --config legacy_movi_e.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
-    config = load_config(args.config, [f"render.resolution={args.resolution}", "render.samples=1",
-                                    f"scene.num_frames={args.frames}", f"tracks.num_tracks={args.tracks}"])
+    config = load_config(
+        args.config,
+        [
+            f"render.resolution={args.resolution}",
+            "render.samples=1",
+            f"scene.num_frames={args.frames}",
+            f"tracks.num_tracks={args.tracks}",
+        ],
+    )
     renderer = SceneRenderer(config)
     clip, _ = renderer.render(0)  # real passes from Blender
     scene = renderer.last_scene  # the scene the passes were rendered from
@@ -40,17 +48,24 @@ def main() -> None:
     times = []
     for repeat in range(args.repeats):
         start = time.perf_counter()
-        gt = compute_tracks(renderer.last_passes, renderer.last_poses, ids, cams, K, args.tracks, 0.01,
-                            np.random.default_rng(repeat))
+        gt = compute_tracks(
+            renderer.last_passes, renderer.last_poses, ids, cams, K, args.tracks, 0.01, np.random.default_rng(repeat)
+        )
         times.append(time.perf_counter() - start)
-    print(f"ground truth: {args.tracks} tracks x {args.frames} frames at {args.resolution}x{args.resolution}: "
-          f"median {1000 * statistics.median(times):.1f} ms/clip (min {1000 * min(times):.1f}, "
-          f"{args.repeats} repeats); visible fraction {1 - gt.occluded.mean():.2f}")
+    print(
+        f"ground truth: {args.tracks} tracks x {args.frames} frames at {args.resolution}x{args.resolution}: "
+        f"median {1000 * statistics.median(times):.1f} ms/clip (min {1000 * min(times):.1f}, "
+        f"{args.repeats} repeats); visible fraction {1 - gt.occluded.mean():.2f}"
+    )
     figures = [render_pass_agreement(clip, renderer.last_passes)]
-    figures += [render_pass_agreement(renderer.render(index)[0], renderer.last_passes) for index in range(1, args.scenes)]
+    figures += [
+        render_pass_agreement(renderer.render(index)[0], renderer.last_passes) for index in range(1, args.scenes)
+    ]
     mean = {key: float(np.mean([f[key] for f in figures])) for key in figures[0]}
-    print(f"agreement with the render passes ({args.config}, mean of {args.scenes} scenes): "
-          + ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
+    print(
+        f"agreement with the render passes ({args.config}, mean of {args.scenes} scenes): "
+        + ", ".join(f"{k} {v:.4g}" for k, v in mean.items())
+    )
 
 
 if __name__ == "__main__":

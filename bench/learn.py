@@ -1,4 +1,4 @@
-""""It learns": train with a config for a fixed number of steps and score held-out clips.
+""" "It learns": train with a config for a fixed number of steps and score held-out clips.
 
     python bench/learn.py --train out/learn/train --heldout out/learn/heldout     # rendered shards
     python bench/learn.py --procedural                                            # procedural shards
@@ -10,6 +10,7 @@ baseline, the untrained and the trained model, and the training time. OA is spli
 of visible and of hidden points predicted so ("vis ok", "hid ok"): stay-put calls every point
 visible, so its OA is the visible share.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,23 +62,47 @@ def write_procedural(out: str, num_clips: int, seed: int, size: int, frames: int
 
 def train_args(config: str, train: str, validation: list[str], overrides=()) -> list[str]:
     """Arguments every ``tapforge train`` run of a benchmark shares; ``validation`` names the sets, scored whole."""
-    args = ["--config", config, "--data.train_shards", train, *validation, "--data.val_max_videos", "null",
-            "--trainer.limit_val_batches", "1.0"]  # fmt: skip
+    args = [
+        "--config",
+        config,
+        "--data.train_shards",
+        train,
+        *validation,
+        "--data.val_max_videos",
+        "null",
+        "--trainer.limit_val_batches",
+        "1.0",
+    ]
     return args + [f"--{item.split('=', 1)[0]}={item.split('=', 1)[1]}" for item in overrides]
 
 
 def fit(common: list[str], root: str, steps: int, extra=()) -> float:
     """Train ``steps`` steps without validation, logs and checkpoints under ``root``; returns the seconds."""
     start = time.perf_counter()
-    train_main(["fit"] + common + ["--trainer.default_root_dir", root, "--trainer.max_steps", str(steps),
-                                   "--trainer.limit_val_batches", "0", *extra])  # fmt: skip
+    train_main(
+        ["fit"]
+        + common
+        + [
+            "--trainer.default_root_dir",
+            root,
+            "--trainer.max_steps",
+            str(steps),
+            "--trainer.limit_val_batches",
+            "0",
+            *extra,
+        ]
+    )
     return time.perf_counter() - start
 
 
 def validate(common: list[str], root: str, checkpoint: str | None = None) -> dict[str, float]:
     """Score the validation sets (the untrained model without ``checkpoint``); returns the logged metrics."""
-    train_main(["validate"] + common + ["--trainer.default_root_dir", root]
-               + (["--ckpt_path", checkpoint] if checkpoint else []))  # fmt: skip
+    train_main(
+        ["validate"]
+        + common
+        + ["--trainer.default_root_dir", root]
+        + (["--ckpt_path", checkpoint] if checkpoint else [])
+    )
     return logged_metrics(root)
 
 
@@ -95,16 +120,21 @@ def main(argv=None) -> None:
     train_seconds = fit(common, os.path.join(args.out, "trained"), args.steps)
     last = os.path.join(args.out, "trained", "checkpoints", "last.ckpt")
     trained = validate(common, os.path.join(args.out, "trained_eval"), last)
-    print(f"\ntrained {args.steps} steps in {train_seconds / 60:.1f} min ({train_seconds / args.steps:.2f} s/step), "
-          f"config {os.path.relpath(args.config)}")
+    print(
+        f"\ntrained {args.steps} steps in {train_seconds / 60:.1f} min ({train_seconds / args.steps:.2f} s/step), "
+        f"config {os.path.relpath(args.config)}"
+    )
     for mode in ("first", "strided"):
         key = f"val/synthetic_{mode}"
         if f"{key}/num_videos" not in trained:
             continue
         print(f"\nheld-out, query mode {mode}, {int(trained[f'{key}/num_videos'])} clips (x100):")
         print(f"  {'':<10}" + "".join(f"{c:>8}" for c, _ in COLUMNS))
-        for name, source, prefix in (("stay-put", trained, f"{key}_stay_put"), ("untrained", untrained, key),
-                                     ("trained", trained, key)):  # fmt: skip
+        for name, source, prefix in (
+            ("stay-put", trained, f"{key}_stay_put"),
+            ("untrained", untrained, key),
+            ("trained", trained, key),
+        ):
             print(f"  {name:<10}" + "".join(f"{100 * source[f'{prefix}/{m}']:8.1f}" for _, m in COLUMNS))
 
 

@@ -11,6 +11,7 @@ augmentation on one batch on one CPU core, and the ratio of what --target-worker
 to what one GPU consumes. The GPU step time is --gpu-step-seconds, or else estimated from the
 FLOPs of one TAPIR training step (counted on fake tensors) at --gpu-tflops x --mfu.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,10 +25,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tapforge.synth.schema import decode_clip
+from tapforge.synth.schema import decode_clip, decode_frames
 from tapforge.train.augment import AugmentConfig, Sim2RealAugment
 from tapforge.train.batches import ClipBatch
-from tapforge.synth.schema import decode_frames
 from tapforge.train.data import TrainClipStream
 from tapforge.train.procedural import write_shards
 from tapforge.train.sampling import sample_queries, subclip_indices
@@ -37,8 +37,11 @@ from tapforge.train.shards import CorruptShardHandler, expand_shards, read_sampl
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shards", help="shard folder/glob (default: generate procedural shards)")
-    p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "tapforge_bench_loader"),
-                   help="where procedural shards are written (reused when present)")
+    p.add_argument(
+        "--workdir",
+        default=os.path.join(tempfile.gettempdir(), "tapforge_bench_loader"),
+        help="where procedural shards are written (reused when present)",
+    )
     p.add_argument("--clips", type=int, default=16, help="procedural clips to generate")
     p.add_argument("--size", type=int, default=256, help="procedural frame side")
     p.add_argument("--clip-frames", type=int, default=24, help="frames per procedural clip")
@@ -62,8 +65,17 @@ def get_shards(args) -> list[str]:
     folder = os.path.join(args.workdir, f"{args.size}px_{args.clip_frames}f_{args.codec}")
     if not os.path.isdir(folder) or len(os.listdir(folder)) * 2 < args.clips:
         print(f"writing {args.clips} procedural {args.size}x{args.size} x {args.clip_frames}-frame clips to {folder}")
-        write_shards(folder, args.clips, clips_per_shard=2, codec=args.codec, num_frames=args.clip_frames,
-                     size=(args.size, args.size), num_objects=6, points_per_object=128, background_points=256)  # fmt: skip
+        write_shards(
+            folder,
+            args.clips,
+            clips_per_shard=2,
+            codec=args.codec,
+            num_frames=args.clip_frames,
+            size=(args.size, args.size),
+            num_objects=6,
+            points_per_object=128,
+            background_points=256,
+        )
     return expand_shards(folder)
 
 
@@ -87,7 +99,9 @@ def per_clip_parts(samples: list[dict], args) -> dict[str, float]:
 
 
 def stream(urls, args, epoch_length):
-    return TrainClipStream(urls, args.batch_size, epoch_length, args.num_frames, [1], args.num_queries, shuffle_buffer=16)
+    return TrainClipStream(
+        urls, args.batch_size, epoch_length, args.num_frames, [1], args.num_queries, shuffle_buffer=16
+    )
 
 
 def loader_rate(urls, args, workers: int) -> tuple[float, float]:
@@ -95,8 +109,13 @@ def loader_rate(urls, args, workers: int) -> tuple[float, float]:
 
     Timing starts after the first batches, which fill the shuffle buffers.
     """
-    loader = DataLoader(stream(urls, args, args.batches + 2), batch_size=None, num_workers=workers,
-                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)  # fmt: skip
+    loader = DataLoader(
+        stream(urls, args, args.batches + 2),
+        batch_size=None,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
     it = iter(loader)
     for _ in range(max(1, workers)):
         next(it)
@@ -163,15 +182,19 @@ def main(argv=None) -> None:
     print(f"  {'total':<18} {per_clip * 1e3:8.1f} ms  ->  {1 / per_clip:6.1f} clips/s/core")
 
     wall, in_process = loader_rate(urls, args, 0)
-    print(f"\nTrainClipStream in-process (read + decode + sample + shuffle + collate): {in_process:6.1f} clips per "
-          f"CPU-second ({wall:.1f} clips/s wall-clock)")
+    print(
+        f"\nTrainClipStream in-process (read + decode + sample + shuffle + collate): {in_process:6.1f} clips per "
+        f"CPU-second ({wall:.1f} clips/s wall-clock)"
+    )
     if args.workers:
         rate, _ = loader_rate(urls, args, args.workers)
         print(f"DataLoader, {args.workers} workers on {os.cpu_count()} cores: {rate:6.1f} clips/s wall-clock")
 
     aug = augment_cost(args)
-    print(f"\nsim2real augmentation (defaults), batch {args.batch_size}x{args.num_frames}x{args.size}^2, "
-          f"1 CPU thread: {aug:.2f} CPU-s per batch (runs on the GPU in training)")
+    print(
+        f"\nsim2real augmentation (defaults), batch {args.batch_size}x{args.num_frames}x{args.size}^2, "
+        f"1 CPU thread: {aug:.2f} CPU-s per batch (runs on the GPU in training)"
+    )
 
     if args.gpu_step_seconds:
         step, how = args.gpu_step_seconds, "measured"
@@ -182,8 +205,10 @@ def main(argv=None) -> None:
     consumed = args.batch_size / step
     supplied = args.target_workers * in_process
     print(f"\nGPU step {step:.3f} s ({how}) consumes {consumed:.1f} clips/s")
-    print(f"{args.target_workers} workers supply ~{supplied:.1f} clips/s ({args.target_workers} x the per-CPU-second rate): "
-          f"ratio {supplied / consumed:.2f} (goal >= 3)")
+    print(
+        f"{args.target_workers} workers supply ~{supplied:.1f} clips/s ({args.target_workers} x the per-CPU-second rate): "
+        f"ratio {supplied / consumed:.2f} (goal >= 3)"
+    )
 
 
 if __name__ == "__main__":

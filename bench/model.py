@@ -54,7 +54,9 @@ def make_inputs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, t
     t, s, n = args.frames, args.size, args.queries
     coarse = torch.rand(t, 3, s // 16, s // 16, generator=gen)
     video = torch.nn.functional.interpolate(coarse, size=(s, s), mode="bilinear").permute(0, 2, 3, 1)[None] * 2 - 1
-    queries = torch.cat([torch.randint(0, t, (1, n, 1), generator=gen).float(), torch.rand(1, n, 2, generator=gen) * s], -1)
+    queries = torch.cat(
+        [torch.randint(0, t, (1, n, 1), generator=gen).float(), torch.rand(1, n, 2, generator=gen) * s], -1
+    )
     target = torch.rand(1, n, t, 2, generator=gen) * s
     occluded = torch.rand(1, n, t, generator=gen) < 0.2
     return tuple(x.to(args.device) for x in (video, queries, target, occluded))
@@ -176,7 +178,12 @@ def main(argv=None) -> int:
 
         wall, cpu, official_out = timed(official_forward, args.repeats, device)
         ours_wall, ours_cpu = results["forward"]
-        report("official forward fp32", wall, cpu, f"-> ours {wall / ours_wall:.2f}x (wall), {cpu / ours_cpu:.2f}x (CPU) faster")
+        report(
+            "official forward fp32",
+            wall,
+            cpu,
+            f"-> ours {wall / ours_wall:.2f}x (wall), {cpu / ours_cpu:.2f}x (CPU) faster",
+        )
         for key in ("tracks", "occlusion", "expected_dist"):
             diff = (official_out[key] - ours_out[key]).abs().max().item()
             print(f"  max |{key} diff| {diff:.2e}")

@@ -5,6 +5,7 @@
 Each configuration renders whole scenes through the real pipeline (scene sampling, physics, Blender build,
 rgb path tracing, aux passes, EXR reading, ground truth, shard encoding) and reports medians.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def main() -> None:
     print(f"{'res':>5} {'spp':>4} {'s/frame':>8} {'cycles s/frame':>14} {'outside cycles':>14}  breakdown (s/scene)")
     for resolution in args.resolutions:
         for samples in args.samples:
-            config = load_config(args.config, [f"render.resolution={resolution}", f"render.samples={samples}",
-                                               f"scene.num_frames={args.frames}"])
+            config = load_config(
+                args.config,
+                [f"render.resolution={resolution}", f"render.samples={samples}", f"scene.num_frames={args.frames}"],
+            )
             renderer = SceneRenderer(config)
             totals, cycles, breakdowns = [], [], []
             for scene in range(args.repeats):
@@ -42,8 +45,11 @@ def main() -> None:
                 breakdowns.append(timing)
             total, cyc = statistics.median(totals), statistics.median(cycles)
             parts = {k: round(statistics.median(b[k] for b in breakdowns), 2) for k in breakdowns[0]}
-            print(f"{resolution:>5} {samples:>4} {total / args.frames:>8.3f} {cyc / args.frames:>14.3f} "
-                  f"{1 - cyc / total:>13.1%}  {parts}", flush=True)
+            print(
+                f"{resolution:>5} {samples:>4} {total / args.frames:>8.3f} {cyc / args.frames:>14.3f} "
+                f"{1 - cyc / total:>13.1%}  {parts}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

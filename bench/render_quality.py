@@ -12,6 +12,7 @@ core-seconds per frame (wall time of the rgb render times the Cycles threads). P
 scenes, sorted by cost, with the Kubric MOVi anchor (64 spp + denoising) marked, and the cheapest setting
 that matches the anchor's PSNR and SSIM.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,27 +91,35 @@ def main() -> None:
         blender.scene.frame_end = 0
         start = time.perf_counter()
         reference, _ = render_frame(blender, args.reference_samples, False, 0.0, 12)
-        print(f"scene {index}: reference at {args.reference_samples} spp in {time.perf_counter() - start:.0f} s",
-              flush=True)  # fmt: skip
+        print(
+            f"scene {index}: reference at {args.reference_samples} spp in {time.perf_counter() - start:.0f} s",
+            flush=True,
+        )
         for setting in settings:
             image, seconds = render_frame(blender, *setting)
             scores[setting].append((seconds * threads, psnr(image, reference), ssim(image, reference)))
     median = {s: tuple(statistics.median(v[k] for v in runs) for k in range(3)) for s, runs in scores.items()}
-    print(f"\n{args.scenes} {args.config} scenes at {args.resolution}x{args.resolution}, frame 0, against "
-          f"{args.reference_samples} spp; medians over scenes; {threads} Cycles threads")
+    print(
+        f"\n{args.scenes} {args.config} scenes at {args.resolution}x{args.resolution}, frame 0, against "
+        f"{args.reference_samples} spp; medians over scenes; {threads} Cycles threads"
+    )
     print(f"{'spp':>5} {'denoise':>8} {'adaptive':>9} {'bounces':>8} {'core-s/frame':>13} {'PSNR dB':>8} {'SSIM':>7}")
     for setting in sorted(settings, key=lambda s: median[s][0]):
         spp, denoise, threshold, bounces = setting
         cost, p, q = median[setting]
         mark = "  <- Kubric MOVi anchor" if setting == ANCHOR else ""
-        print(f"{spp:>5} {'OIDN' if denoise else 'off':>8} {threshold or 'off':>9} {bounces:>8} {cost:>13.2f} "
-              f"{p:>8.2f} {q:>7.4f}{mark}")
+        print(
+            f"{spp:>5} {'OIDN' if denoise else 'off':>8} {threshold or 'off':>9} {bounces:>8} {cost:>13.2f} "
+            f"{p:>8.2f} {q:>7.4f}{mark}"
+        )
     anchor_cost, anchor_psnr, anchor_ssim = median[ANCHOR]
     matching = [s for s in settings if median[s][1] >= anchor_psnr - 0.1 and median[s][2] >= anchor_ssim - 0.001]
     best = min(matching, key=lambda s: median[s][0])
-    print(f"cheapest setting matching the anchor (PSNR within 0.1 dB, SSIM within 0.001): {best[0]} spp, "
-          f"{'OIDN' if best[1] else 'no denoising'}, adaptive {best[2] or 'off'}, {best[3]} bounces: "
-          f"{median[best][0]:.2f} core-s/frame, {anchor_cost / median[best][0]:.2f}x cheaper than the anchor")
+    print(
+        f"cheapest setting matching the anchor (PSNR within 0.1 dB, SSIM within 0.001): {best[0]} spp, "
+        f"{'OIDN' if best[1] else 'no denoising'}, adaptive {best[2] or 'off'}, {best[3]} bounces: "
+        f"{median[best][0]:.2f} core-s/frame, {anchor_cost / median[best][0]:.2f}x cheaper than the anchor"
+    )
 
 
 if __name__ == "__main__":

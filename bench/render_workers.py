@@ -9,6 +9,7 @@ Runs alternate between the worker counts so a change in machine load hits every 
 average is printed: on a busy machine the figures say little. Prints s/scene per run, the medians and the
 speed-up of each count over the first, and checks that every run wrote byte-identical shards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--frames", type=int, default=24)
     args = parser.parse_args()
-    overrides = [f"render.resolution={args.resolution}", f"render.samples={args.samples}",
-                 f"scene.num_frames={args.frames}", "outputs.scenes_per_shard=1"]
-    print(f"{args.config} {args.resolution}x{args.resolution} {args.samples} spp {args.frames} frames, "
-          f"{args.scenes} scenes per run, {usable_cores()} usable cores, load average {os.getloadavg()[0]:.1f}")
+    overrides = [
+        f"render.resolution={args.resolution}",
+        f"render.samples={args.samples}",
+        f"scene.num_frames={args.frames}",
+        "outputs.scenes_per_shard=1",
+    ]
+    print(
+        f"{args.config} {args.resolution}x{args.resolution} {args.samples} spp {args.frames} frames, "
+        f"{args.scenes} scenes per run, {usable_cores()} usable cores, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'run':>3} {'workers':>7} {'threads':>7} {'s/scene':>8}")
     seconds: dict[int, list[float]] = {w: [] for w in args.workers}
     reference: list[str] | None = None
@@ -46,9 +53,23 @@ def main() -> None:
         for repeat in range(args.repeats):
             for workers in args.workers:
                 out = Path(tmp) / f"w{workers}-r{repeat}"
-                command = [sys.executable, "-m", "tapforge.cli", "synth", "render", "--config", args.config,
-                           "--out", str(out), "--num-scenes", str(args.scenes), "--workers", str(workers),
-                           "--no-progress", *[a for o in overrides for a in ("--set", o)]]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "tapforge.cli",
+                    "synth",
+                    "render",
+                    "--config",
+                    args.config,
+                    "--out",
+                    str(out),
+                    "--num-scenes",
+                    str(args.scenes),
+                    "--workers",
+                    str(workers),
+                    "--no-progress",
+                    *[a for o in overrides for a in ("--set", o)],
+                ]
                 start = time.perf_counter()
                 result = subprocess.run(command, capture_output=True, text=True)
                 seconds[workers].append((time.perf_counter() - start) / args.scenes)
@@ -59,8 +80,11 @@ def main() -> None:
                 reference = reference or checksums
                 if checksums != reference:
                     raise SystemExit(f"{workers} workers wrote different shards than the first run")
-                print(f"{repeat:>3} {summary['workers']:>7} {summary['threads_per_worker']:>7} "
-                      f"{seconds[workers][-1]:>8.2f}", flush=True)
+                print(
+                    f"{repeat:>3} {summary['workers']:>7} {summary['threads_per_worker']:>7} "
+                    f"{seconds[workers][-1]:>8.2f}",
+                    flush=True,
+                )
     base = statistics.median(seconds[args.workers[0]])
     print(f"median s/scene (load average now {os.getloadavg()[0]:.1f}; shards identical in every run):")
     for workers, values in seconds.items():

@@ -4,6 +4,7 @@
 
 Renders nothing: point it at a folder written by `tapforge synth render`. Runs in one process on one core.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ def main() -> None:
             count += 1
             frames += sum(1 for k in sample if k.startswith("video."))
         rates.append(count / (time.perf_counter() - start))
-    print(f"plain webdataset decode: median {statistics.median(rates):.1f} clips/s/core "
-          f"({frames // max(count, 1)} frames/clip, {count} clips, {len(shards)} shards)")
+    print(
+        f"plain webdataset decode: median {statistics.median(rates):.1f} clips/s/core "
+        f"({frames // max(count, 1)} frames/clip, {count} clips, {len(shards)} shards)"
+    )
 
 
 if __name__ == "__main__":

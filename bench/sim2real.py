@@ -16,6 +16,7 @@ query mode: per dataset the mean and the spread (max - min) over the seeds, then
 Resumes in --out: rendering renders only missing shards, procedural shards are kept, a training
 whose scores are logged is not rerun and one cut short resumes from its ``last.ckpt``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,8 @@ import os
 import shutil
 
 import numpy as np
-
 from learn import ROOT, fit, logged_metrics, train_args, validate, write_procedural
+
 from tapforge.cli import main as tapforge_main
 from tapforge.tapir.cli_eval import TABLE_COLUMNS
 from tapforge.train.photo_clips import make_clips, write_tapvid_pickle
@@ -39,8 +40,13 @@ MODES = ("first", "strided")
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/bench_sim2real")
-    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS),
-                   help="which training sets (procedural alone renders nothing)")
+    p.add_argument(
+        "--datasets",
+        nargs="+",
+        choices=DATASETS,
+        default=list(DATASETS),
+        help="which training sets (procedural alone renders nothing)",
+    )
     p.add_argument("--preset", default="panning_movi_e", help="synth preset or YAML for the rendered sets")
     p.add_argument("--num-scenes", type=int, default=64, help="clips per training set")
     p.add_argument("--resolution", type=int, default=128, help="render (and procedural, real-photo) frame side")
@@ -49,10 +55,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml"))
     p.add_argument("--steps", type=int, default=1000, help="training steps per run (the fixed budget)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (--seed_everything)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training overrides, e.g. data.batch_size=4")
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="training overrides, e.g. data.batch_size=4"
+    )
     p.add_argument("--real-clips", type=int, default=30, help="real-photo clips to score on")
     p.add_argument("--real-frames", type=int, default=24, help="frames per real-photo clip")
-    p.add_argument("--photos", metavar="DIR", help="your own photos for the real-photo clips (default: the bundled ones)")
+    p.add_argument(
+        "--photos", metavar="DIR", help="your own photos for the real-photo clips (default: the bundled ones)"
+    )
     return p.parse_args(argv)
 
 
@@ -64,9 +74,23 @@ def make_dataset(name: str, folder: str, args: argparse.Namespace) -> None:
             print(f"writing {args.num_scenes} procedural clips to {folder}")
             write_procedural(folder, args.num_scenes, seed=1, size=args.resolution, frames=args.frames)
         return
-    render = ["synth", "render", "--config", args.preset, "--out", folder, "--num-scenes", str(args.num_scenes),
-              "--set", f"render.resolution={args.resolution}", "--set", f"scene.num_frames={args.frames}",
-              "--set", f"render.samples={args.samples}", *APPEARANCE[name]]  # fmt: skip
+    render = [
+        "synth",
+        "render",
+        "--config",
+        args.preset,
+        "--out",
+        folder,
+        "--num-scenes",
+        str(args.num_scenes),
+        "--set",
+        f"render.resolution={args.resolution}",
+        "--set",
+        f"scene.num_frames={args.frames}",
+        "--set",
+        f"render.samples={args.samples}",
+        *APPEARANCE[name],
+    ]
     if tapforge_main(render):
         raise SystemExit(f"rendering the {name} set failed (see above): tapforge {' '.join(render)}")
 
@@ -79,8 +103,12 @@ def train_and_score(dataset: str, seed: int, shards: str, real: str, args: argpa
         return scored
     common = train_args(args.config, shards, ["--data.tapvid.davis", real], args.set)
     last = os.path.join(root, "fit", "checkpoints", "last.ckpt")
-    seconds = fit(common + ["--seed_everything", str(seed)], os.path.join(root, "fit"), args.steps,
-                  ["--ckpt_path", last] if os.path.exists(last) else [])  # fmt: skip
+    seconds = fit(
+        common + ["--seed_everything", str(seed)],
+        os.path.join(root, "fit"),
+        args.steps,
+        ["--ckpt_path", last] if os.path.exists(last) else [],
+    )
     print(f"{dataset} seed {seed}: {args.steps} steps in {seconds / 60:.1f} min")
     return validate(common, os.path.join(root, "eval"), last)
 
@@ -98,8 +126,9 @@ def row(label: str, runs: list[dict[str, float]], method: str = "") -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     real = os.path.join(args.out, f"real_{args.real_clips}x{args.real_frames}_{args.resolution}px.pkl")
-    write_tapvid_pickle(make_clips(args.real_clips, args.real_frames, args.resolution, seed=0, photos_dir=args.photos),
-                        real)  # fmt: skip
+    write_tapvid_pickle(
+        make_clips(args.real_clips, args.real_frames, args.resolution, seed=0, photos_dir=args.photos), real
+    )
     print(f"wrote {args.real_clips} real-photo clips to {real}")
     results = {}
     for dataset in args.datasets:
@@ -107,9 +136,11 @@ def main(argv=None) -> None:
         make_dataset(dataset, shards, args)
         results[dataset] = [train_and_score(dataset, seed, shards, real, args) for seed in args.seeds]
 
-    print(f"\nreal-photo clips ({args.real_clips} x {args.real_frames} frames, {args.resolution}x{args.resolution}), "
-          f"{args.steps} steps of {os.path.relpath(args.config)} on {args.num_scenes} clips per set, seeds "
-          f"{' '.join(map(str, args.seeds))}; x100, mean ± spread (max - min) over seeds")  # fmt: skip
+    print(
+        f"\nreal-photo clips ({args.real_clips} x {args.real_frames} frames, {args.resolution}x{args.resolution}), "
+        f"{args.steps} steps of {os.path.relpath(args.config)} on {args.num_scenes} clips per set, seeds "
+        f"{' '.join(map(str, args.seeds))}; x100, mean ± spread (max - min) over seeds"
+    )
     print(f"  {'':<18}" + "".join(f"{'query ' + mode:^42}" for mode in MODES))
     print(f"  {'':<18}" + "".join(f"{name:>14}" for _ in MODES for name, _ in COLUMNS))
     print(row("stay-put", results[args.datasets[0]][:1], method="_stay_put"))

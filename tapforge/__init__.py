@@ -4,6 +4,7 @@ One import root: `tapforge.synth` (scenes, ground truth, shards), `tapforge.trai
 `tapforge.tapir` (the models) and `tapforge.base` (errors, atomic writes, video files, drawing; the layer every
 package may import). This package itself is the command line (`tapforge.cli`) and the demo.
 """
+
 from tapforge.base import __version__
 
 __all__ = ["__version__"]

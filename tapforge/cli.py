@@ -3,6 +3,7 @@
 Each subcommand module exposes ``main(argv: list[str]) -> int | None`` and owns its argument
 parsing, so heavy imports (bpy, torch, lightning) happen only for the command that needs them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,8 +19,14 @@ COMMANDS = {
     "synth": ("tapforge.synth.cli", "render, verify and preview synthetic point-tracking shards"),
     "train": ("tapforge.train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
     "eval": ("tapforge.tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
-    "photo-clips": ("tapforge.train.photo_clips", "clips of real photos moved by known homographies, as a TAP-Vid pickle"),
-    "pack-videos": ("tapforge.train.real_videos", "unlabeled videos as WebDataset shards of clips, for self-supervised fine-tuning"),
+    "photo-clips": (
+        "tapforge.train.photo_clips",
+        "clips of real photos moved by known homographies, as a TAP-Vid pickle",
+    ),
+    "pack-videos": (
+        "tapforge.train.real_videos",
+        "unlabeled videos as WebDataset shards of clips, for self-supervised fine-tuning",
+    ),
     "export": ("tapforge.tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
     "track": ("tapforge.tapir.cli_track", "track points through a video and write an overlay"),
     "demo": ("tapforge.demo", "the whole loop on a tiny embedded default"),
@@ -27,8 +34,13 @@ COMMANDS = {
 
 
 def _usage() -> str:
-    lines = ["usage: tapforge [--verbose] COMMAND [options]   (tapforge COMMAND --help for details)", "",
-             "  --verbose  also show the libraries' deprecation warnings and notices", "", "commands:"]
+    lines = [
+        "usage: tapforge [--verbose] COMMAND [options]   (tapforge COMMAND --help for details)",
+        "",
+        "  --verbose  also show the libraries' deprecation warnings and notices",
+        "",
+        "commands:",
+    ]
     width = max(len(name) for name in COMMANDS)
     lines += [f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)

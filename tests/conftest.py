@@ -1,11 +1,17 @@
 """Shared fixtures made once per test session: tiny real Blender renders, tiny procedural training shards."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-TINY = ["render.resolution=48", "render.samples=2", "scene.num_frames=4", "tracks.num_tracks=128",
-        "outputs.scenes_per_shard=1"]
+TINY = [
+    "render.resolution=48",
+    "render.samples=2",
+    "scene.num_frames=4",
+    "tracks.num_tracks=128",
+    "outputs.scenes_per_shard=1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -15,13 +21,27 @@ def rendered_scene():
     from tapforge.synth.config import load_config
     from tapforge.synth.pipeline import SceneRenderer
 
-    config = load_config("movi_e", ["render.resolution=64", "render.samples=4", "scene.num_frames=5",
-                                    "tracks.num_tracks=512", "scene.num_static_objects=[4,6]",
-                                    "scene.num_dynamic_objects=[2,3]", "outputs.passes=[depth,segmentation]"])
+    config = load_config(
+        "movi_e",
+        [
+            "render.resolution=64",
+            "render.samples=4",
+            "scene.num_frames=5",
+            "tracks.num_tracks=512",
+            "scene.num_static_objects=[4,6]",
+            "scene.num_dynamic_objects=[2,3]",
+            "outputs.passes=[depth,segmentation]",
+        ],
+    )
     renderer = SceneRenderer(config)
     clip, timing = renderer.render(3)
-    return {"clip": clip, "timing": timing, "passes": renderer.last_passes,
-            "poses": renderer.last_poses, "config": config}
+    return {
+        "clip": clip,
+        "timing": timing,
+        "passes": renderer.last_passes,
+        "poses": renderer.last_poses,
+        "config": config,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -30,8 +50,16 @@ def tiny_shards(tmp_path_factory):
     from tapforge.train.procedural import write_shards
 
     out = tmp_path_factory.mktemp("tiny_shards")
-    write_shards(str(out), num_clips=4, clips_per_shard=2, num_frames=6, size=(32, 32), num_objects=2,
-                 points_per_object=8, background_points=8)  # fmt: skip
+    write_shards(
+        str(out),
+        num_clips=4,
+        clips_per_shard=2,
+        num_frames=6,
+        size=(32, 32),
+        num_objects=2,
+        points_per_object=8,
+        background_points=8,
+    )
     return str(out)
 
 

@@ -9,6 +9,7 @@ official model's own initialisation does, then stores the seed, the query points
 occlusion logits and a slice of the feature grid. ``tests/test_tapnet.py`` rebuilds the same parameters and
 inputs from the seed and compares the PyTorch port with these outputs, without JAX.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,10 @@ def main() -> None:
     model = hk.transform_with_state(forward)
     official_params, official_state = model.init(jax.random.PRNGKey(0), video, queries, True)
     checkpoint = random_haiku_checkpoint(args.seed)
-    for label, ours, theirs in (("params", checkpoint["params"], official_params),
-                                ("state", checkpoint["state"], official_state)):  # fmt: skip
+    for label, ours, theirs in (
+        ("params", checkpoint["params"], official_params),
+        ("state", checkpoint["state"], official_state),
+    ):
         ours, theirs = shapes(ours), shapes(theirs)
         if ours != theirs:
             differ = sorted(m for m in set(ours) | set(theirs) if ours.get(m) != theirs.get(m))
@@ -55,11 +58,18 @@ def main() -> None:
     assert all(module.startswith(PREFIX) for module in official_params)
     out, _ = model.apply(checkpoint["params"], checkpoint["state"], None, video, queries, False)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    np.savez_compressed(args.out, seed=args.seed, query_points=queries, tracks=np.asarray(out["tracks"]),
-                        occlusion=np.asarray(out["occlusion"]),
-                        feature_grid_slice=np.asarray(out["feature_grid"][0, :, ::4, ::4, :8]))  # fmt: skip
-    print(f"wrote {args.out}: tracks {np.asarray(out['tracks']).shape}, occlusion logits in "
-          f"[{float(np.min(out['occlusion'])):.2f}, {float(np.max(out['occlusion'])):.2f}]")
+    np.savez_compressed(
+        args.out,
+        seed=args.seed,
+        query_points=queries,
+        tracks=np.asarray(out["tracks"]),
+        occlusion=np.asarray(out["occlusion"]),
+        feature_grid_slice=np.asarray(out["feature_grid"][0, :, ::4, ::4, :8]),
+    )
+    print(
+        f"wrote {args.out}: tracks {np.asarray(out['tracks']).shape}, occlusion logits in "
+        f"[{float(np.min(out['occlusion'])):.2f}, {float(np.max(out['occlusion'])):.2f}]"
+    )
 
 
 if __name__ == "__main__":

@@ -4,10 +4,14 @@
 
 Runs in its own process: it resets Blender's session to build the file.
 """
+
 import sys
 
-import bpy  # noqa: I001 - bmesh, Blender's mesh module, is importable once bpy is
+# isort: off
+import bpy  # first: bmesh, Blender's mesh module, is importable once bpy is
 import bmesh
+
+# isort: on
 import numpy as np
 
 

@@ -4,6 +4,7 @@ The layout is that of tapnet's ``checkpoint.npy`` (``{"params": {module: {name: 
 ``make_tapnet_reference.py`` checks it against the official model's own initialisation. The values are
 drawn from a seed, so the test rebuilds the same checkpoint without storing it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -52,10 +53,16 @@ def random_haiku_checkpoint(seed: int = 0) -> dict:
             params[module][name] = value.astype(np.float32)
         if module.endswith(("batch_norm", "batch_norm_1")):
             shape = shapes["scale"]
-            state[module + "/~/mean_ema"] = {"average": rng.normal(0, 0.2, shape).astype(np.float32),
-                                             "hidden": np.zeros(shape, np.float32), "counter": np.int32(1000)}
-            state[module + "/~/var_ema"] = {"average": rng.uniform(0.5, 2.0, shape).astype(np.float32),
-                                            "hidden": np.zeros(shape, np.float32), "counter": np.int32(1000)}
+            state[module + "/~/mean_ema"] = {
+                "average": rng.normal(0, 0.2, shape).astype(np.float32),
+                "hidden": np.zeros(shape, np.float32),
+                "counter": np.int32(1000),
+            }
+            state[module + "/~/var_ema"] = {
+                "average": rng.uniform(0.5, 2.0, shape).astype(np.float32),
+                "hidden": np.zeros(shape, np.float32),
+                "counter": np.int32(1000),
+            }
     return {"params": params, "state": state}
 
 
@@ -65,10 +72,16 @@ def reference_inputs(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     f = np.hypot(*np.meshgrid(np.fft.fftfreq(SIZE), np.fft.fftfreq(SIZE), indexing="ij"))
     f[0, 0] = 1.0
-    spectrum = np.fft.fft2(rng.standard_normal((3, SIZE, SIZE))) * f ** -1.0
+    spectrum = np.fft.fft2(rng.standard_normal((3, SIZE, SIZE))) * f**-1.0
     image = np.moveaxis(np.fft.ifft2(spectrum).real, 0, -1)
     image = np.tanh(image / image.std())
     video = np.stack([np.roll(image, (2 * t, 3 * t), axis=(0, 1)) for t in range(NUM_FRAMES)])[None]
-    queries = np.stack([rng.integers(0, NUM_FRAMES, NUM_QUERIES), rng.uniform(8, SIZE - 8, NUM_QUERIES),
-                        rng.uniform(8, SIZE - 8, NUM_QUERIES)], -1)[None]  # fmt: skip
+    queries = np.stack(
+        [
+            rng.integers(0, NUM_FRAMES, NUM_QUERIES),
+            rng.uniform(8, SIZE - 8, NUM_QUERIES),
+            rng.uniform(8, SIZE - 8, NUM_QUERIES),
+        ],
+        -1,
+    )[None]
     return video.astype(np.float32), queries.astype(np.float32)

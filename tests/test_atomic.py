@@ -1,4 +1,5 @@
 """Atomic writes: the file appears whole, with the mode a plain open() would give under the umask."""
+
 import os
 import stat
 

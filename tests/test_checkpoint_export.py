@@ -36,10 +36,16 @@ def test_state_dict_loads_strictly_into_a_fresh_model(tapir_model):
 
 def test_infer_config_from_official_keys(tapir_model, boots_state_dict):
     assert ck.infer_config(tapir_model.state_dict(), "tapir_checkpoint_panning.pt") == {
-        "pyramid_level": 0, "extra_convs": False, "softmax_temperature": 20.0, "use_casual_conv": False,
+        "pyramid_level": 0,
+        "extra_convs": False,
+        "softmax_temperature": 20.0,
+        "use_casual_conv": False,
     }
     assert ck.infer_config(boots_state_dict, "causal_bootstapir_checkpoint.pt") == {
-        "pyramid_level": 1, "extra_convs": True, "softmax_temperature": 10.0, "use_casual_conv": True,
+        "pyramid_level": 1,
+        "extra_convs": True,
+        "softmax_temperature": 10.0,
+        "use_casual_conv": True,
     }
     with pytest.raises(TapforgeError, match="not a TAPIR state_dict"):
         ck.infer_config({"conv.weight": torch.zeros(1)}, "x.pt")
@@ -55,8 +61,15 @@ def test_tapnet_pt_round_trip(tmp_path, tapir_model, boots_state_dict):
 
     torch.save(boots_state_dict, tmp_path / "bootstapir_checkpoint_v2.pt")
     boots = ck.load_model(tmp_path / "bootstapir_checkpoint_v2.pt")
-    assert boots.config["pyramid_level"] == 1 and boots.config["extra_convs"] and boots.config["softmax_temperature"] == 10.0
-    assert ck.load_model(tmp_path / "bootstapir_checkpoint_v2.pt", softmax_temperature=20.0).config["softmax_temperature"] == 20.0
+    assert (
+        boots.config["pyramid_level"] == 1
+        and boots.config["extra_convs"]
+        and boots.config["softmax_temperature"] == 10.0
+    )
+    assert (
+        ck.load_model(tmp_path / "bootstapir_checkpoint_v2.pt", softmax_temperature=20.0).config["softmax_temperature"]
+        == 20.0
+    )
 
 
 def test_safetensors_round_trip_keeps_the_config(tmp_path, tapir_model):

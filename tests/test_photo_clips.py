@@ -1,4 +1,5 @@
 """Real-photo clips (`tapforge photo-clips`): deterministic, TAP-Vid readable, tracks and occlusion exact."""
+
 import sys
 
 import numpy as np
@@ -42,8 +43,9 @@ def _interior(clip, border=3):
 
     num_points, num_frames = clip.occluded.shape
     at_query = [clear(q, clip.tracks[n, q]) for n, q in enumerate(clip.query_frames)]
-    return np.array([[at_query[n] and clear(t, clip.tracks[n, t]) for t in range(num_frames)]
-                     for n in range(num_points)])  # fmt: skip
+    return np.array(
+        [[at_query[n] and clear(t, clip.tracks[n, t]) for t in range(num_frames)] for n in range(num_points)]
+    )
 
 
 def _colour_errors(clip):
@@ -60,8 +62,26 @@ def _colour_errors(clip):
 def test_same_seed_same_bytes_and_the_eval_command_reads_it(bundled, tmp_path):
     paths = [tmp_path / f"{name}.pkl" for name in ("a", "b", "c")]
     for path, seed in zip(paths, (0, 0, 1)):
-        assert tapforge_main(["photo-clips", "--out", str(path), "--num-clips", "2", "--frames", "6", "--size", "64",
-                              "--points", "16", "--seed", str(seed)]) == 0  # fmt: skip
+        assert (
+            tapforge_main(
+                [
+                    "photo-clips",
+                    "--out",
+                    str(path),
+                    "--num-clips",
+                    "2",
+                    "--frames",
+                    "6",
+                    "--size",
+                    "64",
+                    "--points",
+                    "16",
+                    "--seed",
+                    str(seed),
+                ]
+            )
+            == 0
+        )
     assert paths[0].read_bytes() == paths[1].read_bytes() != paths[2].read_bytes()
     assert tapforge_main(["eval", "--tapvid-davis", str(paths[0]), "--query-mode", "strided"]) == 0
     again = make_clips(num_clips=3, num_frames=10, size=96, num_points=64, seed=3)
@@ -123,8 +143,11 @@ def test_bad_photo_folders_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "broken" / "x.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photos here")
-    cases = [("empty", "holds no .jpg/.png files"), ("missing", "cannot list the photo folder"),
-             ("broken", "cannot read the photo")]  # fmt: skip
+    cases = [
+        ("empty", "holds no .jpg/.png files"),
+        ("missing", "cannot list the photo folder"),
+        ("broken", "cannot read the photo"),
+    ]
     for folder, message in cases:
         status = tapforge_main(["photo-clips", "--out", str(tmp_path / "out.pkl"), "--photos", str(tmp_path / folder)])
         err = capsys.readouterr().err

@@ -1,12 +1,13 @@
 """The scene API (tapforge.synth.scene) and scene scripts: scripted motion, physics, config keys, identity, examples."""
+
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import config_hash, load_config
 from tapforge.synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
-from tapforge.base.errors import TapforgeError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "scenes"
@@ -93,8 +94,9 @@ def test_movi_variants_are_explicit_keys():
     from tapforge.synth.scripts.movi import CLEVR_COLOURS
 
     a, b = build_scene(load_config("movi_a"), 2), build_scene(load_config("movi_b"), 2)
-    assert {o.size for o in a.objects} <= {0.7, 1.4} and all(o.material.colour in CLEVR_COLOURS.values()
-                                                            for o in a.objects)
+    assert {o.size for o in a.objects} <= {0.7, 1.4} and all(
+        o.material.colour in CLEVR_COLOURS.values() for o in a.objects
+    )
     assert all(0.7 <= o.size <= 1.4 for o in b.objects) and len({o.size for o in b.objects}) == len(b.objects)
     assert all(max(o.material.colour) == pytest.approx(1.0) for o in b.objects)  # full-value random hues
     cameras = a.camera.matrices(a.num_frames)
@@ -103,8 +105,7 @@ def test_movi_variants_are_explicit_keys():
 
 def test_a_script_with_a_bad_or_unknown_key_gets_one_line_per_problem(tmp_path):
     config = tmp_path / "scene.yaml"
-    config.write_text(f"inherit: base\nscene:\n  script: {EXAMPLES / 'turntable.py'}\n  num_objects: 99\n"
-                      "  wobble: 2\n")
+    config.write_text(f"inherit: base\nscene:\n  script: {EXAMPLES / 'turntable.py'}\n  num_objects: 99\n  wobble: 2\n")
     with pytest.raises(TapforgeError) as err:
         load_config(config)
     message = str(err.value)
@@ -150,8 +151,13 @@ def test_resume_refuses_a_changed_script(tmp_path):
     from tapforge.synth.scripts import load_script
 
     script, path = _script_config(tmp_path)
-    overrides = ["render.resolution=32", "render.samples=1", "scene.num_frames=2", "tracks.num_tracks=16",
-                 "outputs.scenes_per_shard=1"]
+    overrides = [
+        "render.resolution=32",
+        "render.samples=1",
+        "scene.num_frames=2",
+        "tracks.num_tracks=16",
+        "outputs.scenes_per_shard=1",
+    ]
     render_dataset(load_config(path, overrides), tmp_path / "data", 1, progress=False, workers=1)
     render_dataset(load_config(path, overrides), tmp_path / "data", 1, progress=False, workers=1)  # resumes: done
     script.write_text(script.read_text().replace("turns: float = option(0.25", "turns: float = option(0.5"))

@@ -1,4 +1,5 @@
 """The natural look: generated textures everywhere, a trackable dome, smooth shading, controlled exposure."""
+
 import numpy as np
 import pytest
 
@@ -6,9 +7,17 @@ from tapforge.synth.config import load_config
 from tapforge.synth.textures import FAMILIES
 from tapforge.synth.tracks import SKY_DEPTH
 
-SPHERE = ["scene.shapes=[sphere]", "scene.num_static_objects=0", "scene.num_dynamic_objects=1",
-          "scene.object_scale=3.0", "scene.camera=fixed", "render.resolution=64", "render.samples=2",
-          "scene.num_frames=3", "tracks.num_tracks=512"]  # fmt: skip
+SPHERE = [
+    "scene.shapes=[sphere]",
+    "scene.num_static_objects=0",
+    "scene.num_dynamic_objects=1",
+    "scene.object_scale=3.0",
+    "scene.camera=fixed",
+    "render.resolution=64",
+    "render.samples=2",
+    "scene.num_frames=3",
+    "tracks.num_tracks=512",
+]
 
 
 def test_every_surface_is_textured_and_the_looks_share_their_geometry():
@@ -21,11 +30,17 @@ def test_every_surface_is_textured_and_the_looks_share_their_geometry():
     assert all(o.material.texture.source in FAMILIES and o.material.texture.seed is not None for o in natural.objects)
     assert natural.floor.material.texture.source in FAMILIES and isinstance(natural.background, Dome)
     assert natural.background.material.texture.source in FAMILIES
-    assert isinstance(legacy.background, Sky) and not any(o.material.texture and o.material.texture.source in FAMILIES
-                                                          for o in legacy.objects)
+    assert isinstance(legacy.background, Sky) and not any(
+        o.material.texture and o.material.texture.source in FAMILIES for o in legacy.objects
+    )
     for a, b in zip(natural.objects, legacy.objects, strict=True):
-        assert (a.shape, a.params, a.size, a.metadata, a.material.label) == \
-               (b.shape, b.params, b.size, b.metadata, b.material.label)  # fmt: skip
+        assert (a.shape, a.params, a.size, a.metadata, a.material.label) == (
+            b.shape,
+            b.params,
+            b.size,
+            b.metadata,
+            b.material.label,
+        )
     assert all(np.array_equal(x, y) for x, y in zip(natural.object_poses(), legacy.object_poses()))
     assert np.array_equal(natural.camera.matrices(24), legacy.camera.matrices(24))
     assert natural.lights == legacy.lights
@@ -102,8 +117,12 @@ def test_default_scenes_are_neither_blown_out_nor_crushed():
     from tapforge.synth.pipeline import SceneRenderer
 
     # seed 5, scene 1 came out 79% white in the Standard view with the old floor colours
-    renderer = SceneRenderer(load_config("movi_e", ["seed=5", "render.resolution=48", "render.samples=4",
-                                                    "scene.num_frames=3", "tracks.num_tracks=64"]))  # fmt: skip
+    renderer = SceneRenderer(
+        load_config(
+            "movi_e",
+            ["seed=5", "render.resolution=48", "render.samples=4", "scene.num_frames=3", "tracks.num_tracks=64"],
+        )
+    )
     for index in range(3):
         video = renderer.render(index)[0].video
         blown = (video >= 250).all(-1).mean()

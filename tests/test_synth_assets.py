@@ -1,20 +1,23 @@
 """A user asset folder in Kubric's manifest format loads through the same path as procedural shapes."""
+
 import json
 
 import numpy as np
 import pytest
 
+from tapforge.base.errors import TapforgeError
 from tapforge.synth.assets import open_asset_directory, read_obj
 from tapforge.synth.shapes import blob
-from tapforge.base.errors import TapforgeError
 
 pytestmark = pytest.mark.slow
 
 
 def _write_obj(path, vertices, faces):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"v {x} {y} {z}\n" for x, y, z in vertices) +
-                    "".join(f"f {a + 1}/1 {b + 1}/1 {c + 1}/1\n" for a, b, c in faces))
+    path.write_text(
+        "".join(f"v {x} {y} {z}\n" for x, y, z in vertices)
+        + "".join(f"f {a + 1}/1 {b + 1}/1 {c + 1}/1\n" for a, b, c in faces)
+    )
 
 
 def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypatch):
@@ -23,8 +26,17 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
     monkeypatch.setattr("tapforge.synth.assets.VHACD_RESOLUTION", 10_000)  # coarse and quick for the test
     vertices, faces = blob(np.random.default_rng(0), subdivisions=6)  # an irregular pebble
     _write_obj(tmp_path / "assets" / "pebble" / "visual_geometry.obj", vertices * 0.2, faces)
-    manifest = {"name": "test", "data_dir": ".", "assets": {"pebble": {
-        "asset_type": "FileBasedObject", "license": "CC0", "kwargs": {"render_filename": "pebble/visual_geometry.obj"}}}}
+    manifest = {
+        "name": "test",
+        "data_dir": ".",
+        "assets": {
+            "pebble": {
+                "asset_type": "FileBasedObject",
+                "license": "CC0",
+                "kwargs": {"render_filename": "pebble/visual_geometry.obj"},
+            }
+        },
+    }
     (tmp_path / "assets" / "manifest.json").write_text(json.dumps(manifest))
     assert open_asset_directory(tmp_path / "assets") == ["pebble"]
     v, f = read_obj(tmp_path / "assets" / "pebble" / "visual_geometry.obj")
@@ -33,9 +45,17 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
     from tapforge.synth.config import load_config
     from tapforge.synth.pipeline import SceneRenderer
 
-    config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
-                                    "tracks.num_tracks=32", "scene.num_static_objects=4",
-                                    f"assets.directory={tmp_path / 'assets'}"])
+    config = load_config(
+        "movi_e",
+        [
+            "render.resolution=32",
+            "render.samples=1",
+            "scene.num_frames=2",
+            "tracks.num_tracks=32",
+            "scene.num_static_objects=4",
+            f"assets.directory={tmp_path / 'assets'}",
+        ],
+    )
     clip, _ = SceneRenderer(config).render(1)
     assert "Asset" in [o["kind"] for o in clip.meta["scene"]["objects"]]
     assert list((tmp_path / "cache" / "vhacd").glob("*.obj"))  # decomposition computed once and cached
@@ -57,17 +77,29 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
     pattern = (np.indices((32, 32)).sum(0) % 2 * 255).astype(np.uint8)
     Image.fromarray(np.stack([pattern, 255 - pattern, pattern], -1)).save(textures / "checks.png")
     sky = np.ones((16, 32), np.float32)
-    with OpenEXR.File({"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
-                      {"R": sky * 0.2, "G": sky * 0.4, "B": sky * 0.9}) as exr:
+    with OpenEXR.File(
+        {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage},
+        {"R": sky * 0.2, "G": sky * 0.4, "B": sky * 0.9},
+    ) as exr:
         exr.write(str(hdris / "blue.exr"))
 
     from tapforge.synth.config import load_config
     from tapforge.synth.pipeline import SceneRenderer
 
-    config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
-                                    "tracks.num_tracks=32", "scene.num_static_objects=6", "scene.background=hdri",
-                                    "scene.materials=[textured]", f"assets.textures_dir={textures}",
-                                    f"assets.hdri_dir={hdris}"])
+    config = load_config(
+        "movi_e",
+        [
+            "render.resolution=32",
+            "render.samples=1",
+            "scene.num_frames=2",
+            "tracks.num_tracks=32",
+            "scene.num_static_objects=6",
+            "scene.background=hdri",
+            "scene.materials=[textured]",
+            f"assets.textures_dir={textures}",
+            f"assets.hdri_dir={hdris}",
+        ],
+    )
     clip, _ = SceneRenderer(config).render(2)
     scene = clip.meta["scene"]
     assert scene["background"]["kind"] == "Environment" and scene["background"]["hdri"].endswith("blue.exr")
@@ -75,13 +107,16 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
     assert any(t and t["source"].endswith("checks.png") for t in used)
 
 
-@pytest.mark.parametrize("manifest,pattern", [
-    ("{not json", "not a readable JSON manifest"),
-    ('{"assets": [1, 2]}', "no 'assets' mapping"),
-    ('[1, 2]', "no 'assets' mapping"),
-    ('{"assets": {"a": [1]}}', "entry 'a' of .* is not an object"),
-    ('{"assets": {"a": {"kwargs": {"render_filename": 3}}}}', "entry 'a' of .* is not an object"),
-])
+@pytest.mark.parametrize(
+    "manifest,pattern",
+    [
+        ("{not json", "not a readable JSON manifest"),
+        ('{"assets": [1, 2]}', "no 'assets' mapping"),
+        ("[1, 2]", "no 'assets' mapping"),
+        ('{"assets": {"a": [1]}}', "entry 'a' of .* is not an object"),
+        ('{"assets": {"a": {"kwargs": {"render_filename": 3}}}}', "entry 'a' of .* is not an object"),
+    ],
+)
 def test_a_manifest_of_the_wrong_shape_is_one_clear_error(tmp_path, manifest, pattern):
     (tmp_path / "manifest.json").write_text(manifest)
     with pytest.raises(TapforgeError, match=pattern) as info:
@@ -89,12 +124,15 @@ def test_a_manifest_of_the_wrong_shape_is_one_clear_error(tmp_path, manifest, pa
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("line,pattern", [
-    ("v 1 x 2", "line 4: 'v 1 x 2' is not a valid OBJ line"),
-    ("v 1 2", "line 4: 'v 1 2' is not a valid OBJ line .*three finite"),
-    ("f 1 2", "line 4: 'f 1 2' is not a valid OBJ line"),
-    ("f 1 2 9", "faces refer to vertices it does not have"),
-])
+@pytest.mark.parametrize(
+    "line,pattern",
+    [
+        ("v 1 x 2", "line 4: 'v 1 x 2' is not a valid OBJ line"),
+        ("v 1 2", "line 4: 'v 1 2' is not a valid OBJ line .*three finite"),
+        ("f 1 2", "line 4: 'f 1 2' is not a valid OBJ line"),
+        ("f 1 2 9", "faces refer to vertices it does not have"),
+    ],
+)
 def test_a_broken_obj_line_is_named(tmp_path, line, pattern):
     path = tmp_path / "mesh.obj"
     path.write_text(f"v 0 0 0\nv 1 0 0\nv 0 1 0\n{line}\nf 1 2 3\n")
@@ -114,7 +152,16 @@ def test_broken_hdris_are_config_errors_and_blender_refuses_what_it_cannot_decod
     from tapforge.synth.pipeline import SceneRenderer
 
     (hdris / "notes.hdr").write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 4 +X 4\n")  # header, no pixels
-    config = load_config("movi_e", ["render.resolution=32", "render.samples=1", "scene.num_frames=2",
-                                    "tracks.num_tracks=8", "scene.background=hdri", f"assets.hdri_dir={hdris}"])
+    config = load_config(
+        "movi_e",
+        [
+            "render.resolution=32",
+            "render.samples=1",
+            "scene.num_frames=2",
+            "tracks.num_tracks=8",
+            "scene.background=hdri",
+            f"assets.hdri_dir={hdris}",
+        ],
+    )
     with pytest.raises(TapforgeError, match="notes.hdr: Blender cannot decode this image"):
         SceneRenderer(config).render(0)

@@ -1,7 +1,7 @@
 import pytest
 
-from tapforge.synth.config import CONFIG_DIR, load_config
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.config import CONFIG_DIR, load_config
 
 PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip", "tiny"]
 
@@ -26,7 +26,9 @@ def test_rendering_uses_a_gpu_when_there_is_one_unless_told_otherwise():
 
 
 def test_overrides_are_parsed_as_yaml_and_applied():
-    config = load_config("movi_e", ["render.samples=64", "outputs.passes=[depth,segmentation]", "render.resolution=128"])
+    config = load_config(
+        "movi_e", ["render.samples=64", "outputs.passes=[depth,segmentation]", "render.resolution=128"]
+    )
     assert config["render"]["samples"] == 64
     assert config["outputs"]["passes"] == ["depth", "segmentation"]
     assert config["render"]["resolution"] == [128, 128]

@@ -1,4 +1,5 @@
 """Ground truth checked against the renderer's own passes (segmentation, position, depth, vector, AOV)."""
+
 import numpy as np
 import pytest
 
@@ -44,7 +45,7 @@ def test_forward_flow_of_the_vector_pass_agrees_with_track_motion(agreement):
 
 def test_object_coordinates_aov_is_written_and_matches_the_poses(rendered_scene):
     """Blender 5 trap: naming a view-layer AOV through the wrong property leaves the pass all zero."""
-    clip, passes, poses = rendered_scene["clip"], rendered_scene["passes"], rendered_scene["poses"]
+    passes, poses = rendered_scene["passes"], rendered_scene["poses"]
     coords = passes["object_coordinates"]
     ids = passes["object_index"]
     on_objects = ids > 0

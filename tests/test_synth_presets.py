@@ -1,4 +1,5 @@
 """A scene of every preset renders (small size) and yields consistent ground truth."""
+
 import numpy as np
 import pytest
 
@@ -14,8 +15,16 @@ def test_preset_renders_a_scene(preset):
     from tapforge.synth.pipeline import SceneRenderer
 
     frames = 12 if preset == "long_clip" else 3
-    config = load_config(preset, ["render.resolution=[40,32]", "render.samples=1", f"scene.num_frames={frames}",
-                                  "tracks.num_tracks=64", "scene.num_static_objects=[2,3]"])
+    config = load_config(
+        preset,
+        [
+            "render.resolution=[40,32]",
+            "render.samples=1",
+            f"scene.num_frames={frames}",
+            "tracks.num_tracks=64",
+            "scene.num_static_objects=[2,3]",
+        ],
+    )
     clip, timing = SceneRenderer(config).render(0)
     assert clip.video.shape == (frames, 32, 40, 3)
     assert clip.tracks.shape == (64, frames, 2) and np.isfinite(clip.tracks).all()
@@ -27,8 +36,9 @@ def test_preset_renders_a_scene(preset):
         assert len(set(np.array(clip.camera["cam_to_world_blender"])[:, 0, 3].round(6))) == 1  # fixed camera
     if preset == "movi_deform":
         objects = clip.meta["scene"]["objects"]
-        assert any(o["kind"] == "Cloth" for o in objects) and all(o["deforms"] == bool(o["deform"]) or
-                                                                  o["kind"] == "Cloth" for o in objects)
+        assert any(o["kind"] == "Cloth" for o in objects) and all(
+            o["deforms"] == bool(o["deform"]) or o["kind"] == "Cloth" for o in objects
+        )
     if preset in ("movi_e", "panning_movi_e", "long_clip", "movi_deform"):
         cams = np.array(clip.camera["cam_to_world_blender"])
         assert not np.allclose(cams[0], cams[-1])  # the camera moves

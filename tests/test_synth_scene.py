@@ -1,14 +1,15 @@
 """Procedural shapes, the MOVi script's rules, the camera and the Cycles device choice, without rendering."""
+
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import load_config
 from tapforge.synth.meshes import volume_and_centroid
 from tapforge.synth.scene import look_at_matrices
 from tapforge.synth.shapes import SHAPES, make_shape
-from tapforge.base.errors import TapforgeError
 
 
 @pytest.mark.parametrize("shape", [s for s in SHAPES if s != "suzanne"])
@@ -70,18 +71,22 @@ class _FakeCyclesPrefs:
 
 
 def _fake_bpy(prefs):
-    return SimpleNamespace(context=SimpleNamespace(preferences=SimpleNamespace(
-        addons={"cycles": SimpleNamespace(preferences=prefs)})))
+    return SimpleNamespace(
+        context=SimpleNamespace(preferences=SimpleNamespace(addons={"cycles": SimpleNamespace(preferences=prefs)}))
+    )
 
 
 H100 = [("NVIDIA H100", "CUDA"), ("NVIDIA H100", "OPTIX")]
 
 
-@pytest.mark.parametrize("backends, gpus, expected", [
-    ({"CUDA", "OPTIX"}, H100, "optix"),
-    ({"CUDA"}, H100[:1], "cuda"),           # a build without OptiX
-    ({"CUDA", "OPTIX"}, H100[:1], "cuda"),  # a GPU that OptiX does not list
-])
+@pytest.mark.parametrize(
+    "backends, gpus, expected",
+    [
+        ({"CUDA", "OPTIX"}, H100, "optix"),
+        ({"CUDA"}, H100[:1], "cuda"),  # a build without OptiX
+        ({"CUDA", "OPTIX"}, H100[:1], "cuda"),  # a GPU that OptiX does not list
+    ],
+)
 def test_auto_device_prefers_optix_then_cuda_and_says_which(capsys, backends, gpus, expected):
     from tapforge.synth.blender_scene import _select_device
 
@@ -94,8 +99,10 @@ def test_auto_device_prefers_optix_then_cuda_and_says_which(capsys, backends, gp
 def test_explicit_gpu_device_missing_from_the_build_names_the_fix():
     from tapforge.synth.blender_scene import _select_device
 
-    with pytest.raises(TapforgeError, match="render.device=optix: this Blender build has no OPTIX support; "
-                                            "use render.device=auto or cpu"):
+    with pytest.raises(
+        TapforgeError,
+        match="render.device=optix: this Blender build has no OPTIX support; use render.device=auto or cpu",
+    ):
         _select_device(_fake_bpy(_FakeCyclesPrefs({"CUDA"}, H100[:1])), "optix")
 
 

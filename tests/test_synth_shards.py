@@ -1,4 +1,5 @@
 """Shards: atomic writes, kill-and-resume, determinism, verify, preview, job slicing."""
+
 import json
 import os
 import signal
@@ -8,19 +9,32 @@ import time
 
 import numpy as np
 import pytest
+from conftest import TINY
 
+from tapforge.base.errors import TapforgeError
 from tapforge.synth.schema import decode_clip
 from tapforge.synth.shards import iter_tar_samples, job_from_environment, job_slice
-from tapforge.base.errors import TapforgeError
-
-from conftest import TINY
 
 pytestmark = pytest.mark.slow
 
 
 def _render_cmd(out, num_scenes, *extra):
-    return [sys.executable, "-m", "tapforge.cli", "synth", "render", "--config", "tiny", "--out", str(out),
-            "--num-scenes", str(num_scenes), "--no-progress", *[a for s in TINY for a in ("--set", s)], *extra]
+    return [
+        sys.executable,
+        "-m",
+        "tapforge.cli",
+        "synth",
+        "render",
+        "--config",
+        "tiny",
+        "--out",
+        str(out),
+        "--num-scenes",
+        str(num_scenes),
+        "--no-progress",
+        *[a for s in TINY for a in ("--set", s)],
+        *extra,
+    ]
 
 
 def _tracks(out):
@@ -68,14 +82,18 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "verify", str(fresh)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tapforge.cli", "synth", "verify", str(fresh)], capture_output=True, text=True
+    )
     assert result.returncode == 1 and "shard-000001.tar" in result.stderr and "checksum" in result.stderr
 
     # preview of a real scene
     gif = tmp_path / "preview.gif"
-    subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "preview", str(killed), "--out", str(gif),
-                    "--index", "2"], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "tapforge.cli", "synth", "preview", str(killed), "--out", str(gif), "--index", "2"],
+        check=True,
+        capture_output=True,
+    )
     from tapforge.base.video import read_video
 
     frames, _ = read_video(gif)
@@ -83,8 +101,11 @@ def test_kill_and_resume_then_same_as_one_uninterrupted_run(tmp_path):
 
     # the clips as a TAP-Vid DAVIS-format pickle, readable by the TAP-Vid loader
     pkl = tmp_path / "synthetic_tapvid.pkl"
-    subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(killed), "--out", str(pkl)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(killed), "--out", str(pkl)],
+        check=True,
+        capture_output=True,
+    )
     from tapforge.tapir.tapvid import load_tapvid_pickle
 
     videos = dict(load_tapvid_pickle(pkl))
@@ -124,8 +145,9 @@ def test_job_slices_are_disjoint_and_cover_every_shard():
 def test_job_index_comes_from_flags_slurm_or_kubernetes():
     assert job_from_environment(2, 5, {}) == (2, 5)
     assert job_from_environment(None, None, {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}) == (3, 4)
-    assert job_from_environment(None, None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4",
-                                             "SLURM_ARRAY_TASK_COUNT": "2"}) == (1, 2)
+    assert job_from_environment(
+        None, None, {"SLURM_ARRAY_TASK_ID": "5", "SLURM_ARRAY_TASK_MIN": "4", "SLURM_ARRAY_TASK_COUNT": "2"}
+    ) == (1, 2)
     assert job_from_environment(None, None, {"JOB_COMPLETION_INDEX": "1", "TAPFORGE_NUM_SHARDS": "3"}) == (1, 3)
     assert job_from_environment(None, None, {}) == (0, 1)
     with pytest.raises(TapforgeError, match="TAPFORGE_NUM_SHARDS"):
@@ -140,17 +162,36 @@ def test_readers_refuse_damaged_shards_with_one_line(tmp_path):
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside a payload
     shard.write_bytes(bytes(data))
-    for command in (["preview", str(tmp_path), "--out", str(tmp_path / "p.gif"), "--index", "1"],
-                    ["to-tapvid", str(tmp_path), "--out", str(tmp_path / "t.pkl")]):
+    for command in (
+        ["preview", str(tmp_path), "--out", str(tmp_path / "p.gif"), "--index", "1"],
+        ["to-tapvid", str(tmp_path), "--out", str(tmp_path / "t.pkl")],
+    ):
         with pytest.raises(TapforgeError, match="shard-000001.tar: checksum mismatch.*synth verify"):
             synth_main(command)
     assert not (tmp_path / "t.pkl").exists() and not (tmp_path / "p.gif").exists()
-    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "preview", str(tmp_path), "--out",
-                             str(tmp_path / "p.gif"), "--index", "0"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tapforge.cli",
+            "synth",
+            "preview",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "p.gif"),
+            "--index",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0  # the good shard still previews
     shard.write_bytes(bytes(data[: len(data) // 3]))  # truncated: one error line, no traceback
-    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(tmp_path), "--out",
-                             str(tmp_path / "t.pkl")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "tapforge.cli", "synth", "to-tapvid", str(tmp_path), "--out", str(tmp_path / "t.pkl")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "shard-000001.tar" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -204,8 +245,9 @@ def _rss_mb(pid: int) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads worker processes from Linux /proc")
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_render_workers_die_with_their_parent(tmp_path, signum):
-    proc = subprocess.Popen(_render_cmd(tmp_path, 8, "--workers", "2"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _render_cmd(tmp_path, 8, "--workers", "2"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline, workers = time.time() + 180, []
     while time.time() < deadline and proc.poll() is None:  # kill it while both workers render
         workers = _render_workers(proc.pid)
@@ -245,7 +287,10 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing_half_written(sm
     assert result.returncode == 2 and "No space left on device" in last and "Traceback" not in result.stderr
     assert "rerun the same command to resume" in last
     assert sorted(p.name for p in full.iterdir() if not p.name.startswith(".manifest.lock")) == [
-        "manifest.json", "shard-000000.json", "shard-000000.tar"]  # the complete shard and nothing half-written
+        "manifest.json",
+        "shard-000000.json",
+        "shard-000000.tar",
+    ]  # the complete shard and nothing half-written
     assert subprocess.run([sys.executable, "-m", "tapforge.cli", "synth", "verify", str(full)]).returncode == 0
 
     subprocess.run(["mount", "-o", "remount,ro", str(small_filesystem)], check=True)

@@ -1,4 +1,5 @@
 """Generated textures: reproducible from their seed, seamless, and with natural-image spectrum slopes."""
+
 import numpy as np
 import pytest
 

@@ -56,8 +56,9 @@ def test_expected_dist_threshold_is_six_pixels_and_stops_gradient():
     target = torch.zeros(1, 2, 1, 2)
     tracks = torch.tensor([[[[5.9, 0.0]], [[6.1, 0.0]]]], requires_grad=True)
     expd = torch.zeros(1, 2, 1, requires_grad=True)
-    _, _, prob = tapnet_loss(tracks, torch.zeros(1, 2, 1), target, torch.zeros(1, 2, 1, dtype=torch.bool), (256, 256),
-                             expected_dist=expd)
+    _, _, prob = tapnet_loss(
+        tracks, torch.zeros(1, 2, 1), target, torch.zeros(1, 2, 1, dtype=torch.bool), (256, 256), expected_dist=expd
+    )
     prob.backward()
     assert tracks.grad is None or tracks.grad.abs().sum() == 0
     # d/dlogit BCE = sigmoid(0) - label: +0.5 for the near point, -0.5 for the far one, mean over 2

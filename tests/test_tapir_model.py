@@ -19,7 +19,6 @@ from tapforge.tapir import TAPIR, nets
 from tapforge.tapir.losses import tapir_loss
 from tapforge.tapir.online import OnlineTAPIR
 
-
 # Derived from the official tapnet/torch TAPIR module tree: number of state_dict entries, number
 # of parameters, sha256 of the sorted "key:[shape]" lines, and a few entries spelled out.
 OFFICIAL_LAYOUTS = {
@@ -196,7 +195,9 @@ def test_patch_correlation_on_non_square_grid_matches_direct_sampling(per_frame_
             for ti in range(t):
                 q = (query[bi, ni, ti] if per_frame_query else query[bi, ni]).numpy()
                 x, y = points[bi, ni, ti].tolist()
-                for k, (dy, dx) in enumerate((dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)):
+                for k, (dy, dx) in enumerate(
+                    (dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+                ):
                     expected = _bilinear_zero_padded(grid[bi, ti].numpy(), y + dy, x + dx) @ q
                     assert got[bi, ni, ti, k] == pytest.approx(expected, abs=1e-10)
 

@@ -1,13 +1,14 @@
 """TAP-Net: equal to the official JAX model (stored reference), the official checkpoint format, training mode."""
+
 import os
 
 import numpy as np
 import pytest
 import torch
+from tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs
 
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir.tapnet import TAPNet, load_tapnet_checkpoint, temporal_shift
-from tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "tapnet_reference.npz")
 
@@ -39,7 +40,9 @@ def test_outputs_equal_the_official_jax_model(official_npy):
 def test_checkpoint_errors_name_the_official_modules(official_npy, tmp_path):
     checkpoint = random_haiku_checkpoint(0)
     del checkpoint["params"][PREFIX + "tsm_resnet_video/tsm_resnet_unit_2/block_1/conv_2"]
-    with pytest.raises(TapforgeError, match=r"1 missing: tap_net/~/tsm_resnet_video/tsm_resnet_unit_2/block_1/conv_2 w"):
+    with pytest.raises(
+        TapforgeError, match=r"1 missing: tap_net/~/tsm_resnet_video/tsm_resnet_unit_2/block_1/conv_2 w"
+    ):
         load_tapnet_checkpoint(checkpoint)
     checkpoint = random_haiku_checkpoint(0)
     checkpoint["params"][PREFIX + "occlusion_out"]["w"] = np.zeros((8, 1), np.float32)
@@ -92,26 +95,46 @@ def test_track_and_eval_run_a_tapnet_checkpoint(official_npy, tmp_path, capsys):
     np.testing.assert_allclose(result.tracks[0, 0], [20.0, 10.0], atol=1e-4)  # the query frame: the query point
     assert ((result.visibility > 0.5) == ~result.occluded).all()
     points = (rng.uniform(0.2, 0.8, (3, 1, 2)) + np.linspace(0, 0.1, 4)[None, :, None]).astype(np.float32)
-    davis = {"clip": {"video": rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8), "points": points,
-                      "occluded": np.zeros((3, 4), bool)}}  # fmt: skip
+    davis = {
+        "clip": {
+            "video": rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8),
+            "points": points,
+            "occluded": np.zeros((3, 4), bool),
+        }
+    }
     with open(tmp_path / "davis.pkl", "wb") as f:
         pickle.dump(davis, f)
     assert tapforge(["eval", "--checkpoint", str(official_npy), "--tapvid-davis", str(tmp_path / "davis.pkl")]) == 0
     assert "AJ" in capsys.readouterr().out
-    assert tapforge(["eval", "--checkpoint", str(official_npy), "--tapvid-davis", str(tmp_path / "davis.pkl"),
-                     "--softmax-temperature", "20"]) == 2  # fmt: skip
+    assert (
+        tapforge(
+            [
+                "eval",
+                "--checkpoint",
+                str(official_npy),
+                "--tapvid-davis",
+                str(tmp_path / "davis.pkl"),
+                "--softmax-temperature",
+                "20",
+            ]
+        )
+        == 2
+    )
     assert "takes no TAPIR settings (softmax_temperature)" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("fmt,name", [("safetensors", "tapnet.safetensors"), ("onnx", "tapnet.onnx"),
-                                      ("torchscript", "tapnet.ts")])  # fmt: skip
+@pytest.mark.parametrize(
+    "fmt,name", [("safetensors", "tapnet.safetensors"), ("onnx", "tapnet.onnx"), ("torchscript", "tapnet.ts")]
+)
 def test_export_of_tapnet_is_verified_on_write(official_npy, tmp_path, fmt, name, capsys):
     from tapforge.cli import main as tapforge
 
     pytest.importorskip("onnxruntime") if fmt == "onnx" else None
     out = tmp_path / name
-    assert tapforge(["export", str(official_npy), "--to", fmt, "--out", str(out), "--frames", "2",
-                     "--num-queries", "3"]) == 0, capsys.readouterr().err  # fmt: skip
+    assert (
+        tapforge(["export", str(official_npy), "--to", fmt, "--out", str(out), "--frames", "2", "--num-queries", "3"])
+        == 0
+    ), capsys.readouterr().err
     printed = capsys.readouterr().out
     difference = float(printed.split("max |exported - pytorch| = ")[1].split()[0])
     assert difference < 1e-3

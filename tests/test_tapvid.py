@@ -115,7 +115,9 @@ def test_sample_queries_strided_and_first():
     np.testing.assert_array_equal(s["query_points"][0, 1, 1:], [pts[0, 5, 1], pts[0, 5, 0]])
     assert s["target_points"].shape == (1, 5, 11, 2) and s["video"].shape == (1, 11, 2, 2, 3)
     f = tapvid.sample_queries_first(occ, pts, frames)
-    np.testing.assert_array_equal(f["query_points"][0], [[3, pts[0, 3, 1], pts[0, 3, 0]], [0, pts[1, 0, 1], pts[1, 0, 0]]])
+    np.testing.assert_array_equal(
+        f["query_points"][0], [[3, pts[0, 3, 1], pts[0, 3, 0]], [0, pts[1, 0, 1], pts[1, 0, 0]]]
+    )
 
 
 def _example(num_frames=7, height=24, width=40, seed=0, jpeg=False):

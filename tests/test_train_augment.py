@@ -1,4 +1,6 @@
 """Sim2real augmentation keeps the ground truth exact (geometry, occluders, queries)."""
+
+import dataclasses
 import io
 
 import numpy as np
@@ -7,7 +9,6 @@ import torch
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
-from tapforge.train.batches import ClipBatch
 from tapforge.train.augment import (
     AugmentConfig,
     BlurConfig,
@@ -26,6 +27,7 @@ from tapforge.train.augment import (
     rgb_to_hsv,
     warp_frames,
 )
+from tapforge.train.batches import ClipBatch
 
 torch.set_num_threads(1)
 
@@ -59,8 +61,14 @@ def ramp_batch(batch=4, frames=6, size=64, points=200, seed=0):
 def clip_batch(video, tracks, occluded, query_frame):
     """A loader batch of these clips (object ids and keys do not matter to the augmentation)."""
     batch_n, points = query_frame.shape
-    return ClipBatch(video=video, tracks=tracks, occluded=occluded, query_frame=query_frame,
-                     object_ids=torch.zeros(batch_n, points, dtype=torch.int64), keys=[str(i) for i in range(batch_n)])
+    return ClipBatch(
+        video=video,
+        tracks=tracks,
+        occluded=occluded,
+        query_frame=query_frame,
+        object_ids=torch.zeros(batch_n, points, dtype=torch.int64),
+        keys=[str(i) for i in range(batch_n)],
+    )
 
 
 def ramp_value(pos: torch.Tensor) -> torch.Tensor:
@@ -105,7 +113,12 @@ def test_pixel_under_each_visible_track_is_unchanged(crop, flip, out_size):
     # pixels outside the frame
     source_xy = np.take_along_axis(batch.tracks.numpy(), out.source_index.numpy()[..., None, None], axis=1)
     margin = np.all((source_xy > 3.0) & (source_xy < 61.0), axis=-1)
-    margin &= (tracks[..., 0] > 0.5) & (tracks[..., 0] < out_w - 0.5) & (tracks[..., 1] > 0.5) & (tracks[..., 1] < out_h - 0.5)
+    margin &= (
+        (tracks[..., 0] > 0.5)
+        & (tracks[..., 0] < out_w - 0.5)
+        & (tracks[..., 1] > 0.5)
+        & (tracks[..., 1] < out_h - 0.5)
+    )
     checked = 0
     for b in range(4):
         for t in range(6):
@@ -145,11 +158,11 @@ def test_points_under_occluder_patches_become_occluded(replace_p):
     tracks = torch.rand(batch_n, points, frames_n, 2, generator=g) * size
     occluded = torch.zeros(batch_n, points, frames_n, dtype=torch.bool)
     query_frame = torch.zeros(batch_n, points, dtype=torch.long)
-    config = geometry_only(CropConfig(p=0.0), FlipConfig(0.0, 0.0))
-    config.occluder = OccluderConfig(p=1.0, max_patches=3, size=(0.2, 0.5), replace_p=replace_p, max_speed=0.05)
-    out = Sim2RealAugment(config, (size, size))(
-        clip_batch(video, tracks, occluded, query_frame), g
+    config = dataclasses.replace(
+        geometry_only(CropConfig(p=0.0), FlipConfig(0.0, 0.0)),
+        occluder=OccluderConfig(p=1.0, max_patches=3, size=(0.2, 0.5), replace_p=replace_p, max_speed=0.05),
     )
+    out = Sim2RealAugment(config, (size, size))(clip_batch(video, tracks, occluded, query_frame), g)
     after = torch.round((out.video + 1) * 127.5).to(torch.uint8)
     changed = (after != video).any(dim=-1)  # [B,T,H,W]: pixels a patch painted over
     assert changed.float().mean() > 0.02
@@ -243,5 +256,7 @@ def test_shrinking_averages_fine_texture_instead_of_aliasing():
     scale, shift = torch.tensor([[0.7], [-0.9]]), torch.tensor([[3.3], [90.0]])
     image = torch.rand(2, 3, 40, 40)
     rows, cols = resampling_weights(scale, shift, 48, 40), resampling_weights(scale * 0.8, shift, 44, 40)
-    torch.testing.assert_close(rows[:, None] @ image @ cols.transpose(1, 2)[:, None],
-                               warp_frames(image, scale * 0.8, shift, scale, shift, (48, 44)))
+    torch.testing.assert_close(
+        rows[:, None] @ image @ cols.transpose(1, 2)[:, None],
+        warp_frames(image, scale * 0.8, shift, scale, shift, (48, 44)),
+    )

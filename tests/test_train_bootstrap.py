@@ -1,5 +1,6 @@
 """Self-supervised fine-tuning on unlabeled real video (BootsTAP): EMA teacher, pseudo-labels mapped through the
 student's transform, trust masks, real-video input with a broken file, packing, resume."""
+
 import json
 import os
 
@@ -11,16 +12,36 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import write_video
-from tapforge.train.augment import AugmentConfig, ColorConfig, CropConfig, FlipConfig, OccluderConfig, Sim2RealAugment
+from tapforge.train.augment import (
+    AugmentConfig,
+    BlurConfig,
+    ColorConfig,
+    CropConfig,
+    FlipConfig,
+    JpegConfig,
+    NoiseConfig,
+    OccluderConfig,
+    Sim2RealAugment,
+)
 from tapforge.train.batches import RealClipBatch
-from tapforge.train.bootstrap import (SelfSupervisedConfig, TeacherTracks, confidence_mask, consistency_mask, ema_update,
-                             make_teacher, pseudo_labels)  # fmt: skip
+from tapforge.train.bootstrap import (
+    SelfSupervisedConfig,
+    TeacherTracks,
+    confidence_mask,
+    consistency_mask,
+    ema_update,
+    make_teacher,
+    pseudo_labels,
+)
 from tapforge.train.data import TAPIRDataModule
 from tapforge.train.module import TAPIRModule
-from tapforge.train.real_videos import RealClipStream, expand_video_sources, main as pack_main
+from tapforge.train.real_videos import RealClipStream, expand_video_sources
+from tapforge.train.real_videos import main as pack_main
 
 torch.set_num_threads(1)
-TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
+TINY = dict(
+    initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1
+)
 
 
 def test_ema_update_moves_the_teacher_a_fraction_towards_the_student():
@@ -58,17 +79,28 @@ def test_a_known_transform_maps_the_teachers_tracks_onto_the_students_frame():
     path = torch.stack([6.5 + 5 * t, 24.5 - t], dim=-1)  # pixel centres, so that the 3x3 dot is centred on them
     video = torch.zeros(1, frames, size, size, 3, dtype=torch.uint8)
     for t, (x, y) in enumerate(path.tolist()):
-        video[0, t, int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 255  # a 3x3 dot centred on the track
+        video[0, t, int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] = 255  # a 3x3 dot centred on the track
     hidden = torch.zeros(frames, dtype=torch.bool)
     hidden[3] = True  # the teacher says the dot is hidden in frame 3
     config = SelfSupervisedConfig(num_queries=4, consistency_filter=True)
     # a zoomed-in window: about half the frame, so the dot leaves the student's view on the left or the right
-    view = AugmentConfig(crop=CropConfig(p=1.0, area=(0.25, 0.25), aspect=(1.0, 1.0), drift_p=0.0),
-                         flip=FlipConfig(horizontal_p=1.0), occluder=OccluderConfig(p=0.0), color=ColorConfig(p=0.0, grayscale_p=0.0))  # fmt: skip
-    view.blur.gaussian_p = view.blur.motion_p = view.noise.p = view.jpeg.p = 0.0
+    view = AugmentConfig(
+        crop=CropConfig(p=1.0, area=(0.25, 0.25), aspect=(1.0, 1.0), drift_p=0.0),
+        flip=FlipConfig(horizontal_p=1.0),
+        occluder=OccluderConfig(p=0.0),
+        color=ColorConfig(p=0.0, grayscale_p=0.0),
+        blur=BlurConfig(gaussian_p=0.0, motion_p=0.0),
+        noise=NoiseConfig(p=0.0),
+        jpeg=JpegConfig(p=0.0),
+    )
     gen = torch.Generator().manual_seed(0)
-    labels = pseudo_labels(DotTeacher(path, hidden), RealClipBatch(video=video, keys=["dot"]), config,
-                           Sim2RealAugment(view, (size, size)), gen)  # fmt: skip
+    labels = pseudo_labels(
+        DotTeacher(path, hidden),
+        RealClipBatch(video=video, keys=["dot"]),
+        config,
+        Sim2RealAugment(view, (size, size)),
+        gen,
+    )
     student = labels.batch
     assert student.video.shape == (1, frames, size, size, 3)
     tracks, occluded, mask = student.tracks[0, 0], student.occluded[0, 0], labels.mask[0, 0]
@@ -110,7 +142,7 @@ def _videos(folder, count=2, frames=10, size=40, broken=True):
     rng = np.random.default_rng(0)
     for i in range(count):
         base = rng.integers(0, 255, (size * 2, size * 2, 3), dtype=np.uint8)
-        clip = np.stack([base[t:t + size, 2 * t:2 * t + size] for t in range(frames)])  # a panning texture
+        clip = np.stack([base[t : t + size, 2 * t : 2 * t + size] for t in range(frames)])  # a panning texture
         write_video(os.path.join(folder, f"clip{i}.mp4"), clip, fps=10)
     if broken:
         with open(os.path.join(folder, "broken.mp4"), "wb") as f:
@@ -120,8 +152,18 @@ def _videos(folder, count=2, frames=10, size=40, broken=True):
 
 def test_mixed_fine_tune_counts_a_broken_video_keeps_a_lagging_teacher_and_resumes(tiny_shards, tmp_path):
     real = _videos(str(tmp_path / "real"))
-    data = dict(train_shards=tiny_shards, real_videos=real, real_batch_size=1, batch_size=1, num_frames=4,
-                num_queries=8, resolution=(32, 32), epoch_length=2, num_workers=0, shuffle_buffer=0)  # fmt: skip
+    data = dict(
+        train_shards=tiny_shards,
+        real_videos=real,
+        real_batch_size=1,
+        batch_size=1,
+        num_frames=4,
+        num_queries=8,
+        resolution=(32, 32),
+        epoch_length=2,
+        num_workers=0,
+        shuffle_buffer=0,
+    )
     # an untrained teacher is sure of nothing: accept every label here, the masks have their own tests
     ssl = SelfSupervisedConfig(num_queries=8, ema_decay=0.5, confidence=0.5, consistency_px=1e4)
     checkpoints = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, every_n_train_steps=2)
@@ -129,26 +171,45 @@ def test_mixed_fine_tune_counts_a_broken_video_keeps_a_lagging_teacher_and_resum
     with torch.no_grad():  # an untrained model calls every point hidden; this one starts out seeing them all
         module.model.torch_cost_volume_track_mods.occ_out.bias.fill_(-6.0)
     datamodule = TAPIRDataModule(**data)
-    trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[checkpoints], default_root_dir=str(tmp_path))  # fmt: skip
+    trainer = Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoints],
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 2
     assert datamodule.stats.totals()["bad_videos"] == 1  # counted once, though drawn from in every batch
     logged = trainer.logged_metrics
-    for name in ("train/supervised_loss", "train/self_supervised_loss", "self_supervised/kept_share",
-                 "self_supervised/position_agreement", "self_supervised/occlusion_agreement"):  # fmt: skip
+    for name in (
+        "train/supervised_loss",
+        "train/self_supervised_loss",
+        "self_supervised/kept_share",
+        "self_supervised/position_agreement",
+        "self_supervised/occlusion_agreement",
+    ):
         assert torch.isfinite(logged[name]), name
     assert 0.0 < float(logged["self_supervised/kept_share"]) <= 1.0
 
     saved = torch.load(str(tmp_path / "ckpt" / "last.ckpt"), weights_only=False)
     teacher = saved["self_supervised_teacher"]
-    student = {k[len("model."):]: v for k, v in saved["state_dict"].items()}
+    student = {k[len("model.") :]: v for k, v in saved["state_dict"].items()}
     assert set(teacher) == set(student)  # the teacher stays out of state_dict (the checkpoint contract)
     assert any(not torch.equal(teacher[k], student[k]) for k in student)  # EMA lags the student
 
     resumed = TAPIRModule(model=TINY, warmup_steps=0, lr=1e-3, self_supervised=ssl)
-    trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))  # fmt: skip
+    trainer = Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+    )
     seen = {}
     original = resumed.teacher
 
@@ -166,10 +227,18 @@ def test_mixed_fine_tune_counts_a_broken_video_keeps_a_lagging_teacher_and_resum
 def test_real_videos_alone_need_no_synthetic_shards(tmp_path):
     real = _videos(str(tmp_path / "real"), count=1, broken=False)
     module = TAPIRModule(model=TINY, warmup_steps=0, self_supervised=SelfSupervisedConfig(num_queries=8))
-    data = TAPIRDataModule(real_videos=real, batch_size=1, num_frames=4, resolution=(32, 32), epoch_length=2,
-                           num_workers=0)  # fmt: skip
-    trainer = Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, enable_checkpointing=False, default_root_dir=str(tmp_path))  # fmt: skip
+    data = TAPIRDataModule(
+        real_videos=real, batch_size=1, num_frames=4, resolution=(32, 32), epoch_length=2, num_workers=0
+    )
+    trainer = Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, datamodule=data)
     assert trainer.global_step == 2 and "train/supervised_loss" not in trainer.logged_metrics
 

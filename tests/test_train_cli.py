@@ -1,4 +1,5 @@
 """`tapforge train` end to end on CPU: fit with validation, checkpoints, resume, config errors."""
+
 import csv
 import glob
 import os
@@ -25,15 +26,38 @@ SMOKE = os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml")
 def tiny_config(tmp, train, val, davis):
     """cpu_smoke.yaml shrunk to seconds: 32x32, 4 frames, a one-block TAPIR."""
     config = {
-        "trainer": {"max_steps": 4, "default_root_dir": str(tmp / "run"), "log_every_n_steps": 1,
-                    "limit_val_batches": 8, "enable_progress_bar": False},
-        "model": {"model": {"initial_resolution": [32, 32], "mixer_hidden_dim": 32, "num_mixer_blocks": 1,
-                            "blocks_per_group": [1, 1, 1, 1], "num_pips_iter": 1},
-                  "warmup_steps": 2},
-        "data": {"train_shards": train, "val_shards": val, "tapvid": {"davis": davis, "kinetics": str(tmp / "absent")},
-                 "batch_size": 2, "num_frames": 4, "num_queries": 8, "resolution": [32, 32], "epoch_length": 2,
-                 "num_workers": 0, "val_num_workers": 0, "val_max_tracks": 8, "shuffle_buffer": 2},
-    }  # fmt: skip
+        "trainer": {
+            "max_steps": 4,
+            "default_root_dir": str(tmp / "run"),
+            "log_every_n_steps": 1,
+            "limit_val_batches": 8,
+            "enable_progress_bar": False,
+        },
+        "model": {
+            "model": {
+                "initial_resolution": [32, 32],
+                "mixer_hidden_dim": 32,
+                "num_mixer_blocks": 1,
+                "blocks_per_group": [1, 1, 1, 1],
+                "num_pips_iter": 1,
+            },
+            "warmup_steps": 2,
+        },
+        "data": {
+            "train_shards": train,
+            "val_shards": val,
+            "tapvid": {"davis": davis, "kinetics": str(tmp / "absent")},
+            "batch_size": 2,
+            "num_frames": 4,
+            "num_queries": 8,
+            "resolution": [32, 32],
+            "epoch_length": 2,
+            "num_workers": 0,
+            "val_num_workers": 0,
+            "val_max_tracks": 8,
+            "shuffle_buffer": 2,
+        },
+    }
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
@@ -48,8 +72,13 @@ def setup(tmp_path_factory):
     rng = np.random.default_rng(0)
     occluded = rng.random((4, 5)) < 0.2
     occluded[:, 0] = False
-    davis = {"v0": {"video": rng.integers(0, 255, (5, 40, 48, 3), dtype=np.uint8),
-                    "points": rng.random((4, 5, 2)).astype(np.float32), "occluded": occluded}}  # fmt: skip
+    davis = {
+        "v0": {
+            "video": rng.integers(0, 255, (5, 40, 48, 3), dtype=np.uint8),
+            "points": rng.random((4, 5, 2)).astype(np.float32),
+            "occluded": occluded,
+        }
+    }
     with open(tmp / "davis.pkl", "wb") as f:
         pickle.dump(davis, f)
     return tmp, tiny_config(tmp, str(tmp / "train"), str(tmp / "val"), str(tmp / "davis.pkl"))
@@ -105,7 +134,9 @@ def test_validate_and_test_subcommands_score_a_checkpoint(setup):
     if not os.path.exists(last):
         pytest.skip("needs the checkpoint of test_fit_validates_checkpoints_and_resumes_the_schedule")
     assert main(["validate", "--config", SMOKE, "--config", tiny, "--ckpt_path", last]) == 0
-    assert main(["test", "--config", SMOKE, "--config", tiny, "--ckpt_path", last, "--data.query_modes", "[first]"]) == 0
+    assert (
+        main(["test", "--config", SMOKE, "--config", tiny, "--ckpt_path", last, "--data.query_modes", "[first]"]) == 0
+    )
     rows = read_metrics(str(tmp / "run"))
     assert any(r.get("test/davis_first/average_jaccard") for r in rows)
 
@@ -129,13 +160,17 @@ def test_bad_config_is_one_clear_error(setup, extra, pattern):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "train", "*.yaml"))))
+@pytest.mark.parametrize(
+    "name", sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "train", "*.yaml")))
+)
 def test_shipped_configs_parse(name, capsys):
     with pytest.raises(SystemExit) as info:
         main(["fit", "--config", os.path.join(ROOT, "configs", "train", name), "--print_config"])
     assert info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["data"]["batch_size"] >= 1 and (printed["model"]["model"] or printed["model"]["architecture"] == "tapnet")
+    assert printed["data"]["batch_size"] >= 1 and (
+        printed["model"]["model"] or printed["model"]["architecture"] == "tapnet"
+    )
 
 
 def test_fit_trains_tapnet_and_its_checkpoint_loads_as_tapnet(setup, tmp_path):
@@ -145,8 +180,14 @@ def test_fit_trains_tapnet_and_its_checkpoint_loads_as_tapnet(setup, tmp_path):
     tmp, tiny = setup
     config = yaml.safe_load(open(tiny))
     config["model"] = {"architecture": "tapnet", "warmup_steps": 2}
-    config["trainer"].update(default_root_dir=str(tmp_path / "run"), accelerator="cpu", devices=1,
-                             precision="32-true", sync_batchnorm=False, check_val_every_n_epoch=1)  # fmt: skip
+    config["trainer"].update(
+        default_root_dir=str(tmp_path / "run"),
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        sync_batchnorm=False,
+        check_val_every_n_epoch=1,
+    )
     path = tmp_path / "tiny_tapnet.yaml"
     path.write_text(yaml.safe_dump(config))
     assert main(["fit", "--config", os.path.join(ROOT, "configs", "train", "tapnet.yaml"), "--config", str(path)]) == 0
@@ -187,21 +228,63 @@ class RecordStart(Callback):
 
 def test_slurm_preemption_checkpoints_then_the_requeued_job_resumes(setup, tmp_path, monkeypatch):
     _, tiny = setup
-    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "tapir", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
-                       "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node0"}.items():  # fmt: skip
+    for key, value in {
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "tapir",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "node0",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", str(tmp_path))  # no scontrol here: the requeue call fails, the checkpoint is kept
     run = tmp_path / "slurm"
-    args = ["fit", "--config", SMOKE, "--config", tiny, "--trainer.default_root_dir", str(run), "--data.val_shards", "null",
-            "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null"]  # fmt: skip
-    assert main(args + ["--trainer.max_steps", "2", "--trainer.callbacks+=test_train_cli.PreemptAt",
-                        "--trainer.callbacks.init_args.step", "1"]) == 0  # fmt: skip
+    args = [
+        "fit",
+        "--config",
+        SMOKE,
+        "--config",
+        tiny,
+        "--trainer.default_root_dir",
+        str(run),
+        "--data.val_shards",
+        "null",
+        "--data.tapvid.davis",
+        "null",
+        "--data.tapvid.kinetics",
+        "null",
+    ]
+    assert (
+        main(
+            args
+            + [
+                "--trainer.max_steps",
+                "2",
+                "--trainer.callbacks+=test_train_cli.PreemptAt",
+                "--trainer.callbacks.init_args.step",
+                "1",
+            ]
+        )
+        == 0
+    )
     hpc = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=False)
     assert hpc["global_step"] == 1
     # the requeued job starts with the same command and picks the pre-emption checkpoint up by itself
     start = tmp_path / "start.txt"
-    assert main(args + ["--trainer.max_steps", "4", "--trainer.callbacks+=test_train_cli.RecordStart",
-                        "--trainer.callbacks.init_args.path", str(start)]) == 0  # fmt: skip
+    assert (
+        main(
+            args
+            + [
+                "--trainer.max_steps",
+                "4",
+                "--trainer.callbacks+=test_train_cli.RecordStart",
+                "--trainer.callbacks.init_args.path",
+                str(start),
+            ]
+        )
+        == 0
+    )
     assert start.read_text() == "1"
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
 
@@ -209,8 +292,21 @@ def test_slurm_preemption_checkpoints_then_the_requeued_job_resumes(setup, tmp_p
 def test_validate_without_validation_data_says_what_to_set(setup):
     _, tiny = setup
     with pytest.raises(TapforgeError, match="nothing to validate.*data.val_shards"):
-        main(["validate", "--config", SMOKE, "--config", tiny, "--data.val_shards", "null",
-              "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null"])  # fmt: skip
+        main(
+            [
+                "validate",
+                "--config",
+                SMOKE,
+                "--config",
+                tiny,
+                "--data.val_shards",
+                "null",
+                "--data.tapvid.davis",
+                "null",
+                "--data.tapvid.kinetics",
+                "null",
+            ]
+        )
 
 
 def test_an_error_in_a_dataloader_worker_is_one_line(setup, tmp_path):
@@ -225,10 +321,30 @@ def test_an_error_in_a_dataloader_worker_is_one_line(setup, tmp_path):
     shutil.copytree(tmp / "train", shards)
     damaged = sorted(shards.glob("*.tar"))[0]
     damaged.write_bytes(b"not a tar file" * 100)
-    result = subprocess.run([sys.executable, "-m", "tapforge.cli", "train", "fit", "--config", SMOKE, "--config", tiny,
-                             "--data.train_shards", str(shards), "--data.on_corrupt", "fail", "--data.num_workers",
-                             "1", "--trainer.default_root_dir", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tapforge.cli",
+            "train",
+            "fit",
+            "--config",
+            SMOKE,
+            "--config",
+            tiny,
+            "--data.train_shards",
+            str(shards),
+            "--data.on_corrupt",
+            "fail",
+            "--data.num_workers",
+            "1",
+            "--trainer.default_root_dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr[-3000:]
     assert lines[-1].startswith(f"tapforge train: error: shard {damaged}") and "fix: " in lines[-1], lines[-1]
@@ -252,21 +368,57 @@ def test_an_interrupted_fit_saves_a_checkpoint_and_resumes_from_its_step(setup, 
 
     _, tiny = setup
     run = tmp_path / "run"
-    args = ["train", "fit", "--config", SMOKE, "--config", tiny, "--trainer.default_root_dir", str(run),
-            "--data.val_shards", "null", "--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null",
-            "--trainer.max_steps", "6"]  # fmt: skip
+    args = [
+        "train",
+        "fit",
+        "--config",
+        SMOKE,
+        "--config",
+        tiny,
+        "--trainer.default_root_dir",
+        str(run),
+        "--data.val_shards",
+        "null",
+        "--data.tapvid.davis",
+        "null",
+        "--data.tapvid.kinetics",
+        "null",
+        "--trainer.max_steps",
+        "6",
+    ]
     try:
-        code = tapforge_main(args + ["--trainer.callbacks+=test_train_cli.InterruptAt", "--trainer.callbacks.init_args.step",
-                                     "3", "--trainer.callbacks.init_args.signum", str(signum)])  # fmt: skip
+        code = tapforge_main(
+            args
+            + [
+                "--trainer.callbacks+=test_train_cli.InterruptAt",
+                "--trainer.callbacks.init_args.step",
+                "3",
+                "--trainer.callbacks.init_args.signum",
+                str(signum),
+            ]
+        )
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores Ctrl-C after one
     last = run / "checkpoints" / "last.ckpt"
     message = capsys.readouterr().err.strip().splitlines()[-1]
-    assert code == 130 and message == f"tapforge train: interrupted at step 3, saved {last}: resume with --ckpt_path last"
+    assert (
+        code == 130 and message == f"tapforge train: interrupted at step 3, saved {last}: resume with --ckpt_path last"
+    )
     assert torch.load(last, weights_only=False)["global_step"] == 3
     start = tmp_path / "start.txt"
-    assert tapforge_main(args + ["--ckpt_path", "last", "--trainer.callbacks+=test_train_cli.RecordStart",
-                                 "--trainer.callbacks.init_args.path", str(start)]) == 0  # fmt: skip
+    assert (
+        tapforge_main(
+            args
+            + [
+                "--ckpt_path",
+                "last",
+                "--trainer.callbacks+=test_train_cli.RecordStart",
+                "--trainer.callbacks.init_args.path",
+                str(start),
+            ]
+        )
+        == 0
+    )
     assert start.read_text() == "3"
     assert torch.load(last, weights_only=False)["global_step"] == 6
 
@@ -288,8 +440,10 @@ def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
         (["validate", "--ckpt_path", str(tmp_path / "absent.ckpt")], "no such file"),
         (["validate", "--ckpt_path", str(random_bytes)], "not a readable checkpoint .*fix: delete it"),
         (["validate", "--ckpt_path", str(bare)], "not a Lightning checkpoint .*model.init_from"),
-        (["validate", "--ckpt_path", str(other)], "does not fit this model.model: .*missing keys.*1 unexpected keys: "
-                                                  "encoder.weight"),
+        (
+            ["validate", "--ckpt_path", str(other)],
+            "does not fit this model.model: .*missing keys.*1 unexpected keys: encoder.weight",
+        ),
     ]
     for extra, pattern in cases:
         with pytest.raises(TapforgeError, match=pattern) as info:
@@ -311,7 +465,10 @@ def test_lightning_advertisement_is_dropped_unless_verbose(monkeypatch):
     _quiet_lightning()
     handlers = [h for name in ("lightning", "lightning.pytorch") for h in logging.getLogger(name).handlers]
     assert handlers
-    record = lambda msg: logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
+
+    def record(msg):
+        return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
+
     for handler in handlers:
         assert not handler.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try litlogger"))
         assert handler.filter(record("GPU available: False, used: False"))
@@ -325,8 +482,9 @@ def test_validate_scores_a_tapnet_checkpoint(setup, tmp_path):
     tmp, tiny = setup
     config = yaml.safe_load(open(tiny))
     config["model"] = {"architecture": "tapnet", "warmup_steps": 1}
-    config["trainer"].update(default_root_dir=str(tmp_path / "run"), max_steps=1, precision="32-true",
-                             sync_batchnorm=False)  # fmt: skip
+    config["trainer"].update(
+        default_root_dir=str(tmp_path / "run"), max_steps=1, precision="32-true", sync_batchnorm=False
+    )
     path = tmp_path / "tiny_tapnet.yaml"
     path.write_text(yaml.safe_dump(config))
     tapnet = os.path.join(ROOT, "configs", "train", "tapnet.yaml")

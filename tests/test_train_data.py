@@ -1,4 +1,5 @@
 """Training data path: shard lists, query sampling, resampled batches, corrupt shards, eval sets."""
+
 import os
 import pickle
 
@@ -8,8 +9,8 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from tapforge.synth.schema import encode_clip
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.schema import encode_clip
 from tapforge.tapir import tapvid
 from tapforge.train.data import TAPIRDataModule, TrainClipStream, UnusableClip, make_training_example
 from tapforge.train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
@@ -23,8 +24,17 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def shard_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    write_shards(str(out), num_clips=12, clips_per_shard=2, seed=1, num_frames=10, size=(32, 32),
-                 num_objects=2, points_per_object=12, background_points=16)  # fmt: skip
+    write_shards(
+        str(out),
+        num_clips=12,
+        clips_per_shard=2,
+        seed=1,
+        num_frames=10,
+        size=(32, 32),
+        num_objects=2,
+        points_per_object=12,
+        background_points=16,
+    )
     return str(out)
 
 
@@ -113,9 +123,11 @@ def test_every_rank_gets_epoch_length_batches_from_its_own_shards(shard_dir):
     urls = expand_shards(shard_dir)
     keys = {}
     for rank in (0, 1):
-        loader = DataLoader(stream(urls, rank=rank, world_size=2), batch_size=None, num_workers=2, persistent_workers=True)
+        loader = DataLoader(
+            stream(urls, rank=rank, world_size=2), batch_size=None, num_workers=2, persistent_workers=True
+        )
         assert len(loader) == 5
-        for epoch in range(2):
+        for _ in range(2):
             batches = list(loader)
             assert len(batches) == 5
         batch = batches[0]
@@ -196,8 +208,11 @@ def tiny_tapvid_pickle(path, num_videos=3):
         points = rng.random((5, 7, 2)).astype(np.float32)
         occluded = rng.random((5, 7)) < 0.3
         occluded[:, 0] = False
-        data[f"video{i}"] = {"video": rng.integers(0, 255, (7, 24, 40, 3), dtype=np.uint8), "points": points,
-                             "occluded": occluded}  # fmt: skip
+        data[f"video{i}"] = {
+            "video": rng.integers(0, 255, (7, 24, 40, 3), dtype=np.uint8),
+            "points": points,
+            "occluded": occluded,
+        }
     with open(path, "wb") as f:
         pickle.dump(data, f)
 

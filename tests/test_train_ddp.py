@@ -3,6 +3,7 @@
 Both ranks must run the same number of steps, log validation metrics reduced over both ranks
 (each rank alone holds only part of the videos), and the checkpoint must be written once.
 """
+
 import json
 import os
 import pickle
@@ -39,9 +40,16 @@ class RankReport(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         teacher = pl_module._teacher
         teacher_sum = float(sum(p.double().sum() for p in teacher.parameters())) if teacher is not None else None
-        report = dict(rank=trainer.global_rank, world=trainer.world_size, step=trainer.global_step,
-                      batches=self.batches, local_val_videos=self.val_videos, metrics=metrics,
-                      teacher_sum=teacher_sum, bad_videos=trainer.datamodule.stats.totals()["bad_videos"])  # fmt: skip
+        report = dict(
+            rank=trainer.global_rank,
+            world=trainer.world_size,
+            step=trainer.global_step,
+            batches=self.batches,
+            local_val_videos=self.val_videos,
+            metrics=metrics,
+            teacher_sum=teacher_sum,
+            bad_videos=trainer.datamodule.stats.totals()["bad_videos"],
+        )
         with open(os.path.join(os.environ["RANK_REPORT_DIR"], f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump(report, f)
 
@@ -49,18 +57,41 @@ class RankReport(Callback):
 def _fit(tmp_path, config: dict) -> list[dict]:
     """``tapforge train fit`` with cpu_smoke and ``config`` on 2 CPU processes; each rank's report."""
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
-    env = dict(os.environ, RANK_REPORT_DIR=str(tmp_path), OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT, os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    env = dict(
+        os.environ,
+        RANK_REPORT_DIR=str(tmp_path),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT, os.environ.get("PYTHONPATH", "")]),
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "tapforge.cli", "train", "fit", "--config", SMOKE, "--config", str(tmp_path / "ddp.yaml")],
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tapforge.cli",
+            "train",
+            "fit",
+            "--config",
+            SMOKE,
+            "--config",
+            str(tmp_path / "ddp.yaml"),
+        ],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.load(open(tmp_path / f"rank{r}.json")) for r in (0, 1)]
 
 
-TINY_MODEL = {"initial_resolution": [32, 32], "mixer_hidden_dim": 32, "num_mixer_blocks": 1,
-              "blocks_per_group": [1, 1, 1, 1], "num_pips_iter": 1}  # fmt: skip
+TINY_MODEL = {
+    "initial_resolution": [32, 32],
+    "mixer_hidden_dim": 32,
+    "num_mixer_blocks": 1,
+    "blocks_per_group": [1, 1, 1, 1],
+    "num_pips_iter": 1,
+}
 
 
 @pytest.mark.slow
@@ -71,24 +102,55 @@ def test_two_process_ddp_on_cpu(tmp_path):
     rng = np.random.default_rng(0)
     occluded = rng.random((4, 5)) < 0.2
     occluded[:, 0] = False
-    videos = {f"v{i}": {"video": rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8),
-                        "points": rng.random((4, 5, 2)).astype(np.float32), "occluded": occluded} for i in range(2)}  # fmt: skip
+    videos = {
+        f"v{i}": {
+            "video": rng.integers(0, 255, (5, 32, 32, 3), dtype=np.uint8),
+            "points": rng.random((4, 5, 2)).astype(np.float32),
+            "occluded": occluded,
+        }
+        for i in range(2)
+    }
     with open(tmp_path / "davis.pkl", "wb") as f:
         pickle.dump(videos, f)
     config = {
-        "trainer": {"max_steps": 4, "default_root_dir": str(tmp_path / "run"), "enable_progress_bar": False,
-                    "strategy": "ddp", "accelerator": "cpu", "devices": 2,
-                    "callbacks": [{"class_path": "test_train_ddp.RankReport"}]},
+        "trainer": {
+            "max_steps": 4,
+            "default_root_dir": str(tmp_path / "run"),
+            "enable_progress_bar": False,
+            "strategy": "ddp",
+            "accelerator": "cpu",
+            "devices": 2,
+            "callbacks": [{"class_path": "test_train_ddp.RankReport"}],
+        },
         "model": {"model": TINY_MODEL, "warmup_steps": 1},
-        "data": {"train_shards": str(tmp_path / "train"), "val_shards": str(tmp_path / "val"),
-                 "tapvid": {"davis": str(tmp_path / "davis.pkl")}, "query_modes": ["first"],
-                 "batch_size": 1, "num_frames": 4, "num_queries": 8, "resolution": [32, 32], "epoch_length": 2,
-                 "num_workers": 1, "val_num_workers": 0, "val_max_tracks": 8, "shuffle_buffer": 1},
-    }  # fmt: skip
+        "data": {
+            "train_shards": str(tmp_path / "train"),
+            "val_shards": str(tmp_path / "val"),
+            "tapvid": {"davis": str(tmp_path / "davis.pkl")},
+            "query_modes": ["first"],
+            "batch_size": 1,
+            "num_frames": 4,
+            "num_queries": 8,
+            "resolution": [32, 32],
+            "epoch_length": 2,
+            "num_workers": 1,
+            "val_num_workers": 0,
+            "val_max_tracks": 8,
+            "shuffle_buffer": 1,
+        },
+    }
     # the YAML replaces cpu_smoke's callback list, so keep the checkpoint callback explicitly
     config["trainer"]["callbacks"].append(
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True, "every_n_train_steps": 2, "filename": "step{step:07d}", "save_top_k": -1,
-                                                                         "auto_insert_metric_name": False}}
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "save_last": True,
+                "every_n_train_steps": 2,
+                "filename": "step{step:07d}",
+                "save_top_k": -1,
+                "auto_insert_metric_name": False,
+            },
+        }
     )
     reports = _fit(tmp_path, config)
     assert [r["world"] for r in reports] == [2, 2]
@@ -114,20 +176,44 @@ def test_two_process_ddp_mixes_synthetic_and_self_supervised_real_batches(tmp_pa
     rng = np.random.default_rng(0)
     for i in range(3):  # one video per reader and one left over; plus a broken file
         base = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-        write_video(str(real / f"clip{i}.mp4"), np.stack([base[t:t + 32, t:t + 32] for t in range(8)]), fps=8)
+        write_video(str(real / f"clip{i}.mp4"), np.stack([base[t : t + 32, t : t + 32] for t in range(8)]), fps=8)
     (real / "broken.mp4").write_bytes(b"not a video" * 40)
     config = {
-        "trainer": {"max_steps": 4, "default_root_dir": str(tmp_path / "run"), "enable_progress_bar": False,
-                    "strategy": "ddp", "accelerator": "cpu", "devices": 2, "check_val_every_n_epoch": 100,
-                    "callbacks": [{"class_path": "test_train_ddp.RankReport"},
-                                  {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                   "init_args": {"save_last": True, "every_n_train_steps": 4}}]},
-        "model": {"model": TINY_MODEL, "warmup_steps": 1,
-                  "self_supervised": {"num_queries": 8, "confidence": 0.5, "consistency_px": 10000.0}},
-        "data": {"train_shards": str(tmp_path / "train"), "real_videos": str(real), "real_batch_size": 1,
-                 "batch_size": 1, "num_frames": 4, "num_queries": 8, "resolution": [32, 32], "epoch_length": 2,
-                 "num_workers": 1, "val_num_workers": 0, "shuffle_buffer": 1},
-    }  # fmt: skip
+        "trainer": {
+            "max_steps": 4,
+            "default_root_dir": str(tmp_path / "run"),
+            "enable_progress_bar": False,
+            "strategy": "ddp",
+            "accelerator": "cpu",
+            "devices": 2,
+            "check_val_every_n_epoch": 100,
+            "callbacks": [
+                {"class_path": "test_train_ddp.RankReport"},
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "every_n_train_steps": 4},
+                },
+            ],
+        },
+        "model": {
+            "model": TINY_MODEL,
+            "warmup_steps": 1,
+            "self_supervised": {"num_queries": 8, "confidence": 0.5, "consistency_px": 10000.0},
+        },
+        "data": {
+            "train_shards": str(tmp_path / "train"),
+            "real_videos": str(real),
+            "real_batch_size": 1,
+            "batch_size": 1,
+            "num_frames": 4,
+            "num_queries": 8,
+            "resolution": [32, 32],
+            "epoch_length": 2,
+            "num_workers": 1,
+            "val_num_workers": 0,
+            "shuffle_buffer": 1,
+        },
+    }
     reports = _fit(tmp_path, config)
     assert reports[0]["step"] == reports[1]["step"] == 4
     assert reports[0]["batches"] == reports[1]["batches"] == 4

@@ -1,4 +1,5 @@
 """Optimiser recipe, skipped non-finite steps and init_from, on the real (tiny) TAPIR."""
+
 import math
 from unittest import mock
 
@@ -13,7 +14,9 @@ from tapforge.train.module import TAPIRModule
 from tapforge.train.optim import param_groups, warmup_cosine
 
 torch.set_num_threads(1)
-TINY = dict(initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1)
+TINY = dict(
+    initial_resolution=[32, 32], mixer_hidden_dim=32, num_mixer_blocks=1, blocks_per_group=[1, 1, 1, 1], num_pips_iter=1
+)
 
 
 def test_weight_decay_follows_tapnet_exclusions():
@@ -50,17 +53,30 @@ def test_warmup_cosine_matches_the_optax_shape():
 
 @pytest.mark.parametrize(
     "kwargs,key",
-    [(dict(lr=0.0), "model.lr"), (dict(weight_decay=-1.0), "model.weight_decay"), (dict(init_from="/no/such.pt"), "model.init_from"),
-     (dict(model={"pyramid_levels": 1}), "model.model"), (dict(expected_dist_thresh=0.0), "model.expected_dist_thresh")],
-)  # fmt: skip
+    [
+        (dict(lr=0.0), "model.lr"),
+        (dict(weight_decay=-1.0), "model.weight_decay"),
+        (dict(init_from="/no/such.pt"), "model.init_from"),
+        (dict(model={"pyramid_levels": 1}), "model.model"),
+        (dict(expected_dist_thresh=0.0), "model.expected_dist_thresh"),
+    ],
+)
 def test_bad_module_config_names_the_key(kwargs, key):
     with pytest.raises(TapforgeError, match=key.replace(".", r"\.")):
         TAPIRModule(**kwargs).setup("fit")  # init_from is read (and checked) at setup, unless resuming
 
 
 def tiny_data(shards):
-    return TAPIRDataModule(train_shards=shards, batch_size=2, num_frames=4, num_queries=8, resolution=(32, 32),
-                           epoch_length=3, num_workers=0, shuffle_buffer=0)  # fmt: skip
+    return TAPIRDataModule(
+        train_shards=shards,
+        batch_size=2,
+        num_frames=4,
+        num_queries=8,
+        resolution=(32, 32),
+        epoch_length=3,
+        num_workers=0,
+        shuffle_buffer=0,
+    )
 
 
 def test_non_finite_steps_are_skipped_and_counted(tiny_shards, tmp_path):
@@ -82,20 +98,37 @@ def test_non_finite_steps_are_skipped_and_counted(tiny_shards, tmp_path):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             snapshots.append([p.detach().clone() for p in pl_module.parameters()])
 
-    trainer = Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[Remember()], default_root_dir=str(tmp_path))  # fmt: skip
+    trainer = Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Remember()],
+        default_root_dir=str(tmp_path),
+    )
     with mock.patch("tapforge.train.module.tapir_loss", loss_with_a_nan):
         trainer.fit(module, datamodule=tiny_data(tiny_shards))
     assert trainer.global_step == 3 and module.skipped_steps == 1
-    changed = [any(not torch.equal(a, b) for a, b in zip(before, after)) for before, after in zip(snapshots, snapshots[1:])]
+    changed = [
+        any(not torch.equal(a, b) for a, b in zip(before, after)) for before, after in zip(snapshots, snapshots[1:])
+    ]
     assert changed == [False, True]  # step 2 (NaN) left every weight as it was, step 3 updated again
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
 def test_init_from_copies_weights_and_rejects_other_architectures(tiny_shards, tmp_path):
     source = TAPIRModule(model=TINY)
-    trainer = Trainer(max_steps=1, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      default_root_dir=str(tmp_path), enable_checkpointing=False)  # fmt: skip
+    trainer = Trainer(
+        max_steps=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        enable_checkpointing=False,
+    )
     trainer.fit(source, datamodule=tiny_data(tiny_shards))
     path = str(tmp_path / "source.ckpt")
     trainer.save_checkpoint(path)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tapforge.base.errors import TapforgeError
 from tapforge.base.drawing import draw_tracks, enlarge, track_colors
+from tapforge.base.errors import TapforgeError
 from tapforge.base.video import read_video, write_video
 
 
@@ -63,7 +63,9 @@ def test_track_colors_are_distinct():
     assert colors.shape == (16, 3) and len({tuple(c) for c in colors}) == 16
 
 
-@pytest.mark.parametrize("suffix,size", [(".mp4", (48, 64)), (".mp4", (47, 63)), (".gif", (48, 64)), (".webm", (48, 64))])
+@pytest.mark.parametrize(
+    "suffix,size", [(".mp4", (48, 64)), (".mp4", (47, 63)), (".gif", (48, 64)), (".webm", (48, 64))]
+)
 def test_write_read_round_trip(tmp_path, suffix, size):
     frames = _moving_square(height=size[0], width=size[1])
     path = write_video(tmp_path / f"clip{suffix}", frames, fps=12)

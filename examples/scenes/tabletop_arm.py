@@ -6,14 +6,25 @@ The arm (a post, a long capsule and a ball at its end) moves by script: it swing
 table, and pushes the objects, which move by physics. The camera pans slowly. Keys (scene: section):
 num_objects, sweep_speed, arm_length.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from tapforge.synth.scene import (Camera, Dome, Emission, Floor, Principled, Shape, Sun, Texture, about_z,
-                         quaternion_product)
+from tapforge.synth.scene import (
+    Camera,
+    Dome,
+    Emission,
+    Floor,
+    Principled,
+    Shape,
+    Sun,
+    Texture,
+    about_z,
+    quaternion_product,
+)
 from tapforge.synth.script_config import integer_range, number_range, option
 
 SHAPES = ["cube", "cylinder", "sphere", "cone", "suzanne", "blob", "superquadric"]
@@ -43,18 +54,32 @@ def build(scene, rng, cfg: Config):
     lying = (0.0, np.sin(np.pi / 4), 0.0, np.cos(np.pi / 4))  # the capsule's axis from z to x
     centre = PIVOT + (cfg.arm_length / 2) * np.stack([np.cos(angle), np.sin(angle)], -1)
     tip = PIVOT + cfg.arm_length * np.stack([np.cos(angle), np.sin(angle)], -1)
-    arm = Shape("capsule", params={"length": cfg.arm_length / radius - 2}, size=cfg.arm_length, name="arm",
-                material=arm_material)
-    scene += arm.set_poses(np.column_stack([centre, np.full(T, height)]),
-                           quaternion_product(about_z(angle), lying))
+    arm = Shape(
+        "capsule",
+        params={"length": cfg.arm_length / radius - 2},
+        size=cfg.arm_length,
+        name="arm",
+        material=arm_material,
+    )
+    scene += arm.set_poses(np.column_stack([centre, np.full(T, height)]), quaternion_product(about_z(angle), lying))
     ball = Shape("sphere", size=0.9, name="hand", material=Principled(colour=(0.9, 0.3, 0.1), roughness=0.4))
     scene += ball.set_poses(np.column_stack([tip, np.full(T, height)]))
     for _ in range(cfg.num_objects):  # objects in the arm's reach, resting on the table
         shape = str(rng.choice(SHAPES))
-        params = {"seed": int(rng.integers(2**31)), "e1": float(rng.uniform(0.3, 1.2)), "e2": float(rng.uniform(0.3, 1.2))}
+        params = {
+            "seed": int(rng.integers(2**31)),
+            "e1": float(rng.uniform(0.3, 1.2)),
+            "e2": float(rng.uniform(0.3, 1.2)),
+        }
         texture = Texture.generated(str(rng.choice(["dead_leaves", "mosaic", "spectral"])), rng.integers(2**31), tile=1)
-        obj = scene.add(Shape(shape, size=float(rng.uniform(0.8, 1.3)), params=params,
-                              material=Principled(texture=texture, roughness=float(rng.uniform(0.4, 0.9)))))
+        obj = scene.add(
+            Shape(
+                shape,
+                size=float(rng.uniform(0.8, 1.3)),
+                params=params,
+                material=Principled(texture=texture, roughness=float(rng.uniform(0.4, 0.9))),
+            )
+        )
         reach, bearing = rng.uniform(1.5, cfg.arm_length), rng.uniform(start + 0.2, max(angle[-1], start + 0.6))
         x, y = PIVOT + reach * np.array([np.cos(bearing), np.sin(bearing)])
         region = ((x - 0.3, y - 0.3, 0.6), (x + 0.3, y + 0.3, 0.9))

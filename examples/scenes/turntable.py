@@ -5,6 +5,7 @@
 Everything moves by script (no physics): the disc and what stands on it turn together about the z axis, the camera
 stays, the lamp orbits. Keys (scene: section): num_objects, turns, lamp_power, orbit_lamp.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,21 +33,34 @@ def build(scene, rng, cfg: Config):
     scene.floor = Floor(material=Principled(texture=Texture.generated("dead_leaves", rng.integers(2**31), tile=20)))
     scene.background = Dome(Emission(strength=1.2, texture=Texture.generated("mixture", rng.integers(2**31), tile=40)))
     scene += Sun(direction=(0.4, -0.3, 0.85), strength=1.5)
-    disc = Shape("cylinder", params={"height": 0.06}, size=5.0, static=True,
-                 material=Principled(texture=Texture.generated("mosaic", rng.integers(2**31), tile=5, size=256)))
+    disc = Shape(
+        "cylinder",
+        params={"height": 0.06},
+        size=5.0,
+        static=True,
+        material=Principled(texture=Texture.generated("mosaic", rng.integers(2**31), tile=5, size=256)),
+    )
     disc_height = 0.06 * 5.0
     scene += disc.set_poses(np.tile([0.0, 0.0, disc_height / 2], (scene.num_frames, 1)), about_z(angle))
     for k in range(cfg.num_objects):
         shape = str(rng.choice(SHAPES))
         texture = Texture.generated("dead_leaves", rng.integers(2**31), tile=1.2, size=256)
-        obj = Shape(shape, size=float(rng.uniform(0.8, 1.4)), params={"seed": int(rng.integers(2**31))},
-                    material=Principled(texture=texture, roughness=float(rng.uniform(0.3, 0.8))))
+        obj = Shape(
+            shape,
+            size=float(rng.uniform(0.8, 1.4)),
+            params={"seed": int(rng.integers(2**31))},
+            material=Principled(texture=texture, roughness=float(rng.uniform(0.3, 0.8))),
+        )
         radius, phase = rng.uniform(0.6, 1.8), 2 * np.pi * k / cfg.num_objects + rng.uniform(-0.3, 0.3)
         lift = disc_height - obj.mesh()[0][:, 2].min()  # its lowest point rests on the disc
         spin = about_z(angle + rng.uniform(0, 2 * np.pi))
-        positions = np.stack([radius * np.cos(angle + phase), radius * np.sin(angle + phase),
-                              np.full(scene.num_frames, lift)], -1)
+        positions = np.stack(
+            [radius * np.cos(angle + phase), radius * np.sin(angle + phase), np.full(scene.num_frames, lift)], -1
+        )
         scene += obj.set_poses(positions, spin)
     orbit = np.linspace(0, np.pi, scene.num_frames) if cfg.orbit_lamp else np.zeros(scene.num_frames)
-    scene += PointLight(power=cfg.lamp_power, radius=0.3,
-                        path=np.stack([4 * np.cos(orbit), 4 * np.sin(orbit) - 2, np.full(scene.num_frames, 4.0)], -1))
+    scene += PointLight(
+        power=cfg.lamp_power,
+        radius=0.3,
+        path=np.stack([4 * np.cos(orbit), 4 * np.sin(orbit) - 2, np.full(scene.num_frames, 4.0)], -1),
+    )

@@ -1,4 +1,5 @@
 """Atomic file writes shared by every package (stdlib only): readers never see a half-written file."""
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], suffix: 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically."""
+
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)

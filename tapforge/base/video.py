@@ -99,7 +99,9 @@ def _read_image_folder(path: str) -> np.ndarray:
         try:
             frames.append(decode_image(os.path.join(path, name)))
         except ValueError as err:
-            raise TapforgeError(f"cannot decode frame {name!r} in {path!r} ({err}); fix: replace or remove it") from None
+            raise TapforgeError(
+                f"cannot decode frame {name!r} in {path!r} ({err}); fix: replace or remove it"
+            ) from None
         if frames[-1].shape != frames[0].shape:
             raise TapforgeError(
                 f"frame {name!r} in {path!r} is {frames[-1].shape[1]}x{frames[-1].shape[0]} but {names[0]!r} is "
@@ -118,7 +120,9 @@ def _read_gif(path: str) -> tuple[np.ndarray, float]:
     except (OSError, UnidentifiedImageError, EOFError) as err:
         raise TapforgeError(f"cannot decode GIF {path!r} ({err}); fix: re-export the GIF or pass an mp4") from None
     median_ms = float(np.median(durations)) if durations else 0.0
-    return np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8), (1000.0 / median_ms if median_ms > 0 else 10.0)
+    return np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8), (
+        1000.0 / median_ms if median_ms > 0 else 10.0
+    )
 
 
 def _read_with_ffmpeg(path: str) -> tuple[np.ndarray, float]:
@@ -151,12 +155,15 @@ def write_video(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarra
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in WRITE_SUFFIXES:
-        raise TapforgeError(f"cannot write video {path!r}: unknown suffix; fix: name it with one of {', '.join(WRITE_SUFFIXES)}")
+        raise TapforgeError(
+            f"cannot write video {path!r}: unknown suffix; fix: name it with one of {', '.join(WRITE_SUFFIXES)}"
+        )
     frames = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"frames must be uint8 [T,H,W,3] with T > 0, got {frames.dtype} {frames.shape}")
     if not fps > 0:
         raise TapforgeError(f"frame rate {fps} is not positive; fix: pass fps > 0")
+
     def write(tmp: str) -> None:
         if suffix == ".gif":
             _write_gif(tmp, frames, fps)
@@ -189,8 +196,15 @@ def _write_with_ffmpeg(path: str, frames: np.ndarray, fps: float, suffix: str) -
             "fix: write .mp4 or .gif instead, or crop the frames to even sizes"
         )
     writer = imageio_ffmpeg.write_frames(
-        path, (width, height), fps=fps, codec=codec, pix_fmt_out=pix_fmt, quality=None,
-        macro_block_size=1, output_params=params, ffmpeg_log_level="error",
+        path,
+        (width, height),
+        fps=fps,
+        codec=codec,
+        pix_fmt_out=pix_fmt,
+        quality=None,
+        macro_block_size=1,
+        output_params=params,
+        ffmpeg_log_level="error",
     )
     writer.send(None)
     try:

@@ -9,6 +9,7 @@ Layout, as Kubric's ``AssetSource.from_manifest`` expects::
 Only the geometry is used (our own materials are applied); the collision shape is a VHACD convex
 decomposition, computed once per mesh and cached.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,24 +36,33 @@ def open_asset_directory(directory: str | os.PathLike) -> list[str]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TapforgeError(f"assets.directory: {manifest_path} is not a readable JSON manifest ({err}); "
-                            "point it at the folder holding a Kubric-format manifest.json") from None
+        raise TapforgeError(
+            f"assets.directory: {manifest_path} is not a readable JSON manifest ({err}); "
+            "point it at the folder holding a Kubric-format manifest.json"
+        ) from None
     entries = manifest.get("assets") if isinstance(manifest, dict) else None
     if not isinstance(entries, dict):
-        raise TapforgeError(f"assets.directory: {manifest_path} has no 'assets' mapping of asset id to entry (Kubric's "
-                            f"format: {{\"assets\": {{\"id\": {{\"asset_type\": ..., \"kwargs\": ...}}}}}}); fix the manifest")
+        raise TapforgeError(
+            f"assets.directory: {manifest_path} has no 'assets' mapping of asset id to entry (Kubric's "
+            f'format: {{"assets": {{"id": {{"asset_type": ..., "kwargs": ...}}}}}}); fix the manifest'
+        )
     data_dir = Path(manifest.get("data_dir") or ".")
     data_dir = data_dir if data_dir.is_absolute() else manifest_path.parent / data_dir
     for asset_id, entry in entries.items():
         kwargs = entry.get("kwargs", {}) if isinstance(entry, dict) else None
         render_file = (kwargs or {}).get("render_filename", f"{asset_id}/visual_geometry.obj")
         if not isinstance(kwargs, dict) or not isinstance(render_file, str):
-            raise TapforgeError(f"assets.directory: entry {asset_id!r} of {manifest_path} is not an object with a "
-                                "'kwargs' object (render_filename: a path); fix the manifest")
+            raise TapforgeError(
+                f"assets.directory: entry {asset_id!r} of {manifest_path} is not an object with a "
+                "'kwargs' object (render_filename: a path); fix the manifest"
+            )
         if entry.get("asset_type", "FileBasedObject") != "FileBasedObject":
             continue
-        _ASSETS[asset_id] = {"data_dir": data_dir, "render_file": render_file,
-                             "license": entry.get("license", "unknown")}
+        _ASSETS[asset_id] = {
+            "data_dir": data_dir,
+            "render_file": render_file,
+            "license": entry.get("license", "unknown"),
+        }
     if not _ASSETS:
         raise TapforgeError(f"assets.directory: {manifest_path} lists no FileBasedObject assets")
     return sorted(k for k in entries if k in _ASSETS)
@@ -73,8 +83,10 @@ def _asset_file(asset_id: str) -> Path:
         for base in (target, target / asset_id):
             if (base / info["render_file"]).is_file():
                 return base / info["render_file"]
-    raise TapforgeError(f"asset {asset_id}: {info['render_file']} not found in {info['data_dir']} nor in "
-                        f"{asset_id}.tar.gz; check the manifest's data_dir and render_filename")
+    raise TapforgeError(
+        f"asset {asset_id}: {info['render_file']} not found in {info['data_dir']} nor in "
+        f"{asset_id}.tar.gz; check the manifest's data_dir and render_filename"
+    )
 
 
 def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -94,14 +106,16 @@ def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise ValueError("a face needs three or more vertex indices")
                 faces += [[corners[0], corners[i], corners[i + 1]] for i in range(1, len(corners) - 1)]
         except ValueError as err:
-            raise TapforgeError(f"{path} line {number}: {line.strip()[:60]!r} is not a valid OBJ line ({err}); "
-                                "fix: re-export the mesh") from None
+            raise TapforgeError(
+                f"{path} line {number}: {line.strip()[:60]!r} is not a valid OBJ line ({err}); fix: re-export the mesh"
+            ) from None
     if not vertices or not faces:
         raise TapforgeError(f"{path}: no triangles found; is it an OBJ mesh?")
     faces = np.array(faces, np.int64)
     if faces.min() < 0 or faces.max() >= len(vertices):
-        raise TapforgeError(f"{path}: faces refer to vertices it does not have ({len(vertices)} vertices); "
-                            "fix: re-export the mesh")
+        raise TapforgeError(
+            f"{path}: faces refer to vertices it does not have ({len(vertices)} vertices); fix: re-export the mesh"
+        )
     return np.array(vertices, float), faces.astype(np.int32)
 
 
@@ -127,10 +141,15 @@ def convex_decomposition(vertices: np.ndarray, faces: np.ndarray) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     source = out.with_name(f"{key}.in-{os.getpid()}.obj")
-    source.write_text("".join(f"v {x:.7f} {y:.7f} {z:.7f}\n" for x, y, z in vertices)
-                      + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces))
+    source.write_text(
+        "".join(f"v {x:.7f} {y:.7f} {z:.7f}\n" for x, y, z in vertices)
+        + "".join(f"f {a + 1} {b + 1} {c + 1}\n" for a, b, c in faces)
+    )
     # atomic: parallel workers never see a half-written decomposition
-    atomic_write(out, lambda tmp: pb.vhacd(str(source), tmp, str(out.with_suffix(".log")), resolution=VHACD_RESOLUTION),
-                 suffix=".obj")  # fmt: skip
+    atomic_write(
+        out,
+        lambda tmp: pb.vhacd(str(source), tmp, str(out.with_suffix(".log")), resolution=VHACD_RESOLUTION),
+        suffix=".obj",
+    )
     source.unlink()
     return out

@@ -9,6 +9,7 @@ as float arrays via multilayer EXR.
 Textures are projected from the object's own coordinates (box projection for objects, planar on the
 floor, box on the dome), so texel density stays even on every face: no UV stretching at poles or caps.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,15 +20,24 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
-
 from tapforge.synth.config import RenderSettings
 from tapforge.synth.exr import read_multilayer_exr
-from tapforge.synth.scene import (PROCEDURAL_TEXTURES, AreaLight, Cloth, Dome, Emission, Environment, PointLight, Scene, Sky,
-                         SoftBody, Sun, Texture)
+from tapforge.synth.scene import (
+    PROCEDURAL_TEXTURES,
+    AreaLight,
+    Cloth,
+    Dome,
+    Emission,
+    Environment,
+    PointLight,
+    Scene,
+    SoftBody,
+    Sun,
+    Texture,
+)
 from tapforge.synth.shapes import SHARP_ANGLE, uv_sphere
 from tapforge.synth.textures import FAMILIES, generate_texture
 from tapforge.synth.tracks import Surface
@@ -39,7 +49,7 @@ FACE_ATTRIBUTE, CORNER_ATTRIBUTE = "tapforge_face", "tapforge_corner"
 SIMPLE_DEFORM = {"bend": "BEND", "twist": "TWIST", "taper": "TAPER", "stretch": "STRETCH"}
 # Blender's cloth and soft-body solvers take one time unit per frame and scale gravity by 1e-3, whatever the frame
 # rate: a frame is sqrt(0.001) s of their physics (measured: a free sheet falls 0.71 m in 12 frames at speed 1)
-SIMULATION_FRAME_SECONDS = 0.001 ** 0.5
+SIMULATION_FRAME_SECONDS = 0.001**0.5
 AUX_PASSES = ("use_pass_vector", "use_pass_position", "use_pass_normal", "use_pass_object_index", "use_pass_z")
 GPU_BACKENDS = ("optix", "cuda")  # render.device=auto tries these in order, then the CPU
 
@@ -99,8 +109,17 @@ class BlenderRenderer:
     # ----------------------------------------------------------------------------------------- building
     def _clear(self) -> None:
         bpy = self.bpy
-        for collection in (bpy.data.objects, bpy.data.meshes, bpy.data.materials, bpy.data.cameras,
-                           bpy.data.lights, bpy.data.images, bpy.data.worlds, bpy.data.actions, bpy.data.armatures):
+        for collection in (
+            bpy.data.objects,
+            bpy.data.meshes,
+            bpy.data.materials,
+            bpy.data.cameras,
+            bpy.data.lights,
+            bpy.data.images,
+            bpy.data.worlds,
+            bpy.data.actions,
+            bpy.data.armatures,
+        ):
             for item in list(collection):
                 collection.remove(item)
 
@@ -109,8 +128,10 @@ class BlenderRenderer:
         magenta)."""
         image = self.bpy.data.images.load(path, check_existing=True)
         if image.size[0] == 0:
-            raise TapforgeError(f"{path}: Blender cannot decode this image (truncated, or another format under its "
-                                "suffix); fix: replace or remove it")
+            raise TapforgeError(
+                f"{path}: Blender cannot decode this image (truncated, or another format under its "
+                "suffix); fix: replace or remove it"
+            )
         return image
 
     def _texture_image(self, texture: Texture):
@@ -155,9 +176,14 @@ class BlenderRenderer:
         mapping.inputs["Scale"].default_value = (texture.scale,) * 3
         links.new(coords.outputs["Object"], mapping.inputs["Vector"])
         if texture.source in PROCEDURAL_TEXTURES:
-            node_type = {"noise": "ShaderNodeTexNoise", "voronoi": "ShaderNodeTexVoronoi",
-                         "wave": "ShaderNodeTexWave", "checker": "ShaderNodeTexChecker",
-                         "magic": "ShaderNodeTexMagic", "brick": "ShaderNodeTexBrick"}[texture.source]
+            node_type = {
+                "noise": "ShaderNodeTexNoise",
+                "voronoi": "ShaderNodeTexVoronoi",
+                "wave": "ShaderNodeTexWave",
+                "checker": "ShaderNodeTexChecker",
+                "magic": "ShaderNodeTexMagic",
+                "brick": "ShaderNodeTexBrick",
+            }[texture.source]
             tex = nodes.new(node_type)
             if texture.source == "noise":
                 tex.inputs["Detail"].default_value = 8.0
@@ -191,8 +217,9 @@ class BlenderRenderer:
         aov.aov_name = AOV_SURFACE
         links.new(combine.outputs["Vector"], aov.inputs["Color"])
 
-    def _mesh_object(self, name: str, vertices: np.ndarray, faces: np.ndarray, pass_index: int, material,
-                     smooth: bool = False):
+    def _mesh_object(
+        self, name: str, vertices: np.ndarray, faces: np.ndarray, pass_index: int, material, smooth: bool = False
+    ):
         """A mesh object; ``smooth``: smooth shading, edges sharper than `SHARP_ANGLE` kept hard."""
         bpy = self.bpy
         mesh = bpy.data.meshes.new(name)
@@ -275,8 +302,9 @@ class BlenderRenderer:
         if spec.floor is not None:
             half = spec.floor.size / 2
             vertices = np.array([[-half, -half, 0], [half, -half, 0], [half, half, 0], [-half, half, 0]])
-            floor = self._mesh_object("floor", vertices, np.array([[0, 1, 2], [0, 2, 3]]), 0,
-                                      self._material("floor", spec.floor.material))
+            floor = self._mesh_object(
+                "floor", vertices, np.array([[0, 1, 2], [0, 2, 3]]), 0, self._material("floor", spec.floor.material)
+            )
         if isinstance(spec.background, Dome):
             self._dome(spec.background)
         positions, quaternions = spec.object_poses()
@@ -287,9 +315,14 @@ class BlenderRenderer:
             animated = obj.vertex_positions(spec.num_frames, spec.frame_rate)
             if animated is not None:
                 vertices = animated[0]
-            blender_obj = self._mesh_object(f"object_{obj.instance_id}", vertices, faces, obj.instance_id,
-                                            self._material(f"material_{obj.instance_id}", obj.material),
-                                            smooth=obj.smooth)
+            blender_obj = self._mesh_object(
+                f"object_{obj.instance_id}",
+                vertices,
+                faces,
+                obj.instance_id,
+                self._material(f"material_{obj.instance_id}", obj.material),
+                smooth=obj.smooth,
+            )
             if animated is not None:
                 self._vertex_animation(obj, blender_obj, animated)
             for t in range(spec.num_frames):
@@ -327,8 +360,9 @@ class BlenderRenderer:
         """Per-frame vertex positions as shape keys: key k is fully on at frame k and off at its neighbours, so the
         mesh is exactly frame k's at frame k (and in between, the linear blend of the two frames)."""
         if len(blender_obj.data.vertices) != frames.shape[1]:
-            raise TapforgeError(f"{spec.label()}: Blender dropped vertices of its mesh (duplicates?); "
-                                "give a clean mesh")
+            raise TapforgeError(
+                f"{spec.label()}: Blender dropped vertices of its mesh (duplicates?); give a clean mesh"
+            )
         blender_obj.shape_key_add(name="frame_0", from_mix=False)
         for k in range(1, len(frames)):
             key = blender_obj.shape_key_add(name=f"frame_{k}", from_mix=False)
@@ -347,7 +381,8 @@ class BlenderRenderer:
         if len(mesh.loops) != 3 * num_faces or (loop_start != 3 * np.arange(num_faces)).any():
             raise TapforgeError(f"{spec.label()}: a deforming mesh must be all triangles; triangulate it")
         mesh.attributes.new(FACE_ATTRIBUTE, "FLOAT", "FACE").data.foreach_set(
-            "value", np.arange(num_faces, dtype=np.float32))
+            "value", np.arange(num_faces, dtype=np.float32)
+        )
         corners = np.tile(np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32), (num_faces, 1))  # (u, v, 0)
         mesh.attributes.new(CORNER_ATTRIBUTE, "FLOAT_VECTOR", "CORNER").data.foreach_set("vector", corners.ravel())
         frames = np.arange(num_frames + 1)  # one past the clip: the vector pass of the last frame looks there
@@ -429,18 +464,25 @@ class BlenderRenderer:
                 matrix = np.array(evaluated.matrix_world, float)
                 evaluated.to_mesh_clear()
                 if not np.isfinite(vertices).all():
-                    raise TapforgeError(f"{spec.label()}: its simulation diverged at frame {t} (vertices went to "
-                                        "infinity); make it stiffer or its mesh coarser")
+                    raise TapforgeError(
+                        f"{spec.label()}: its simulation diverged at frame {t} (vertices went to "
+                        "infinity); make it stiffer or its mesh coarser"
+                    )
                 known = topology.setdefault(spec.instance_id, corners)
                 if corners.shape != known.shape or (corners != known).any():
-                    raise TapforgeError(f"{spec.label()}: its deformation changes the mesh's topology at frame {t}; "
-                                        "use modifiers and simulations that only move vertices")
+                    raise TapforgeError(
+                        f"{spec.label()}: its deformation changes the mesh's topology at frame {t}; "
+                        "use modifiers and simulations that only move vertices"
+                    )
                 if t < num_frames:
                     frames[spec.instance_id].append(vertices.reshape(-1, 3) @ matrix[:3, :3].T + matrix[:3, 3])
         scene.frame_set(0)
-        return {spec.instance_id: Surface(np.stack(frames[spec.instance_id]), topology[spec.instance_id].reshape(-1, 3),
-                                          spec.two_sided)
-                for spec, _ in self.deforming}
+        return {
+            spec.instance_id: Surface(
+                np.stack(frames[spec.instance_id]), topology[spec.instance_id].reshape(-1, 3), spec.two_sided
+            )
+            for spec, _ in self.deforming
+        }
 
     def _dome(self, dome: Dome) -> None:
         """The textured background dome: static background (id 0), trackable, lights the scene.
@@ -488,8 +530,13 @@ class BlenderRenderer:
             # aux passes always without motion blur: Cycles has no vector pass with blur on
             self.timing["aux_passes"] = self._render_layers(out_dir, rgb=False, aux=True, motion_blur=False)
             start = time.perf_counter()
-            frames = [(np.asarray(Image.open(out_dir / f"rgb_{t:04d}.png").convert("RGB")),
-                       read_multilayer_exr(out_dir / f"aux_{t:04d}.exr")) for t in range(num_frames)]
+            frames = [
+                (
+                    np.asarray(Image.open(out_dir / f"rgb_{t:04d}.png").convert("RGB")),
+                    read_multilayer_exr(out_dir / f"aux_{t:04d}.exr"),
+                )
+                for t in range(num_frames)
+            ]
             self.timing["exr_read"] = time.perf_counter() - start
         return stack_passes(frames)
 
@@ -514,11 +561,14 @@ def quiet_stdout():
 def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]:
     """Per-frame (uint8 rgb [H,W,3], aux EXR channel dict) -> stacked [T,H,W(,C)] arrays with tapforge's pass
     names."""
+
     def channels(layer: dict, name: str, suffixes: str) -> np.ndarray:
         return np.stack([layer[f"{name}.{s}"] for s in suffixes], -1)
 
-    out: dict[str, list] = {k: [] for k in ("rgb", "depth_z", "position", "normal", "vector", "object_index",
-                                             "object_coordinates", "surface")}
+    out: dict[str, list] = {
+        k: []
+        for k in ("rgb", "depth_z", "position", "normal", "vector", "object_index", "object_coordinates", "surface")
+    }
     for rgb, aux in frames:
         out["rgb"].append(rgb)
         out["depth_z"].append(aux["aux.Depth.Z"])
@@ -548,11 +598,15 @@ def _select_device(bpy, device: str) -> str:
                 print(f"render.device=auto: using {backend.upper()} ({', '.join(gpus)})", file=sys.stderr)
             return backend
         if device != "auto" and gpus is None:
-            raise TapforgeError(f"render.device={device}: this Blender build has no {backend.upper()} support; "
-                                "use render.device=auto or cpu")
+            raise TapforgeError(
+                f"render.device={device}: this Blender build has no {backend.upper()} support; "
+                "use render.device=auto or cpu"
+            )
         if device != "auto":
-            raise TapforgeError(f"render.device={device}: Blender finds no {backend.upper()} GPU (NVIDIA driver "
-                                "loaded? in Docker: run with --gpus all); use render.device=auto or cpu")
+            raise TapforgeError(
+                f"render.device={device}: Blender finds no {backend.upper()} GPU (NVIDIA driver "
+                "loaded? in Docker: run with --gpus all); use render.device=auto or cpu"
+            )
     print("render.device=auto: no OptiX or CUDA GPU found, using CPU", file=sys.stderr)
     return "cpu"
 

@@ -1,4 +1,5 @@
 """`tapforge synth render|verify|preview|to-tapvid`."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,21 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--num-scenes", type=int, default=8, help="scenes in the whole dataset (all jobs)")
     render.add_argument("--shard-index", type=int, help="this job's index I (default: SLURM/Kubernetes env, else 0)")
     render.add_argument("--num-shards", type=int, help="number K of parallel jobs the dataset is split over")
-    render.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set render.samples=64 (repeatable)")
-    render.add_argument("--workers", default="auto", metavar="N|auto",
-                        help="Blender worker processes on this machine, each rendering whole scenes (default auto: "
-                             "one per 4 usable cores, Cycles threads split between them)")
+    render.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set render.samples=64 (repeatable)",
+    )
+    render.add_argument(
+        "--workers",
+        default="auto",
+        metavar="N|auto",
+        help="Blender worker processes on this machine, each rendering whole scenes (default auto: "
+        "one per 4 usable cores, Cycles threads split between them)",
+    )
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     verify = sub.add_parser("verify", help="check manifest, checksums and schema of every shard")
     verify.add_argument("dir", type=Path)
@@ -66,8 +77,9 @@ def main(argv: list[str]) -> int:
         workers = _workers(args.workers)
         config = load_config(args.config, args.overrides)
         job_index, num_jobs = job_from_environment(args.shard_index, args.num_shards)
-        summary = render_dataset(config, args.out, args.num_scenes, job_index, num_jobs,
-                                 progress=not args.no_progress, workers=workers)
+        summary = render_dataset(
+            config, args.out, args.num_scenes, job_index, num_jobs, progress=not args.no_progress, workers=workers
+        )
         print(json.dumps(summary))
         return 0
     if args.command == "verify":
@@ -79,8 +91,10 @@ def main(argv: list[str]) -> int:
             for problem in problems:
                 print(f"DAMAGED {problem}", file=sys.stderr)
             return 1
-        print(f"ok: {manifest['num_complete_shards']} shards, {manifest['num_complete_scenes']} scenes "
-              f"(of {manifest['num_scenes']} planned) in {args.dir}")
+        print(
+            f"ok: {manifest['num_complete_shards']} shards, {manifest['num_complete_scenes']} scenes "
+            f"(of {manifest['num_scenes']} planned) in {args.dir}"
+        )
         return 0
     if args.command == "to-tapvid":
         from tapforge.synth.tapvid_export import export_tapvid_pickle

@@ -5,6 +5,7 @@ keys, see `tapforge.synth.scripts`), ``render``, ``tracks``, ``outputs`` and ``a
 collected and reported at once, each with its fix, before anything renders. Presets are package data
 (``tapforge/synth/presets``), so a preset name works from any folder after any install.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,8 @@ from typing import Any, Callable
 
 import yaml
 
-from tapforge.synth.script_config import check_values, defaults, is_int, is_number, subset_of
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.script_config import check_values, defaults, is_int, is_number, subset_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 PASSES = ("depth", "segmentation")
@@ -83,10 +84,16 @@ def _resolution(v: Any) -> bool:
 # key -> (check, fix shown when the check fails); the scene script's own keys are checked by its Config
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (is_int, "an integer"),
-    "scene.script": (lambda v: isinstance(v, str) and bool(v.strip()), "a script name (movi), a .py file or module:function"),
+    "scene.script": (
+        lambda v: isinstance(v, str) and bool(v.strip()),
+        "a script name (movi), a .py file or module:function",
+    ),
     "scene.num_frames": (lambda v: is_int(v) and 2 <= v <= 2000, "an integer in [2, 2000]"),
     "scene.frame_rate": (lambda v: is_int(v) and 1 <= v <= 240, "an integer in [1, 240]"),
-    "scene.physics_rate": (lambda v: is_int(v) and 60 <= v <= 2400, "an integer in [60, 2400], a multiple of frame_rate"),
+    "scene.physics_rate": (
+        lambda v: is_int(v) and 60 <= v <= 2400,
+        "an integer in [60, 2400], a multiple of frame_rate",
+    ),
     "render.resolution": (_resolution, "[width, height] or one integer, each in [16, 8192]"),
     "render.samples": (lambda v: is_int(v) and 1 <= v <= 65536, "an integer >= 1"),
     "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
@@ -182,8 +189,10 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     for item in overrides:
         key, value = parse_override(item)
         if key == SCRIPT_HASH_KEY or (key not in RULES and not key.startswith("scene.")):
-            problems.append(f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene "
-                            "script's own scene.* keys")
+            problems.append(
+                f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene "
+                "script's own scene.* keys"
+            )
             continue
         node = tree
         *parents, leaf = key.split(".")
@@ -211,8 +220,14 @@ class RenderSettings:
     def of(cls, tree: dict, threads: int | None = None) -> RenderSettings:
         """From a loaded config; ``threads`` overrides ``render.threads`` (it changes no pixel)."""
         r = tree["render"]
-        return cls((int(r["resolution"][0]), int(r["resolution"][1])), int(r["samples"]), str(r["device"]),
-                   bool(r["denoise"]), float(r["noise_threshold"]), int(threads or r["threads"]))
+        return cls(
+            (int(r["resolution"][0]), int(r["resolution"][1])),
+            int(r["samples"]),
+            str(r["device"]),
+            bool(r["denoise"]),
+            float(r["noise_threshold"]),
+            int(threads or r["threads"]),
+        )
 
 
 def script_values(tree: dict) -> dict[str, Any]:
@@ -239,12 +254,16 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
     rates = scene.get("physics_rate"), scene.get("frame_rate")
     if all(RULES[f"scene.{k}"][0](scene.get(k)) for k in ("physics_rate", "frame_rate")) and rates[0] % rates[1]:
         problems.append("scene.physics_rate: must be a multiple of scene.frame_rate; e.g. 240 for 12 or 24 fps")
-    for key, unreadable, kind in (("assets.textures_dir", _unreadable_images, "image(s) do not decode"),
-                                  ("assets.hdri_dir", _unreadable_hdris, "file(s) are not HDR/EXR images")):
+    for key, unreadable, kind in (
+        ("assets.textures_dir", _unreadable_images, "image(s) do not decode"),
+        ("assets.hdri_dir", _unreadable_hdris, "file(s) are not HDR/EXR images"),
+    ):
         folder = flat.get(key)
         if folder and RULES[key][0](folder) and (bad := unreadable(folder)):
-            problems.append(f"{key}: {len(bad)} {kind} ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); "
-                            "remove or replace them")
+            problems.append(
+                f"{key}: {len(bad)} {kind} ({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); "
+                "remove or replace them"
+            )
     if RULES["scene.script"][0](scene.get("script")):
         problems += _check_script_keys(tree, clean=not problems)
     if problems:
@@ -263,8 +282,10 @@ def _check_script_keys(tree: dict, clean: bool) -> list[str]:
         return [str(err)]
     values = script_values(tree)
     if script.config is None:
-        problems = [f"scene.{k}: unknown key; the scene script {scene['script']} declares no keys (no Config)"
-                    for k in sorted(values)]
+        problems = [
+            f"scene.{k}: unknown key; the scene script {scene['script']} declares no keys (no Config)"
+            for k in sorted(values)
+        ]
     else:
         problems = check_values(script.config, values, "scene.")
         if not problems:

@@ -3,6 +3,7 @@
 Blender 5 writes multilayer EXRs as multi-part files (one part per pass): the legacy
 ``OpenEXR.InputFile`` API silently reads only part 0, so every part is read here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

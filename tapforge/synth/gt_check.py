@@ -4,6 +4,7 @@ The tracks come from poses and the camera (or, for deforming surfaces, the evalu
 from Cycles. At the pixel under each point, `render_pass_agreement` compares the two: segmentation and position
 for visible points, what covers hidden ones, and the vector pass against the track motion.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,8 +41,11 @@ def agreement_by_kind(clip: Clip, passes: dict, scene) -> dict[str, dict[str, fl
     kinds: dict[str, set[int]] = {"background": {0}}
     for obj in scene.objects:
         kinds.setdefault(object_kind(obj), set()).add(obj.instance_id)
-    return {kind: render_pass_agreement(clip, passes, ids) for kind, ids in kinds.items()
-            if np.isin(clip.object_ids, list(ids)).any()}
+    return {
+        kind: render_pass_agreement(clip, passes, ids)
+        for kind, ids in kinds.items()
+        if np.isin(clip.object_ids, list(ids)).any()
+    }
 
 
 def surface_reconstruction_error(passes: dict, surfaces: dict) -> dict[int, float]:
@@ -74,8 +78,13 @@ def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str
     """
     if object_ids is not None:
         keep = np.isin(clip.object_ids, list(object_ids))
-        clip = dataclasses.replace(clip, tracks=clip.tracks[keep], occluded=clip.occluded[keep],
-                                   tracks_3d=clip.tracks_3d[keep], object_ids=clip.object_ids[keep])
+        clip = dataclasses.replace(
+            clip,
+            tracks=clip.tracks[keep],
+            occluded=clip.occluded[keep],
+            tracks_3d=clip.tracks_3d[keep],
+            object_ids=clip.object_ids[keep],
+        )
     height, width = clip.video.shape[1:3]
     xy, z = clip.tracks, clip.tracks_3d[..., 2]
     surface = _camera_points(passes, clip)
@@ -105,11 +114,14 @@ def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str
     covered = ~hidden_same | (~sky & (depth < point_depth * 0.99))
     plainly_visible = hidden_same & (np.abs(depth - point_depth) <= 0.01 * point_depth)
     return {
-        "visible_points": float(len(n)), "visible_segmentation_match": _or_nan(np.mean, same),
+        "visible_points": float(len(n)),
+        "visible_segmentation_match": _or_nan(np.mean, same),
         "visible_position_error_px": _or_nan(np.median, error[same]),
-        "hidden_in_frame_points": float(len(hn)), "hidden_covered": _or_nan(np.mean, covered),
+        "hidden_in_frame_points": float(len(hn)),
+        "hidden_covered": _or_nan(np.mean, covered),
         "hidden_plainly_visible": _or_nan(np.mean, plainly_visible),
-        "flow_error_px": _or_nan(np.median, flow_error), "median_motion_px": _or_nan(np.median, np.abs(motion[both])),
+        "flow_error_px": _or_nan(np.median, flow_error),
+        "median_motion_px": _or_nan(np.median, np.abs(motion[both])),
     }
 
 

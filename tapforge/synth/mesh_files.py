@@ -4,6 +4,7 @@ OBJ is read directly; PLY, glTF/GLB and FBX go through Blender's own importers (
 again), with every mesh of the file joined in its world placement. `load_animation` samples a file's own
 animation (armature skinning, shape keys) at the clip's frames.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -91,8 +92,9 @@ def _blender_import(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=16)
-def load_animation(path: str, animation: str | None, start: float, speed: float, num_frames: int,
-                   frame_rate: int) -> tuple[np.ndarray, np.ndarray]:
+def load_animation(
+    path: str, animation: str | None, start: float, speed: float, num_frames: int, frame_rate: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The file's meshes, joined, at frames 0 .. num_frames - 1 of a clip at ``frame_rate``: world vertices
     [T,V,3] and triangles [F,3]. Frame k shows the file's animation (``animation``: an action name, else the one
     the importer assigns) at ``start + k * speed / frame_rate`` seconds."""
@@ -109,8 +111,9 @@ def load_animation(path: str, animation: str | None, start: float, speed: float,
             try:
                 objects = _import(file)
             except RuntimeError as err:
-                raise TapforgeError(f"AnimatedMesh {path}: Blender cannot read it ({str(err).splitlines()[-1]}); "
-                                    "check the file") from None
+                raise TapforgeError(
+                    f"AnimatedMesh {path}: Blender cannot read it ({str(err).splitlines()[-1]}); check the file"
+                ) from None
             if animation is not None:
                 if animation not in bpy.data.actions or bpy.data.actions[animation] in before["actions"]:
                     names = sorted(a.name for a in bpy.data.actions if a not in before["actions"])
@@ -126,8 +129,10 @@ def load_animation(path: str, animation: str | None, start: float, speed: float,
                 if faces is None:
                     faces = tris
                 if not len(vertices) or (frames and vertices.shape != frames[0].shape):
-                    raise TapforgeError(f"AnimatedMesh {path}: holds no mesh, or its animation changes the number of "
-                                        "vertices; give a skinned or shape-key animation of fixed meshes")
+                    raise TapforgeError(
+                        f"AnimatedMesh {path}: holds no mesh, or its animation changes the number of "
+                        "vertices; give a skinned or shape-key animation of fixed meshes"
+                    )
                 frames.append(vertices)
     finally:
         scene.render.fps, scene.render.fps_base = saved[0], saved[1]
@@ -142,8 +147,9 @@ def load_unit_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
     if file.suffix.lower() not in MESH_SUFFIXES:
         raise TapforgeError(f"MeshFile {path}: unknown mesh format; use one of {', '.join(MESH_SUFFIXES)}")
     if not file.is_file():
-        raise TapforgeError(f"MeshFile {path}: no such file; check the path (relative paths are from the "
-                            "folder the command runs in)")
+        raise TapforgeError(
+            f"MeshFile {path}: no such file; check the path (relative paths are from the folder the command runs in)"
+        )
     if file.suffix.lower() == ".obj":
         from tapforge.synth.assets import read_obj
 
@@ -152,8 +158,9 @@ def load_unit_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
         try:
             vertices, faces = _blender_import(file)
         except RuntimeError as err:  # Blender's importers report unreadable files this way
-            raise TapforgeError(f"MeshFile {path}: Blender cannot read it ({str(err).splitlines()[-1]}); "
-                                "check the file") from err
+            raise TapforgeError(
+                f"MeshFile {path}: Blender cannot read it ({str(err).splitlines()[-1]}); check the file"
+            ) from err
     lo, hi = vertices.min(0), vertices.max(0)
     if not (hi - lo).max() > 0:
         raise TapforgeError(f"MeshFile {path}: the mesh has no extent; give a file with real geometry")

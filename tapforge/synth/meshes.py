@@ -3,6 +3,7 @@
 `tapforge.synth.scene.Object.mesh` scales a unit mesh to the object's size and re-centres it on the solid's centre of
 mass, so the physics body frame, the Blender object frame and the ground-truth object frame are one frame.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -24,8 +25,11 @@ def volume_and_centroid(vertices: np.ndarray, faces: np.ndarray) -> tuple[float,
 @lru_cache(maxsize=1)
 def suzanne() -> Mesh:
     """Blender's monkey, subdivided once and smoothed, longest side 1."""
-    import bpy  # noqa: F401  (bmesh, Blender's mesh module, is importable once bpy is)
+    # isort: off
+    import bpy  # noqa: F401  (first: bmesh, Blender's mesh module, is importable once bpy is)
     import bmesh  # Suzanne is Blender's own mesh
+
+    # isort: on
 
     bm = bmesh.new()
     bmesh.ops.create_monkey(bm)

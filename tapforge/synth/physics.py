@@ -1,5 +1,6 @@
 """PyBullet simulation of a `tapforge.synth.scene.Scene` (Kubric's simulator): placement without overlap, settling, tossing,
 scripted (kinematic) objects pushing simulated ones, and the exact per-frame object poses."""
+
 from __future__ import annotations
 
 import tempfile
@@ -7,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tapforge.synth.scene import Object, Scene, quaternion_product
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.scene import Object, Scene, quaternion_product
 
 MAX_PLACEMENT_TRIES = 100
 DENSITY = 1.0
@@ -17,11 +18,14 @@ DENSITY = 1.0
 def quaternion_matrices(q: np.ndarray) -> np.ndarray:
     """Rotation matrices [...,3,3] from unit quaternions [...,4] in (x, y, z, w) order."""
     x, y, z, w = np.moveaxis(q, -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def pose_matrices(positions: np.ndarray, quaternions: np.ndarray) -> np.ndarray:
@@ -58,14 +62,20 @@ def _collision_shape(client: int, obj: Object, vertices: np.ndarray, faces: np.n
 
     from tapforge.synth.scene import Shape
 
-    if not isinstance(obj, Shape):  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
+    if not isinstance(
+        obj, Shape
+    ):  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
         from tapforge.synth.assets import convex_decomposition
 
         unit_vertices, unit_faces = obj.unit_mesh()
         offset = vertices[0] - unit_vertices[0] * obj.size
-        return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(convex_decomposition(unit_vertices, unit_faces)),
-                                       meshScale=[obj.size] * 3, collisionFramePosition=offset.tolist(),
-                                       physicsClientId=client)
+        return pb.createCollisionShape(
+            pb.GEOM_MESH,
+            fileName=str(convex_decomposition(unit_vertices, unit_faces)),
+            meshScale=[obj.size] * 3,
+            collisionFramePosition=offset.tolist(),
+            physicsClientId=client,
+        )
     if obj.shape == "torus":  # non-convex: a compound of convex sectors instead of one hull
         path = scratch / f"torus_{len(list(scratch.iterdir()))}.obj"
         _write_obj_parts(_torus_pieces(vertices, faces), path)
@@ -116,8 +126,10 @@ class PyBullet:
         if obj not in self.scene.objects:
             raise TapforgeError(f"{obj.label()}: add it to the scene before placing or simulating it")
         if not obj.rigid:
-            raise TapforgeError(f"{obj.label()}: a {type(obj).__name__} is simulated by Blender, not PyBullet; "
-                                "set its position instead of placing it")
+            raise TapforgeError(
+                f"{obj.label()}: a {type(obj).__name__} is simulated by Blender, not PyBullet; "
+                "set its position instead of placing it"
+            )
         if obj.instance_id in self.bodies:
             return self.bodies[obj.instance_id]
         vertices, faces, volume = obj.mesh()
@@ -138,8 +150,9 @@ class PyBullet:
             position, quaternion = obj.position, obj.quaternion
         pb.resetBasePositionAndOrientation(body, list(position), list(quaternion), physicsClientId=self.client)
         pb.resetBaseVelocity(body, list(obj.velocity), list(obj.angular_velocity), physicsClientId=self.client)
-        pb.changeDynamics(body, -1, lateralFriction=obj.friction, restitution=obj.restitution,
-                          physicsClientId=self.client)
+        pb.changeDynamics(
+            body, -1, lateralFriction=obj.friction, restitution=obj.restitution, physicsClientId=self.client
+        )
 
     def _sync_in(self) -> None:
         pb, floor = self.pb, self.scene.floor
@@ -147,8 +160,13 @@ class PyBullet:
             if self.floor_body is None:
                 plane = pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=self.client)
                 self.floor_body = pb.createMultiBody(0, plane, physicsClientId=self.client)
-            pb.changeDynamics(self.floor_body, -1, lateralFriction=floor.friction, restitution=floor.restitution,
-                              physicsClientId=self.client)
+            pb.changeDynamics(
+                self.floor_body,
+                -1,
+                lateralFriction=floor.friction,
+                restitution=floor.restitution,
+                physicsClientId=self.client,
+            )
         for obj in self._rigid():
             if obj.instance_id in self.bodies:
                 self._push(obj)
@@ -174,13 +192,22 @@ class PyBullet:
             (before, after), (q_before, q_after) = obj.pose_at([max(self.frame, 0.0), max(self.frame + dt, 0.0)])
             body, seconds = self.bodies[obj.instance_id], 1.0 / self.scene.physics_rate
             pb.resetBasePositionAndOrientation(body, after.tolist(), q_after.tolist(), physicsClientId=self.client)
-            pb.resetBaseVelocity(body, ((after - before) / seconds).tolist(),
-                                 (_rotation_vector(q_before, q_after) / seconds).tolist(), physicsClientId=self.client)
+            pb.resetBaseVelocity(
+                body,
+                ((after - before) / seconds).tolist(),
+                (_rotation_vector(q_before, q_after) / seconds).tolist(),
+                physicsClientId=self.client,
+            )
         pb.stepSimulation(physicsClientId=self.client)
         self.frame += dt
 
-    def place_without_overlap(self, obj: Object, region: tuple[tuple[float, float, float], tuple[float, float, float]],
-                              rng: np.random.Generator, rotate: bool = True) -> bool:
+    def place_without_overlap(
+        self,
+        obj: Object,
+        region: tuple[tuple[float, float, float], tuple[float, float, float]],
+        rng: np.random.Generator,
+        rotate: bool = True,
+    ) -> bool:
         """Kubric's move_until_no_overlap: a random position in ``region`` (min corner, max corner) and a random
         orientation until the object touches nothing placed before (the floor included); False when the scene is
         too crowded after MAX_PLACEMENT_TRIES (the last try is kept: the solver pushes overlaps apart)."""
@@ -192,8 +219,9 @@ class PyBullet:
             if rotate:
                 q = rng.normal(size=4)
                 obj.quaternion = tuple(q / np.linalg.norm(q))
-            pb.resetBasePositionAndOrientation(body, list(obj.position), list(obj.quaternion),
-                                               physicsClientId=self.client)
+            pb.resetBasePositionAndOrientation(
+                body, list(obj.position), list(obj.quaternion), physicsClientId=self.client
+            )
             pb.performCollisionDetection(physicsClientId=self.client)
             if not any(c[8] < 0 for c in pb.getContactPoints(bodyA=body, physicsClientId=self.client)):
                 return True
@@ -220,8 +248,9 @@ class PyBullet:
         quaternions = np.zeros((len(moving), num_frames, 4))
         for t in range(num_frames):
             for i, obj in enumerate(moving):
-                position, quaternion = self.pb.getBasePositionAndOrientation(self.bodies[obj.instance_id],
-                                                                             physicsClientId=self.client)
+                position, quaternion = self.pb.getBasePositionAndOrientation(
+                    self.bodies[obj.instance_id], physicsClientId=self.client
+                )
                 positions[i, t], quaternions[i, t] = position, quaternion
             for _ in range(self.steps_per_frame):
                 self._step(scripted)

@@ -1,21 +1,26 @@
 """One scene end to end: scene script -> physics -> Blender build + render -> ground truth -> `Clip`."""
+
 from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
-
-from tapforge.synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, RenderSettings, config_hash, folder_files, script_values
+from tapforge.synth.config import (
+    HDRI_SUFFIXES,
+    IMAGE_SUFFIXES,
+    RenderSettings,
+    config_hash,
+    folder_files,
+    script_values,
+)
 from tapforge.synth.physics import pose_matrices
 from tapforge.synth.scene import AssetFiles, Scene
 from tapforge.synth.schema import Clip
 from tapforge.synth.scripts import load_script
 from tapforge.synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, compute_tracks
-
 
 
 def scene_seed(base_seed: int, scene_index: int) -> int:
@@ -31,8 +36,9 @@ def scene_key(scene_index: int) -> str:
 def asset_files(config: dict) -> AssetFiles:
     """The sorted files of the config's asset folders (textures, HDRIs, Kubric-manifest object ids)."""
     assets = config["assets"]
-    files = AssetFiles(folder_files(assets["textures_dir"], IMAGE_SUFFIXES),
-                       folder_files(assets["hdri_dir"], HDRI_SUFFIXES))
+    files = AssetFiles(
+        folder_files(assets["textures_dir"], IMAGE_SUFFIXES), folder_files(assets["hdri_dir"], HDRI_SUFFIXES)
+    )
     if assets["directory"]:
         from tapforge.synth.assets import open_asset_directory
 
@@ -45,8 +51,14 @@ def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Sc
     sc = config["scene"]
     script = load_script(sc["script"])
     assets = assets or asset_files(config)
-    scene = Scene(tuple(config["render"]["resolution"]), sc["num_frames"], sc["frame_rate"], sc["physics_rate"], seed,
-                  AssetFiles(list(assets.textures), list(assets.hdris), list(assets.objects)))
+    scene = Scene(
+        tuple(config["render"]["resolution"]),
+        sc["num_frames"],
+        sc["frame_rate"],
+        sc["physics_rate"],
+        seed,
+        AssetFiles(list(assets.textures), list(assets.hdris), list(assets.objects)),
+    )
     try:
         script.build(scene, np.random.default_rng(seed), script.make_config(script_values(config)))
         scene.simulate_if_needed()
@@ -101,9 +113,17 @@ class SceneRenderer:
         cam_to_world = scene.camera.matrices(scene.num_frames)
         K = scene.camera.intrinsics(scene.resolution)
         instance_ids = np.array([o.instance_id for o in scene.objects], np.int64)
-        gt = compute_tracks(passes, self.last_poses, instance_ids, cam_to_world, K,
-                            cfg["tracks"]["num_tracks"], cfg["tracks"]["depth_tolerance"],
-                            np.random.default_rng(seed), surfaces)
+        gt = compute_tracks(
+            passes,
+            self.last_poses,
+            instance_ids,
+            cam_to_world,
+            K,
+            cfg["tracks"]["num_tracks"],
+            cfg["tracks"]["depth_tolerance"],
+            np.random.default_rng(seed),
+            surfaces,
+        )
         timing["ground_truth"] = time.perf_counter() - start
         extra = {}
         if "depth" in cfg["outputs"]["passes"]:
@@ -114,22 +134,39 @@ class SceneRenderer:
         world_to_cam_cv = np.linalg.inv(cam_to_world)
         world_to_cam_cv[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam_cv[:, :3, :]
         camera = {
-            "K": K.tolist(), "width": scene.resolution[0], "height": scene.resolution[1],
-            "focal_length_mm": scene.camera.focal_length, "sensor_width_mm": scene.camera.sensor_width,
+            "K": K.tolist(),
+            "width": scene.resolution[0],
+            "height": scene.resolution[1],
+            "focal_length_mm": scene.camera.focal_length,
+            "sensor_width_mm": scene.camera.sensor_width,
             "cam_to_world_blender": cam_to_world.tolist(),
             "world_to_cam_opencv": world_to_cam_cv.tolist(),
             "conventions": "K and world_to_cam_opencv: OpenCV (x right, y down, z forward), pixel (0,0) is the "
-                           "top-left corner of the top-left pixel; cam_to_world_blender: Blender camera (looks "
-                           "down -Z, +Y up); world is Z-up, metres",
+            "top-left corner of the top-left pixel; cam_to_world_blender: Blender camera (looks "
+            "down -Z, +Y up); world is Z-up, metres",
         }
         meta = {
-            "seed": seed, "scene_index": scene_index, "config_hash": self.hash, "fps": scene.frame_rate,
+            "seed": seed,
+            "scene_index": scene_index,
+            "config_hash": self.hash,
+            "fps": scene.frame_rate,
             "script": {"name": self.script.name, "sha256": self.script.sha256},
             "scene": scene.describe(),
-            "object_poses": {"positions": positions.round(6).tolist(),
-                             "quaternions_xyzw": quaternions.round(6).tolist()},
+            "object_poses": {
+                "positions": positions.round(6).tolist(),
+                "quaternions_xyzw": quaternions.round(6).tolist(),
+            },
         }
-        clip = Clip(key=scene_key(scene_index), video=passes["rgb"], tracks=gt.tracks, occluded=gt.occluded,
-                    tracks_3d=gt.tracks_3d, object_ids=gt.object_ids, query=gt.query, camera=camera, meta=meta,
-                    **extra)
+        clip = Clip(
+            key=scene_key(scene_index),
+            video=passes["rgb"],
+            tracks=gt.tracks,
+            occluded=gt.occluded,
+            tracks_3d=gt.tracks_3d,
+            object_ids=gt.object_ids,
+            query=gt.query,
+            camera=camera,
+            meta=meta,
+            **extra,
+        )
         return clip, timing

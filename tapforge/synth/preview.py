@@ -1,4 +1,5 @@
 """`tapforge synth preview`: one scene's frames with its ground-truth tracks drawn on, as GIF or MP4."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
-
 from tapforge.synth.schema import decode_clip
 from tapforge.synth.shards import iter_checked_samples, read_manifest
 

@@ -24,6 +24,7 @@ the exact per-frame poses that the ground truth uses.
 
 Coordinates: world Z-up, metres; quaternions (x, y, z, w); frames 0 .. num_frames - 1.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -109,8 +110,15 @@ def quaternion_product(a: Any, b: Any) -> np.ndarray:
     """The Hamilton product a * b of quaternions (x, y, z, w), over leading axes: rotation b, then rotation a."""
     x1, y1, z1, w1 = np.moveaxis(np.asarray(a, float), -1, 0)
     x2, y2, z2, w2 = np.moveaxis(np.asarray(b, float), -1, 0)
-    return np.stack([w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2, w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                     w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2, w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2], -1)
+    return np.stack(
+        [
+            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
+            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
+            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
+        ],
+        -1,
+    )
 
 
 def about_z(angle: Any) -> np.ndarray:
@@ -216,25 +224,31 @@ class Object:
     _vertex_positions: np.ndarray | None = field(default=None, repr=False)  # animate_vertices: [T,V,3]
 
     # ---- scripted motion
-    def keyframe(self, frame: int, position: Vector | None = None,
-                 quaternion: tuple[float, float, float, float] | None = None) -> Object:
+    def keyframe(
+        self, frame: int, position: Vector | None = None, quaternion: tuple[float, float, float, float] | None = None
+    ) -> Object:
         """Pin the pose at ``frame`` (either part may be left out); poses between keys are interpolated."""
-        self._keys[int(frame)] = (None if position is None else np.asarray(position, float).reshape(3),
-                                  None if quaternion is None else _as_quaternion(quaternion))
+        self._keys[int(frame)] = (
+            None if position is None else np.asarray(position, float).reshape(3),
+            None if quaternion is None else _as_quaternion(quaternion),
+        )
         return self
 
     def set_poses(self, positions: Any, quaternions: Any = None) -> Object:
         """Give the pose of every frame: positions [T,3] and optionally quaternions [T,4] (x, y, z, w)."""
         positions = np.asarray(positions, float)
         if positions.ndim != 2 or positions.shape[1] != 3:
-            raise TapforgeError(f"{self.label()}: set_poses needs positions of shape [num_frames, 3], got "
-                                f"{positions.shape}")
+            raise TapforgeError(
+                f"{self.label()}: set_poses needs positions of shape [num_frames, 3], got {positions.shape}"
+            )
         if quaternions is None:
             quaternions = np.tile(_as_quaternion(self.quaternion), (len(positions), 1))
         quaternions = np.asarray(quaternions, float)
         if quaternions.shape != (len(positions), 4):
-            raise TapforgeError(f"{self.label()}: set_poses needs quaternions of shape [{len(positions)}, 4] "
-                                f"(x, y, z, w), got {quaternions.shape}")
+            raise TapforgeError(
+                f"{self.label()}: set_poses needs quaternions of shape [{len(positions)}, 4] "
+                f"(x, y, z, w), got {quaternions.shape}"
+            )
         self._poses = (positions, quaternions / np.linalg.norm(quaternions, axis=-1, keepdims=True))
         return self
 
@@ -258,8 +272,10 @@ class Object:
         positions = np.asarray(positions, float)
         count = len(self.mesh()[0])
         if positions.ndim != 3 or positions.shape[1:] != (count, 3):
-            raise TapforgeError(f"{self.label()}: animate_vertices needs positions of shape [num_frames, {count}, 3], "
-                                f"got {positions.shape}")
+            raise TapforgeError(
+                f"{self.label()}: animate_vertices needs positions of shape [num_frames, {count}, 3], "
+                f"got {positions.shape}"
+            )
         self._vertex_positions = positions
         return self
 
@@ -268,8 +284,10 @@ class Object:
         if self._vertex_positions is None:
             return None
         if len(self._vertex_positions) != num_frames:
-            raise TapforgeError(f"{self.label()}: has vertex positions for {len(self._vertex_positions)} frames, the "
-                                f"scene has {num_frames}; give one set per frame")
+            raise TapforgeError(
+                f"{self.label()}: has vertex positions for {len(self._vertex_positions)} frames, the "
+                f"scene has {num_frames}; give one set per frame"
+            )
         return self._vertex_positions
 
     @property
@@ -287,9 +305,12 @@ class Object:
             return positions, interpolate_keys(keys, frames, rotation=True)
         positions = {f: p for f, (p, _) in self._keys.items() if p is not None}
         rotations = {f: q for f, (_, q) in self._keys.items() if q is not None}
-        return (interpolate_keys(positions, frames) if positions else np.tile(self.position, (len(frames), 1)),
-                interpolate_keys(rotations, frames, True) if rotations
-                else np.tile(_as_quaternion(self.quaternion), (len(frames), 1)))
+        return (
+            interpolate_keys(positions, frames) if positions else np.tile(self.position, (len(frames), 1)),
+            interpolate_keys(rotations, frames, True)
+            if rotations
+            else np.tile(_as_quaternion(self.quaternion), (len(frames), 1)),
+        )
 
     def poses(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
         """The pose of every frame [T,3], [T,4]: simulated, set by `set_poses`, keyframed, or at rest."""
@@ -298,8 +319,10 @@ class Object:
         if self._poses is not None and not self._keys:
             positions, quaternions = self._poses
             if len(positions) != num_frames:
-                raise TapforgeError(f"{self.label()}: has poses for {len(positions)} frames, the scene has "
-                                    f"{num_frames}; give one pose per frame")
+                raise TapforgeError(
+                    f"{self.label()}: has poses for {len(positions)} frames, the scene has "
+                    f"{num_frames}; give one pose per frame"
+                )
             return positions, quaternions
         return self.pose_at(np.arange(num_frames))
 
@@ -333,10 +356,19 @@ class Object:
         base = {f.name for f in dataclasses.fields(Object)}
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base}
         motion = "scripted" if self.scripted else ("static" if self.static or not self.rigid else "physics")
-        return {"instance_id": self.instance_id, "name": self.name, "kind": type(self).__name__, "size": self.size,
-                "motion": motion, "friction": self.friction, "restitution": self.restitution,
-                "material": _describe(self.material), "deforms": self.deforms, "deform": _describe(list(self.deform)),
-                "metadata": self.metadata} | _describe(own)
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "kind": type(self).__name__,
+            "size": self.size,
+            "motion": motion,
+            "friction": self.friction,
+            "restitution": self.restitution,
+            "material": _describe(self.material),
+            "deforms": self.deforms,
+            "deform": _describe(list(self.deform)),
+            "metadata": self.metadata,
+        } | _describe(own)
 
 
 @dataclass(eq=False)
@@ -355,8 +387,10 @@ class Shape(Object):
         try:
             return make_shape(self.shape, self.params)
         except (ValueError, KeyError) as err:
-            raise TapforgeError(f"{self.label()}: shape {self.shape!r} with params {self.params} cannot be made "
-                                f"({err}); use a shape from tapforge.synth.shapes.SHAPES with its parameters") from err
+            raise TapforgeError(
+                f"{self.label()}: shape {self.shape!r} with params {self.params} cannot be made "
+                f"({err}); use a shape from tapforge.synth.shapes.SHAPES with its parameters"
+            ) from err
 
 
 @dataclass(eq=False)
@@ -630,13 +664,17 @@ class Camera:
             positions = interpolate_keys({k: p for k, (p, _) in self._keys.items()}, frames)
             return positions, interpolate_keys({k: t for k, (_, t) in self._keys.items()}, frames)
         if self._path is None:
-            raise TapforgeError("the scene's camera has no position: call scene.camera.look_at(position, target) "
-                                "or scene.camera.keyframe(frame, position, look_at) in the script")
+            raise TapforgeError(
+                "the scene's camera has no position: call scene.camera.look_at(position, target) "
+                "or scene.camera.keyframe(frame, position, look_at) in the script"
+            )
         positions, targets = self._path
         for name, array in (("position", positions), ("target", targets)):
             if len(array) not in (1, num_frames):
-                raise TapforgeError(f"camera.look_at: {len(array)} {name}s for a clip of {num_frames} frames; "
-                                    "give one, or one per frame")
+                raise TapforgeError(
+                    f"camera.look_at: {len(array)} {name}s for a clip of {num_frames} frames; "
+                    "give one, or one per frame"
+                )
         return np.broadcast_to(positions, (num_frames, 3)).copy(), np.broadcast_to(targets, (num_frames, 3)).copy()
 
     def matrices(self, num_frames: int) -> np.ndarray:
@@ -667,8 +705,15 @@ class Scene:
     ``scene.add(thing)`` (or ``scene += thing``) adds objects and lights; ``scene.camera``, ``scene.floor``
     and ``scene.background`` are set directly."""
 
-    def __init__(self, resolution: tuple[int, int] = (256, 256), num_frames: int = 24, frame_rate: int = 12,
-                 physics_rate: int = 240, seed: int = 0, assets: AssetFiles | None = None):
+    def __init__(
+        self,
+        resolution: tuple[int, int] = (256, 256),
+        num_frames: int = 24,
+        frame_rate: int = 12,
+        physics_rate: int = 240,
+        seed: int = 0,
+        assets: AssetFiles | None = None,
+    ):
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.num_frames, self.frame_rate, self.physics_rate = int(num_frames), int(frame_rate), int(physics_rate)
         self.seed = int(seed)
@@ -694,12 +739,16 @@ class Scene:
             elif isinstance(thing, (Sun, PointLight, AreaLight)):
                 self.lights.append(thing)
             elif isinstance(thing, (Floor, Dome, Sky, Environment, Camera)):
-                raise TapforgeError(f"scene.add({type(thing).__name__}): set scene."
-                                    f"{'floor' if isinstance(thing, Floor) else 'camera' if isinstance(thing, Camera) else 'background'}"
-                                    " = ... instead")
+                raise TapforgeError(
+                    f"scene.add({type(thing).__name__}): set scene."
+                    f"{'floor' if isinstance(thing, Floor) else 'camera' if isinstance(thing, Camera) else 'background'}"
+                    " = ... instead"
+                )
             else:
-                raise TapforgeError(f"scene.add: cannot add {type(thing).__name__}; add objects (Shape, MeshFile, "
-                                    "Asset) or lights (Sun, PointLight, AreaLight)")
+                raise TapforgeError(
+                    f"scene.add: cannot add {type(thing).__name__}; add objects (Shape, MeshFile, "
+                    "Asset) or lights (Sun, PointLight, AreaLight)"
+                )
         return things[-1] if things else None
 
     def __iadd__(self, thing: Object | Light) -> Scene:
@@ -736,22 +785,28 @@ class Scene:
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary stored in each sample's meta.json."""
         return {
-            "num_frames": self.num_frames, "frame_rate": self.frame_rate, "resolution": list(self.resolution),
+            "num_frames": self.num_frames,
+            "frame_rate": self.frame_rate,
+            "resolution": list(self.resolution),
             "objects": [o.describe() for o in self.objects],
             "camera": {"focal_length": self.camera.focal_length, "sensor_width": self.camera.sensor_width},
             "floor": None if self.floor is None else {"material": _describe(self.floor.material)},
             "background": None if self.background is None else _describe(self.background),
             "lights": [_describe(light) for light in self.lights],
-            "motion_blur": self.motion_blur, "view_transform": self.view_transform, "metadata": self.metadata,
+            "motion_blur": self.motion_blur,
+            "view_transform": self.view_transform,
+            "metadata": self.metadata,
         }
 
 
 def _describe(thing: Any) -> dict[str, Any]:
     """A dataclass as plain JSON values (numpy arrays to lists), with its kind."""
+
     def plain(value: Any) -> Any:
         if dataclasses.is_dataclass(value):
-            return {"kind": type(value).__name__} | {f.name: plain(getattr(value, f.name))
-                                                     for f in dataclasses.fields(value) if not f.name.startswith("_")}
+            return {"kind": type(value).__name__} | {
+                f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value) if not f.name.startswith("_")
+            }
         if isinstance(value, dict):
             return {str(k): plain(v) for k, v in value.items()}
         if isinstance(value, np.ndarray):

@@ -8,6 +8,7 @@ reads a shard without tapforge: ``wds.WebDataset(url).decode("rgb8")`` yields th
 Conventions (TAP-Vid): tracks are (x, y) raster pixels with (0, 0) the top-left corner of the
 top-left pixel; queries are (t, y, x); ``occluded`` is True where the point is not visible.
 """
+
 from __future__ import annotations
 
 import io
@@ -116,8 +117,10 @@ def decode_frames(sample: Mapping[str, Any], indices: Sequence[int]) -> np.ndarr
         if out is None:
             out = np.empty((len(indices),) + frame.shape, np.uint8)
         if frame.shape != out.shape[1:]:
-            raise SchemaError(f"entry {names[index]} is {frame.shape[1]}x{frame.shape[0]}, not the clip's "
-                              f"{out.shape[2]}x{out.shape[1]}")  # fmt: skip
+            raise SchemaError(
+                f"entry {names[index]} is {frame.shape[1]}x{frame.shape[0]}, not the clip's "
+                f"{out.shape[2]}x{out.shape[1]}"
+            )
         out[i] = frame
     return out
 

@@ -9,6 +9,7 @@ type annotation (bool, int, float, str, a Literal of choices, or a list of those
         spin: float = 1.0                                   # checked as a number
         light: Literal["sun", "lamp"] = "sun"               # checked as one of the choices
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,10 +43,12 @@ def number_range(lo: float, hi: float | None = None) -> Check:
 
 def value_or_range(check: Check) -> Check:
     """A value passing ``check``, or a [min, max] pair of them with min <= max."""
+
     def ok(v: Any) -> bool:
         if isinstance(v, list):
             return len(v) == 2 and all(check(x) for x in v) and v[0] <= v[1]
         return check(v)
+
     return ok
 
 
@@ -105,8 +108,10 @@ def defaults(schema: type) -> dict[str, Any]:
 def check_values(schema: type, values: dict[str, Any], prefix: str) -> list[str]:
     """Problems (unknown keys, bad values with their fix) of a script's config section."""
     checks = field_checks(schema)
-    problems = [f"{prefix}{key}: unknown key for this scene script; its keys: {', '.join(sorted(checks)) or 'none'}"
-                for key in sorted(set(values) - set(checks))]
+    problems = [
+        f"{prefix}{key}: unknown key for this scene script; its keys: {', '.join(sorted(checks)) or 'none'}"
+        for key in sorted(set(values) - set(checks))
+    ]
     for key, (check, fix) in checks.items():
         if key in values and not check(values[key]):
             problems.append(f"{prefix}{key}: bad value {values[key]!r}; use {fix}")

@@ -8,13 +8,25 @@ Curved surfaces are tessellated finely enough (about 4 degrees per segment) that
 or a highlight at 512x512 once the renderer shades them smooth; `FACETED` names the shapes that are meant to
 show their facets, and `SHARP_ANGLE` is the dihedral angle above which an edge stays sharp (cube faces, caps).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 Mesh = tuple[np.ndarray, np.ndarray]
-SHAPES = ("cube", "cylinder", "sphere", "cone", "torus", "suzanne", "capsule", "superquadric", "blob",
-          "icosphere", "prism")  # suzanne is made by tapforge.synth.meshes
+SHAPES = (
+    "cube",
+    "cylinder",
+    "sphere",
+    "cone",
+    "torus",
+    "suzanne",
+    "capsule",
+    "superquadric",
+    "blob",
+    "icosphere",
+    "prism",
+)  # suzanne is made by tapforge.synth.meshes
 FACETED = frozenset({"icosphere"})  # a geodesic low-poly ball: flat-shaded on purpose
 SHARP_ANGLE = 35.0  # degrees
 
@@ -145,20 +157,57 @@ def _weld(vertices: np.ndarray, faces: np.ndarray) -> Mesh:
 
 def icosphere(subdivisions: int = 1) -> Mesh:
     """Geodesic sphere: a faceted low-poly ball."""
-    t = (1 + 5 ** 0.5) / 2
-    v = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
-                  [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], float)
-    f = np.array([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-                  [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
-                  [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    t = (1 + 5**0.5) / 2
+    v = np.array(
+        [
+            [-1, t, 0],
+            [1, t, 0],
+            [-1, -t, 0],
+            [1, -t, 0],
+            [0, -1, t],
+            [0, 1, t],
+            [0, -1, -t],
+            [0, 1, -t],
+            [t, 0, -1],
+            [t, 0, 1],
+            [-t, 0, -1],
+            [-t, 0, 1],
+        ],
+        float,
+    )
+    f = np.array(
+        [
+            [0, 11, 5],
+            [0, 5, 1],
+            [0, 1, 7],
+            [0, 7, 10],
+            [0, 10, 11],
+            [1, 5, 9],
+            [5, 11, 4],
+            [11, 10, 2],
+            [10, 7, 6],
+            [7, 1, 8],
+            [3, 9, 4],
+            [3, 4, 2],
+            [3, 2, 6],
+            [3, 6, 8],
+            [3, 8, 9],
+            [4, 9, 5],
+            [2, 4, 11],
+            [6, 2, 10],
+            [8, 6, 7],
+            [9, 8, 1],
+        ]
+    )
     for _ in range(subdivisions):
         a, b, c = f.T
         mids = np.concatenate([(v[a] + v[b]) / 2, (v[b] + v[c]) / 2, (v[c] + v[a]) / 2])
         n, m = len(v), len(f)
         v = np.concatenate([v, mids])
         ab, bc, ca = n + np.arange(m), n + m + np.arange(m), n + 2 * m + np.arange(m)
-        f = np.concatenate([np.stack([a, ab, ca], 1), np.stack([b, bc, ab], 1), np.stack([c, ca, bc], 1),
-                            np.stack([ab, bc, ca], 1)])
+        f = np.concatenate(
+            [np.stack([a, ab, ca], 1), np.stack([b, bc, ab], 1), np.stack([c, ca, bc], 1), np.stack([ab, bc, ca], 1)]
+        )
         v, f = _weld(v, f)
     return _normalise(v / np.linalg.norm(v, axis=1, keepdims=True), f)
 
@@ -175,17 +224,24 @@ def blob(rng: np.random.Generator, subdivisions: int = 32, amplitude: float = 0.
     d = d / np.linalg.norm(d, axis=1, keepdims=True)
     radius = np.ones(len(d))
     for octave in range(octaves):
-        freq = 2.0 ** octave * 1.5
+        freq = 2.0**octave * 1.5
         for _ in range(4):
             axis = rng.normal(size=3)
             axis /= np.linalg.norm(axis)
-            radius += amplitude / 2 ** octave * np.sin(freq * np.pi * d @ axis + rng.uniform(0, 2 * np.pi)) / 2
+            radius += amplitude / 2**octave * np.sin(freq * np.pi * d @ axis + rng.uniform(0, 2 * np.pi)) / 2
     vertices, faces = _weld(d * np.clip(radius, 0.3, None)[:, None], _cube_sphere_faces(subdivisions))
     return _normalise(vertices, faces)
 
 
-PARAMETER_FREE = {"cube": cube, "sphere": uv_sphere, "cylinder": cylinder, "cone": cone, "torus": torus,
-                  "capsule": capsule, "icosphere": icosphere}
+PARAMETER_FREE = {
+    "cube": cube,
+    "sphere": uv_sphere,
+    "cylinder": cylinder,
+    "cone": cone,
+    "torus": torus,
+    "capsule": capsule,
+    "icosphere": icosphere,
+}
 
 
 def make_shape(name: str, params: dict) -> Mesh:

@@ -8,6 +8,7 @@ Layout of a dataset folder::
 
 A job killed at any moment leaves only complete shards visible; rerunning renders the missing ones.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,6 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tapforge.base.atomic import atomic_write_bytes
 from tapforge.base.errors import TapforgeError
-
 from tapforge.synth.schema import SchemaError, decode_clip
 
 MANIFEST = "manifest.json"
@@ -73,13 +73,15 @@ def write_shard(out_dir: Path, shard: int, samples: Iterable[dict[str, Any]], re
 def job_slice(num_shards_total: int, job_index: int, num_jobs: int) -> list[int]:
     """Output shards of job `job_index` out of `num_jobs`: every num_jobs-th shard (disjoint, deterministic)."""
     if num_jobs < 1 or not 0 <= job_index < num_jobs:
-        raise TapforgeError(f"shard index {job_index} is not in [0, {num_jobs}); "
-                            "give --shard-index I --num-shards K with 0 <= I < K")
+        raise TapforgeError(
+            f"shard index {job_index} is not in [0, {num_jobs}); give --shard-index I --num-shards K with 0 <= I < K"
+        )
     return list(range(job_index, num_shards_total, num_jobs))
 
 
-def job_from_environment(shard_index: int | None, num_shards: int | None,
-                         env: dict[str, str] | None = None) -> tuple[int, int]:
+def job_from_environment(
+    shard_index: int | None, num_shards: int | None, env: dict[str, str] | None = None
+) -> tuple[int, int]:
     """Job index and count from the flags, else SLURM array or Kubernetes indexed-job variables, else (0, 1)."""
     env = dict(os.environ if env is None else env)
     if shard_index is not None or num_shards is not None:
@@ -93,8 +95,10 @@ def job_from_environment(shard_index: int | None, num_shards: int | None,
         return int(env["SLURM_ARRAY_TASK_ID"]) - offset, int(env["SLURM_ARRAY_TASK_COUNT"])
     if "JOB_COMPLETION_INDEX" in env:
         if "TAPFORGE_NUM_SHARDS" not in env:
-            raise TapforgeError("JOB_COMPLETION_INDEX is set: also set TAPFORGE_NUM_SHARDS to the job's "
-                                "completions count (or pass --num-shards)")
+            raise TapforgeError(
+                "JOB_COMPLETION_INDEX is set: also set TAPFORGE_NUM_SHARDS to the job's "
+                "completions count (or pass --num-shards)"
+            )
         return int(env["JOB_COMPLETION_INDEX"]), int(env["TAPFORGE_NUM_SHARDS"])
     return 0, 1
 
@@ -148,13 +152,16 @@ def update_manifest(out_dir: Path, header: dict[str, Any]) -> dict:
 def read_manifest(out_dir: Path) -> dict:
     path = out_dir / MANIFEST
     if not path.is_file():
-        raise TapforgeError(f"{out_dir} has no {MANIFEST}; fix: give a dataset folder written by `tapforge synth render` "
-                            "(rerunning the render command that made it rebuilds a lost manifest from the shard records)")
+        raise TapforgeError(
+            f"{out_dir} has no {MANIFEST}; fix: give a dataset folder written by `tapforge synth render` "
+            "(rerunning the render command that made it rebuilds a lost manifest from the shard records)"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise TapforgeError(f"{path} is not valid JSON ({err}); rerun `tapforge synth render` on the folder "
-                            "to rebuild it") from err
+        raise TapforgeError(
+            f"{path} is not valid JSON ({err}); rerun `tapforge synth render` on the folder to rebuild it"
+        ) from err
 
 
 def iter_tar_samples(path: Path) -> Iterator[dict[str, Any]]:
@@ -178,8 +185,10 @@ def iter_checked_samples(dataset: Path, entry: dict, decode: Callable[[dict], An
     """The samples of the manifest's shard ``entry``, through ``decode``, after checking the shard against the
     manifest's sha256: damaged bytes end in one error naming the shard and the fix, never in wrong data."""
     path = dataset / entry["name"]
-    fix = (f"run `tapforge synth verify {dataset}`, delete the damaged shard and its .json record, then rerun "
-           "`tapforge synth render` with the same config")
+    fix = (
+        f"run `tapforge synth verify {dataset}`, delete the damaged shard and its .json record, then rerun "
+        "`tapforge synth render` with the same config"
+    )
     if not path.is_file():
         raise TapforgeError(f"{path}: listed in the manifest but missing; {fix}")
     if sha256_of(path) != entry["sha256"]:
@@ -211,8 +220,10 @@ def verify_dataset(out_dir: Path, decode: bool = True) -> list[str]:
             problems.append(f"{entry['name']}: missing; rerun `tapforge synth render` with the same config to redo it")
             continue
         if sha256_of(path) != entry["sha256"]:
-            problems.append(f"{entry['name']}: checksum mismatch (damaged); delete it and its .json record, "
-                            "then rerun `tapforge synth render`")
+            problems.append(
+                f"{entry['name']}: checksum mismatch (damaged); delete it and its .json record, "
+                "then rerun `tapforge synth render`"
+            )
             continue
         try:
             clips = [decode_clip(s, with_video=decode) for s in iter_tar_samples(path)]
@@ -222,8 +233,10 @@ def verify_dataset(out_dir: Path, decode: bool = True) -> list[str]:
         keys = [clip.key for clip in clips]
         foreign = [clip.key for clip in clips if clip.meta.get("config_hash") != manifest.get("config_hash")]
         if foreign or entry.get("config_hash") != manifest.get("config_hash"):
-            problems.append(f"{entry['name']}: made with another config than the manifest's "
-                            f"({len(foreign)} of {len(clips)} samples); delete it and rerun `tapforge synth render`")
+            problems.append(
+                f"{entry['name']}: made with another config than the manifest's "
+                f"({len(foreign)} of {len(clips)} samples); delete it and rerun `tapforge synth render`"
+            )
             continue
         if len(keys) != entry["num_samples"] or keys != entry["keys"]:
             problems.append(f"{entry['name']}: holds {len(keys)} samples, manifest says {entry['num_samples']}")

@@ -4,6 +4,7 @@ Any TAP-Vid evaluation code (``tapforge eval --tapvid-davis``, tapnet's own) the
 the synthetic clips: dict name -> {"video": uint8 [T,H,W,3], "points": float32 [N,T,2] (x, y) divided by
 (width, height), "occluded": bool [N,T]}.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tapforge.synth.shards import iter_dataset_clips
 from tapforge.base.atomic import atomic_write_bytes
+from tapforge.synth.shards import iter_dataset_clips
 
 
 def export_tapvid_pickle(dataset: Path, out: Path, max_tracks: int | None = None, seed: int = 0) -> int:

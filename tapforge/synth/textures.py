@@ -14,6 +14,7 @@ Every texture is square and tiles seamlessly (it is periodic in both axes), so b
 repeats show no seams; colours stay inside a linear albedo range that neither blows out nor crushes
 under the scene's light. ``spectrum_slope`` measures the radially averaged power spectrum slope.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -89,10 +90,10 @@ def _dead_leaves(rng: np.random.Generator, size: int) -> np.ndarray:
     """Painter's-algorithm dead leaves (later leaves on top), wrapped on the torus so the tile is periodic."""
     r_min, r_max = max(1.0, size / 256), size / 4
     coverage = 4.0  # expected layers per pixel: the first layer is nearly hidden
-    mean_area = np.pi * 2 * r_min ** 2 * np.log(r_max / r_min)  # E[pi r^2] for p(r) ~ r^-3 on [r_min, r_max]
+    mean_area = np.pi * 2 * r_min**2 * np.log(r_max / r_min)  # E[pi r^2] for p(r) ~ r^-3 on [r_min, r_max]
     count = int(coverage * size * size / mean_area)
     u = rng.random(count)  # inverse cdf of p(r) ~ r^-3
-    radius = 1 / np.sqrt(r_min ** -2 - u * (r_min ** -2 - r_max ** -2))
+    radius = 1 / np.sqrt(r_min**-2 - u * (r_min**-2 - r_max**-2))
     kind = rng.choice(3, count, p=[0.5, 0.3, 0.2])  # disc, rectangle, stroke
     aspect = np.where(kind == 0, 1.0, np.where(kind == 1, rng.uniform(0.3, 1.0, count), rng.uniform(0.05, 0.2, count)))
     angle = rng.uniform(0, np.pi, count)
@@ -168,8 +169,13 @@ def _mixture(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.where(mask[..., None], GENERATORS[first](rng, size), GENERATORS[second](rng, size))
 
 
-GENERATORS = {"dead_leaves": _dead_leaves, "spectral": _spectral, "stripes": _stripes, "mosaic": _mosaic,
-              "mixture": _mixture}
+GENERATORS = {
+    "dead_leaves": _dead_leaves,
+    "spectral": _spectral,
+    "stripes": _stripes,
+    "mosaic": _mosaic,
+    "mixture": _mixture,
+}
 
 
 @lru_cache(maxsize=32)
@@ -196,7 +202,7 @@ def spectrum_slope(image: np.ndarray, low: float = 4.0, high: float = 0.25) -> f
         gray = gray[..., :3] @ [0.2126, 0.7152, 0.0722]
     side = min(gray.shape)
     top, left = (gray.shape[0] - side) // 2, (gray.shape[1] - side) // 2
-    gray = gray[top:top + side, left:left + side]
+    gray = gray[top : top + side, left : left + side]
     window = np.hanning(side)
     gray = (gray - gray.mean()) * np.outer(window, window)
     power = np.abs(np.fft.fft2(gray)) ** 2

@@ -19,6 +19,7 @@ sheets, seen from both sides).
 Coordinates: tracks are (x, y) raster pixels, (0, 0) = top-left corner of the top-left pixel;
 ``tracks_3d`` are OpenCV camera coordinates (x right, y down, z forward), as in TAPVid-3D.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,8 +78,9 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     return points_cam[..., :2] / z * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
 
 
-def _balanced_sample(object_index: np.ndarray, valid: np.ndarray, num_tracks: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _balanced_sample(
+    object_index: np.ndarray, valid: np.ndarray, num_tracks: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Pick (flat pixel index into [T,H,W], object id) pairs: every visible object (and the background)
     gets the same expected share, drawn uniformly among its pixels (weight 1 / its pixel count)."""
     flat = np.flatnonzero(valid)
@@ -90,8 +92,9 @@ def _balanced_sample(object_index: np.ndarray, valid: np.ndarray, num_tracks: in
     return picked, object_index.reshape(-1)[picked]
 
 
-def _rigid_motion(object_to_cam: np.ndarray, slot: np.ndarray, points: np.ndarray,
-                  normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rigid_motion(
+    object_to_cam: np.ndarray, slot: np.ndarray, points: np.ndarray, normals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Object-frame points and normals [N,3] -> camera frame [N,T,3] at every frame, one GEMM per object."""
     num_frames = object_to_cam.shape[1]
     rotations = object_to_cam[:, :, :3, :3].transpose(0, 3, 1, 2).reshape(len(object_to_cam), 3, num_frames * 3)
@@ -104,9 +107,17 @@ def _rigid_motion(object_to_cam: np.ndarray, slot: np.ndarray, points: np.ndarra
     return points_cam, normals_cam
 
 
-def compute_tracks(passes: dict[str, np.ndarray], object_to_world: np.ndarray, instance_ids: np.ndarray,
-                   cam_to_world: np.ndarray, K: np.ndarray, num_tracks: int, depth_tolerance: float,
-                   rng: np.random.Generator, surfaces: dict[int, Surface] | None = None) -> TrackSet:
+def compute_tracks(
+    passes: dict[str, np.ndarray],
+    object_to_world: np.ndarray,
+    instance_ids: np.ndarray,
+    cam_to_world: np.ndarray,
+    K: np.ndarray,
+    num_tracks: int,
+    depth_tolerance: float,
+    rng: np.random.Generator,
+    surfaces: dict[int, Surface] | None = None,
+) -> TrackSet:
     """Ground-truth tracks for one rendered scene.
 
     passes: ``position`` [T,H,W,3] world, ``normal`` [T,H,W,3] world, ``object_index`` [T,H,W] int,
@@ -159,12 +170,14 @@ def compute_tracks(passes: dict[str, np.ndarray], object_to_world: np.ndarray, i
     # the query frame is visible by construction (the pixel showed this point)
     occluded[np.arange(len(flat)), t0] = False
     query = np.stack([t0, y0 + 0.5, x0 + 0.5], -1)
-    return TrackSet(xy.astype(np.float32), occluded, points_cam.astype(np.float32), ids.astype(np.int32),
-                    query.astype(np.float32))
+    return TrackSet(
+        xy.astype(np.float32), occluded, points_cam.astype(np.float32), ids.astype(np.int32), query.astype(np.float32)
+    )
 
 
-def _visible_in_4_neighbours(xy: np.ndarray, z: np.ndarray, ids: np.ndarray, object_index: np.ndarray,
-                             depth_z: np.ndarray, tolerance: float) -> np.ndarray:
+def _visible_in_4_neighbours(
+    xy: np.ndarray, z: np.ndarray, ids: np.ndarray, object_index: np.ndarray, depth_z: np.ndarray, tolerance: float
+) -> np.ndarray:
     """True where the rendered surface around the point is its object at its depth (within ``tolerance``):
     one of the 4 pixel centres around it shows it there, or all 4 show its object and their depth, interpolated
     to the point (bilinearly in 1 / depth, exact for a plane), is the point's. The second case keeps points on

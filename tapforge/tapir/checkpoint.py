@@ -103,10 +103,12 @@ def _read_torch(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | No
         # Lightning checkpoints may pickle hyper-parameter objects; .ckpt files are the user's own runs.
         obj = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise TapforgeError(f"cannot read checkpoint {path!r} ({type(err).__name__}: {err}); fix: re-download or re-export it") from None
+        raise TapforgeError(
+            f"cannot read checkpoint {path!r} ({type(err).__name__}: {err}); fix: re-download or re-export it"
+        ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         state_dict = {
-            k[len(LIGHTNING_PREFIX):]: v for k, v in obj["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)
+            k[len(LIGHTNING_PREFIX) :]: v for k, v in obj["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)
         }
         if not state_dict:
             raise TapforgeError(
@@ -141,7 +143,9 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
         try:
             config = json.loads(metadata[SAFETENSORS_CONFIG_KEY])
         except json.JSONDecodeError as err:
-            raise TapforgeError(f"{path!r}: metadata {SAFETENSORS_CONFIG_KEY!r} is not JSON ({err}); fix: re-export it") from None
+            raise TapforgeError(
+                f"{path!r}: metadata {SAFETENSORS_CONFIG_KEY!r} is not JSON ({err}); fix: re-export it"
+            ) from None
     return state_dict, config, "safetensors"
 
 
@@ -154,8 +158,9 @@ def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
     config = dict(config)
     architecture = config.pop("architecture", "tapir")
     if architecture not in ARCHITECTURES:
-        raise TapforgeError(f"checkpoint config has architecture {architecture!r}; fix: use one of "
-                            f"{', '.join(ARCHITECTURES)}")  # fmt: skip
+        raise TapforgeError(
+            f"checkpoint config has architecture {architecture!r}; fix: use one of {', '.join(ARCHITECTURES)}"
+        )
     model_cls = ARCHITECTURES[architecture]
     accepted = inspect.signature(model_cls).parameters
     unknown = sorted(set(config) - set(accepted))
@@ -173,7 +178,9 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], state_dict: Mapping[str
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = {k: tuple(getattr(state_dict[k], "shape", ())) for k in set(own) & set(state_dict)}
-    mismatched = [f"{k} {shapes[k]} vs model {tuple(own[k].shape)}" for k in sorted(shapes) if shapes[k] != tuple(own[k].shape)]
+    mismatched = [
+        f"{k} {shapes[k]} vs model {tuple(own[k].shape)}" for k in sorted(shapes) if shapes[k] != tuple(own[k].shape)
+    ]
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
         if items:
@@ -182,13 +189,16 @@ def state_dict_mismatch(own: Mapping[str, torch.Tensor], state_dict: Mapping[str
     return problems
 
 
-def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_state_dict_strict(
+    model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint"
+) -> None:
     """Load with strict=True after naming every missing, unexpected and shape-mismatched key."""
     problems = state_dict_mismatch(model.state_dict(), state_dict)
     if problems:
         config = getattr(model, "config", {})
         raise TapforgeError(
-            f"{source} does not fit {type(model).__name__}({_format_config(config)}): " + "; ".join(problems)
+            f"{source} does not fit {type(model).__name__}({_format_config(config)}): "
+            + "; ".join(problems)
             + "; fix: pass the matching config overrides (e.g. pyramid_level, extra_convs) or a TAPIR checkpoint"
         )
     model.load_state_dict(state_dict, strict=True)
@@ -219,8 +229,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **ov
     path = os.fspath(path)
     if _is_numpy_file(path):
         if overrides:
-            raise TapforgeError(f"{path} is a TAP-Net checkpoint, which takes no TAPIR settings "
-                                f"({', '.join(sorted(overrides))}); fix: leave those options out")  # fmt: skip
+            raise TapforgeError(
+                f"{path} is a TAP-Net checkpoint, which takes no TAPIR settings "
+                f"({', '.join(sorted(overrides))}); fix: leave those options out"
+            )
         return load_tapnet_checkpoint(path, device)
     state_dict, config, kind = _read_file(path)
     if config is None:
@@ -249,12 +261,16 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def tapnet_pt_differences(model: torch.nn.Module) -> list[str]:
     """Settings of ``model`` that a tapnet ``.pt`` (a bare state_dict) cannot carry: those where it differs from
     what a loader infers from the weights or assumes (TAPIR's defaults), load-time options aside."""
-    defaults = {n: p.default for n, p in inspect.signature(TAPIR).parameters.items()
-                if p.default is not inspect.Parameter.empty}
+    defaults = {
+        n: p.default for n, p in inspect.signature(TAPIR).parameters.items() if p.default is not inspect.Parameter.empty
+    }
     assumed = json.loads(json.dumps({**defaults, **infer_config(model.state_dict())}))
     own = model_config(model)
-    return [f"{k}={own[k]!r} (a tapnet .pt means {assumed.get(k)!r})" for k in sorted(own)
-            if k not in TAPNET_PT_LOAD_OPTIONS and own[k] != assumed.get(k)]
+    return [
+        f"{k}={own[k]!r} (a tapnet .pt means {assumed.get(k)!r})"
+        for k in sorted(own)
+        if k not in TAPNET_PT_LOAD_OPTIONS and own[k] != assumed.get(k)
+    ]
 
 
 def save_tapnet_pt(model: torch.nn.Module, path: str | os.PathLike) -> str:
@@ -263,14 +279,18 @@ def save_tapnet_pt(model: torch.nn.Module, path: str | os.PathLike) -> str:
     Refused, writing nothing, for a model whose settings the bare format would lose (see tapnet_pt_differences).
     """
     if not isinstance(model, TAPIR):
-        raise TapforgeError(f"a tapnet .pt holds a TAPIR, and this is a {type(model).__name__}; fix: export --to "
-                            "safetensors (or onnx, torchscript)")  # fmt: skip
+        raise TapforgeError(
+            f"a tapnet .pt holds a TAPIR, and this is a {type(model).__name__}; fix: export --to "
+            "safetensors (or onnx, torchscript)"
+        )
     differences = tapnet_pt_differences(model)
     if differences:
         raise TapforgeError(
             "a tapnet .pt is a bare state_dict without a config, and this model is not the official TAPIR layout: "
-            + ", ".join(differences) + "; fix: export --to safetensors (or onnx, torchscript), which keep the config, "
-            "or use the .ckpt itself")
+            + ", ".join(differences)
+            + "; fix: export --to safetensors (or onnx, torchscript), which keep the config, "
+            "or use the .ckpt itself"
+        )
     state_dict = _cpu_state_dict(model)
     return atomic_write(path, lambda tmp: torch.save(state_dict, tmp))
 
@@ -306,7 +326,9 @@ class TrackingGraph(torch.nn.Module):
 
     def forward(self, video: torch.Tensor, query_points: torch.Tensor):
         out = self.model(video, query_points, is_training=False, query_chunk_size=self.query_chunk_size)
-        expected_dist = out["expected_dist"] if "expected_dist" in out else torch.full_like(out["occlusion"], CERTAIN_LOGIT)
+        expected_dist = (
+            out["expected_dist"] if "expected_dist" in out else torch.full_like(out["occlusion"], CERTAIN_LOGIT)
+        )
         visibility, _ = postprocess(out["occlusion"], expected_dist)
         return out["tracks"], out["occlusion"], expected_dist, visibility
 
@@ -323,13 +345,18 @@ class _ShapeGuard(torch.nn.Module):
     def forward(self, video: torch.Tensor, query_points: torch.Tensor):
         if list(video.shape) != self.video_shape or list(query_points.shape) != self.query_shape:
             raise RuntimeError(
-                "this TorchScript TAPIR was exported for video " + str(self.video_shape) + " and query_points "
-                + str(self.query_shape) + "; re-export with tapforge export --frames/--num-queries for other shapes"
+                "this TorchScript TAPIR was exported for video "
+                + str(self.video_shape)
+                + " and query_points "
+                + str(self.query_shape)
+                + "; re-export with tapforge export --frames/--num-queries for other shapes"
             )
         return self.traced(video, query_points)
 
 
-def example_inputs(model: torch.nn.Module, num_frames: int, num_queries: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def example_inputs(
+    model: torch.nn.Module, num_frames: int, num_queries: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A random video in [-1,1] at the model resolution and queries inside it, for tracing and checks."""
     height, width = model_config(model).get("initial_resolution", (256, 256))
     gen = torch.Generator().manual_seed(seed)
@@ -370,7 +397,11 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, num_frames: int
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and legacy-exporter notices; shapes are fixed
             torch.onnx.export(
-                graph, (video, queries), tmp, dynamo=False, opset_version=ONNX_OPSET,
+                graph,
+                (video, queries),
+                tmp,
+                dynamo=False,
+                opset_version=ONNX_OPSET,
                 input_names=["video", "query_points"],
                 output_names=["tracks", "occlusion", "expected_dist", "visibility"],
             )

@@ -27,15 +27,28 @@ DATASET_FLAGS = (
     ("robotap", "--robotap", "folder of RoboTAP pickles (or one)"),
 )
 TABLE_COLUMNS = (
-    ("AJ", "average_jaccard"), ("<d_avg", "average_pts_within_thresh"), ("OA", "occlusion_accuracy"),
-    ("vis ok", "visible_recall"), ("hid ok", "occluded_recall"),
-    ("J1", "jaccard_1"), ("J2", "jaccard_2"), ("J4", "jaccard_4"), ("J8", "jaccard_8"), ("J16", "jaccard_16"),
-    ("<1", "pts_within_1"), ("<2", "pts_within_2"), ("<4", "pts_within_4"), ("<8", "pts_within_8"), ("<16", "pts_within_16"),
+    ("AJ", "average_jaccard"),
+    ("<d_avg", "average_pts_within_thresh"),
+    ("OA", "occlusion_accuracy"),
+    ("vis ok", "visible_recall"),
+    ("hid ok", "occluded_recall"),
+    ("J1", "jaccard_1"),
+    ("J2", "jaccard_2"),
+    ("J4", "jaccard_4"),
+    ("J8", "jaccard_8"),
+    ("J16", "jaccard_16"),
+    ("<1", "pts_within_1"),
+    ("<2", "pts_within_2"),
+    ("<4", "pts_within_4"),
+    ("<8", "pts_within_8"),
+    ("<16", "pts_within_16"),
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tapforge eval", description="TAP-Vid metrics (AJ, <delta_avg, OA) of a TAPIR checkpoint.")
+    p = argparse.ArgumentParser(
+        prog="tapforge eval", description="TAP-Vid metrics (AJ, <delta_avg, OA) of a TAPIR checkpoint."
+    )
     p.add_argument("--checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors (omit to score only stay-put)")
     for dest, flag, help_ in DATASET_FLAGS:
         p.add_argument(flag, dest=dest, metavar="PATH", help=help_)
@@ -98,7 +111,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     datasets = [(dest, getattr(args, dest)) for dest, _, _ in DATASET_FLAGS if getattr(args, dest)]
     if not datasets:
-        raise TapforgeError("no dataset given; fix: pass --tapvid-davis PKL (or --tapvid-kinetics / --tapvid-rgb-stacking / --robotap)")
+        raise TapforgeError(
+            "no dataset given; fix: pass --tapvid-davis PKL (or --tapvid-kinetics / --tapvid-rgb-stacking / --robotap)"
+        )
     if args.max_videos is not None and args.max_videos < 1:
         raise TapforgeError(f"--max-videos {args.max_videos} is not positive; fix: pass N >= 1")
     tracker = None
@@ -125,4 +140,3 @@ def main(argv: list[str]) -> int:
         atomic_write(args.json, write)
         print(f"\nwrote {args.json}")
     return 0
-

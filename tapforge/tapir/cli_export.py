@@ -25,13 +25,16 @@ from tapforge.tapir.cli_options import add_load_options, load_overrides
 GRAPH_TOLERANCE = 1e-3
 """Largest accepted difference between an ONNX/TorchScript file and PyTorch (pixels or logits)."""
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapforge export", description="Export a TAPIR checkpoint to another format.")
     p.add_argument("checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors")
     p.add_argument("--to", required=True, choices=checkpoint.EXPORT_FORMATS, help="output format")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--frames", type=int, default=24, help="ONNX/TorchScript: number of frames T (default 24)")
-    p.add_argument("--num-queries", type=int, default=64, help="ONNX/TorchScript: number of query points N (default 64)")
+    p.add_argument(
+        "--num-queries", type=int, default=64, help="ONNX/TorchScript: number of query points N (default 64)"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip running the exported file against PyTorch")
     add_load_options(p)
     return p
@@ -78,7 +81,9 @@ def main(argv: list[str]) -> int:
         checkpoint.export_onnx(model, args.out, args.frames, args.num_queries)
     else:
         checkpoint.export_torchscript(model, args.out, args.frames, args.num_queries)
-    print(f"wrote {args.out} ({args.to}, {os.path.getsize(args.out) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    print(
+        f"wrote {args.out} ({args.to}, {os.path.getsize(args.out) / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s"
+    )
     if not args.no_verify:
         diff = verify_export(model, args.out, args.to, args.frames, args.num_queries)
         tolerance = GRAPH_TOLERANCE if args.to in ("onnx", "torchscript") else 0.0

@@ -2,6 +2,7 @@
 
 Parsing stays light (no torch import) until a command builds its model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,12 @@ from typing import Any
 def add_load_options(parser: argparse.ArgumentParser) -> None:
     """--softmax-temperature and --causal: settings a tapnet .pt does not record."""
     parser.add_argument("--softmax-temperature", type=float, help="override the checkpoint's (BootsTAPIR uses 10)")
-    parser.add_argument("--causal", action=argparse.BooleanOptionalAction, default=None,
-                        help="force causal (or non-causal) mixer convs for a tapnet .pt")  # fmt: skip
+    parser.add_argument(
+        "--causal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="force causal (or non-causal) mixer convs for a tapnet .pt",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -34,5 +39,11 @@ def tracker_from_args(args: argparse.Namespace, **kwargs: Any):
     """A ``tapir.Tracker`` for ``args.checkpoint`` with the run and load options (``kwargs`` go to the Tracker)."""
     from tapforge.tapir.inference import Tracker
 
-    return Tracker.from_checkpoint(args.checkpoint, device=args.device, overrides=load_overrides(args), bf16=args.bf16,
-                                   query_chunk_size=args.query_chunk_size, **kwargs)  # fmt: skip
+    return Tracker.from_checkpoint(
+        args.checkpoint,
+        device=args.device,
+        overrides=load_overrides(args),
+        bf16=args.bf16,
+        query_chunk_size=args.query_chunk_size,
+        **kwargs,
+    )

@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-frame", type=int, default=0, help="frame of the --grid queries (default 0)")
     p.add_argument("--out", help="overlay video to write (.mp4, .gif, .webm, .avi, .mov, .mkv)")
     p.add_argument("--save", help="tracks to write (.npz or .csv)")
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("H", "W"), help="resize frames to H W before tracking (multiples of 8; default the model's initial resolution; larger sizes add refinement at that size)")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize frames to H W before tracking (multiples of 8; default the model's initial resolution; larger sizes add refinement at that size)",
+    )
     p.add_argument("--fps", type=float, help="overlay frame rate (default: the video's)")
     p.add_argument("--trail", type=int, default=8, help="frames of trail drawn behind each point (default 8)")
     add_run_options(p)
@@ -82,7 +88,9 @@ def read_points(path: str) -> np.ndarray:
     try:
         queries = np.array([[float(row[c]) for c in cols] for row in rows[1:]], dtype=np.float64)
     except (ValueError, IndexError) as err:
-        raise TapforgeError(f"points CSV {path!r} has a malformed row ({err}); fix: every row needs numeric t, x, y") from None
+        raise TapforgeError(
+            f"points CSV {path!r} has a malformed row ({err}); fix: every row needs numeric t, x, y"
+        ) from None
     if queries.size == 0:
         raise TapforgeError(f"points CSV {path!r} has no rows; fix: add one line per query point")
     return queries
@@ -93,11 +101,21 @@ def save_tracks(path: str, result, fps: float, height: int, width: int) -> None:
     from tapforge.base.atomic import atomic_write
 
     if path.lower().endswith(".npz"):
+
         def write(tmp: str) -> None:
             with open(tmp, "wb") as f:
-                np.savez(f, tracks=result.tracks, occluded=result.occluded, visibility=result.visibility,
-                         queries=result.queries, fps=np.float32(fps), height=np.int32(height), width=np.int32(width))
+                np.savez(
+                    f,
+                    tracks=result.tracks,
+                    occluded=result.occluded,
+                    visibility=result.visibility,
+                    queries=result.queries,
+                    fps=np.float32(fps),
+                    height=np.int32(height),
+                    width=np.int32(width),
+                )
     else:
+
         def write(tmp: str) -> None:
             num_points, num_frames = result.occluded.shape
             with open(tmp, "w", newline="") as f:
@@ -106,7 +124,10 @@ def save_tracks(path: str, result, fps: float, height: int, width: int) -> None:
                 for n in range(num_points):
                     for t in range(num_frames):
                         x, y = result.tracks[n, t]
-                        writer.writerow([n, t, f"{x:.3f}", f"{y:.3f}", int(result.occluded[n, t]), f"{result.visibility[n, t]:.4f}"])
+                        writer.writerow(
+                            [n, t, f"{x:.3f}", f"{y:.3f}", int(result.occluded[n, t]), f"{result.visibility[n, t]:.4f}"]
+                        )
+
     atomic_write(path, write)
 
 
@@ -120,12 +141,14 @@ def main(argv: list[str]) -> int:
         from tapforge.base.video import WRITE_SUFFIXES
 
         if not args.out.lower().endswith(WRITE_SUFFIXES):
-            raise TapforgeError(f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}")
+            raise TapforgeError(
+                f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}"
+            )
     if args.grid is not None and not 1 <= args.grid <= 256:
         raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
-    from tapforge.tapir.inference import grid_queries
     from tapforge.base.drawing import draw_tracks, enlarge
     from tapforge.base.video import read_video, write_video
+    from tapforge.tapir.inference import grid_queries
 
     frames, video_fps = read_video(args.video)
     num_frames, height, width = frames.shape[:3]
@@ -133,7 +156,9 @@ def main(argv: list[str]) -> int:
         queries = read_points(args.points)
     else:
         if not 0 <= args.grid_frame < num_frames:
-            raise TapforgeError(f"--grid-frame {args.grid_frame} is outside the video's {num_frames} frames; fix: use 0..{num_frames - 1}")
+            raise TapforgeError(
+                f"--grid-frame {args.grid_frame} is outside the video's {num_frames} frames; fix: use 0..{num_frames - 1}"
+            )
         queries = grid_queries(8 if args.grid is None else args.grid, height, width, args.grid_frame)
 
     tracker = tracker_from_args(args, resolution=tuple(args.resolution) if args.resolution else None)
@@ -141,7 +166,9 @@ def main(argv: list[str]) -> int:
     start = time.perf_counter()
     result = tracker.track(frames, queries, progress=True)
     seconds = time.perf_counter() - start
-    print(f"tracked in {seconds:.1f} s ({num_frames / seconds:.1f} frames/s); {100 * (1 - result.occluded.mean()):.0f}% of points visible")
+    print(
+        f"tracked in {seconds:.1f} s ({num_frames / seconds:.1f} frames/s); {100 * (1 - result.occluded.mean()):.0f}% of points visible"
+    )
 
     if args.save:
         save_tracks(args.save, result, video_fps, height, width)

@@ -44,7 +44,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TapforgeError("device cuda was asked for but torch sees no GPU; fix: pass --device cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise TapforgeError(f"there is no {device}: torch sees {torch.cuda.device_count()} GPU(s); fix: pick cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+        raise TapforgeError(
+            f"there is no {device}: torch sees {torch.cuda.device_count()} GPU(s); fix: pick cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+        )
     return device
 
 
@@ -62,9 +64,19 @@ def check_queries(queries: np.ndarray, num_frames: int, height: int, width: int)
     """Validate (t, y, x) queries against the video; TapforgeError names every bad one (first 8)."""
     queries = np.asarray(queries, dtype=np.float64)
     if queries.ndim != 2 or queries.shape[1] != 3 or queries.shape[0] == 0:
-        raise TapforgeError(f"queries must be a non-empty [N,3] array of (t, y, x), got shape {queries.shape}; fix: pass N rows of t, y, x")
+        raise TapforgeError(
+            f"queries must be a non-empty [N,3] array of (t, y, x), got shape {queries.shape}; fix: pass N rows of t, y, x"
+        )
     t, y, x = queries.T
-    bad = ~np.isfinite(queries).all(axis=1) | (t < 0) | (t > num_frames - 1) | (y < 0) | (y > height) | (x < 0) | (x > width)
+    bad = (
+        ~np.isfinite(queries).all(axis=1)
+        | (t < 0)
+        | (t > num_frames - 1)
+        | (y < 0)
+        | (y > height)
+        | (x < 0)
+        | (x > width)
+    )
     if bad.any():
         idx = np.flatnonzero(bad)
         shown = ", ".join(f"#{i} (t={t[i]:g}, y={y[i]:g}, x={x[i]:g})" for i in idx[:8])
@@ -110,7 +122,13 @@ class Tracker:
         self.query_batch_size = int(query_batch_size)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None, overrides: dict[str, Any] | None = None, **kwargs: Any) -> "Tracker":
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        device: str | torch.device | None = None,
+        overrides: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> "Tracker":
         """Load a checkpoint (see ``tapforge.tapir.checkpoint.load_model``) and wrap it."""
         from tapforge.tapir.checkpoint import load_model
 
@@ -126,7 +144,11 @@ class Tracker:
             if chunk.shape[1:3] != (height, width):
                 downscale = chunk.shape[1] > height or chunk.shape[2] > width
                 chunk = F.interpolate(
-                    chunk.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False, antialias=downscale
+                    chunk.permute(0, 3, 1, 2),
+                    size=(height, width),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=downscale,
                 ).permute(0, 2, 3, 1)
             chunks.append(chunk)
         return torch.cat(chunks)[None].contiguous()
@@ -138,7 +160,9 @@ class Tracker:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
             raise TapforgeError(f"frames must be [T,H,W,3] with T > 0, got {frames.shape}; fix: pass RGB video frames")
         if frames.dtype != np.uint8 and not (np.nanmin(frames) >= -1.0 - 1e-3 and np.nanmax(frames) <= 1.0 + 1e-3):
-            raise TapforgeError("float frames must lie in [-1, 1]; fix: pass uint8 frames or scale them as x / 127.5 - 1")
+            raise TapforgeError(
+                "float frames must lie in [-1, 1]; fix: pass uint8 frames or scale them as x / 127.5 - 1"
+            )
         num_frames, height, width = frames.shape[:3]
         queries = check_queries(queries, num_frames, height, width)
         res_h, res_w = self.resolution
@@ -148,7 +172,9 @@ class Tracker:
 
         tracks, occlusion, expected_dist = [], [], []
         batches = range(0, len(queries), self.query_batch_size)
-        for start in tqdm(batches, desc="tracking", unit="batch", disable=not progress or len(batches) < 2, leave=False):
+        for start in tqdm(
+            batches, desc="tracking", unit="batch", disable=not progress or len(batches) < 2, leave=False
+        ):
             batch = model_queries[:, start : start + self.query_batch_size]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 out = self.model(video, batch, is_training=False, query_chunk_size=self.query_chunk_size)
@@ -179,5 +205,7 @@ def track(
     """
     if (checkpoint is None) == (model is None):
         raise TapforgeError("pass exactly one of checkpoint= or model=; fix: give the checkpoint path or a TAPIR model")
-    tracker = Tracker.from_checkpoint(checkpoint, **tracker_kwargs) if model is None else Tracker(model, **tracker_kwargs)
+    tracker = (
+        Tracker.from_checkpoint(checkpoint, **tracker_kwargs) if model is None else Tracker(model, **tracker_kwargs)
+    )
     return tracker.track(frames, queries)

@@ -111,7 +111,9 @@ def tapir_loss(
     """
     predictions = [(outputs["tracks"], outputs["occlusion"], outputs.get("expected_dist"))]
     unrefined_expd = outputs.get("unrefined_expected_dist")
-    for i, (tracks, occlusion) in enumerate(zip(outputs.get("unrefined_tracks", []), outputs.get("unrefined_occlusion", []))):
+    for i, (tracks, occlusion) in enumerate(
+        zip(outputs.get("unrefined_tracks", []), outputs.get("unrefined_occlusion", []))
+    ):
         predictions.append((tracks, occlusion, unrefined_expd[i] if unrefined_expd is not None else None))
     parts = {"huber": 0.0, "occlusion": 0.0, "expected_dist": 0.0}
     for tracks, occlusion, expected_dist in predictions:

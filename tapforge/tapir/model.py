@@ -22,7 +22,6 @@ from torch.utils.checkpoint import checkpoint
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import nets
 
-
 HIGHRES_DIM = 128
 LOWRES_DIM = 256
 SOFT_ARGMAX_THRESHOLD = 5.0
@@ -460,7 +459,11 @@ class TAPIR(nn.Module):
         return tuple(torch.cat(parts, dim=2) for parts in zip(*results))
 
     def _cost_volume_head(
-        self, interp_feature: torch.Tensor, feature_grid: torch.Tensor, query_points: torch.Tensor | None, first_frame: int
+        self,
+        interp_feature: torch.Tensor,
+        feature_grid: torch.Tensor,
+        query_points: torch.Tensor | None,
+        first_frame: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mods = self.torch_cost_volume_track_mods
         cost_volume = torch.einsum("bnc,bthwc->tbnhw", interp_feature, feature_grid)
@@ -523,9 +526,7 @@ class TAPIR(nn.Module):
         )
         if causal_context is not None:
             causal_context = {k: v.reshape(b * n, *v.shape[2:]) for k, v in causal_context.items()}
-        res, new_context = self.torch_pips_mixer(
-            mlp_input.reshape(b * n, t, -1), causal_context, get_causal_context
-        )
+        res, new_context = self.torch_pips_mixer(mlp_input.reshape(b * n, t, -1), causal_context, get_causal_context)
         res = res.view(b, n, t, -1)
         new_context = {k: v.reshape(b, n, *v.shape[1:]) for k, v in new_context.items()}
         pos_update = nets.convert_grid_coordinates(res[..., :2], (resized_w, resized_h), (orig_w, orig_h))

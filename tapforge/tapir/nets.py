@@ -137,11 +137,11 @@ def patch_correlation(
     ys = y0.long()[..., None] + offsets
     xs = x0.long()[..., None] + offsets
     valid = ((ys >= 0) & (ys < h))[..., :, None] & ((xs >= 0) & (xs < w))[..., None, :]
-    frame_base = (torch.arange(b, device=grid.device)[:, None, None] * t + torch.arange(t, device=grid.device)) * (h * w)
+    frame_base = (torch.arange(b, device=grid.device)[:, None, None] * t + torch.arange(t, device=grid.device)) * (
+        h * w
+    )
     index = (
-        frame_base[..., None, None]
-        + ys.clamp(0, h - 1)[..., :, None] * w
-        + xs.clamp(0, w - 1)[..., None, :]
+        frame_base[..., None, None] + ys.clamp(0, h - 1)[..., :, None] * w + xs.clamp(0, w - 1)[..., None, :]
     ).reshape(b, n, t, side * side)
 
     frames_per_chunk = max(1, max_elements // max(1, b * n * side * side * c))
@@ -312,9 +312,7 @@ class PIPSMLPMixer(nn.Module):
         self.linear = nn.Linear(input_channels, hidden_dim)
         self.layer_norm = nn.LayerNorm(hidden_dim, elementwise_affine=True, bias=False)
         self.linear_1 = nn.Linear(hidden_dim, output_channels)
-        self.blocks = nn.ModuleList(
-            PIPsConvBlock(hidden_dim, kernel_shape, use_causal_conv) for _ in range(num_blocks)
-        )
+        self.blocks = nn.ModuleList(PIPsConvBlock(hidden_dim, kernel_shape, use_causal_conv) for _ in range(num_blocks))
 
     def forward(
         self, x: torch.Tensor, causal_context: dict[str, torch.Tensor] | None = None, get_causal_context: bool = False

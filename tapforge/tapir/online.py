@@ -93,7 +93,9 @@ class OnlineTAPIR:
         [B, N] for this frame, N counting every query added so far (in order of addition).
         """
         if frame.dim() != 4 or frame.shape[-1] != 3:
-            raise TapforgeError(f"frame must be [batch, height, width, 3], got {tuple(frame.shape)}; fix: add the batch axis")
+            raise TapforgeError(
+                f"frame must be [batch, height, width, 3], got {tuple(frame.shape)}; fix: add the batch axis"
+            )
         self._check_size(frame.shape[1:3])
         video = frame[:, None]
         grids = self.model.get_feature_grids(video, False, self.refinement_resolutions)

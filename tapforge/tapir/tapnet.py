@@ -11,6 +11,7 @@ uncertainty head.
 Convolutions pad as Haiku's ``SAME`` does (the extra row and column of a strided convolution on the bottom
 and right), so the official ``checkpoint.npy`` loads (``tapir.tapnet_checkpoint``) and gives its outputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,7 +20,6 @@ import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,8 +97,14 @@ class TSMResNet(nn.Module):
         self.stem = SameConv2d(3, 64, 7, 2)
         units, in_channels = [], 64
         for channels, stride, shift in zip(UNIT_CHANNELS, UNIT_STRIDES, CHANNEL_SHIFT):
-            units.append(nn.ModuleList([TSMBlock(in_channels, channels, stride, True, shift),
-                                        TSMBlock(channels, channels, 1, False, shift)]))  # fmt: skip
+            units.append(
+                nn.ModuleList(
+                    [
+                        TSMBlock(in_channels, channels, stride, True, shift),
+                        TSMBlock(channels, channels, 1, False, shift),
+                    ]
+                )
+            )
             in_channels = channels
         self.units = nn.ModuleList(units)
 
@@ -170,8 +176,10 @@ class TAPNet(nn.Module):
         """``tracks`` [B,N,T,2] (x, y) pixels and ``occlusion`` logits [B,N,T]; ``is_training`` is accepted for
         the trainer's interface (batch norm follows ``self.training``)."""
         if video.dim() != 5 or video.shape[-1] != 3 or query_points.dim() != 3 or query_points.shape[-1] != 3:
-            raise TapforgeError(f"TAPNet takes video [B,T,H,W,3] and query_points [B,N,3], got {tuple(video.shape)} "
-                                f"and {tuple(query_points.shape)}")  # fmt: skip
+            raise TapforgeError(
+                f"TAPNet takes video [B,T,H,W,3] and query_points [B,N,3], got {tuple(video.shape)} "
+                f"and {tuple(query_points.shape)}"
+            )
         b, t, height, width, _ = video.shape
         grid = self.feature_grid(video)
         position = nets.convert_grid_coordinates(query_points.float(), (t, height, width), grid.shape[1:4])
@@ -180,8 +188,9 @@ class TAPNet(nn.Module):
         tracks, occlusion = [], []
         for start in range(0, query_points.shape[1], chunk):
             stop = start + chunk
-            points, occ = self.tracks_from_cost_volume(query_features[:, start:stop], grid,
-                                                       query_points[:, start:stop], (height, width))  # fmt: skip
+            points, occ = self.tracks_from_cost_volume(
+                query_features[:, start:stop], grid, query_points[:, start:stop], (height, width)
+            )
             tracks.append(points)
             occlusion.append(occ)
         return {"tracks": torch.cat(tracks, dim=1), "occlusion": torch.cat(occlusion, dim=1)}
@@ -213,8 +222,9 @@ def _torch_weight(array: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.T))
 
 
-def state_dict_from_haiku(params: Mapping[str, Mapping[str, np.ndarray]],
-                          state: Mapping[str, Mapping[str, np.ndarray]]) -> dict[str, torch.Tensor]:  # fmt: skip
+def state_dict_from_haiku(
+    params: Mapping[str, Mapping[str, np.ndarray]], state: Mapping[str, Mapping[str, np.ndarray]]
+) -> dict[str, torch.Tensor]:
     """The official TAP-Net's Haiku ``params`` and batch-norm ``state`` -> a :class:`TAPNet` state dict.
 
     Raises TapforgeError naming a module it does not know.
@@ -224,8 +234,10 @@ def state_dict_from_haiku(params: Mapping[str, Mapping[str, np.ndarray]],
     for module, values in params.items():
         match = _HAIKU_MODULE.match(module)
         if match is None:
-            raise TapforgeError(f"the checkpoint has a module {module!r} that TAP-Net does not have; fix: pass an "
-                                "official TAP-Net checkpoint.npy")  # fmt: skip
+            raise TapforgeError(
+                f"the checkpoint has a module {module!r} that TAP-Net does not have; fix: pass an "
+                "official TAP-Net checkpoint.npy"
+            )
         for name, array in values.items():
             if name not in renames:
                 raise TapforgeError(f"the checkpoint's {module!r} has a parameter {name!r} TAP-Net does not have")
@@ -234,8 +246,10 @@ def state_dict_from_haiku(params: Mapping[str, Mapping[str, np.ndarray]],
         match = re.match(r"^(.*)/~/(mean|var)_ema$", module)
         inner = _HAIKU_MODULE.match(match.group(1)) if match else None
         if inner is None or "average" not in values:
-            raise TapforgeError(f"the checkpoint has a state {module!r} that TAP-Net does not have; fix: pass an "
-                                "official TAP-Net checkpoint.npy")  # fmt: skip
+            raise TapforgeError(
+                f"the checkpoint has a state {module!r} that TAP-Net does not have; fix: pass an "
+                "official TAP-Net checkpoint.npy"
+            )
         name = _torch_name(inner.group(1))
         out[f"{name}.running_{match.group(2)}"] = _torch_weight(values["average"], "average")
         out[f"{name}.num_batches_tracked"] = torch.tensor(int(np.asarray(values.get("counter", 0))), dtype=torch.long)
@@ -247,8 +261,11 @@ def _haiku_name(key: str) -> str:
     module, _, entry = key.rpartition(".")
     module = module.replace("tsm_resnet.stem", "tsm_resnet_video/tsm_resnet_stem")
     module = re.sub(r"tsm_resnet\.units\.(\d+)\.(\d+)\.", r"tsm_resnet_video/tsm_resnet_unit_\1/block_\2/", module)
-    statistics = {"running_mean": "/~/mean_ema average", "running_var": "/~/var_ema average",
-                  "num_batches_tracked": "/~/mean_ema counter"}  # fmt: skip
+    statistics = {
+        "running_mean": "/~/mean_ema average",
+        "running_var": "/~/var_ema average",
+        "num_batches_tracked": "/~/mean_ema counter",
+    }
     parameters = {"weight": "scale", "bias": "offset"} if "batch_norm" in module else {"weight": "w", "bias": "b"}
     entry = statistics.get(entry) or f" {parameters[entry]}"
     return f"{HAIKU_PREFIX}{module}{entry}"
@@ -265,21 +282,31 @@ def load_tapnet_checkpoint(source: str | os.PathLike | Mapping, device: str | to
         try:
             source = np.load(name, allow_pickle=True).item()
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
-            raise TapforgeError(f"{name} is not a TAP-Net checkpoint.npy ({err}); fix: pass the official "
-                                "checkpoint.npy of TAP-Net") from None  # fmt: skip
+            raise TapforgeError(
+                f"{name} is not a TAP-Net checkpoint.npy ({err}); fix: pass the official checkpoint.npy of TAP-Net"
+            ) from None
     if not isinstance(source, Mapping) or "params" not in source or "state" not in source:
-        raise TapforgeError(f"{name} holds no 'params' and 'state' of a Haiku model; fix: pass the official "
-                            "TAP-Net checkpoint.npy")  # fmt: skip
+        raise TapforgeError(
+            f"{name} holds no 'params' and 'state' of a Haiku model; fix: pass the official TAP-Net checkpoint.npy"
+        )
     state_dict = state_dict_from_haiku(source["params"], source["state"])
     model = TAPNet()
     own = model.state_dict()
     missing = sorted(_haiku_name(k) for k in set(own) - set(state_dict))
-    mismatched = sorted(f"{_haiku_name(k)} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
-                        for k in set(own) & set(state_dict) if state_dict[k].shape != own[k].shape)  # fmt: skip
-    problems = [f"{len(items)} {label}: " + ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
-                for label, items in (("missing", missing), ("of the wrong shape", mismatched)) if items]  # fmt: skip
+    mismatched = sorted(
+        f"{_haiku_name(k)} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+        for k in set(own) & set(state_dict)
+        if state_dict[k].shape != own[k].shape
+    )
+    problems = [
+        f"{len(items)} {label}: " + ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
+        for label, items in (("missing", missing), ("of the wrong shape", mismatched))
+        if items
+    ]
     if problems:
-        raise TapforgeError(f"{name} does not fit TAP-Net: " + "; ".join(problems) + "; fix: pass the official "
-                            "TAP-Net checkpoint.npy (TSM-ResNet-18, feature stride 8)")  # fmt: skip
+        raise TapforgeError(
+            f"{name} does not fit TAP-Net: " + "; ".join(problems) + "; fix: pass the official "
+            "TAP-Net checkpoint.npy (TSM-ResNet-18, feature stride 8)"
+        )
     model.load_state_dict(state_dict, strict=True)
     return model.to(device).eval()

@@ -73,8 +73,10 @@ def compute_tapvid_metrics(
     visible = np.logical_not(gt_occluded)
     pred_visible = np.logical_not(pred_occluded)
     with np.errstate(invalid="ignore", divide="ignore"):
-        for key, truth, pred in (("visible_recall", visible, pred_visible),
-                                 ("occluded_recall", ~visible, ~pred_visible)):  # fmt: skip
+        for key, truth, pred in (
+            ("visible_recall", visible, pred_visible),
+            ("occluded_recall", ~visible, ~pred_visible),
+        ):
             metrics[key] = np.sum(truth & pred & evaluation_points, axis=summing_axis) / np.sum(
                 truth & evaluation_points, axis=summing_axis
             )
@@ -255,8 +257,11 @@ def convert_example(
     frames = frames.astype(np.float32) / 255.0 * 2.0 - 1.0
     points = np.asarray(example["points"])
     occluded = np.asarray(example["occluded"])
-    if points.ndim != 3 or points.shape[-1] != 2 or occluded.shape != points.shape[:2] or (
-        points.shape[1] != frames.shape[0]
+    if (
+        points.ndim != 3
+        or points.shape[-1] != 2
+        or occluded.shape != points.shape[:2]
+        or (points.shape[1] != frames.shape[0])
     ):
         raise TapforgeError(
             f"{name}: points {points.shape} / occluded {occluded.shape} do not match {frames.shape[0]} frames "

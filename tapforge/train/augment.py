@@ -10,6 +10,7 @@ Ground truth stays exact: tracks go through the same per-frame affine map as the
 or fall under an occluder patch become occluded, and every query is moved to a frame where its
 point is still visible (or the point is replaced by another visible point of the same clip).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,7 +23,7 @@ from tapforge.base.errors import TapforgeError
 from tapforge.train.batches import ClipBatch, TrainBatch
 
 
-@dataclass
+@dataclass(frozen=True)
 class ColorConfig:
     """Colour jitter as in tapnet's training (same factors for every frame of a clip)."""
 
@@ -34,7 +35,7 @@ class ColorConfig:
     grayscale_p: float = 0.2
 
 
-@dataclass
+@dataclass(frozen=True)
 class BlurConfig:
     gaussian_p: float = 0.1
     gaussian_sigma: tuple[float, float] = (0.3, 1.5)  # pixels at the training resolution
@@ -42,7 +43,7 @@ class BlurConfig:
     motion_length: tuple[float, float] = (2.0, 8.0)  # streak length in pixels
 
 
-@dataclass
+@dataclass(frozen=True)
 class NoiseConfig:
     """Sensor noise: signal-independent read noise plus signal-dependent shot noise."""
 
@@ -51,7 +52,7 @@ class NoiseConfig:
     shot_sigma: tuple[float, float] = (0.0, 0.05)
 
 
-@dataclass
+@dataclass(frozen=True)
 class JpegConfig:
     """JPEG-style compression: YCbCr 4:2:0, 8x8 DCT quantised with the IJG tables at ``quality``."""
 
@@ -59,7 +60,7 @@ class JpegConfig:
     quality: tuple[float, float] = (30.0, 90.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CropConfig:
     """Random crop window (Kubric-style area and aspect), optionally drifting and zooming over time."""
 
@@ -71,13 +72,13 @@ class CropConfig:
     zoom: tuple[float, float] = (0.8, 1.25)  # window scale factor from first to last frame
 
 
-@dataclass
+@dataclass(frozen=True)
 class FlipConfig:
     horizontal_p: float = 0.5
     vertical_p: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class OccluderConfig:
     """Patches pasted over the video; points under a patch become occluded."""
 
@@ -88,7 +89,7 @@ class OccluderConfig:
     max_speed: float = 0.02  # patch motion, fraction of the frame per frame
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """All sim2real augmentations; set a probability to 0 to turn that one off."""
 
@@ -202,7 +203,9 @@ def window_maps(
     return ax, bx, ay, by
 
 
-def resampling_weights(scale: torch.Tensor, offset: torch.Tensor, out_n: int, in_n: int, taps: int = 16) -> torch.Tensor:
+def resampling_weights(
+    scale: torch.Tensor, offset: torch.Tensor, out_n: int, in_n: int, taps: int = 16
+) -> torch.Tensor:
     """[BT, out_n, in_n] weights along one axis: output pixel u samples the input at ``c = scale * (u + 0.5) + offset``.
 
     Enlarging (|scale| <= 1) is plain bilinear. Shrinking averages ``taps`` bilinear samples spread symmetrically
@@ -394,9 +397,9 @@ def gaussian_blur(x: torch.Tensor, sigma_range: tuple[float, float], gen) -> tor
 
 def motion_kernels(length: torch.Tensor, angle: torch.Tensor, size: int) -> torch.Tensor:
     """Line kernels [n,size,size]: a centred streak of ``length`` pixels at ``angle`` radians."""
-    n, device = length.shape[0], length.device
+    device = length.device
     steps = 4 * size
-    s = (torch.linspace(-0.5, 0.5, steps, device=device)[None] * length[:, None])  # [n,S]
+    s = torch.linspace(-0.5, 0.5, steps, device=device)[None] * length[:, None]  # [n,S]
     px = size // 2 + s * torch.cos(angle)[:, None]
     py = size // 2 + s * torch.sin(angle)[:, None]
     grid = torch.arange(size, device=device, dtype=torch.float32)
@@ -423,12 +426,21 @@ def sensor_noise(x: torch.Tensor, config: NoiseConfig, gen) -> torch.Tensor:
 
 
 _JPEG_LUMA = [
-    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
-    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
-    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99],
-]  # fmt: skip
-_JPEG_CHROMA = [[17, 18, 24, 47, 99, 99, 99, 99], [18, 21, 26, 66, 99, 99, 99, 99],
-                [24, 26, 56, 99, 99, 99, 99, 99], [47, 66, 99, 99, 99, 99, 99, 99]] + [[99] * 8] * 4  # fmt: skip
+    [16, 11, 10, 16, 24, 40, 51, 61],
+    [12, 12, 14, 19, 26, 58, 60, 55],
+    [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62],
+    [18, 22, 37, 56, 68, 109, 103, 77],
+    [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101],
+    [72, 92, 95, 98, 112, 100, 103, 99],
+]
+_JPEG_CHROMA = [
+    [17, 18, 24, 47, 99, 99, 99, 99],
+    [18, 21, 26, 66, 99, 99, 99, 99],
+    [24, 26, 56, 99, 99, 99, 99, 99],
+    [47, 66, 99, 99, 99, 99, 99, 99],
+] + [[99] * 8] * 4
 
 
 def _dct_matrix(device) -> torch.Tensor:
@@ -473,7 +485,9 @@ def jpeg_compress(x: torch.Tensor, quality_range: tuple[float, float], gen) -> t
     chroma_tables = _quant_tables(quality, _JPEG_CHROMA)
     planes = []
     for c in (cb, cr):
-        small = F.avg_pool2d(c.reshape(n * frames, 1, *c.shape[-2:]), 2).reshape(n, frames, *[s // 2 for s in c.shape[-2:]])
+        small = F.avg_pool2d(c.reshape(n * frames, 1, *c.shape[-2:]), 2).reshape(
+            n, frames, *[s // 2 for s in c.shape[-2:]]
+        )
         small = _dct_quantise(small, chroma_tables)
         up = F.interpolate(small.reshape(n * frames, 1, *small.shape[-2:]), scale_factor=2, mode="bilinear")
         planes.append(up.reshape(c.shape))
@@ -584,9 +598,7 @@ class Sim2RealAugment:
             x = _apply_some(x, cfg.noise.p, lambda v: sensor_noise(v, cfg.noise, gen), gen)
             x = _apply_some(x, cfg.jpeg.p, lambda v: jpeg_compress(v, cfg.jpeg.quality, gen), gen)
 
-        tracks, occluded, query_frame, source, empty = repair_queries(
-            tracks, occluded, batch.query_frame.long(), gen
-        )
+        tracks, occluded, query_frame, source, empty = repair_queries(tracks, occluded, batch.query_frame.long(), gen)
         return TrainBatch(
             video=x.permute(0, 1, 3, 4, 2) * 2.0 - 1.0,
             tracks=tracks,

@@ -5,6 +5,7 @@ augmented on its device into a :class:`TrainBatch`, and validation / test clips 
 :class:`EvalBatch` (batch of one, as the official TAP-Vid evaluation scores them). Lightning moves
 dataclasses to the device field by field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,14 @@ import torch
 
 def _pinned(batch):
     """A copy of a batch dataclass with its tensors in pinned memory (DataLoader's ``pin_memory`` calls this)."""
-    return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).pin_memory() for f in dataclasses.fields(batch)
-                                         if isinstance(getattr(batch, f.name), torch.Tensor)})  # fmt: skip
+    return dataclasses.replace(
+        batch,
+        **{
+            f.name: getattr(batch, f.name).pin_memory()
+            for f in dataclasses.fields(batch)
+            if isinstance(getattr(batch, f.name), torch.Tensor)
+        },
+    )
 
 
 @dataclass

@@ -21,6 +21,7 @@ supervised training, and training on synthetic and real batches together. The nu
 and consistency thresholds, queries per clip, the self-supervised weight) are ours, chosen for small CPU
 fine-tunes and stated in ``SelfSupervisedConfig``; the paper's large-scale values may differ.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,14 +30,14 @@ from typing import NamedTuple
 
 import torch
 
+from tapforge.base.errors import TapforgeError
 from tapforge.tapir.losses import tapir_loss, to_loss_scale
 from tapforge.tapir.model import postprocess
-from tapforge.base.errors import TapforgeError
 from tapforge.train.augment import AugmentConfig, Sim2RealAugment, outside, query_points
 from tapforge.train.batches import ClipBatch, RealClipBatch, TrainBatch
 
 
-@dataclass
+@dataclass(frozen=True)
 class SelfSupervisedConfig:
     """The self-supervised (BootsTAP) term, used when the data module has ``real_videos``.
 
@@ -59,12 +60,27 @@ class SelfSupervisedConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.weight >= 0, f"model.self_supervised.weight is {self.weight}; fix: use 0 or more (1: as the supervised loss)"),
-            (0 <= self.ema_decay < 1, f"model.self_supervised.ema_decay is {self.ema_decay}; fix: use a value in [0, 1), e.g. 0.99"),
-            (self.num_queries > 0, f"model.self_supervised.num_queries is {self.num_queries}; fix: use a positive count"),
-            (0.5 <= self.confidence < 1, f"model.self_supervised.confidence is {self.confidence}; fix: use a value in [0.5, 1)"),
-            (self.consistency_px > 0, f"model.self_supervised.consistency_px is {self.consistency_px}; fix: use a positive distance"),
-        ]  # fmt: skip
+            (
+                self.weight >= 0,
+                f"model.self_supervised.weight is {self.weight}; fix: use 0 or more (1: as the supervised loss)",
+            ),
+            (
+                0 <= self.ema_decay < 1,
+                f"model.self_supervised.ema_decay is {self.ema_decay}; fix: use a value in [0, 1), e.g. 0.99",
+            ),
+            (
+                self.num_queries > 0,
+                f"model.self_supervised.num_queries is {self.num_queries}; fix: use a positive count",
+            ),
+            (
+                0.5 <= self.confidence < 1,
+                f"model.self_supervised.confidence is {self.confidence}; fix: use a value in [0.5, 1)",
+            ),
+            (
+                self.consistency_px > 0,
+                f"model.self_supervised.consistency_px is {self.consistency_px}; fix: use a positive distance",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise TapforgeError(message)
@@ -143,14 +159,22 @@ class PseudoLabels(NamedTuple):
 
 
 @torch.no_grad()
-def pseudo_labels(teacher: torch.nn.Module, clips: RealClipBatch, config: SelfSupervisedConfig,
-                  augment: Sim2RealAugment, gen, chunk: int = 64) -> PseudoLabels:  # fmt: skip
+def pseudo_labels(
+    teacher: torch.nn.Module,
+    clips: RealClipBatch,
+    config: SelfSupervisedConfig,
+    augment: Sim2RealAugment,
+    gen,
+    chunk: int = 64,
+) -> PseudoLabels:
     """Teacher tracks on the clean clips -> the student's transformed batch and the mask of trustworthy labels."""
     video = clips.video
     batch, frames, height, width, _ = video.shape
     if (height, width) != augment.resolution:
-        raise TapforgeError(f"real clips are {width}x{height} but the student sees {augment.resolution[1]}x"
-                            f"{augment.resolution[0]}; fix: make data.resolution the model's resolution")  # fmt: skip
+        raise TapforgeError(
+            f"real clips are {width}x{height} but the student sees {augment.resolution[1]}x"
+            f"{augment.resolution[0]}; fix: make data.resolution the model's resolution"
+        )
     clean = video.float() / 127.5 - 1.0
     queries = random_queries(batch, config.num_queries, frames, height, width, gen, video.device)
     first = run_teacher(teacher, clean, queries, chunk)
@@ -161,9 +185,14 @@ def pseudo_labels(teacher: torch.nn.Module, clips: RealClipBatch, config: SelfSu
         consistent = consistency_mask(first, second, config.consistency_px, (height, width))
     else:
         consistent = torch.ones_like(confident)
-    raw = ClipBatch(video=video, tracks=first.tracks, occluded=first.occluded, query_frame=requery,
-                    object_ids=torch.zeros(batch, config.num_queries, dtype=torch.long, device=video.device),
-                    keys=clips.keys)  # fmt: skip
+    raw = ClipBatch(
+        video=video,
+        tracks=first.tracks,
+        occluded=first.occluded,
+        query_frame=requery,
+        object_ids=torch.zeros(batch, config.num_queries, dtype=torch.long, device=video.device),
+        keys=clips.keys,
+    )
     student = augment(raw, gen)
     rows = student.source_index[..., None].expand(-1, -1, frames)
     confident, consistent = confident.gather(1, rows), consistent.gather(1, rows)
@@ -172,12 +201,20 @@ def pseudo_labels(teacher: torch.nn.Module, clips: RealClipBatch, config: SelfSu
     return PseudoLabels(student, mask, confident, consistent)
 
 
-def self_supervised_loss(outputs: dict, labels: PseudoLabels, expected_dist_thresh: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def self_supervised_loss(
+    outputs: dict, labels: PseudoLabels, expected_dist_thresh: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The supervised loss against the pseudo-labels where they count, and what to log about them."""
     batch, mask = labels.batch, labels.mask
     image_size = tuple(batch.video.shape[2:4])
-    loss, parts = tapir_loss(outputs, batch.tracks, batch.occluded, image_size=image_size, mask=mask.float(),
-                             expected_dist_thresh=expected_dist_thresh)  # fmt: skip
+    loss, parts = tapir_loss(
+        outputs,
+        batch.tracks,
+        batch.occluded,
+        image_size=image_size,
+        mask=mask.float(),
+        expected_dist_thresh=expected_dist_thresh,
+    )
     with torch.no_grad():
         error = to_loss_scale(outputs["tracks"].float() - batch.tracks, image_size).norm(dim=-1)
         expected_dist = outputs["expected_dist"].float() if "expected_dist" in outputs else None

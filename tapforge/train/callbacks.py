@@ -1,4 +1,5 @@
 """Callbacks that ``tapforge train`` always adds."""
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,10 @@ class InterruptedFit(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.ckpt_path:
-            rank_zero_info(f"tapforge train: resuming from {trainer.ckpt_path} at step {trainer.global_step} "
-                           f"(epoch {trainer.current_epoch})")
+            rank_zero_info(
+                f"tapforge train: resuming from {trainer.ckpt_path} at step {trainer.global_step} "
+                f"(epoch {trainer.current_epoch})"
+            )
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
@@ -63,8 +66,10 @@ class InterruptedFit(Callback):
         trainer = self._trainer
         paths = [c.last_model_path for c in trainer.checkpoint_callbacks if getattr(c, "last_model_path", "")]
         if not paths:
-            return (f"at step {trainer.global_step} with no checkpoint to resume from; fix: set save_last: true and "
-                    "save_on_exception: true on the ModelCheckpoint (as the shipped configs do)")
+            return (
+                f"at step {trainer.global_step} with no checkpoint to resume from; fix: set save_last: true and "
+                "save_on_exception: true on the ModelCheckpoint (as the shipped configs do)"
+            )
         return f"at step {trainer.global_step}, saved {paths[0]}: resume with --ckpt_path last"
 
 
@@ -78,8 +83,10 @@ class TrackOverlays(Callback):
 
     def __init__(self, num_videos: int = 2, max_points: int = 40):
         if num_videos < 0 or max_points < 1:
-            raise TapforgeError(f"overlays.num_videos is {num_videos} and overlays.max_points {max_points}; "
-                                "fix: use num_videos >= 0 and max_points >= 1")  # fmt: skip
+            raise TapforgeError(
+                f"overlays.num_videos is {num_videos} and overlays.max_points {max_points}; "
+                "fix: use num_videos >= 0 and max_points >= 1"
+            )
         self.num_videos, self.max_points = int(num_videos), int(max_points)
         self._drawn: dict[str, set[str]] = {}
         self._folder: str | None = None
@@ -96,9 +103,14 @@ class TrackOverlays(Callback):
         if batch.name in drawn or len(drawn) >= self.num_videos:
             return
         drawn.add(batch.name)
-        frames = overlay_frames(batch.video[0].float().cpu().numpy(), batch.target_points[0].cpu().numpy(),
-                                batch.occluded[0].cpu().numpy(), outputs["tracks"], outputs["occluded"],
-                                self.max_points)  # fmt: skip
+        frames = overlay_frames(
+            batch.video[0].float().cpu().numpy(),
+            batch.target_points[0].cpu().numpy(),
+            batch.occluded[0].cpu().numpy(),
+            outputs["tracks"],
+            outputs["occluded"],
+            self.max_points,
+        )
         log_overlay(trainer, f"overlay/{batch.set_name}/{batch.name}", frames, self._folder)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:

@@ -6,6 +6,7 @@ The resolved config is saved as ``config.yaml`` in the first logger's folder. Lo
 the config (TensorBoard by default), plus CSV always, plus W&B when ``wandb`` is installed and
 ``WANDB_PROJECT`` is set. Bad config values end with one TapforgeError line naming the key.
 """
+
 from __future__ import annotations
 
 import glob
@@ -44,10 +45,10 @@ def _resolve_precision(trainer) -> None:
     if "bf16" not in precision:
         return
     if not (torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")):
-        warnings.warn(f"trainer.precision={precision} needs a GPU; training in 32-true on the CPU")
+        warnings.warn(f"trainer.precision={precision} needs a GPU; training in 32-true on the CPU", stacklevel=2)
         trainer["precision"] = "32-true"
     elif not torch.cuda.is_bf16_supported():
-        warnings.warn(f"this GPU has no bfloat16; trainer.precision={precision} becomes 16-mixed")
+        warnings.warn(f"this GPU has no bfloat16; trainer.precision={precision} becomes 16-mixed", stacklevel=2)
         trainer["precision"] = "16-mixed"
 
 
@@ -57,14 +58,20 @@ def _has_tensorboard() -> bool:
 
     if any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
         return True
-    print("tapforge train: tensorboard is not installed: logging to CSV only (pip install tensorboard)", file=sys.stderr)
+    print(
+        "tapforge train: tensorboard is not installed: logging to CSV only (pip install tensorboard)", file=sys.stderr
+    )
     return False
 
 
 def _resolve_last(trainer) -> str | None:
     """The file ``--ckpt_path last`` means, found as Lightning finds it (the newest last*.ckpt), or None."""
-    found = [p for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)
-             for p in glob.glob(os.path.join(c.dirpath, "last*.ckpt"))]
+    found = [
+        p
+        for c in trainer.checkpoint_callbacks
+        if getattr(c, "dirpath", None)
+        for p in glob.glob(os.path.join(c.dirpath, "last*.ckpt"))
+    ]
     return max(found, key=os.path.getmtime) if found else None
 
 
@@ -74,18 +81,30 @@ def read_checkpoint(path: str) -> dict:
     import torch
 
     if not os.path.isfile(path):
-        raise TapforgeError(f"--ckpt_path {path}: no such file; fix: give a .ckpt written by tapforge train fit, or last")
+        raise TapforgeError(
+            f"--ckpt_path {path}: no such file; fix: give a .ckpt written by tapforge train fit, or last"
+        )
     try:  # a .ckpt is the user's own run: Lightning reads it with the same trust
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - truncated zip, random bytes, a pickle of something else
-        others = sorted((p for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "*.ckpt"))
-                         if os.path.abspath(p) != os.path.abspath(path)), key=os.path.getmtime)
+        others = sorted(
+            (
+                p
+                for p in glob.glob(os.path.join(os.path.dirname(path) or ".", "*.ckpt"))
+                if os.path.abspath(p) != os.path.abspath(path)
+            ),
+            key=os.path.getmtime,
+        )
         hint = f"resume from the newest other checkpoint there ({others[-1]})" if others else "delete it and start over"
-        raise TapforgeError(f"--ckpt_path {path} is not a readable checkpoint (truncated or not a torch file: "
-                            f"{type(err).__name__}); fix: {hint}") from None
+        raise TapforgeError(
+            f"--ckpt_path {path} is not a readable checkpoint (truncated or not a torch file: "
+            f"{type(err).__name__}); fix: {hint}"
+        ) from None
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise TapforgeError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict); fix: give a .ckpt "
-                            "written by tapforge train fit (weights from elsewhere go in --model.init_from)")
+        raise TapforgeError(
+            f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict); fix: give a .ckpt "
+            "written by tapforge train fit (weights from elsewhere go in --model.init_from)"
+        )
     return {k: torch.empty(getattr(v, "shape", ()), device="meta") for k, v in checkpoint["state_dict"].items()}
 
 
@@ -96,8 +115,11 @@ def check_checkpoint_fits(path: str, weights: dict, module) -> None:
 
     problems = state_dict_mismatch(module.state_dict(), weights)
     if problems:
-        raise TapforgeError(f"--ckpt_path {path} does not fit this model.model: " + "; ".join(problems)
-                            + "; fix: use the model settings it was trained with (its run's config.yaml)")
+        raise TapforgeError(
+            f"--ckpt_path {path} does not fit this model.model: "
+            + "; ".join(problems)
+            + "; fix: use the model settings it was trained with (its run's config.yaml)"
+        )
 
 
 def _build_cli_class():
@@ -122,7 +144,9 @@ def _build_cli_class():
             if trainer.get("logger") in (None, True):
                 kinds = (("TensorBoardLogger", "tensorboard"),) if _has_tensorboard() else ()
                 trainer["logger"] = [
-                    Namespace(class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(save_dir=root, name=name))
+                    Namespace(
+                        class_path=f"lightning.pytorch.loggers.{kind}", init_args=Namespace(save_dir=root, name=name)
+                    )
                     for kind, name in kinds + (("CSVLogger", "csv"),)
                 ]
             for callback in trainer.get("callbacks") or []:
@@ -174,7 +198,9 @@ def _build_cli_class():
                     log.info("WANDB_PROJECT is set but wandb is not installed; not logging to W&B")
                 else:
                     if not any(isinstance(lg, WandbLogger) for lg in loggers):
-                        loggers.append(WandbLogger(project=os.environ["WANDB_PROJECT"], save_dir=trainer.default_root_dir))
+                        loggers.append(
+                            WandbLogger(project=os.environ["WANDB_PROJECT"], save_dir=trainer.default_root_dir)
+                        )
             trainer.loggers = [lg for lg in loggers if isinstance(lg, Logger)]
             return trainer
 

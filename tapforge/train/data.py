@@ -7,6 +7,7 @@ rank sees the same number of batches per epoch whatever the shard sizes. Clips a
 frames of the sub-clip), the batch is shipped as uint8 in pinned memory, and augmentation runs on the device
 afterwards (``on_after_batch_transfer``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,9 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from tapforge.synth.schema import SchemaError, decode_clip, decode_frames
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
+from tapforge.synth.schema import SchemaError, decode_clip, decode_frames
 from tapforge.train.augment import AugmentConfig, Sim2RealAugment
 from tapforge.train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
 from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
@@ -145,14 +146,20 @@ class TrainClipStream(IterableDataset):
     def __len__(self) -> int:
         return self.epoch_length
 
-    def _examples(self, samples: Iterable[dict], handler: CorruptShardHandler, counts: ReaderCounts,
-                  rng: np.random.Generator) -> Iterator[dict]:  # fmt: skip
+    def _examples(
+        self, samples: Iterable[dict], handler: CorruptShardHandler, counts: ReaderCounts, rng: np.random.Generator
+    ) -> Iterator[dict]:
         """Training examples of raw samples; damaged and unusable ones are counted in ``counts`` and skipped."""
         skips = 0
         for sample in samples:
             try:
                 example = make_training_example(
-                    sample, self.num_frames, self.frame_strides, self.num_queries, rng, self.frame_size,
+                    sample,
+                    self.num_frames,
+                    self.frame_strides,
+                    self.num_queries,
+                    rng,
+                    self.frame_size,
                     self.background_share,
                 )
             except (SchemaError, UnusableClip) as err:
@@ -280,26 +287,41 @@ class TAPIRDataModule(LightningDataModule):
         real_batch_size: int | None = None,
     ):
         super().__init__()
-        for key, value in [("batch_size", batch_size), ("num_frames", num_frames), ("num_queries", num_queries),
-                           ("epoch_length", epoch_length), ("val_max_tracks", val_max_tracks)]:  # fmt: skip
+        for key, value in [
+            ("batch_size", batch_size),
+            ("num_frames", num_frames),
+            ("num_queries", num_queries),
+            ("epoch_length", epoch_length),
+            ("val_max_tracks", val_max_tracks),
+        ]:
             _check(int(value) > 0, f"data.{key} is {value}; fix: set it to a positive integer")
         _check(num_frames >= 2, f"data.num_frames is {num_frames}; fix: use at least 2 frames")
         _check(shuffle_buffer >= 0, f"data.shuffle_buffer is {shuffle_buffer}; fix: use 0 or more")
         _check(num_workers >= 0 and val_num_workers >= 0, "data.num_workers must be >= 0; fix: use 0 or more")
-        _check(len(frame_strides) > 0 and all(int(s) >= 1 for s in frame_strides),
-               f"data.frame_strides is {frame_strides}; fix: give a list of strides >= 1, e.g. [1, 2]")  # fmt: skip
+        _check(
+            len(frame_strides) > 0 and all(int(s) >= 1 for s in frame_strides),
+            f"data.frame_strides is {frame_strides}; fix: give a list of strides >= 1, e.g. [1, 2]",
+        )
         for key, size in [("resolution", resolution), ("frame_size", frame_size)]:
-            _check(size is None or (len(size) == 2 and min(size) >= 8),
-                   f"data.{key} is {size}; fix: give [height, width] of at least 8 pixels each")  # fmt: skip
-        _check(background_share is None or 0 <= background_share <= 1,
-               f"data.background_share is {background_share}; fix: use a share in [0, 1], or null for an even share per object")  # fmt: skip
+            _check(
+                size is None or (len(size) == 2 and min(size) >= 8),
+                f"data.{key} is {size}; fix: give [height, width] of at least 8 pixels each",
+            )
+        _check(
+            background_share is None or 0 <= background_share <= 1,
+            f"data.background_share is {background_share}; fix: use a share in [0, 1], or null for an even share per object",
+        )
         _check(on_corrupt in ON_CORRUPT, f"data.on_corrupt is {on_corrupt!r}; fix: use one of {', '.join(ON_CORRUPT)}")
         bad_modes = [m for m in query_modes if m not in ("first", "strided")]
         _check(not bad_modes, f"data.query_modes has {bad_modes}; fix: use 'first' and/or 'strided'")
-        _check(real_batch_size is None or real_batch_size > 0,
-               f"data.real_batch_size is {real_batch_size}; fix: use a positive count, or null for data.batch_size")  # fmt: skip
-        _check(val_max_videos is None or val_max_videos > 0,
-               f"data.val_max_videos is {val_max_videos}; fix: use a positive integer or null for all")  # fmt: skip
+        _check(
+            real_batch_size is None or real_batch_size > 0,
+            f"data.real_batch_size is {real_batch_size}; fix: use a positive count, or null for data.batch_size",
+        )
+        _check(
+            val_max_videos is None or val_max_videos > 0,
+            f"data.val_max_videos is {val_max_videos}; fix: use a positive integer or null for all",
+        )
         self.train_shards = train_shards
         self.val_shards = val_shards
         self.tapvid = tapvid
@@ -340,8 +362,17 @@ class TAPIRDataModule(LightningDataModule):
         if self.val_shards:
             urls = expand_shards(self.val_shards, "data.val_shards")
             self.val_sets.append(
-                SyntheticEvalSet(urls, "synthetic", self.query_modes, self.resolution, self.val_max_tracks,
-                                 self.val_max_videos, rank, world, self.on_corrupt)  # fmt: skip
+                SyntheticEvalSet(
+                    urls,
+                    "synthetic",
+                    self.query_modes,
+                    self.resolution,
+                    self.val_max_tracks,
+                    self.val_max_videos,
+                    rank,
+                    world,
+                    self.on_corrupt,
+                )
             )
         for name, path in self.tapvid.items():
             self.val_sets.append(
@@ -349,8 +380,10 @@ class TAPIRDataModule(LightningDataModule):
             )
         if stage == "fit":
             if not self.train_shards and not self.real_videos:
-                raise TapforgeError("data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL), "
-                                    "and/or --data.real_videos DIR for self-supervised fine-tuning")  # fmt: skip
+                raise TapforgeError(
+                    "data.train_shards is not set; fix: pass --data.train_shards DIR (or a glob/URL), "
+                    "and/or --data.real_videos DIR for self-supervised fine-tuning"
+                )
             if self.real_videos:
                 self.real_sources = expand_video_sources(self.real_videos, "data.real_videos")
             if not self.train_shards:
@@ -360,7 +393,9 @@ class TAPIRDataModule(LightningDataModule):
             if len(self.train_urls) < readers and rank == 0:
                 log.warning(
                     "%d training shards for %d readers (ranks x workers): every reader draws from all shards, so ranks "
-                    "may see the same clips at the same time; write at least %d shards", len(self.train_urls), readers,
+                    "may see the same clips at the same time; write at least %d shards",
+                    len(self.train_urls),
+                    readers,
                     readers,
                 )
         elif not self.val_sets:
@@ -370,8 +405,13 @@ class TAPIRDataModule(LightningDataModule):
             )
 
     def _loader(self, stream: IterableDataset) -> DataLoader:
-        return DataLoader(stream, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())  # fmt: skip
+        return DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
 
     def train_dataloader(self) -> DataLoader | CombinedLoader:
         """Synthetic batches; with ``real_videos``, a dict of a ``synthetic`` and a ``real`` batch each step."""
@@ -380,17 +420,40 @@ class TAPIRDataModule(LightningDataModule):
         seed = self.seed * 1_000_003 + step
         loaders = {}
         if self.train_urls:
-            loaders["synthetic"] = self._loader(TrainClipStream(
-                self.train_urls, self.batch_size, self.epoch_length, self.num_frames, self.frame_strides,
-                self.num_queries, self.frame_size, self.background_share, self.shuffle_buffer, self.on_corrupt,
-                seed=seed, rank=rank, world_size=world,
-            ))  # fmt: skip
+            loaders["synthetic"] = self._loader(
+                TrainClipStream(
+                    self.train_urls,
+                    self.batch_size,
+                    self.epoch_length,
+                    self.num_frames,
+                    self.frame_strides,
+                    self.num_queries,
+                    self.frame_size,
+                    self.background_share,
+                    self.shuffle_buffer,
+                    self.on_corrupt,
+                    seed=seed,
+                    rank=rank,
+                    world_size=world,
+                )
+            )
         if self.real_videos:
             videos, shards = self.real_sources
-            loaders["real"] = self._loader(RealClipStream(
-                videos, shards, self.real_batch_size, self.epoch_length, self.num_frames, self.frame_strides,
-                self.resolution, self.on_corrupt, seed=seed, rank=rank, world_size=world,
-            ))  # fmt: skip
+            loaders["real"] = self._loader(
+                RealClipStream(
+                    videos,
+                    shards,
+                    self.real_batch_size,
+                    self.epoch_length,
+                    self.num_frames,
+                    self.frame_strides,
+                    self.resolution,
+                    self.on_corrupt,
+                    seed=seed,
+                    rank=rank,
+                    world_size=world,
+                )
+            )
         if list(loaders) == ["synthetic"]:
             return loaders["synthetic"]
         return CombinedLoader(loaders, mode="min_size")  # both streams give exactly epoch_length batches
@@ -420,8 +483,9 @@ class TAPIRDataModule(LightningDataModule):
                 self.stats.update(part.counts)
         return batch
 
-    def on_after_batch_transfer(self, batch: ClipBatch | RealClipBatch | EvalBatch | dict,
-                                dataloader_idx: int) -> TrainBatch | RealClipBatch | EvalBatch | dict:
+    def on_after_batch_transfer(
+        self, batch: ClipBatch | RealClipBatch | EvalBatch | dict, dataloader_idx: int
+    ) -> TrainBatch | RealClipBatch | EvalBatch | dict:
         """Evaluation videos to [-1, 1]; synthetic clips augmented into a TrainBatch; real clips stay as they are
         (the module's teacher labels them before they are transformed for the student)."""
         if isinstance(batch, dict):

@@ -6,6 +6,7 @@ Videos are dealt out to ranks and loader workers round-robin, so each video is s
 once; per-video metrics are summed per set and the sums reduced over ranks before dividing, which
 gives the official benchmark number (the mean over videos) however the videos were split.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,7 +28,7 @@ from tapforge.train.shards import CorruptShardHandler, read_samples
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TapVidPaths:
     """Where the TAP-Vid pickles are (a file, or a folder of ``*.pkl`` for Kinetics / RoboTAP)."""
 
@@ -47,7 +48,11 @@ class TapVidPaths:
             if not os.path.exists(path):
                 log.warning(
                     "data.tapvid.%s: %s does not exist, so %s validation is skipped "
-                    "(fix: download it or set data.tapvid.%s: null)", f.name, path, f.name, f.name
+                    "(fix: download it or set data.tapvid.%s: null)",
+                    f.name,
+                    path,
+                    f.name,
+                    f.name,
                 )
                 continue
             found.append((f.name, path))
@@ -65,9 +70,15 @@ def _as_batch(sample: dict, source: str, mode: str, name: str) -> EvalBatch:
     def tensor(key: str, dtype=None) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(sample[key], dtype=dtype))
 
-    return EvalBatch(video=tensor("video"), query_points=tensor("query_points", np.float32),
-                     target_points=tensor("target_points", np.float32), occluded=tensor("occluded", bool),
-                     source=source, mode=mode, name=name)  # fmt: skip
+    return EvalBatch(
+        video=tensor("video"),
+        query_points=tensor("query_points", np.float32),
+        target_points=tensor("target_points", np.float32),
+        occluded=tensor("occluded", bool),
+        source=source,
+        mode=mode,
+        name=name,
+    )
 
 
 def queries_for_mode(occluded: np.ndarray, tracks: np.ndarray, video: np.ndarray, mode: str) -> dict:
@@ -159,7 +170,9 @@ class SyntheticEvalSet(IterableDataset):
                 tracks = tracks * np.array([self.resolution[1] / width, self.resolution[0] / height], np.float32)
             occluded = clip.occluded[rows] | outside_frame(tracks, *self.resolution)
             for mode in self.query_modes:
-                if mode == "first" or np.any(~occluded[:, ::tapvid.QUERY_STRIDE]):  # strided queries need a visible point
+                if mode == "first" or np.any(
+                    ~occluded[:, :: tapvid.QUERY_STRIDE]
+                ):  # strided queries need a visible point
                     sample_out = queries_for_mode(occluded, tracks, video, mode)
                     yield _as_batch(sample_out, self.name, mode, clip.key)
 

@@ -4,6 +4,7 @@ Checkpoint contract (read by ``tapforge.tapir.checkpoint.load_model``): the mode
 state_dict keys are ``model.<official key>``, and ``hyper_parameters["model"]`` is the full
 keyword-argument dict (``model.config``; TAP-Net's carries ``architecture: tapnet``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,8 +31,16 @@ from tapforge.train.optim import grad_norm, param_groups, warmup_cosine
 
 log = logging.getLogger(__name__)
 
-STRUCTURAL_KEYS = ("pyramid_level", "extra_convs", "use_casual_conv", "mixer_hidden_dim", "num_mixer_blocks",
-                   "mixer_kernel_shape", "patch_size", "blocks_per_group")  # fmt: skip
+STRUCTURAL_KEYS = (
+    "pyramid_level",
+    "extra_convs",
+    "use_casual_conv",
+    "mixer_hidden_dim",
+    "num_mixer_blocks",
+    "mixer_kernel_shape",
+    "patch_size",
+    "blocks_per_group",
+)
 
 
 def _all_ranks_names(names: list[str]) -> list[str]:
@@ -88,14 +97,22 @@ class TAPIRModule(LightningModule):
             (eps > 0, f"model.eps is {eps}; fix: use a small positive value such as 1e-8"),
             (weight_decay >= 0, f"model.weight_decay is {weight_decay}; fix: use 0 or more (tapnet: 0.1)"),
             (warmup_steps >= 0, f"model.warmup_steps is {warmup_steps}; fix: use 0 or more"),
-            (total_steps is None or total_steps > 0, f"model.total_steps is {total_steps}; fix: use a positive count or null"),
+            (
+                total_steps is None or total_steps > 0,
+                f"model.total_steps is {total_steps}; fix: use a positive count or null",
+            ),
             (0 <= end_lr_factor <= 1, f"model.end_lr_factor is {end_lr_factor}; fix: use a value in [0, 1]"),
-            (expected_dist_thresh > 0, f"model.expected_dist_thresh is {expected_dist_thresh}; fix: use a positive "
-                                       "distance in pixels at 256x256 (tapnet: 6)"),
+            (
+                expected_dist_thresh > 0,
+                f"model.expected_dist_thresh is {expected_dist_thresh}; fix: use a positive "
+                "distance in pixels at 256x256 (tapnet: 6)",
+            ),
             (query_chunk_size > 0, f"model.query_chunk_size is {query_chunk_size}; fix: use a positive count"),
-            (architecture in ARCHITECTURES, f"model.architecture is {architecture!r}; fix: use one of "
-                                            f"{', '.join(ARCHITECTURES)}"),
-        ]  # fmt: skip
+            (
+                architecture in ARCHITECTURES,
+                f"model.architecture is {architecture!r}; fix: use one of {', '.join(ARCHITECTURES)}",
+            ),
+        ]
         for ok, message in checks:
             if not ok:
                 raise TapforgeError(message)
@@ -107,13 +124,17 @@ class TAPIRModule(LightningModule):
         kwargs = dict(model or {})
         stated = kwargs.pop("architecture", architecture)  # a checkpoint's model.config names its architecture
         if stated != architecture:
-            raise TapforgeError(f"model.model says architecture {stated!r} but model.architecture is {architecture!r}; "
-                                "fix: make them the same")  # fmt: skip
+            raise TapforgeError(
+                f"model.model says architecture {stated!r} but model.architecture is {architecture!r}; "
+                "fix: make them the same"
+            )
         try:
             self.model = model_cls(**kwargs)
         except TypeError as err:
-            raise TapforgeError(f"model.model has a key {model_cls.__name__} does not take ({err}); fix: see "
-                                f"tapir.{model_cls.__name__}'s arguments") from None  # fmt: skip
+            raise TapforgeError(
+                f"model.model has a key {model_cls.__name__} does not take ({err}); fix: see "
+                f"tapir.{model_cls.__name__}'s arguments"
+            ) from None
         self.hparams.model = self.model.config  # the complete kwargs, for tapforge.tapir.checkpoint.load_model
         self.skipped_steps = 0
         self._initialised = False
@@ -142,11 +163,15 @@ class TAPIRModule(LightningModule):
     def load_initial_weights(self, path: str) -> None:
         """Copy the weights of a tapnet / tapforge checkpoint into ``self.model`` (strict)."""
         if not os.path.isfile(path):
-            raise TapforgeError(f"model.init_from {path!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file")
+            raise TapforgeError(
+                f"model.init_from {path!r} does not exist; fix: give the path of a .pt/.ckpt/.safetensors file"
+            )
         source = load_model(path)
         if type(source) is not type(self.model):
-            raise TapforgeError(f"model.init_from {path!r} is a {type(source).__name__}, but model.architecture is "
-                                f"{self.hparams.architecture!r}; fix: set model.architecture to match it")  # fmt: skip
+            raise TapforgeError(
+                f"model.init_from {path!r} is a {type(source).__name__}, but model.architecture is "
+                f"{self.hparams.architecture!r}; fix: set model.architecture to match it"
+            )
         differ = [k for k in STRUCTURAL_KEYS if source.config.get(k) != self.model.config.get(k)]
         if differ:
             wanted = ", ".join(f"{k}: {source.config[k]!r}" for k in differ)
@@ -186,7 +211,9 @@ class TAPIRModule(LightningModule):
             for p in self.parameters():
                 p.grad = None  # AdamW leaves parameters without gradients untouched
             self.skipped_steps += 1
-            log.warning("step %d: non-finite gradients, update skipped (%d so far)", self.global_step, self.skipped_steps)
+            log.warning(
+                "step %d: non-finite gradients, update skipped (%d so far)", self.global_step, self.skipped_steps
+            )
         else:
             self.log("train/grad_norm", norm, on_step=True, on_epoch=False)
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
@@ -216,13 +243,21 @@ class TAPIRModule(LightningModule):
         outputs = self._student_outputs(batch.video, batch.query_points)
         # a clip that augmentation left without any visible point has no valid query: leave it out
         mask = (~batch.no_visible_track).float()[:, None, None].expand(batch.occluded.shape)
-        return tapir_loss(outputs, batch.tracks, batch.occluded, image_size=tuple(batch.video.shape[2:4]), mask=mask,
-                          expected_dist_thresh=self.hparams.expected_dist_thresh)  # fmt: skip
+        return tapir_loss(
+            outputs,
+            batch.tracks,
+            batch.occluded,
+            image_size=tuple(batch.video.shape[2:4]),
+            mask=mask,
+            expected_dist_thresh=self.hparams.expected_dist_thresh,
+        )
 
     def _bootstrap_generator(self) -> torch.Generator:
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device)
-            self._generator.manual_seed(zlib.crc32(repr((torch.initial_seed(), self.global_rank, self.global_step)).encode()))
+            self._generator.manual_seed(
+                zlib.crc32(repr((torch.initial_seed(), self.global_rank, self.global_step)).encode())
+            )
         return self._generator
 
     def teacher(self) -> torch.nn.Module:
@@ -241,8 +276,14 @@ class TAPIRModule(LightningModule):
         resolution = tuple(clips.video.shape[2:4])
         if self._student_view is None or self._student_view.resolution != resolution:
             self._student_view = Sim2RealAugment(config.student_augment, resolution)
-        labels = pseudo_labels(self.teacher(), clips, config, self._student_view, self._bootstrap_generator(),
-                               self.hparams.query_chunk_size)  # fmt: skip
+        labels = pseudo_labels(
+            self.teacher(),
+            clips,
+            config,
+            self._student_view,
+            self._bootstrap_generator(),
+            self.hparams.query_chunk_size,
+        )
         outputs = self._student_outputs(labels.batch.video, labels.batch.query_points)
         return self_supervised_loss(outputs, labels, self.hparams.expected_dist_thresh)
 
@@ -299,8 +340,9 @@ class TAPIRModule(LightningModule):
         return {"tracks": pred_tracks[0], "occluded": pred_occluded[0]}
 
     def _finish_eval(self, prefix: str) -> dict[str, float]:
-        results = self._metrics.reduce(lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"),
-                                       gather_names=_all_ranks_names)
+        results = self._metrics.reduce(
+            lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum"), gather_names=_all_ranks_names
+        )
         with warnings.catch_warnings():  # the values are already reduced over ranks: no sync_dist
             warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed")
             for key, value in results.items():

@@ -6,6 +6,7 @@ parameter of a normalisation module whose name contains ``layer_norm``, ``batch_
 ``linear_classifier`` are not decayed. The ResNet's instance norms are named ``instancenorm_*``
 in Haiku, which none of those patterns match, so tapnet decays their scale and offset; so do we.
 """
+
 from __future__ import annotations
 
 import math

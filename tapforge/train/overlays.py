@@ -5,6 +5,7 @@ to ``<log_dir>/overlays/`` so that runs logged only to CSV have them too. Each o
 ground truth (left) next to the prediction (right): filled discs are visible points, hollow
 crossed circles occluded ones.
 """
+
 from __future__ import annotations
 
 import io

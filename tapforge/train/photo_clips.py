@@ -23,6 +23,7 @@ composited over white). The output is a TAP-Vid DAVIS-format pickle, dict name -
 which ``tapforge eval --tapvid-davis`` and training's ``data.tapvid.davis`` read. The same photos,
 settings and seed give the same bytes; clip ``i`` depends only on the seed and ``i``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ def bundled_photo_paths() -> list[str]:
         ) from None
     sklearn_images = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
     mpl_samples = os.path.join(matplotlib.get_data_path(), "sample_data")
-    return [os.path.join(sklearn_images, "china.jpg"), os.path.join(sklearn_images, "flower.jpg"),
-            os.path.join(mpl_samples, "grace_hopper.jpg"), os.path.join(mpl_samples, "Minduka_Present_Blue_Pack.png")]
+    return [
+        os.path.join(sklearn_images, "china.jpg"),
+        os.path.join(sklearn_images, "flower.jpg"),
+        os.path.join(mpl_samples, "grace_hopper.jpg"),
+        os.path.join(mpl_samples, "Minduka_Present_Blue_Pack.png"),
+    ]
 
 
 def load_photos(folder: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray]]:
@@ -82,11 +87,14 @@ def load_photos(folder: str | os.PathLike | None = None) -> list[tuple[str, np.n
         except (OSError, ValueError) as err:
             raise TapforgeError(f"cannot read the photo {path!r} ({err}); fix: replace or remove that file") from None
         if min(rgba.size) < 16:
-            raise TapforgeError(f"the photo {path!r} is only {rgba.size[0]}x{rgba.size[1]} pixels; "
-                                "fix: use photos of at least 16 pixels a side")  # fmt: skip
+            raise TapforgeError(
+                f"the photo {path!r} is only {rgba.size[0]}x{rgba.size[1]} pixels; "
+                "fix: use photos of at least 16 pixels a side"
+            )
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        photos.append((os.path.splitext(os.path.basename(path))[0],
-                       np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))))  # fmt: skip
+        photos.append(
+            (os.path.splitext(os.path.basename(path))[0], np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))
+        )
     return photos
 
 
@@ -129,8 +137,9 @@ def _spline(keys: np.ndarray, num_frames: int) -> np.ndarray:
     return 0.5 * (2 * p1 + (p2 - p0) * f + (2 * p0 - 5 * p1 + 4 * p2 - p3) * f**2 + (3 * p1 - p0 - 3 * p2 + p3) * f**3)
 
 
-def smooth_motion(rng: np.random.Generator, num_frames: int, corners: np.ndarray, speed: float, turn: float,
-                  zoom: float, skew: float) -> np.ndarray:  # fmt: skip
+def smooth_motion(
+    rng: np.random.Generator, num_frames: int, corners: np.ndarray, speed: float, turn: float, zoom: float, skew: float
+) -> np.ndarray:
     """[T,4,2]: ``corners`` [4,2] moved smoothly by a random similarity plus perspective jitter.
 
     Per frame, the translation moves about ``speed`` px, the rotation ``turn`` rad and the log
@@ -172,8 +181,14 @@ class PhotoClip:
     patch_mask: np.ndarray  # bool [T,H,W]: pixel centres the patch covers
 
 
-def make_clip(rng: np.random.Generator, photos: list[tuple[str, np.ndarray]], num_frames: int = 24,
-              size: int = 256, num_points: int = 128, name: str = "clip") -> PhotoClip:  # fmt: skip
+def make_clip(
+    rng: np.random.Generator,
+    photos: list[tuple[str, np.ndarray]],
+    num_frames: int = 24,
+    size: int = 256,
+    num_points: int = 128,
+    name: str = "clip",
+) -> PhotoClip:
     """Render one clip: a photo under a moving camera and a patch of another photo moving over it."""
     grid = np.stack(np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5), axis=-1)  # [H,W,2] pixel centres
     back = int(rng.integers(len(photos)))
@@ -181,8 +196,9 @@ def make_clip(rng: np.random.Generator, photos: list[tuple[str, np.ndarray]], nu
 
     # background: frame pixels at t -> reference-frame pixels (camera motion) -> resized photo pixels
     frame = np.array([[0.0, 0.0], [size, 0.0], [size, size], [0.0, size]])
-    corners = smooth_motion(rng, num_frames, frame, speed=rng.uniform(0.002, 0.012) * size, turn=0.004, zoom=0.006,
-                            skew=0.01 * size)  # fmt: skip
+    corners = smooth_motion(
+        rng, num_frames, frame, speed=rng.uniform(0.002, 0.012) * size, turn=0.004, zoom=0.006, skew=0.01 * size
+    )
     low, high = corners.min(axis=(0, 1)) - 1, corners.max(axis=(0, 1)) + 1
     photo = photos[back][1]
     height, width = photo.shape[:2]
@@ -196,8 +212,9 @@ def make_clip(rng: np.random.Generator, photos: list[tuple[str, np.ndarray]], nu
     w, h = rng.uniform(0.25, 0.5, 2) * size
     local = np.array([[0.0, 0.0], [w, 0.0], [w, h], [0.0, h]])
     start = local - [w / 2, h / 2] + rng.uniform(0.3, 0.7, 2) * size
-    corners = smooth_motion(rng, num_frames, start, speed=rng.uniform(0.005, 0.02) * size, turn=0.015, zoom=0.01,
-                            skew=0.03 * min(w, h))  # fmt: skip
+    corners = smooth_motion(
+        rng, num_frames, start, speed=rng.uniform(0.005, 0.02) * size, turn=0.015, zoom=0.01, skew=0.03 * min(w, h)
+    )
     patch = np.stack([homography(local, c) for c in corners])
     to_patch = np.linalg.inv(patch)
     photo = photos[front][1]
@@ -248,8 +265,14 @@ def make_clip(rng: np.random.Generator, photos: list[tuple[str, np.ndarray]], nu
     return PhotoClip(name, video, tracks, occluded, on_patch, query_frames, patch_mask)
 
 
-def make_clips(num_clips: int = 30, num_frames: int = 24, size: int = 256, num_points: int = 128, seed: int = 0,
-               photos_dir: str | os.PathLike | None = None) -> list[PhotoClip]:  # fmt: skip
+def make_clips(
+    num_clips: int = 30,
+    num_frames: int = 24,
+    size: int = 256,
+    num_points: int = 128,
+    seed: int = 0,
+    photos_dir: str | os.PathLike | None = None,
+) -> list[PhotoClip]:
     """``num_clips`` clips; clip ``i`` is drawn from ``np.random.default_rng([seed, i])``."""
     if num_clips < 1 or num_frames < 2 or size < 16 or num_points < 2:
         raise TapforgeError(
@@ -257,8 +280,10 @@ def make_clips(num_clips: int = 30, num_frames: int = 24, size: int = 256, num_p
             "fix: ask for at least 1 clip of 2 frames of 16x16 pixels with 2 points"
         )
     photos = load_photos(photos_dir)
-    return [make_clip(np.random.default_rng([seed, i]), photos, num_frames, size, num_points, f"clip{i:04d}")
-            for i in range(num_clips)]  # fmt: skip
+    return [
+        make_clip(np.random.default_rng([seed, i]), photos, num_frames, size, num_points, f"clip{i:04d}")
+        for i in range(num_clips)
+    ]
 
 
 def write_tapvid_pickle(clips: list[PhotoClip], out: str | os.PathLike) -> str:
@@ -278,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tapforge photo-clips",
         description="Write clips of real photos moved by known homographies, with exact point tracks, "
-                    "as a TAP-Vid DAVIS-format pickle (for tapforge eval --tapvid-davis).",
+        "as a TAP-Vid DAVIS-format pickle (for tapforge eval --tapvid-davis).",
         epilog='Bundled photos: scikit-learn and matplotlib sample photographs (pip install "tapforge[photos]").',
     )
     p.add_argument("--out", required=True, help="the pickle to write, e.g. real.pkl")
@@ -295,6 +320,8 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     clips = make_clips(args.num_clips, args.frames, args.size, args.points, args.seed, args.photos)
     write_tapvid_pickle(clips, args.out)
-    print(f"wrote {len(clips)} clips ({args.frames} frames, {args.size}x{args.size}, {args.points} tracks each) "
-          f"to {args.out}")  # fmt: skip
+    print(
+        f"wrote {len(clips)} clips ({args.frames} frames, {args.size}x{args.size}, {args.points} tracks each) "
+        f"to {args.out}"
+    )
     return 0

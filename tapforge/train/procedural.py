@@ -7,6 +7,7 @@ its rectangle (or with the background under the camera pan). A point is occluded
 rectangle covers it or it leaves the frame. No Blender involved; writing shards uses the shard
 schema of ``tapforge.synth.schema``.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ import os
 import numpy as np
 import webdataset as wds
 
-from tapforge.synth.schema import Clip, encode_clip
 from tapforge.base.atomic import atomic_write
+from tapforge.synth.schema import Clip, encode_clip
 
 
 class ValueNoise:
@@ -125,7 +126,7 @@ def write_shards(
         path = os.path.join(out_dir, f"shard-{shard:06d}.tar")
         indices = range(shard * clips_per_shard, min(num_clips, (shard + 1) * clips_per_shard))
 
-        def write(tmp: str) -> None:
+        def write(tmp: str, indices: range = indices) -> None:
             with wds.TarWriter(tmp) as sink:
                 for index in indices:
                     sink.write(encode_clip(make_clip(rng, f"clip{seed:03d}_{index:06d}", **clip_kwargs), codec=codec))

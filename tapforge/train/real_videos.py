@@ -17,6 +17,7 @@ clip of ``num_frames`` frames at a random stride from each draw, resized to the 
 cannot be decoded, or is shorter than a clip, is logged once, counted (``data/bad_videos``, ``data/short_videos``)
 and not drawn again; a reader with nothing left readable stops the run with one error line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,18 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
-from tapforge.synth.schema import VIDEO_CODECS, SchemaError, decode_frames, encode_frame, frame_entry, frame_names
 from tapforge.base.atomic import atomic_write, atomic_write_bytes
 from tapforge.base.errors import TapforgeError
-from tapforge.base.video import FFMPEG_SUFFIXES, IMAGE_SUFFIXES, decode_image, image_names, natural_key, read_video, resize_frames
+from tapforge.base.video import (
+    FFMPEG_SUFFIXES,
+    IMAGE_SUFFIXES,
+    decode_image,
+    image_names,
+    natural_key,
+    read_video,
+    resize_frames,
+)
+from tapforge.synth.schema import VIDEO_CODECS, SchemaError, decode_frames, encode_frame, frame_entry, frame_names
 from tapforge.train.batches import ReaderCounts, RealClipBatch
 from tapforge.train.shards import CorruptShardHandler, expand_shards, is_remote, read_samples, split_urls
 
@@ -75,7 +84,9 @@ def _search_folder(folder: str) -> tuple[list[str], list[str]]:
     return videos, shards
 
 
-def expand_video_sources(spec: str | Sequence[str] | None, key: str = "data.real_videos") -> tuple[list[str], list[str]]:
+def expand_video_sources(
+    spec: str | Sequence[str] | None, key: str = "data.real_videos"
+) -> tuple[list[str], list[str]]:
     """(video sources, shard URLs) named by ``spec`` (see the module docstring); one error line when it names none."""
     items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec or [])
     videos, shards = [], []
@@ -86,8 +97,10 @@ def expand_video_sources(spec: str | Sequence[str] | None, key: str = "data.real
             continue
         paths = sorted(glob.glob(item), key=natural_key) if set("*?[") & set(item) else [item]
         if not paths or not all(os.path.exists(p) for p in paths):
-            raise TapforgeError(f"{key}: {item!r} matches no file or folder; fix: give video files, folders of videos "
-                                "or of frames, globs or shards that exist")  # fmt: skip
+            raise TapforgeError(
+                f"{key}: {item!r} matches no file or folder; fix: give video files, folders of videos "
+                "or of frames, globs or shards that exist"
+            )
         for path in paths:
             if os.path.isdir(path):
                 found_videos, found_shards = _search_folder(path)
@@ -98,11 +111,15 @@ def expand_video_sources(spec: str | Sequence[str] | None, key: str = "data.real
             elif path.endswith(".tar"):
                 shards.append(path)
             else:
-                raise TapforgeError(f"{key}: {path!r} is not a video ({', '.join(VIDEO_SUFFIXES)}), a folder or a "
-                                    ".tar shard; fix: remove it from the list")  # fmt: skip
+                raise TapforgeError(
+                    f"{key}: {path!r} is not a video ({', '.join(VIDEO_SUFFIXES)}), a folder or a "
+                    ".tar shard; fix: remove it from the list"
+                )
     if not videos and not shards:
-        raise TapforgeError(f"{key} names no videos ({spec!r}); fix: give folders holding video files "
-                            f"({', '.join(VIDEO_SUFFIXES)}) or frame images, or shards from tapforge pack-videos")  # fmt: skip
+        raise TapforgeError(
+            f"{key} names no videos ({spec!r}); fix: give folders holding video files "
+            f"({', '.join(VIDEO_SUFFIXES)}) or frame images, or shards from tapforge pack-videos"
+        )
     return videos, shards
 
 
@@ -153,8 +170,9 @@ def read_frames(path: str, indices: np.ndarray) -> np.ndarray:
 
     first, count = int(indices[0]), int(indices[-1] - indices[0] + 1)
     try:  # decode from frame ``first`` only (select by frame number: exact, whatever the timestamps)
-        reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24", output_params=["-vf", f"select=gte(n\\,{first})",
-                                                                                   "-fps_mode", "passthrough"])  # fmt: skip
+        reader = imageio_ffmpeg.read_frames(
+            path, pix_fmt="rgb24", output_params=["-vf", f"select=gte(n\\,{first})", "-fps_mode", "passthrough"]
+        )
         meta = next(reader)
         width, height = meta["size"]
         frames = []
@@ -229,19 +247,34 @@ class RealClipStream(IterableDataset):
                 short = isinstance(err, ShortVideo)
                 counts.short_videos += short
                 counts.bad_videos += not short
-                log.warning("real video %s is %s (%s); left out (%d unreadable, %d too short so far)", path,
-                            "too short" if short else "unreadable", err, counts.bad_videos, counts.short_videos)
+                log.warning(
+                    "real video %s is %s (%s); left out (%d unreadable, %d too short so far)",
+                    path,
+                    "too short" if short else "unreadable",
+                    err,
+                    counts.bad_videos,
+                    counts.short_videos,
+                )
                 if self.on_corrupt == "fail" and not short:
-                    raise TapforgeError(f"real video {path} is unreadable ({err}); fix: re-encode or remove it, or "
-                                        "set data.on_corrupt=skip") from None  # fmt: skip
+                    raise TapforgeError(
+                        f"real video {path} is unreadable ({err}); fix: re-encode or remove it, or "
+                        "set data.on_corrupt=skip"
+                    ) from None
                 videos.remove(path)
                 continue
             yield {"video": self._resize(frames), "key": f"{path}@{int(indices[0])}"}
 
-    def _from_shards(self, shards: list[str], handler: CorruptShardHandler, counts: ReaderCounts,
-                     rng: np.random.Generator, seed: list) -> Iterator[dict]:  # fmt: skip
-        stream = wds.ResampledShards(shards, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0,
-                                     deterministic=True)  # fmt: skip
+    def _from_shards(
+        self,
+        shards: list[str],
+        handler: CorruptShardHandler,
+        counts: ReaderCounts,
+        rng: np.random.Generator,
+        seed: list,
+    ) -> Iterator[dict]:
+        stream = wds.ResampledShards(
+            shards, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0, deterministic=True
+        )
         for sample in read_samples((shard["url"] for shard in stream), handler):
             total = len(frame_names(sample))
             indices = clip_indices(total, self.num_frames, self.frame_strides, rng)
@@ -278,9 +311,11 @@ class RealClipStream(IterableDataset):
                 yield next(streams[choice][1])
             except StopIteration:
                 streams.pop(choice)
-        raise TapforgeError(f"no readable video left in data.real_videos for this reader ({counts.bad_videos} "
-                            f"unreadable, {counts.short_videos} too short); fix: check the files (tapforge track "
-                            "reads one), or lower data.num_frames")  # fmt: skip
+        raise TapforgeError(
+            f"no readable video left in data.real_videos for this reader ({counts.bad_videos} "
+            f"unreadable, {counts.short_videos} too short); fix: check the files (tapforge track "
+            "reads one), or lower data.num_frames"
+        )
 
     def _build(self, worker: int, num_workers: int) -> wds.DataPipeline:
         counts = ReaderCounts(worker=worker, stream="real")
@@ -288,8 +323,11 @@ class RealClipStream(IterableDataset):
         share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
 
         def collate(examples: list[dict]) -> RealClipBatch:
-            return RealClipBatch(video=torch.from_numpy(np.stack([e["video"] for e in examples])),
-                                 keys=[e["key"] for e in examples], counts=ReaderCounts(**vars(counts)))  # fmt: skip
+            return RealClipBatch(
+                video=torch.from_numpy(np.stack([e["video"] for e in examples])),
+                keys=[e["key"] for e in examples],
+                counts=ReaderCounts(**vars(counts)),
+            )
 
         return wds.DataPipeline(
             lambda: examples,  # one generator for every epoch: each continues the reader's draws
@@ -318,7 +356,9 @@ class ClipSpec:
     count: int
 
 
-def plan_clips(videos: Sequence[str], num_frames: int, stride: int, clips_per_video: int | None) -> tuple[list[ClipSpec], list[str]]:
+def plan_clips(
+    videos: Sequence[str], num_frames: int, stride: int, clips_per_video: int | None
+) -> tuple[list[ClipSpec], list[str]]:
     """Non-overlapping clips of each video (at most ``clips_per_video``, spread over it), and the sources left out."""
     specs, skipped = [], []
     span = (num_frames - 1) * stride + 1
@@ -331,7 +371,9 @@ def plan_clips(videos: Sequence[str], num_frames: int, stride: int, clips_per_vi
             continue
         starts = list(range(0, total - span + 1, span))
         if not starts:
-            log.warning("%s has %d frames, fewer than a clip of %d at stride %d; left out", path, total, num_frames, stride)
+            log.warning(
+                "%s has %d frames, fewer than a clip of %d at stride %d; left out", path, total, num_frames, stride
+            )
             skipped.append(path)
             continue
         if clips_per_video and len(starts) > clips_per_video:
@@ -340,19 +382,36 @@ def plan_clips(videos: Sequence[str], num_frames: int, stride: int, clips_per_vi
     return specs, skipped
 
 
-def pack_videos(videos: Sequence[str], out: str, num_frames: int = 24, size: tuple[int, int] | None = None,
-                stride: int = 1, clips_per_video: int | None = None, clips_per_shard: int = 64,
-                codec: str = "jpg", jpeg_quality: int = 95) -> dict:  # fmt: skip
+def pack_videos(
+    videos: Sequence[str],
+    out: str,
+    num_frames: int = 24,
+    size: tuple[int, int] | None = None,
+    stride: int = 1,
+    clips_per_video: int | None = None,
+    clips_per_shard: int = 64,
+    codec: str = "jpg",
+    jpeg_quality: int = 95,
+) -> dict:
     """Write clips of ``videos`` as ``out/shard-%06d.tar`` plus ``manifest.json``; returns the manifest.
 
     Shards already complete (same plan, recorded in the manifest) are kept, so an interrupted run resumes.
     """
     specs, skipped = plan_clips(videos, num_frames, stride, clips_per_video)
     if not specs:
-        raise TapforgeError(f"none of the {len(videos)} videos gives a clip of {num_frames} frames at stride {stride}; "
-                            "fix: lower --num-frames or --stride, or check the files")  # fmt: skip
-    settings = {"num_frames": num_frames, "size": list(size) if size else None, "stride": stride, "codec": codec,
-                "jpeg_quality": jpeg_quality, "clips_per_shard": clips_per_shard, "clips": [vars(s) for s in specs]}  # fmt: skip
+        raise TapforgeError(
+            f"none of the {len(videos)} videos gives a clip of {num_frames} frames at stride {stride}; "
+            "fix: lower --num-frames or --stride, or check the files"
+        )
+    settings = {
+        "num_frames": num_frames,
+        "size": list(size) if size else None,
+        "stride": stride,
+        "codec": codec,
+        "jpeg_quality": jpeg_quality,
+        "clips_per_shard": clips_per_shard,
+        "clips": [vars(s) for s in specs],
+    }
     plan_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(out, exist_ok=True)
     manifest_path = os.path.join(out, "manifest.json")
@@ -361,18 +420,25 @@ def pack_videos(videos: Sequence[str], out: str, num_frames: int = 24, size: tup
         with open(manifest_path) as f:
             previous = json.load(f)
         if previous.get("plan_hash") != plan_hash:
-            raise TapforgeError(f"{out} holds clips packed with other videos or settings; fix: pack into a new folder "
-                                "or delete this one")  # fmt: skip
+            raise TapforgeError(
+                f"{out} holds clips packed with other videos or settings; fix: pack into a new folder "
+                "or delete this one"
+            )
         done = {s["name"]: s for s in previous["shards"]}
     shards = []
 
     def write_manifest() -> dict:  # after every shard, so that an interrupted run resumes
-        manifest = {"kind": "unlabeled video clips", "plan_hash": plan_hash, "skipped": skipped, "shards": shards,
-                    **{k: v for k, v in settings.items() if k != "clips"}}  # fmt: skip
+        manifest = {
+            "kind": "unlabeled video clips",
+            "plan_hash": plan_hash,
+            "skipped": skipped,
+            "shards": shards,
+            **{k: v for k, v in settings.items() if k != "clips"},
+        }
         atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
         return manifest
 
-    groups = [specs[i:i + clips_per_shard] for i in range(0, len(specs), clips_per_shard)]
+    groups = [specs[i : i + clips_per_shard] for i in range(0, len(specs), clips_per_shard)]
     for index, group in enumerate(tqdm(groups, desc=f"packing {len(specs)} clips", unit="shard")):
         name = f"shard-{index:06d}.tar"
         path = os.path.join(out, name)
@@ -386,9 +452,12 @@ def pack_videos(videos: Sequence[str], out: str, num_frames: int = 24, size: tup
                     frames = read_frames(spec.source, spec.start + spec.stride * np.arange(spec.count))
                     if size:
                         frames = resize_frames(frames, size)
-                    sample = {"__key__": f"clip{index:06d}_{k:04d}",
-                              "meta.json": json.dumps({"source": os.path.basename(spec.source), "start": spec.start,
-                                                       "stride": spec.stride}).encode()}  # fmt: skip
+                    sample = {
+                        "__key__": f"clip{index:06d}_{k:04d}",
+                        "meta.json": json.dumps(
+                            {"source": os.path.basename(spec.source), "start": spec.start, "stride": spec.stride}
+                        ).encode(),
+                    }
                     for t, frame in enumerate(frames):
                         sample[frame_entry(t, codec)] = encode_frame(frame, codec, jpeg_quality)
                     sink.write(sample)
@@ -409,7 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-frames", type=int, default=24, help="frames per clip (default 24)")
     p.add_argument("--stride", type=int, default=1, help="take every n-th frame (default 1)")
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize frames (default: keep the size)")
-    p.add_argument("--clips-per-video", type=int, help="at most this many non-overlapping clips per video (default all)")
+    p.add_argument(
+        "--clips-per-video", type=int, help="at most this many non-overlapping clips per video (default all)"
+    )
     p.add_argument("--clips-per-shard", type=int, default=64)
     p.add_argument("--codec", choices=VIDEO_CODECS, default="jpg")
     p.add_argument("--jpeg-quality", type=int, default=95)
@@ -426,9 +497,20 @@ def main(argv: list[str] | None = None) -> int:
     videos, shards = expand_video_sources(args.sources, "pack-videos")
     if shards or not videos:
         raise TapforgeError("pack-videos takes videos and frame folders, not shards; fix: list the videos themselves")
-    manifest = pack_videos(videos, args.out, args.num_frames, tuple(args.size) if args.size else None, args.stride,
-                           args.clips_per_video, args.clips_per_shard, args.codec, args.jpeg_quality)  # fmt: skip
+    manifest = pack_videos(
+        videos,
+        args.out,
+        args.num_frames,
+        tuple(args.size) if args.size else None,
+        args.stride,
+        args.clips_per_video,
+        args.clips_per_shard,
+        args.codec,
+        args.jpeg_quality,
+    )
     clips = sum(s["samples"] for s in manifest["shards"])
-    print(f"packed {clips} clips of {args.num_frames} frames from {len(videos) - len(manifest['skipped'])} videos into "
-          f"{len(manifest['shards'])} shards in {args.out} ({len(manifest['skipped'])} videos left out)")
+    print(
+        f"packed {clips} clips of {args.num_frames} frames from {len(videos) - len(manifest['skipped'])} videos into "
+        f"{len(manifest['shards'])} shards in {args.out} ({len(manifest['skipped'])} videos left out)"
+    )
     return 0

@@ -7,6 +7,7 @@ track is visible, and the query frames are spread over the whole clip. A ``backg
 gives the static background (floor, dome: most of every frame) that share of the budget instead
 of one object's.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -65,7 +66,9 @@ def spread_query_frames(visible: np.ndarray, rng: np.random.Generator) -> np.nda
     return np.argmin(distance, axis=1)
 
 
-def object_counts(available: np.ndarray, is_background: np.ndarray, total: int, background_share: float | None) -> np.ndarray:
+def object_counts(
+    available: np.ndarray, is_background: np.ndarray, total: int, background_share: float | None
+) -> np.ndarray:
     """Queries per object: ``balanced_counts``, or the background first takes ``background_share``
     of ``total`` (as far as it has tracks), the objects share the rest and what they cannot take
     goes back to the background."""
@@ -79,18 +82,27 @@ def object_counts(available: np.ndarray, is_background: np.ndarray, total: int, 
     return counts
 
 
-def balanced_choice(candidates: np.ndarray, object_ids: np.ndarray, total: int, rng: np.random.Generator,
-                    background_share: float | None = None) -> np.ndarray:
+def balanced_choice(
+    candidates: np.ndarray,
+    object_ids: np.ndarray,
+    total: int,
+    rng: np.random.Generator,
+    background_share: float | None = None,
+) -> np.ndarray:
     """Up to ``total`` distinct rows of ``candidates``, shared out over their objects (``object_ids`` of every row)
     by `object_counts`."""
     objects, inverse = np.unique(object_ids[candidates], return_inverse=True)
     counts = object_counts(np.bincount(inverse, minlength=len(objects)), objects == 0, total, background_share)
-    return np.concatenate([rng.choice(candidates[inverse == k], size=int(n), replace=False)
-                           for k, n in enumerate(counts) if n])  # fmt: skip
+    return np.concatenate(
+        [rng.choice(candidates[inverse == k], size=int(n), replace=False) for k, n in enumerate(counts) if n]
+    )
 
 
 def sample_queries(
-    occluded: np.ndarray, object_ids: np.ndarray, num_queries: int, rng: np.random.Generator,
+    occluded: np.ndarray,
+    object_ids: np.ndarray,
+    num_queries: int,
+    rng: np.random.Generator,
     background_share: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Choose ``num_queries`` (track, query frame) pairs from a clip's ground truth.

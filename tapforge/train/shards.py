@@ -8,6 +8,7 @@ routes (``http(s)://``, ``gs://``, ``pipe:...``) and, for any other scheme fsspe
 A shard that cannot be opened or read to the end is skipped and counted (``on_corrupt="skip"``)
 or stops the run with a :class:`~tapforge.base.errors.TapforgeError` (``on_corrupt="fail"``).
 """
+
 from __future__ import annotations
 
 import glob
@@ -126,7 +127,9 @@ class CorruptShardHandler:
         """A sample that does not follow the shard schema: skip and count, or fail."""
         message = f"sample {key!r} in {url} is damaged ({err})"
         if self.on_corrupt == "fail":
-            raise TapforgeError(f"{message}; fix: re-create the shard (tapforge synth verify DIR) or set data.on_corrupt=skip")
+            raise TapforgeError(
+                f"{message}; fix: re-create the shard (tapforge synth verify DIR) or set data.on_corrupt=skip"
+            )
         if (url, key) not in self.damaged_samples:
             self.damaged_samples.add((url, key))
             log.warning("%s; skipped (%d bad samples so far)", message, self.bad_samples)

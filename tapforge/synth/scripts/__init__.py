@@ -12,6 +12,7 @@ The script's module may define ``Config``, a dataclass whose fields are the scri
 sha256 of its source file, recorded in the config (``scene.script_sha256``), so a changed script is a new
 dataset and resume refuses it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -61,9 +62,11 @@ def _failed_import(text: str, err: Exception) -> TapforgeError:
         renamed = re.sub(rf"\b(from|import)\s+{missing}\b", lambda m: f"{m[1]} {RENAMED[missing]}", line)
         where = f"line {frame.lineno} imports" if renamed != line else "names"
         if renamed == line:  # module:function names the old package itself
-            renamed = RENAMED[missing] + text[len(missing):]
-        return TapforgeError(f"scene.script {text}: {where} {missing!r}, whose name is now {RENAMED[missing]!r} "
-                             f"(tapforge's packages live under one name): write {renamed!r}")
+            renamed = RENAMED[missing] + text[len(missing) :]
+        return TapforgeError(
+            f"scene.script {text}: {where} {missing!r}, whose name is now {RENAMED[missing]!r} "
+            f"(tapforge's packages live under one name): write {renamed!r}"
+        )
     if missing and text.partition(":")[0].startswith(missing):  # module:function whose module is not there
         return TapforgeError(f"scene.script {text}: cannot import {missing} ({err}); is it on PYTHONPATH?")
     return TapforgeError(f"scene.script {text}: importing it failed ({type(err).__name__}: {err}); fix the script")
@@ -93,8 +96,10 @@ def load_script(text: str) -> SceneScript:
     elif target.endswith(".py"):
         path = Path(target).expanduser().resolve()
         if not path.is_file():
-            raise TapforgeError(f"scene.script {text}: no such file; give a .py path (relative to the config "
-                                f"file or the current folder), module:function, or one of {sorted(BUILTIN)}")
+            raise TapforgeError(
+                f"scene.script {text}: no such file; give a .py path (relative to the config "
+                f"file or the current folder), module:function, or one of {sorted(BUILTIN)}"
+            )
         module = _file_module(path)
     elif function:
         try:
@@ -102,17 +107,26 @@ def load_script(text: str) -> SceneScript:
         except Exception as err:
             raise _failed_import(text, err) from err
     else:
-        raise TapforgeError(f"scene.script {text!r}: not a script name {sorted(BUILTIN)}, a .py file or "
-                            "module:function")
+        raise TapforgeError(
+            f"scene.script {text!r}: not a script name {sorted(BUILTIN)}, a .py file or module:function"
+        )
     build = getattr(module, function or "build", None)
     if not callable(build):
-        raise TapforgeError(f"scene.script {text}: {module.__name__} has no function {function or 'build'}"
-                            "(scene, rng, cfg); define it or name the function as file.py:function")
+        raise TapforgeError(
+            f"scene.script {text}: {module.__name__} has no function {function or 'build'}"
+            "(scene, rng, cfg); define it or name the function as file.py:function"
+        )
     if len(inspect.signature(build).parameters) != 3:
         raise TapforgeError(f"scene.script {text}: {build.__name__} must take (scene, rng, cfg)")
     schema = getattr(module, "Config", None)
     if schema is not None and not dataclasses.is_dataclass(schema):
         raise TapforgeError(f"scene.script {text}: Config must be a dataclass of the script's config keys")
     source = Path(inspect.getfile(module))
-    return SceneScript(text, build, schema, hashlib.sha256(source.read_bytes()).hexdigest(), str(source),
-                       getattr(module, "check_config", None))
+    return SceneScript(
+        text,
+        build,
+        schema,
+        hashlib.sha256(source.read_bytes()).hexdigest(),
+        str(source),
+        getattr(module, "check_config", None),
+    )

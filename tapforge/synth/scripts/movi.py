@@ -17,6 +17,7 @@ the objects (`tapforge.synth.scene.Cloth`), and ``soft_share`` of the tossed sha
 same physics, a surface that squashes and wobbles); all are drawn from their own random stream, so the rigid
 layout of a seed is the one movi_e draws.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -25,8 +26,25 @@ from typing import Literal
 
 import numpy as np
 
-from tapforge.synth.scene import (DEFORM_KINDS, PROCEDURAL_TEXTURES, Asset, Camera, Cloth, Deform, Dome, Emission,
-                         Environment, Floor, Principled, Scene, Shape, Sky, SoftBody, Sun, Texture)
+from tapforge.synth.scene import (
+    DEFORM_KINDS,
+    PROCEDURAL_TEXTURES,
+    Asset,
+    Camera,
+    Cloth,
+    Deform,
+    Dome,
+    Emission,
+    Environment,
+    Floor,
+    Principled,
+    Scene,
+    Shape,
+    Sky,
+    SoftBody,
+    Sun,
+    Texture,
+)
 from tapforge.synth.script_config import integer_range, number_range, option, subset_of
 from tapforge.synth.shapes import FACETED, SHAPES
 from tapforge.synth.textures import FAMILIES
@@ -38,9 +56,14 @@ VELOCITY_RANGE = ((-4, -4, 0), (4, 4, 0))
 SETTLE_FRAMES = 100
 MOVI_A_CAMERA = (7.48113, -6.50764, 5.34367)
 CLEVR_COLOURS = {
-    "blue": (0.1628, 0.2932, 0.8412), "brown": (0.4977, 0.3190, 0.1192), "cyan": (0.1655, 0.8129, 0.8129),
-    "gray": (0.3400, 0.3400, 0.3400), "green": (0.1255, 0.5020, 0.0784), "purple": (0.5059, 0.1412, 0.7529),
-    "red": (0.6784, 0.1333, 0.1333), "yellow": (1.0000, 0.9333, 0.0784),
+    "blue": (0.1628, 0.2932, 0.8412),
+    "brown": (0.4977, 0.3190, 0.1192),
+    "cyan": (0.1655, 0.8129, 0.8129),
+    "gray": (0.3400, 0.3400, 0.3400),
+    "green": (0.1255, 0.5020, 0.0784),
+    "purple": (0.5059, 0.1412, 0.7529),
+    "red": (0.6784, 0.1333, 0.1333),
+    "yellow": (1.0000, 0.9333, 0.0784),
 }
 MATERIALS = ("rubber", "metal", "textured")
 CAMERAS = ("fixed", "fixed_random", "linear_movement", "linear_movement_linear_lookat")
@@ -58,10 +81,14 @@ class Config:
     num_dynamic_objects: list = option([1, 3], integer_range(0, 50), "an integer or [min, max] in [0, 50]")
     shapes: list = option(list(SHAPES), subset_of(SHAPES), f"a non-empty list from {list(SHAPES)}")
     size_distribution: Literal["uniform", "choice"] = "uniform"  # uniform in object_scale, or one of its values
-    object_scale: list = option([0.75, 3.0], lambda v: all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and 0.05 <= x <= 20
-        for x in (v if isinstance(v, list) and v else [v])),
-        "a size or a list of sizes in [0.05, 20]: [min, max] for uniform, the sizes for choice")
+    object_scale: list = option(
+        [0.75, 3.0],
+        lambda v: all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and 0.05 <= x <= 20
+            for x in (v if isinstance(v, list) and v else [v])
+        ),
+        "a size or a list of sizes in [0.05, 20]: [min, max] for uniform, the sizes for choice",
+    )
     materials: list = option(list(MATERIALS), subset_of(MATERIALS), f"a non-empty list from {list(MATERIALS)}")
     colours: Literal["random", "random_hue", "clevr"] = "random"  # untextured colours (legacy and plain looks)
     camera: Literal[CAMERAS] = "linear_movement"
@@ -99,8 +126,9 @@ def colour(rng: np.random.Generator, strategy: str) -> tuple[float, float, float
     return random_colour(rng)
 
 
-def sample_point_in_half_sphere_shell(rng: np.random.Generator, inner: float, outer: float,
-                                      offset: float = 0.0) -> np.ndarray:
+def sample_point_in_half_sphere_shell(
+    rng: np.random.Generator, inner: float, outer: float, offset: float = 0.0
+) -> np.ndarray:
     """Uniform point in the upper half of a spherical shell, z > offset (Kubric's rejection sampler)."""
     while True:
         point = rng.uniform((-outer, -outer, offset), (outer, outer, outer))
@@ -140,16 +168,19 @@ def camera_path(rng: np.random.Generator, cfg: Config, num_frames: int) -> tuple
     look_start, look_end = _linear_lookat(rng) if panning else (origin, origin)
     # Kubric interpolates over [frame_start-1, frame_end+1] so flow stays defined at the clip ends
     interp = (np.arange(num_frames) + 1.0) / (num_frames + 2.0)
-    return (interp[:, None] * start + (1 - interp[:, None]) * end,
-            interp[:, None] * look_start + (1 - interp[:, None]) * look_end)
+    return (
+        interp[:, None] * start + (1 - interp[:, None]) * end,
+        interp[:, None] * look_start + (1 - interp[:, None]) * look_end,
+    )
 
 
 def legacy_material(rng: np.random.Generator, cfg: Config, textures: list[str]) -> Principled:
     """Kubric's plain rubber and metal, or a Blender procedural texture (or a user image) between two colours."""
     kind = str(rng.choice(cfg.materials))
     if kind == "metal":
-        return Principled(colour(rng, cfg.colours), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0,
-                          label="metal")
+        return Principled(
+            colour(rng, cfg.colours), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal"
+        )
     if kind == "rubber":
         return Principled(colour(rng, cfg.colours), roughness=float(rng.uniform(0.6, 0.9)), label="rubber")
     first = random_colour(rng)
@@ -165,29 +196,31 @@ def texture_side(resolution: int, texels_per_pixel: float, lo: int, hi: int) -> 
     return int(np.clip(2 ** np.ceil(np.log2(resolution * texels_per_pixel)), lo, hi))
 
 
-def natural_texture(rng: np.random.Generator, families: dict[str, float], tile: float, size: int,
-                    textures: list[str] = ()) -> Texture:
+def natural_texture(
+    rng: np.random.Generator, families: dict[str, float], tile: float, size: int, textures: list[str] = ()
+) -> Texture:
     """A texture repeating every ``tile`` units: one of the user's images half the time when there are any, else a
     generated one."""
     if textures and rng.random() < 0.5:
         return Texture.image(str(rng.choice(textures)), tile)
     family = str(rng.choice(list(families), p=list(families.values())))
-    return Texture.generated(family, int(rng.integers(2 ** 31)), tile, size)
+    return Texture.generated(family, int(rng.integers(2**31)), tile, size)
 
 
 def natural_material(rng: np.random.Generator, kind: str, size: float, side: int, textures: list[str]) -> Principled:
     """An object's natural look: a texture tiled once over its size and a BSDF of its material kind."""
     texture = natural_texture(rng, OBJECT_FAMILIES, size, side, textures)
     roughness = {"metal": (0.15, 0.35), "rubber": (0.6, 0.9)}.get(kind, (0.3, 0.9))
-    return Principled(texture=texture, roughness=float(rng.uniform(*roughness)),
-                      metallic=1.0 if kind == "metal" else 0.0, label=kind)
+    return Principled(
+        texture=texture, roughness=float(rng.uniform(*roughness)), metallic=1.0 if kind == "metal" else 0.0, label=kind
+    )
 
 
 def shape_params(rng: np.random.Generator, shape: str) -> dict:
     if shape == "superquadric":
         return {"e1": float(rng.uniform(0.2, 1.6)), "e2": float(rng.uniform(0.2, 1.6))}
     if shape == "blob":
-        return {"seed": int(rng.integers(2 ** 31))}
+        return {"seed": int(rng.integers(2**31))}
     if shape == "prism":
         return {"sides": int(rng.integers(3, 7))}
     return {}
@@ -199,16 +232,25 @@ def _surroundings(scene: Scene, rng: np.random.Generator, look: np.random.Genera
     grey = (0.5, 0.5, 0.5)
     surround = (lambda: grey) if cfg.surround_colour == "grey" else (lambda: colour(rng, cfg.surround_colour))
     if cfg.floor_texture:
-        floor = Principled(texture=Texture.procedural(str(rng.choice(PROCEDURAL_TEXTURES + tuple(textures))),
-                                                      random_colour(rng), random_colour(rng),
-                                                      float(rng.uniform(0.5, 3.0))), label="textured")
+        floor = Principled(
+            texture=Texture.procedural(
+                str(rng.choice(PROCEDURAL_TEXTURES + tuple(textures))),
+                random_colour(rng),
+                random_colour(rng),
+                float(rng.uniform(0.5, 3.0)),
+            ),
+            label="textured",
+        )
     else:
         floor = Principled(surround(), roughness=0.8, label="rubber")
     background_colour = surround()
     side = texture_side(max(scene.resolution), 4, 256, 1024)
     if cfg.appearance == "natural" and cfg.floor_texture:
-        floor = Principled(texture=natural_texture(look, SURROUND_FAMILIES, look.uniform(16, 32), side, textures),
-                           roughness=float(look.uniform(0.5, 0.9)), label="textured")
+        floor = Principled(
+            texture=natural_texture(look, SURROUND_FAMILIES, look.uniform(16, 32), side, textures),
+            roughness=float(look.uniform(0.5, 0.9)),
+            label="textured",
+        )
     dome_texture = natural_texture(look, SURROUND_FAMILIES, look.uniform(30, 50), side)
     scene.floor = Floor(material=floor)
     elevation, azimuth = rng.uniform(np.radians(25), np.radians(80)), rng.uniform(0, 2 * np.pi)
@@ -224,8 +266,7 @@ def _surroundings(scene: Scene, rng: np.random.Generator, look: np.random.Genera
         scene.background = Sky(sun_direction=sun, turbidity=float(look.uniform(1.0, 4.0)))
 
 
-def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generator, cfg: Config,
-                 dynamic: bool) -> list:
+def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generator, cfg: Config, dynamic: bool) -> list:
     textures, assets = scene.assets.textures, scene.assets.objects
     side = texture_side(max(scene.resolution), 1, 128, 512)
     soft_rng = np.random.default_rng([scene.seed, 3])  # its own stream: soft or not changes no other draw
@@ -234,15 +275,28 @@ def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generat
         asset_id = str(rng.choice(assets)) if assets and rng.random() < 0.5 else None
         shape = None if asset_id else str(rng.choice(cfg.shapes))
         sizes = cfg.object_scale if isinstance(cfg.object_scale, list) else [cfg.object_scale]
-        size = float(rng.choice(sizes)) if cfg.size_distribution == "choice" else draw(rng, sizes[0] if len(sizes) == 1 else sizes)
+        size = (
+            float(rng.choice(sizes))
+            if cfg.size_distribution == "choice"
+            else draw(rng, sizes[0] if len(sizes) == 1 else sizes)
+        )
         material = legacy_material(rng, cfg, textures)  # drawn in every look: the looks share the geometry
         if cfg.appearance == "natural":
             material = natural_material(look, material.label, size, side, textures)
-        common = dict(size=size, material=material, smooth=cfg.appearance != "legacy" and shape not in FACETED,
-                      friction=1.0, restitution=0.0, metadata={"is_dynamic": dynamic})
+        common = dict(
+            size=size,
+            material=material,
+            smooth=cfg.appearance != "legacy" and shape not in FACETED,
+            friction=1.0,
+            restitution=0.0,
+            metadata={"is_dynamic": dynamic},
+        )
         soft = dynamic and cfg.soft_share > 0 and soft_rng.random() < cfg.soft_share
-        obj = Asset(asset_id=asset_id, **common) if asset_id else (SoftBody if soft else Shape)(
-            shape=shape, params=shape_params(rng, shape), **common)
+        obj = (
+            Asset(asset_id=asset_id, **common)
+            if asset_id
+            else (SoftBody if soft else Shape)(shape=shape, params=shape_params(rng, shape), **common)
+        )
         scene += obj
         scene.simulator.place_without_overlap(obj, DYNAMIC_SPAWN_REGION if dynamic else STATIC_SPAWN_REGION, rng)
         added.append(obj)
@@ -252,11 +306,21 @@ def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generat
 def random_deform(rng: np.random.Generator, size: float) -> Deform:
     """A procedural deformation of moderate strength for an object of ``size``."""
     kind = str(rng.choice(DEFORM_KINDS))
-    amount = {"bend": rng.uniform(0.3, 0.9), "twist": rng.uniform(0.4, 1.2), "taper": rng.uniform(0.2, 0.5),
-              "stretch": rng.uniform(0.1, 0.3), "wave": size * rng.uniform(0.02, 0.05)}[kind]
-    return Deform(kind, amount=float(amount), axis=str(rng.choice(["X", "Y", "Z"])),
-                  period=float(rng.uniform(10, 30)), phase=float(rng.uniform(0, 2 * np.pi)),
-                  wavelength=float(size * rng.uniform(0.3, 0.6)))
+    amount = {
+        "bend": rng.uniform(0.3, 0.9),
+        "twist": rng.uniform(0.4, 1.2),
+        "taper": rng.uniform(0.2, 0.5),
+        "stretch": rng.uniform(0.1, 0.3),
+        "wave": size * rng.uniform(0.02, 0.05),
+    }[kind]
+    return Deform(
+        kind,
+        amount=float(amount),
+        axis=str(rng.choice(["X", "Y", "Z"])),
+        period=float(rng.uniform(10, 30)),
+        phase=float(rng.uniform(0, 2 * np.pi)),
+        wavelength=float(size * rng.uniform(0.3, 0.6)),
+    )
 
 
 def _deform_and_drape(scene: Scene, cfg: Config, look: np.random.Generator) -> None:
@@ -270,10 +334,14 @@ def _deform_and_drape(scene: Scene, cfg: Config, look: np.random.Generator) -> N
         size = float(rng.uniform(2.5, 4.5))
         material = natural_material(look, "textured", size, side, scene.assets.textures)
         angle = rng.uniform(0, np.pi)
-        scene += Cloth(size=size, aspect=float(rng.uniform(0.6, 1.0)), position=(*rng.uniform(-2.5, 2.5, 2),
-                                                                                 float(rng.uniform(3.0, 5.0))),
-                       quaternion=(0.0, 0.0, float(np.sin(angle / 2)), float(np.cos(angle / 2))),
-                       material=material, metadata={"is_dynamic": True})
+        scene += Cloth(
+            size=size,
+            aspect=float(rng.uniform(0.6, 1.0)),
+            position=(*rng.uniform(-2.5, 2.5, 2), float(rng.uniform(3.0, 5.0))),
+            quaternion=(0.0, 0.0, float(np.sin(angle / 2)), float(np.cos(angle / 2))),
+            material=material,
+            metadata={"is_dynamic": True},
+        )
 
 
 def build(scene: Scene, rng: np.random.Generator, cfg: Config) -> None:
@@ -305,7 +373,13 @@ def check_config(cfg: Config, config: dict) -> list[str]:
     if cfg.background == "hdri" and not config["assets"]["hdri_dir"]:
         problems.append("scene.background: hdri needs assets.hdri_dir; set it or use background=dome")
     scale = cfg.object_scale
-    if cfg.size_distribution == "uniform" and isinstance(scale, list) and not (len(scale) == 2 and scale[0] <= scale[1]):
-        problems.append(f"scene.object_scale: bad value {scale!r} for uniform sizes; use [min, max] or one size, "
-                        "or set scene.size_distribution=choice")
+    if (
+        cfg.size_distribution == "uniform"
+        and isinstance(scale, list)
+        and not (len(scale) == 2 and scale[0] <= scale[1])
+    ):
+        problems.append(
+            f"scene.object_scale: bad value {scale!r} for uniform sizes; use [min, max] or one size, "
+            "or set scene.size_distribution=choice"
+        )
     return problems
