@@ -25,7 +25,7 @@ from learn import logged_metrics
 
 from tapforge.base.errors import TapforgeError
 from tapforge.cli import main as tapforge_main
-from tapforge.train.augment import AugmentConfig
+from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.data import TAPIRDataModule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tapforge.synth.schema import decode_clip, decode_frames
-from tapforge.train.augment import AugmentConfig, Sim2RealAugment
+from tapforge.train.augment import Sim2RealAugment
+from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch
 from tapforge.train.data import TrainClipStream
 from tapforge.train.procedural import write_shards

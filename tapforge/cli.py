@@ -1,7 +1,8 @@
 """`tapforge` console script: dispatches to the subcommand's own module.
 
-Each subcommand module exposes ``main(argv: list[str]) -> int | None`` and owns its argument
-parsing, so heavy imports (bpy, torch, lightning) happen only for the command that needs them.
+Each subcommand is a function ``(argv: list[str]) -> int | None`` that owns its argument parsing: the table names
+its module (the function is then the module's ``main``) or ``module:function``. Modules are imported only for the
+command that runs, so heavy imports (bpy, torch, lightning) happen only for the command that needs them.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ COMMANDS = {
     "train": ("tapforge.train.cli", "fit / validate / test TAPIR with Lightning (LightningCLI)"),
     "eval": ("tapforge.tapir.cli_eval", "evaluate a checkpoint on TAP-Vid pickles"),
     "photo-clips": (
-        "tapforge.train.photo_clips",
+        "tapforge.train.cli:photo_clips_main",
         "clips of real photos moved by known homographies, as a TAP-Vid pickle",
     ),
     "pack-videos": (
-        "tapforge.train.real_videos",
+        "tapforge.train.cli:pack_videos_main",
         "unlabeled videos as WebDataset shards of clips, for self-supervised fine-tuning",
     ),
     "export": ("tapforge.tapir.cli_export", "export a checkpoint to tapnet-pt, safetensors, onnx or torchscript"),
@@ -70,10 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"tapforge: error: unknown command {argv[0]!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    module, _, function = COMMANDS[argv[0]][0].partition(":")
+    command = getattr(importlib.import_module(module), function or "main")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return int(module.main(argv[1:]) or 0)
+        return int(command(argv[1:]) or 0)
     except TapforgeError as err:
         print(f"tapforge {argv[0]}: error: {err}", file=sys.stderr)
         return 2

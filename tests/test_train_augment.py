@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
-from tapforge.train.augment import (
+from tapforge.train.augment import Sim2RealAugment
+from tapforge.train.augment_config import (
     AugmentConfig,
     BlurConfig,
     ColorConfig,
@@ -18,16 +19,12 @@ from tapforge.train.augment import (
     JpegConfig,
     NoiseConfig,
     OccluderConfig,
-    Sim2RealAugment,
-    hsv_to_rgb,
-    jpeg_compress,
-    motion_kernels,
-    repair_queries,
-    resampling_weights,
-    rgb_to_hsv,
-    warp_frames,
 )
 from tapforge.train.batches import ClipBatch
+from tapforge.train.jpeg import jpeg_compress
+from tapforge.train.photometric import hsv_to_rgb, motion_kernels, rgb_to_hsv
+from tapforge.train.queries import repair_queries
+from tapforge.train.warp import resampling_weights, warp_frames
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import write_video
-from tapforge.train.augment import (
+from tapforge.train.augment import Sim2RealAugment
+from tapforge.train.augment_config import (
     AugmentConfig,
     BlurConfig,
     ColorConfig,
@@ -21,7 +22,6 @@ from tapforge.train.augment import (
     JpegConfig,
     NoiseConfig,
     OccluderConfig,
-    Sim2RealAugment,
 )
 from tapforge.train.batches import RealClipBatch
 from tapforge.train.bootstrap import (
@@ -33,10 +33,11 @@ from tapforge.train.bootstrap import (
     make_teacher,
     pseudo_labels,
 )
+from tapforge.train.cli import pack_videos_main as pack_main
 from tapforge.train.data import TAPIRDataModule
 from tapforge.train.module import TAPIRModule
-from tapforge.train.real_videos import RealClipStream, expand_video_sources
-from tapforge.train.real_videos import main as pack_main
+from tapforge.train.real_videos import RealClipStream
+from tapforge.train.video_sources import expand_video_sources
 
 torch.set_num_threads(1)
 TINY = dict(

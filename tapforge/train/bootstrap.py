@@ -33,8 +33,11 @@ import torch
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir.losses import tapir_loss, to_loss_scale
 from tapforge.tapir.model import postprocess
-from tapforge.train.augment import AugmentConfig, Sim2RealAugment, outside, query_points
+from tapforge.train.augment import Sim2RealAugment
+from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch, RealClipBatch, TrainBatch
+from tapforge.train.queries import query_points
+from tapforge.train.sampling import outside_frame
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ def pseudo_labels(
     student = augment(raw, gen)
     rows = student.source_index[..., None].expand(-1, -1, frames)
     confident, consistent = confident.gather(1, rows), consistent.gather(1, rows)
-    inside = ~outside(student.tracks, *augment.resolution)
+    inside = ~outside_frame(student.tracks, *augment.resolution)
     mask = confident & consistent & inside & ~student.no_visible_track[:, None, None]
     return PseudoLabels(student, mask, confident, consistent)
 

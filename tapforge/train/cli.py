@@ -1,14 +1,19 @@
-"""``tapforge train fit|validate|test --config configs/train/X.yaml [--section.key value ...]``.
+"""The train package's commands: ``tapforge train``, ``tapforge pack-videos`` and ``tapforge photo-clips``.
 
+``tapforge train fit|validate|test --config configs/train/X.yaml [--section.key value ...]`` (`main`) is
 LightningCLI over :class:`tapforge.train.module.TAPIRModule` (``model:`` section) and
 :class:`tapforge.train.data.TAPIRDataModule` (``data:`` section), with ``trainer:`` the Lightning Trainer.
 The resolved config is saved as ``config.yaml`` in the first logger's folder. Loggers: those of
 the config (TensorBoard by default), plus CSV always, plus W&B when ``wandb`` is installed and
 ``WANDB_PROJECT`` is set. Bad config values end with one TapforgeError line naming the key.
+
+``tapforge pack-videos`` (`pack_videos_main`) and ``tapforge photo-clips`` (`photo_clips_main`) are numpy-only
+commands; like ``main``, each imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import glob
 import logging
 import os
@@ -276,4 +281,85 @@ def main(argv: list[str] | None = None) -> int:
         if interrupt.interrupted:  # Lightning's exit after an interrupted fit: end it as every command does
             raise KeyboardInterrupt(interrupt.saved_checkpoint()) from None
         raise
+    return 0
+
+
+def pack_videos_main(argv: list[str]) -> int:
+    """``tapforge pack-videos SOURCE... --out DIR``: unlabeled clips as WebDataset shards for data.real_videos."""
+    from tapforge.synth.schema import VIDEO_CODECS
+    from tapforge.train.pack_videos import pack_videos
+    from tapforge.train.video_sources import expand_video_sources
+
+    p = argparse.ArgumentParser(
+        prog="tapforge pack-videos",
+        description="Cut unlabeled videos into clips and write them as WebDataset shards (shard-*.tar and "
+        "manifest.json) for self-supervised fine-tuning (data.real_videos).",
+    )
+    p.add_argument("sources", nargs="+", help="video files, folders of videos or of frames, globs")
+    p.add_argument("--out", required=True, help="folder for shard-*.tar and manifest.json")
+    p.add_argument("--num-frames", type=int, default=24, help="frames per clip (default 24)")
+    p.add_argument("--stride", type=int, default=1, help="take every n-th frame (default 1)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize frames (default: keep the size)")
+    p.add_argument(
+        "--clips-per-video", type=int, help="at most this many non-overlapping clips per video (default all)"
+    )
+    p.add_argument("--clips-per-shard", type=int, default=64)
+    p.add_argument("--codec", choices=VIDEO_CODECS, default="jpg")
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    args = p.parse_args(argv)
+    for name in ("num_frames", "stride", "clips_per_shard"):
+        if getattr(args, name) < 1:
+            raise TapforgeError(f"--{name.replace('_', '-')} is {getattr(args, name)}; fix: use 1 or more")
+    if args.clips_per_video is not None and args.clips_per_video < 1:
+        raise TapforgeError(f"--clips-per-video is {args.clips_per_video}; fix: use 1 or more, or leave it out")
+    if args.size and min(args.size) < 8:
+        raise TapforgeError(f"--size is {args.size}; fix: give H W of at least 8 pixels each")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise TapforgeError(f"--jpeg-quality is {args.jpeg_quality}; fix: use 1 to 100")
+    videos, shards = expand_video_sources(args.sources, "pack-videos")
+    if shards or not videos:
+        raise TapforgeError("pack-videos takes videos and frame folders, not shards; fix: list the videos themselves")
+    manifest = pack_videos(
+        videos,
+        args.out,
+        args.num_frames,
+        tuple(args.size) if args.size else None,
+        args.stride,
+        args.clips_per_video,
+        args.clips_per_shard,
+        args.codec,
+        args.jpeg_quality,
+    )
+    clips = sum(s["samples"] for s in manifest["shards"])
+    print(
+        f"packed {clips} clips of {args.num_frames} frames from {len(videos) - len(manifest['skipped'])} videos into "
+        f"{len(manifest['shards'])} shards in {args.out} ({len(manifest['skipped'])} videos left out)"
+    )
+    return 0
+
+
+def photo_clips_main(argv: list[str]) -> int:
+    """``tapforge photo-clips --out real.pkl``: clips of real photos moved by known homographies, as a TAP-Vid pickle."""
+    from tapforge.train.photo_clips import make_clips, write_tapvid_pickle
+
+    p = argparse.ArgumentParser(
+        prog="tapforge photo-clips",
+        description="Write clips of real photos moved by known homographies, with exact point tracks, "
+        "as a TAP-Vid DAVIS-format pickle (for tapforge eval --tapvid-davis).",
+        epilog='Bundled photos: scikit-learn and matplotlib sample photographs (pip install "tapforge[photos]").',
+    )
+    p.add_argument("--out", required=True, help="the pickle to write, e.g. real.pkl")
+    p.add_argument("--photos", metavar="DIR", help="a folder of .jpg/.png photos (default: the bundled ones)")
+    p.add_argument("--num-clips", type=int, default=30, help="clips to write (default 30)")
+    p.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
+    p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
+    p.add_argument("--points", type=int, default=128, help="tracks per clip, half on the moving patch (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    args = p.parse_args(argv)
+    clips = make_clips(args.num_clips, args.frames, args.size, args.points, args.seed, args.photos)
+    write_tapvid_pickle(clips, args.out)
+    print(
+        f"wrote {len(clips)} clips ({args.frames} frames, {args.size}x{args.size}, {args.points} tracks each) "
+        f"to {args.out}"
+    )
     return 0

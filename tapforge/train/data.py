@@ -25,12 +25,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
 from tapforge.synth.schema import SchemaError, decode_clip, decode_frames
-from tapforge.train.augment import AugmentConfig, Sim2RealAugment
+from tapforge.train.augment import Sim2RealAugment
+from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
 from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
-from tapforge.train.real_videos import RealClipStream, expand_video_sources
+from tapforge.train.real_videos import RealClipStream
 from tapforge.train.sampling import outside_frame, sample_queries, subclip_indices
 from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, split_urls
+from tapforge.train.video_sources import expand_video_sources
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +257,7 @@ class TAPIRDataModule(LightningDataModule):
       on_corrupt: "skip" (log, count, carry on) or "fail" for damaged shards and samples.
       seed: base seed for sub-clip/query sampling and augmentation (offset per rank and worker).
       augment: the sim2real augmentation settings.
-      real_videos: unlabeled real videos for self-supervised fine-tuning (``tapforge.train.real_videos``: folders, globs,
+      real_videos: unlabeled real videos for self-supervised fine-tuning (``tapforge.train.video_sources``: folders, globs,
         files, frame folders, shards of ``tapforge pack-videos``); each step then also gets a batch of
         ``real_batch_size`` real clips (default ``batch_size``), cut at ``num_frames`` and ``resolution``.
         ``train_shards`` may then be left out (real clips only).

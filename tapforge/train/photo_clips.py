@@ -26,7 +26,6 @@ settings and seed give the same bytes; clip ``i`` depends only on the seed and `
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 from dataclasses import dataclass
@@ -297,31 +296,3 @@ def write_tapvid_pickle(clips: list[PhotoClip], out: str | os.PathLike) -> str:
         for clip in clips
     }
     return atomic_write_bytes(out, pickle.dumps(videos, protocol=4))
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tapforge photo-clips",
-        description="Write clips of real photos moved by known homographies, with exact point tracks, "
-        "as a TAP-Vid DAVIS-format pickle (for tapforge eval --tapvid-davis).",
-        epilog='Bundled photos: scikit-learn and matplotlib sample photographs (pip install "tapforge[photos]").',
-    )
-    p.add_argument("--out", required=True, help="the pickle to write, e.g. real.pkl")
-    p.add_argument("--photos", metavar="DIR", help="a folder of .jpg/.png photos (default: the bundled ones)")
-    p.add_argument("--num-clips", type=int, default=30, help="clips to write (default 30)")
-    p.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
-    p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
-    p.add_argument("--points", type=int, default=128, help="tracks per clip, half on the moving patch (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    return p
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    clips = make_clips(args.num_clips, args.frames, args.size, args.points, args.seed, args.photos)
-    write_tapvid_pickle(clips, args.out)
-    print(
-        f"wrote {len(clips)} clips ({args.frames} frames, {args.size}x{args.size}, {args.points} tracks each) "
-        f"to {args.out}"
-    )
-    return 0

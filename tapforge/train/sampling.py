@@ -128,7 +128,9 @@ def sample_queries(
     return tracks.astype(np.int64), frames.astype(np.int64)
 
 
-def outside_frame(tracks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """bool [...]: True where an (x, y) position lies outside ``[0, width) x [0, height)``."""
+def outside_frame(tracks, height: int, width: int):
+    """bool [...]: True where an (x, y) position of ``tracks`` [..., 2] lies outside ``[0, width) x [0, height)``.
+
+    Takes numpy arrays and torch tensors alike (the augmentation uses it on the device)."""
     x, y = tracks[..., 0], tracks[..., 1]
     return ~((x >= 0) & (x < width) & (y >= 0) & (y < height))
