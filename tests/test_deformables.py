@@ -31,7 +31,9 @@ def test_deform_and_cloth_arguments_are_checked():
 
 
 def test_physics_leaves_cloth_to_blender():
-    scene = Scene(num_frames=4)
+    from tapforge.synth.physics import PyBullet
+
+    scene = Scene(num_frames=4, simulator_factory=PyBullet)
     ball = scene.add(Shape("sphere", position=(0, 0, 2)))
     sheet = scene.add(Cloth(position=(3, 0, 2)))
     with pytest.raises(TapforgeError, match="simulated by Blender"):

@@ -50,7 +50,9 @@ def test_scene_api_refuses_bad_use_with_a_clear_line():
 
 
 def _pushed_scene(static_box: bool):
-    scene = Scene(num_frames=24, frame_rate=12, physics_rate=240)
+    from tapforge.synth.physics import PyBullet
+
+    scene = Scene(num_frames=24, frame_rate=12, physics_rate=240, simulator_factory=PyBullet)
     scene.floor = Floor()
     box = scene.add(Shape("cube", size=0.8, position=(0.0, 0.0, 0.4), static=static_box))
     sweep = np.linspace(-3.0, 2.0, 24)

@@ -52,12 +52,13 @@ def build(scene, rng, cfg: Config):
             material=Principled(texture=texture, roughness=float(rng.uniform(0.3, 0.8))),
         )
         radius, phase = rng.uniform(0.6, 1.8), 2 * np.pi * k / cfg.num_objects + rng.uniform(-0.3, 0.3)
+        scene += obj  # added first: the scene reads the meshes that Blender makes (suzanne)
         lift = disc_height - obj.mesh()[0][:, 2].min()  # its lowest point rests on the disc
         spin = about_z(angle + rng.uniform(0, 2 * np.pi))
         positions = np.stack(
             [radius * np.cos(angle + phase), radius * np.sin(angle + phase), np.full(scene.num_frames, lift)], -1
         )
-        scene += obj.set_poses(positions, spin)
+        obj.set_poses(positions, spin)
     orbit = np.linspace(0, np.pi, scene.num_frames) if cfg.orbit_lamp else np.zeros(scene.num_frames)
     scene += PointLight(
         power=cfg.lamp_power,

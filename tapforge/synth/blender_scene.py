@@ -12,8 +12,6 @@ floor, box on the dome), so texel density stays even on every face: no UV stretc
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.blender_utils import quiet_stdout
 from tapforge.synth.config import RenderSettings
 from tapforge.synth.exr import read_multilayer_exr
 from tapforge.synth.scene import (
@@ -539,23 +538,6 @@ class BlenderRenderer:
             ]
             self.timing["exr_read"] = time.perf_counter() - start
         return stack_passes(frames)
-
-
-@contextlib.contextmanager
-def quiet_stdout():
-    """Silence Blender's prints (its renderer's and importers', C and Python) so stdout keeps only the progress
-    bars and the command's own output."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]:

@@ -1,8 +1,10 @@
-"""Meshes from files (OBJ, PLY, glTF/GLB, FBX): triangles in numpy, centred, longest side 1.
+"""Meshes that numpy alone cannot make: files (OBJ, PLY, glTF/GLB, FBX), Kubric-manifest assets and Blender's
+Suzanne, as triangles in numpy, centred, longest side 1.
 
 OBJ is read directly; PLY, glTF/GLB and FBX go through Blender's own importers (the imported objects are removed
 again), with every mesh of the file joined in its world placement. `load_animation` samples a file's own
-animation (armature skinning, shape keys) at the clip's frames.
+animation (armature skinning, shape keys) at the clip's frames. `BlenderMeshReader` hands these to a
+`tapforge.synth.scene.Scene` (``Scene(mesh_reader=...)``), which never imports Blender itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Iterator
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.assets import load_asset_mesh, read_obj
+from tapforge.synth.blender_utils import quiet_stdout
+from tapforge.synth.shapes import Mesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".gltf", ".glb")
 ANIMATED_SUFFIXES = (".gltf", ".glb", ".fbx")
@@ -25,8 +30,6 @@ IMPORTED = ("objects", "meshes", "armatures", "actions", "materials", "images", 
 def _import(path: Path) -> list:
     """Import ``path`` with Blender's importer for its suffix; the new objects."""
     import bpy
-
-    from tapforge.synth.blender_scene import quiet_stdout
 
     before = set(bpy.data.objects)
     suffix = path.suffix.lower()
@@ -151,8 +154,6 @@ def load_unit_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
             f"MeshFile {path}: no such file; check the path (relative paths are from the folder the command runs in)"
         )
     if file.suffix.lower() == ".obj":
-        from tapforge.synth.assets import read_obj
-
         vertices, faces = read_obj(file)
     else:
         try:
@@ -165,3 +166,43 @@ def load_unit_mesh(path: str) -> tuple[np.ndarray, np.ndarray]:
     if not (hi - lo).max() > 0:
         raise TapforgeError(f"MeshFile {path}: the mesh has no extent; give a file with real geometry")
     return (vertices - (lo + hi) / 2) / (hi - lo).max(), faces
+
+
+@lru_cache(maxsize=1)
+def suzanne() -> Mesh:
+    """Blender's monkey, subdivided once and smoothed, longest side 1."""
+    # isort: off
+    import bpy  # noqa: F401  (first: bmesh, Blender's mesh module, is importable once bpy is)
+    import bmesh  # Suzanne is Blender's own mesh
+
+    # isort: on
+
+    bm = bmesh.new()
+    bmesh.ops.create_monkey(bm)
+    # one smoothed subdivision: Blender's monkey is low-poly, and smooth shading alone would not hide that
+    bmesh.ops.subdivide_edges(bm, edges=bm.edges[:], cuts=1, use_grid_fill=True, smooth=1.0)
+    bmesh.ops.triangulate(bm, faces=bm.faces[:])
+    vertices = np.array([v.co[:] for v in bm.verts], float)
+    faces = np.array([[v.index for v in f.verts] for f in bm.faces], np.int32)
+    bm.free()
+    lo, hi = vertices.min(0), vertices.max(0)
+    return (vertices - (lo + hi) / 2) / (hi - lo).max(), faces
+
+
+class BlenderMeshReader:
+    """The pipeline's `tapforge.synth.scene.MeshReader`: Suzanne from Blender, mesh files through Blender's
+    importers (OBJ directly), assets from the folder of ``assets.directory``, a file's animation sampled by Blender."""
+
+    def suzanne(self) -> Mesh:
+        return suzanne()
+
+    def mesh_file(self, path: str) -> Mesh:
+        return load_unit_mesh(path)
+
+    def asset(self, asset_id: str) -> Mesh:
+        return load_asset_mesh(asset_id)
+
+    def animation(
+        self, path: str, animation: str | None, start: float, speed: float, num_frames: int, frame_rate: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return load_animation(path, animation, start, speed, num_frames, frame_rate)

@@ -9,38 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.scene import Object, Scene, quaternion_product
+from tapforge.synth.assets import convex_decomposition
+from tapforge.synth.poses import rotation_vector
+from tapforge.synth.scene import Object, Scene
 
 MAX_PLACEMENT_TRIES = 100
 DENSITY = 1.0
-
-
-def quaternion_matrices(q: np.ndarray) -> np.ndarray:
-    """Rotation matrices [...,3,3] from unit quaternions [...,4] in (x, y, z, w) order."""
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        -2,
-    )
-
-
-def pose_matrices(positions: np.ndarray, quaternions: np.ndarray) -> np.ndarray:
-    mats = np.zeros(positions.shape[:-1] + (4, 4))
-    mats[..., :3, :3] = quaternion_matrices(quaternions)
-    mats[..., :3, 3] = positions
-    mats[..., 3, 3] = 1.0
-    return mats
-
-
-def _torus_pieces(vertices: np.ndarray, faces: np.ndarray, pieces: int = 16) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A torus (axis z) cut into sectors of whole faces: each sector is nearly convex."""
-    centre = vertices[faces].mean(1)
-    sector = ((np.arctan2(centre[:, 1], centre[:, 0]) + np.pi) / (2 * np.pi) * pieces).astype(int) % pieces
-    return [(vertices, faces[sector == k]) for k in range(pieces)]
 
 
 def _write_obj_parts(parts: list[tuple[np.ndarray, np.ndarray]], path: Path) -> None:
@@ -57,39 +31,26 @@ def _write_obj_parts(parts: list[tuple[np.ndarray, np.ndarray]], path: Path) -> 
     path.write_text("\n".join(lines) + "\n")
 
 
-def _collision_shape(client: int, obj: Object, vertices: np.ndarray, faces: np.ndarray, scratch: Path) -> int:
+def _collision_shape(client: int, obj: Object, scratch: Path) -> int:
+    """The PyBullet collision shape of the object's `tapforge.synth.scene.CollisionShape`."""
     import pybullet as pb
 
-    from tapforge.synth.scene import Shape
-
-    if not isinstance(
-        obj, Shape
+    shape = obj.collision_shape()
+    if (
+        shape.decompose is not None
     ):  # arbitrary meshes: a cached VHACD decomposition of the unit mesh, scaled and shifted
-        from tapforge.synth.assets import convex_decomposition
-
-        unit_vertices, unit_faces = obj.unit_mesh()
-        offset = vertices[0] - unit_vertices[0] * obj.size
         return pb.createCollisionShape(
             pb.GEOM_MESH,
-            fileName=str(convex_decomposition(unit_vertices, unit_faces)),
-            meshScale=[obj.size] * 3,
-            collisionFramePosition=offset.tolist(),
+            fileName=str(convex_decomposition(*shape.decompose)),
+            meshScale=[shape.scale] * 3,
+            collisionFramePosition=list(shape.offset),
             physicsClientId=client,
         )
-    if obj.shape == "torus":  # non-convex: a compound of convex sectors instead of one hull
-        path = scratch / f"torus_{len(list(scratch.iterdir()))}.obj"
-        _write_obj_parts(_torus_pieces(vertices, faces), path)
+    if len(shape.hulls) > 1:  # a compound: one convex hull per part
+        path = scratch / f"compound_{len(list(scratch.iterdir()))}.obj"
+        _write_obj_parts(list(shape.hulls), path)
         return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(path), physicsClientId=client)
-    return pb.createCollisionShape(pb.GEOM_MESH, vertices=vertices.tolist(), physicsClientId=client)
-
-
-def _rotation_vector(q0: np.ndarray, q1: np.ndarray) -> np.ndarray:
-    """The world-frame rotation vector (axis * angle) turning quaternion q0 into q1 (both x, y, z, w)."""
-    d = quaternion_product(q1, q0 * [-1.0, -1.0, -1.0, 1.0])  # q1 * q0^-1
-    if d[3] < 0:
-        d = -d
-    sine = np.linalg.norm(d[:3])
-    return d[:3] * (2 * np.arctan2(sine, d[3]) / sine) if sine > 1e-12 else 2 * d[:3]
+    return pb.createCollisionShape(pb.GEOM_MESH, vertices=shape.hulls[0][0].tolist(), physicsClientId=client)
 
 
 class PyBullet:
@@ -132,8 +93,8 @@ class PyBullet:
             )
         if obj.instance_id in self.bodies:
             return self.bodies[obj.instance_id]
-        vertices, faces, volume = obj.mesh()
-        shape = _collision_shape(self.client, obj, vertices, faces, Path(self._scratch.name))
+        volume = obj.mesh()[2]
+        shape = _collision_shape(self.client, obj, Path(self._scratch.name))
         fixed = obj.static or obj.scripted
         mass = 0.0 if fixed else (obj.mass if obj.mass is not None else DENSITY * volume)
         body = pb.createMultiBody(mass, shape, physicsClientId=self.client)
@@ -195,7 +156,7 @@ class PyBullet:
             pb.resetBaseVelocity(
                 body,
                 ((after - before) / seconds).tolist(),
-                (_rotation_vector(q_before, q_after) / seconds).tolist(),
+                (rotation_vector(q_before, q_after) / seconds).tolist(),
                 physicsClientId=self.client,
             )
         pb.stepSimulation(physicsClientId=self.client)

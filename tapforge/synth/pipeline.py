@@ -16,7 +16,9 @@ from tapforge.synth.config import (
     folder_files,
     script_values,
 )
-from tapforge.synth.physics import pose_matrices
+from tapforge.synth.mesh_files import BlenderMeshReader
+from tapforge.synth.physics import PyBullet
+from tapforge.synth.poses import pose_matrices
 from tapforge.synth.scene import AssetFiles, Scene
 from tapforge.synth.schema import Clip
 from tapforge.synth.scripts import load_script
@@ -58,6 +60,8 @@ def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Sc
         sc["physics_rate"],
         seed,
         AssetFiles(list(assets.textures), list(assets.hdris), list(assets.objects)),
+        simulator_factory=PyBullet,
+        mesh_reader=BlenderMeshReader(),
     )
     try:
         script.build(scene, np.random.default_rng(seed), script.make_config(script_values(config)))

@@ -30,11 +30,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.meshes import volume_and_centroid
+
+# "x as x": re-exported, scene scripts import the rotation helpers from here
+from tapforge.synth.poses import about_z as about_z
+from tapforge.synth.poses import interpolate_keys, look_at_matrices, unit_quaternion
+from tapforge.synth.poses import quaternion_product as quaternion_product
+from tapforge.synth.poses import slerp as slerp
+from tapforge.synth.shapes import Mesh, make_shape, torus_sectors
 
 Vector = tuple[float, float, float]
 FLOOR_SIZE = 80.0
@@ -101,65 +109,6 @@ Material = Principled | Emission
 
 
 # -------------------------------------------------------------------------------------------------- objects
-def _as_quaternion(q: Any) -> np.ndarray:
-    q = np.asarray(q, float).reshape(4)
-    return q / np.linalg.norm(q)
-
-
-def quaternion_product(a: Any, b: Any) -> np.ndarray:
-    """The Hamilton product a * b of quaternions (x, y, z, w), over leading axes: rotation b, then rotation a."""
-    x1, y1, z1, w1 = np.moveaxis(np.asarray(a, float), -1, 0)
-    x2, y2, z2, w2 = np.moveaxis(np.asarray(b, float), -1, 0)
-    return np.stack(
-        [
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-        ],
-        -1,
-    )
-
-
-def about_z(angle: Any) -> np.ndarray:
-    """Quaternions (x, y, z, w) of turns by ``angle`` (radians, any shape) about the world z axis."""
-    angle = np.asarray(angle, float)
-    return np.stack([0 * angle, 0 * angle, np.sin(angle / 2), np.cos(angle / 2)], -1)
-
-
-def slerp(q0: np.ndarray, q1: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Spherical interpolation between unit quaternions (x, y, z, w) at fractions ``t`` [N] -> [N,4]."""
-    dot = float(np.dot(q0, q1))
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        out = q0 + t[:, None] * (q1 - q0)
-    else:
-        theta = np.arccos(dot)
-        out = (np.sin((1 - t) * theta)[:, None] * q0 + np.sin(t * theta)[:, None] * q1) / np.sin(theta)
-    return out / np.linalg.norm(out, axis=-1, keepdims=True)
-
-
-def interpolate_keys(keys: dict[int, np.ndarray], frames: np.ndarray, rotation: bool = False) -> np.ndarray:
-    """Values at (fractional) ``frames`` from {frame: value} keys: linear (slerp for rotations) between keys,
-    constant outside them."""
-    times = np.array(sorted(keys), float)
-    values = np.stack([keys[k] for k in sorted(keys)])
-    frames = np.clip(np.asarray(frames, float), times[0], times[-1])
-    upper = np.clip(np.searchsorted(times, frames, side="right"), 1, len(times) - 1) if len(times) > 1 else None
-    if upper is None:
-        return np.repeat(values[:1], len(frames), 0)
-    lower = upper - 1
-    frac = (frames - times[lower]) / (times[upper] - times[lower])
-    if not rotation:
-        return values[lower] + frac[:, None] * (values[upper] - values[lower])
-    out = np.empty((len(frames), 4))
-    for k in np.unique(lower):
-        rows = lower == k
-        out[rows] = slerp(values[k], values[k + 1], frac[rows])
-    return out
-
-
 DEFORM_KINDS = ("bend", "twist", "taper", "stretch", "wave")
 AXES = ("X", "Y", "Z")
 
@@ -193,6 +142,37 @@ class Deform:
         return self.amount * np.sin(2 * np.pi * np.asarray(frames, float) / self.period + self.phase)
 
 
+class MeshReader(Protocol):
+    """Makes the meshes that numpy alone cannot: Blender's Suzanne, mesh files, Kubric-manifest assets and a file's
+    own animation (unit meshes: centred on their bounding box, longest side 1). A `Scene` is handed one
+    (``Scene(mesh_reader=...)``; the pipeline's is `tapforge.synth.mesh_files.BlenderMeshReader`) and the objects
+    added to it read through it, so this module never imports Blender. Procedural shapes need none."""
+
+    def suzanne(self) -> Mesh: ...
+
+    def mesh_file(self, path: str) -> Mesh: ...
+
+    def asset(self, asset_id: str) -> Mesh: ...
+
+    def animation(
+        self, path: str, animation: str | None, start: float, speed: float, num_frames: int, frame_rate: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """World vertices [T,V,3] of the clip's frames and triangles [F,3]."""
+        ...
+
+
+@dataclass(frozen=True)
+class CollisionShape:
+    """How the simulator sees an object, in the object's frame: ``hulls``, meshes (vertices, faces) at the object's
+    size of which each is taken as one convex hull (several: a compound), or ``decompose``, a unit mesh to split
+    into convex pieces (cached), scaled by ``scale`` and shifted by ``offset``."""
+
+    hulls: tuple[Mesh, ...] = ()
+    decompose: Mesh | None = None
+    scale: float = 1.0
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
 @dataclass(eq=False, kw_only=True)
 class Object:
     """Something solid in the scene. Its frame is its centre of mass; ``size`` is its longest side.
@@ -222,6 +202,7 @@ class Object:
     _recorded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # by the simulator
     _mesh: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
     _vertex_positions: np.ndarray | None = field(default=None, repr=False)  # animate_vertices: [T,V,3]
+    _reader: MeshReader | None = field(default=None, repr=False)  # the scene's, set by Scene.add
 
     # ---- scripted motion
     def keyframe(
@@ -230,7 +211,7 @@ class Object:
         """Pin the pose at ``frame`` (either part may be left out); poses between keys are interpolated."""
         self._keys[int(frame)] = (
             None if position is None else np.asarray(position, float).reshape(3),
-            None if quaternion is None else _as_quaternion(quaternion),
+            None if quaternion is None else unit_quaternion(quaternion),
         )
         return self
 
@@ -242,7 +223,7 @@ class Object:
                 f"{self.label()}: set_poses needs positions of shape [num_frames, 3], got {positions.shape}"
             )
         if quaternions is None:
-            quaternions = np.tile(_as_quaternion(self.quaternion), (len(positions), 1))
+            quaternions = np.tile(unit_quaternion(self.quaternion), (len(positions), 1))
         quaternions = np.asarray(quaternions, float)
         if quaternions.shape != (len(positions), 4):
             raise TapforgeError(
@@ -309,7 +290,7 @@ class Object:
             interpolate_keys(positions, frames) if positions else np.tile(self.position, (len(frames), 1)),
             interpolate_keys(rotations, frames, True)
             if rotations
-            else np.tile(_as_quaternion(self.quaternion), (len(frames), 1)),
+            else np.tile(unit_quaternion(self.quaternion), (len(frames), 1)),
         )
 
     def poses(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -338,13 +319,31 @@ class Object:
     def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
         """(vertices [V,3] in the object frame, faces [F,3], volume) at ``size``, centred on the centre of mass."""
         if self._mesh is None:
-            from tapforge.synth.meshes import volume_and_centroid
-
             vertices, faces = self.unit_mesh()
             vertices = vertices * self.size
             volume, centroid = volume_and_centroid(vertices, faces)
             self._mesh = (vertices - centroid, faces, abs(volume))
         return self._mesh
+
+    def collision_shape(self) -> CollisionShape:
+        """What the simulator collides: a convex decomposition of the unit mesh, at ``size``, on the centre of mass."""
+        unit_vertices, unit_faces = self.unit_mesh()
+        offset = self.mesh()[0][0] - unit_vertices[0] * self.size  # the mesh's shift onto its centre of mass
+        return CollisionShape(decompose=(unit_vertices, unit_faces), scale=self.size, offset=tuple(offset.tolist()))
+
+    def mesh_reader(self) -> MeshReader:
+        """The reader of the scene it was added to, for meshes that need Blender or a file."""
+        if self._reader is not None:
+            return self._reader
+        if not self.instance_id:
+            raise TapforgeError(
+                f"{self.label()}: its mesh is read by the scene (Blender or a file); add it first "
+                "(scene.add), then ask for its mesh"
+            )
+        raise TapforgeError(
+            f"{self.label()}: its scene has no mesh reader; make it with "
+            "Scene(..., mesh_reader=tapforge.synth.mesh_files.BlenderMeshReader()), as the pipeline does"
+        )
 
     def label(self) -> str:
         if self.name:
@@ -379,11 +378,8 @@ class Shape(Object):
     params: dict[str, Any] = field(default_factory=dict)
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        from tapforge.synth.meshes import suzanne
-        from tapforge.synth.shapes import make_shape
-
         if self.shape == "suzanne":
-            return suzanne()
+            return self.mesh_reader().suzanne()
         try:
             return make_shape(self.shape, self.params)
         except (ValueError, KeyError) as err:
@@ -391,6 +387,13 @@ class Shape(Object):
                 f"{self.label()}: shape {self.shape!r} with params {self.params} cannot be made "
                 f"({err}); use a shape from tapforge.synth.shapes.SHAPES with its parameters"
             ) from err
+
+    def collision_shape(self) -> CollisionShape:
+        """One convex hull of the mesh; a torus is a compound of convex sectors (one hull would fill its hole)."""
+        vertices, faces, _ = self.mesh()
+        if self.shape == "torus":
+            return CollisionShape(hulls=tuple(torus_sectors(vertices, faces)))
+        return CollisionShape(hulls=((vertices, faces),))
 
 
 @dataclass(eq=False)
@@ -400,9 +403,7 @@ class MeshFile(Object):
     path: str = ""
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        from tapforge.synth.mesh_files import load_unit_mesh
-
-        return load_unit_mesh(self.path)
+        return self.mesh_reader().mesh_file(self.path)
 
 
 @dataclass(eq=False)
@@ -412,9 +413,7 @@ class Asset(Object):
     asset_id: str = ""
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        from tapforge.synth.assets import load_asset_mesh
-
-        return load_asset_mesh(self.asset_id)
+        return self.mesh_reader().asset(self.asset_id)
 
 
 @dataclass(eq=False)
@@ -465,9 +464,7 @@ class AnimatedMesh(Object):
         return (frames - (lo + hi) / 2) * (self.size / (hi - lo).max())
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
-        from tapforge.synth.mesh_files import load_animation
-
-        frames, faces = load_animation(self.path, self.animation, self.start, self.speed, 1, 24)
+        frames, faces = self.mesh_reader().animation(self.path, self.animation, self.start, self.speed, 1, 24)
         return self._placed(frames)[0] / self.size, faces
 
     def mesh(self) -> tuple[np.ndarray, np.ndarray, float]:
@@ -478,9 +475,9 @@ class AnimatedMesh(Object):
         return self._mesh
 
     def vertex_positions(self, num_frames: int, frame_rate: int) -> np.ndarray:
-        from tapforge.synth.mesh_files import load_animation
-
-        frames, _ = load_animation(self.path, self.animation, self.start, self.speed, num_frames, frame_rate)
+        frames, _ = self.mesh_reader().animation(
+            self.path, self.animation, self.start, self.speed, num_frames, frame_rate
+        )
         return self._placed(frames)
 
 
@@ -616,21 +613,6 @@ Light = Sun | PointLight | AreaLight
 
 
 # ---------------------------------------------------------------------------------------------------- camera
-def look_at_matrices(positions: np.ndarray, lookats: np.ndarray) -> np.ndarray:
-    """Camera-to-world 4x4 matrices [T,4,4] in Blender's convention (camera looks down -Z, +Y up)."""
-    forward = lookats - positions
-    forward /= np.linalg.norm(forward, axis=-1, keepdims=True)
-    up = np.array([0.0, 0.0, 1.0])
-    right = np.cross(forward, up)
-    degenerate = np.linalg.norm(right, axis=-1) < 1e-8
-    right[degenerate] = [1.0, 0.0, 0.0]
-    right /= np.linalg.norm(right, axis=-1, keepdims=True)
-    true_up = np.cross(right, forward)
-    mats = np.tile(np.eye(4), (len(positions), 1, 1))
-    mats[:, :3, 0], mats[:, :3, 1], mats[:, :3, 2], mats[:, :3, 3] = right, true_up, -forward, positions
-    return mats
-
-
 @dataclass(eq=False)
 class Camera:
     """A pinhole camera (Kubric's PerspectiveCamera): focal length and sensor width in mm, horizontal fit.
@@ -698,12 +680,23 @@ class AssetFiles:
     objects: list[str] = field(default_factory=list)
 
 
+class Simulator(Protocol):
+    """What a scene asks of its simulator (`tapforge.synth.physics.PyBullet` is one)."""
+
+    recorded: bool  # the clip's frames have been simulated and stored in the objects
+
+    def run(self, frames: int | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class Scene:
     """One clip's scene: objects, floor, background, lights, camera and render look.
 
-    The pipeline creates it with the config's frames and resolution and hands it to the script's ``build``.
-    ``scene.add(thing)`` (or ``scene += thing``) adds objects and lights; ``scene.camera``, ``scene.floor``
-    and ``scene.background`` are set directly."""
+    The pipeline creates it with the config's frames and resolution, its simulator
+    (``simulator_factory``: `tapforge.synth.physics.PyBullet`) and its mesh reader (`MeshReader`), and hands it to
+    the script's ``build``. ``scene.add(thing)`` (or ``scene += thing``) adds objects and lights; ``scene.camera``,
+    ``scene.floor`` and ``scene.background`` are set directly."""
 
     def __init__(
         self,
@@ -713,6 +706,9 @@ class Scene:
         physics_rate: int = 240,
         seed: int = 0,
         assets: AssetFiles | None = None,
+        *,
+        simulator_factory: Callable[[Scene], Simulator] | None = None,
+        mesh_reader: MeshReader | None = None,
     ):
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.num_frames, self.frame_rate, self.physics_rate = int(num_frames), int(frame_rate), int(physics_rate)
@@ -726,7 +722,8 @@ class Scene:
         self.motion_blur = 0.0  # shutter as a fraction of a frame
         self.view_transform = "AgX"  # AgX | Filmic | Standard
         self.metadata: dict[str, Any] = {}  # the script's own notes, stored in meta.json
-        self._simulator = None
+        self.simulator_factory, self.mesh_reader = simulator_factory, mesh_reader
+        self._simulator: Simulator | None = None
 
     def add(self, *things: Object | Light) -> Any:
         """Add objects and lights; returns the (last) one added."""
@@ -735,6 +732,7 @@ class Scene:
                 if thing in self.objects:
                     raise TapforgeError(f"{thing.label()} is added to the scene twice; add each object once")
                 thing.instance_id = len(self.objects) + 1
+                thing._reader = self.mesh_reader
                 self.objects.append(thing)
             elif isinstance(thing, (Sun, PointLight, AreaLight)):
                 self.lights.append(thing)
@@ -756,12 +754,15 @@ class Scene:
         return self
 
     @property
-    def simulator(self):
-        """This scene's PyBullet simulator (`tapforge.synth.physics.PyBullet`), made on first use."""
+    def simulator(self) -> Simulator:
+        """This scene's simulator (the pipeline's: `tapforge.synth.physics.PyBullet`), made on first use."""
         if self._simulator is None:
-            from tapforge.synth.physics import PyBullet
-
-            self._simulator = PyBullet(self)
+            if self.simulator_factory is None:
+                raise TapforgeError(
+                    "this scene has no simulator and its objects need one (physics, placement); make it with "
+                    "Scene(..., simulator_factory=tapforge.synth.physics.PyBullet), as the pipeline does"
+                )
+            self._simulator = self.simulator_factory(self)
         return self._simulator
 
     def simulate_if_needed(self) -> None:

@@ -2,7 +2,7 @@
 
 Every mesh is returned as ``(vertices float64 [V,3], faces int32 [F,3])``, centred on its bounding box and
 scaled so that its longest side is 1 (the scene scales it afterwards), with outward-facing triangles.
-Suzanne comes from Blender itself (see ``tapforge.synth.meshes``), so it is not here.
+Suzanne comes from Blender itself (see ``tapforge.synth.mesh_files``), so it is not here.
 
 Curved surfaces are tessellated finely enough (about 4 degrees per segment) that no facet shows in a silhouette
 or a highlight at 512x512 once the renderer shades them smooth; `FACETED` names the shapes that are meant to
@@ -26,7 +26,7 @@ SHAPES = (
     "blob",
     "icosphere",
     "prism",
-)  # suzanne is made by tapforge.synth.meshes
+)  # suzanne is Blender's own (tapforge.synth.mesh_files.suzanne)
 FACETED = frozenset({"icosphere"})  # a geodesic low-poly ball: flat-shaded on purpose
 SHARP_ANGLE = 35.0  # degrees
 
@@ -263,3 +263,11 @@ def make_shape(name: str, params: dict) -> Mesh:
     if name == "blob":
         return blob(np.random.default_rng(params["seed"]))
     raise ValueError(f"no procedural mesh for shape {name!r}")
+
+
+def torus_sectors(vertices: np.ndarray, faces: np.ndarray, pieces: int = 16) -> list[Mesh]:
+    """A torus (axis z) cut into sectors of whole faces: each sector is nearly convex (the simulator takes one
+    convex hull per sector, where one hull of the whole torus would fill its hole)."""
+    centre = vertices[faces].mean(1)
+    sector = ((np.arctan2(centre[:, 1], centre[:, 0]) + np.pi) / (2 * np.pi) * pieces).astype(int) % pieces
+    return [(vertices, faces[sector == k]) for k in range(pieces)]
