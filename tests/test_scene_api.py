@@ -47,6 +47,9 @@ def test_scene_api_refuses_bad_use_with_a_clear_line():
     camera = Camera().look_at(np.zeros((3, 3)) + [5, 0, 2], (0, 0, 0))
     with pytest.raises(TapforgeError, match="3 positions for a clip of 4 frames"):
         camera.path(4)
+    with pytest.raises(TapforgeError, match="cannot change the resolution .* set render.resolution in the config"):
+        scene.resolution = (128, 96)
+    assert scene.resolution == (256, 256)
 
 
 def _pushed_scene(static_box: bool):

@@ -8,7 +8,7 @@ import pytest
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import load_config
 from tapforge.synth.meshes import volume_and_centroid
-from tapforge.synth.scene import look_at_matrices
+from tapforge.synth.scene import Camera, Scene, look_at_matrices
 from tapforge.synth.shapes import SHAPES, make_shape
 
 
@@ -45,6 +45,21 @@ def test_look_at_matrices_point_the_camera_at_the_target():
     expected = -positions / np.linalg.norm(positions, axis=1, keepdims=True)
     assert np.allclose(forward, expected)
     assert np.allclose(np.einsum("nij,nik->njk", mats[:, :3, :3], mats[:, :3, :3]), np.eye(3))
+
+
+def test_the_renderer_renders_at_the_scenes_resolution_which_the_intrinsics_use():
+    pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed")
+    from tapforge.synth.blender_scene import BlenderRenderer
+    from tapforge.synth.config import RenderSettings
+
+    settings = RenderSettings.of(load_config("movi_e", ["render.resolution=64", "render.device=cpu"]))
+    scene = Scene((48, 32), num_frames=2)
+    scene.camera = Camera().look_at((5.0, -5.0, 3.0))
+    renderer = BlenderRenderer(settings)
+    renderer.build(scene)
+    rendered = renderer.scene.render
+    assert (rendered.resolution_x, rendered.resolution_y, rendered.resolution_percentage) == (48, 32, 100)
+    assert np.allclose(scene.camera.intrinsics(scene.resolution)[:2, 2], [24, 16])  # the same pixels
 
 
 class _FakeCyclesPrefs:

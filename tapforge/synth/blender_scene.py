@@ -83,8 +83,7 @@ class BlenderRenderer:
         scene.render.threads_mode = "FIXED" if settings.threads else "AUTO"
         if settings.threads:
             scene.render.threads = settings.threads
-        scene.render.resolution_x, scene.render.resolution_y = settings.resolution
-        scene.render.resolution_percentage = 100
+        scene.render.resolution_percentage = 100  # the resolution is each scene's own (see `build`)
         # persistent data keeps the rgb layer's compiled shaders for the aux render: the AOV then comes out zero
         scene.render.use_persistent_data = False
         scene.render.dither_intensity = 0.0  # the PNG's 8 bits are the rendered values, no added noise
@@ -293,6 +292,8 @@ class BlenderRenderer:
         self._clear()
         spec, scene = scene_spec, self.scene
         scene.frame_start, scene.frame_end = 0, spec.num_frames - 1
+        # the scene's resolution, the one its camera intrinsics use (both come from the config's render.resolution)
+        scene.render.resolution_x, scene.render.resolution_y = spec.resolution
         scene.render.fps = spec.frame_rate
         scene.render.use_motion_blur = spec.motion_blur > 0
         scene.render.motion_blur_shutter = max(spec.motion_blur, 1e-3)

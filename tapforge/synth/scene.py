@@ -710,7 +710,7 @@ class Scene:
         simulator_factory: Callable[[Scene], Simulator] | None = None,
         mesh_reader: MeshReader | None = None,
     ):
-        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self._resolution = (int(resolution[0]), int(resolution[1]))
         self.num_frames, self.frame_rate, self.physics_rate = int(num_frames), int(frame_rate), int(physics_rate)
         self.seed = int(seed)
         self.assets = assets or AssetFiles()
@@ -724,6 +724,19 @@ class Scene:
         self.metadata: dict[str, Any] = {}  # the script's own notes, stored in meta.json
         self.simulator_factory, self.mesh_reader = simulator_factory, mesh_reader
         self._simulator: Simulator | None = None
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(width, height) in pixels, from the config's render.resolution: the renderer renders at it and the camera
+        intrinsics use it. Read-only, so that the two always agree."""
+        return self._resolution
+
+    @resolution.setter
+    def resolution(self, value: Any) -> None:
+        raise TapforgeError(
+            f"scene.resolution = {value!r}: a script cannot change the resolution (the pixels and the camera "
+            "intrinsics must agree); set render.resolution in the config instead, e.g. --set render.resolution=[320,240]"
+        )
 
     def add(self, *things: Object | Light) -> Any:
         """Add objects and lights; returns the (last) one added."""
