@@ -58,7 +58,7 @@ def main() -> None:
         renderer = SceneRenderer(config)
         rows, start = [], time.perf_counter()
         for index in tqdm(range(args.scenes), desc=name, unit="scene"):
-            rows.append(clip_statistics(renderer.render(index)[0].video))
+            rows.append(clip_statistics(renderer.render(index).passes["rgb"]))
         seconds = (time.perf_counter() - start) / args.scenes
         blown, crushed = (np.array([r[key] for r in rows]) for key in ("blown", "crushed"))
         print(

@@ -20,7 +20,7 @@ import numpy as np
 
 from tapforge.synth.config import load_config
 from tapforge.synth.gt_check import agreement_by_kind
-from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.pipeline import SceneRenderer, make_clip
 
 FIGURES = (
     "visible_segmentation_match",
@@ -54,12 +54,15 @@ def main() -> None:
     for index in range(args.scenes):
         for preset, renderer in renderers.items():
             start = time.perf_counter()
-            clip, timing = renderer.render(index)
+            rendered = renderer.render(index)
+            gt_start = time.perf_counter()
+            clip = make_clip(rendered, renderer.config)
+            timing = dict(rendered.timing, ground_truth=time.perf_counter() - gt_start)
             seconds[preset].append(time.perf_counter() - start)
             for stage, value in timing.items():
                 stages[preset].setdefault(stage, []).append(value)
             if preset == "movi_deform":
-                for kind, figures in agreement_by_kind(clip, renderer.last_passes, renderer.last_scene).items():
+                for kind, figures in agreement_by_kind(clip, rendered.passes, rendered.scene).items():
                     by_kind.setdefault(kind, []).append(figures)
     median = {p: statistics.median(s) for p, s in seconds.items()}
     print(f"{args.scenes} scenes each, {args.resolution}x{args.resolution}, {args.frames} frames, {args.samples} spp:")

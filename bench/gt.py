@@ -17,7 +17,7 @@ import numpy as np
 
 from tapforge.synth.config import load_config
 from tapforge.synth.gt_check import render_pass_agreement
-from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.pipeline import SceneRenderer, make_clip
 from tapforge.synth.tracks import compute_tracks
 
 
@@ -40,8 +40,8 @@ def main() -> None:
         ],
     )
     renderer = SceneRenderer(config)
-    clip, _ = renderer.render(0)  # real passes from Blender
-    scene = renderer.last_scene  # the scene the passes were rendered from
+    rendered = renderer.render(0)  # real passes from Blender
+    scene = rendered.scene  # the scene the passes were rendered from
     cams = scene.camera.matrices(scene.num_frames)
     ids = np.array([o.instance_id for o in scene.objects])
     K = scene.camera.intrinsics(scene.resolution)
@@ -49,7 +49,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         start = time.perf_counter()
         gt = compute_tracks(
-            renderer.last_passes, renderer.last_poses, ids, cams, K, args.tracks, 0.01, np.random.default_rng(repeat)
+            rendered.passes, rendered.poses, ids, cams, K, args.tracks, 0.01, np.random.default_rng(repeat)
         )
         times.append(time.perf_counter() - start)
     print(
@@ -57,10 +57,10 @@ def main() -> None:
         f"median {1000 * statistics.median(times):.1f} ms/clip (min {1000 * min(times):.1f}, "
         f"{args.repeats} repeats); visible fraction {1 - gt.occluded.mean():.2f}"
     )
-    figures = [render_pass_agreement(clip, renderer.last_passes)]
-    figures += [
-        render_pass_agreement(renderer.render(index)[0], renderer.last_passes) for index in range(1, args.scenes)
-    ]
+    figures = [render_pass_agreement(make_clip(rendered, config), rendered.passes)]
+    for index in range(1, args.scenes):
+        other = renderer.render(index)
+        figures.append(render_pass_agreement(make_clip(other, config), other.passes))
     mean = {key: float(np.mean([f[key] for f in figures])) for key in figures[0]}
     print(
         f"agreement with the render passes ({args.config}, mean of {args.scenes} scenes): "

@@ -13,7 +13,7 @@ import statistics
 import time
 
 from tapforge.synth.config import load_config
-from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.pipeline import SceneRenderer, make_clip
 from tapforge.synth.schema import encode_clip
 
 
@@ -36,7 +36,11 @@ def main() -> None:
             totals, cycles, breakdowns = [], [], []
             for scene in range(args.repeats):
                 start = time.perf_counter()
-                clip, timing = renderer.render(scene)
+                rendered = renderer.render(scene)
+                timing = dict(rendered.timing)
+                gt_start = time.perf_counter()
+                clip = make_clip(rendered, config)
+                timing["ground_truth"] = time.perf_counter() - gt_start
                 encode_start = time.perf_counter()
                 encode_clip(clip)
                 timing["encode"] = time.perf_counter() - encode_start

@@ -19,7 +19,7 @@ def rendered_scene():
     """One movi_e scene at 64x64 with its passes, poses and camera, rendered by Blender for real."""
     pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
     from tapforge.synth.config import load_config
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
     config = load_config(
         "movi_e",
@@ -33,13 +33,12 @@ def rendered_scene():
             "outputs.passes=[depth,segmentation]",
         ],
     )
-    renderer = SceneRenderer(config)
-    clip, timing = renderer.render(3)
+    rendered = SceneRenderer(config).render(3)
     return {
-        "clip": clip,
-        "timing": timing,
-        "passes": renderer.last_passes,
-        "poses": renderer.last_poses,
+        "clip": make_clip(rendered, config),
+        "rendered": rendered,
+        "passes": rendered.passes,
+        "poses": rendered.poses,
         "config": config,
     }
 

@@ -46,13 +46,13 @@ def test_physics_leaves_cloth_to_blender():
     scene.close()
 
 
-def _checked_against_passes(clip, renderer, num_surfaces: int) -> dict:
+def _checked_against_passes(clip, rendered, num_surfaces: int) -> dict:
     """Check that the rendered surfaces are the tracked meshes; the render-pass agreement by kind of surface."""
     from tapforge.synth.gt_check import agreement_by_kind, surface_reconstruction_error
 
-    errors = surface_reconstruction_error(renderer.last_passes, renderer.last_surfaces)
+    errors = surface_reconstruction_error(rendered.passes, rendered.surfaces)
     assert len(errors) == num_surfaces and max(errors.values()) < 1e-4, errors
-    figures = agreement_by_kind(clip, renderer.last_passes, renderer.last_scene)
+    figures = agreement_by_kind(clip, rendered.passes, rendered.scene)
     print(figures)
     return figures
 
@@ -60,17 +60,17 @@ def _checked_against_passes(clip, renderer, num_surfaces: int) -> dict:
 @pytest.fixture(scope="module")
 def drape():
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
     renderer = SceneRenderer(load_config(EXAMPLE, SMALL))
-    clip, _ = renderer.render(0)
-    return clip, renderer
+    rendered = renderer.render(0)
+    return make_clip(rendered, renderer.config), rendered, renderer
 
 
 @pytest.mark.slow
 def test_tracks_on_cloth_and_deformed_shapes_agree_with_the_render_passes(drape):
-    clip, renderer = drape
-    figures = _checked_against_passes(clip, renderer, num_surfaces=3)
+    clip, rendered, _ = drape
+    figures = _checked_against_passes(clip, rendered, num_surfaces=3)
     assert set(figures) == {"background", "rigid", "cloth", "deformer", "soft_body"}
     for kind, f in figures.items():  # the rigid thresholds, for every kind of surface
         assert f["visible_points"] > 100 and f["visible_segmentation_match"] > 0.9, kind
@@ -79,8 +79,8 @@ def test_tracks_on_cloth_and_deformed_shapes_agree_with_the_render_passes(drape)
     for kind in ("cloth", "deformer", "soft_body"):  # the surfaces move, and the tracks follow them, not a rigid pose
         assert figures[kind]["median_motion_px"] > 0.1
         assert figures[kind]["flow_error_px"] < 0.25 * figures[kind]["median_motion_px"]
-    cloth = next(o for o in renderer.last_scene.objects if not o.rigid)
-    sheet = renderer.last_surfaces[cloth.instance_id]  # the cloth falls onto the block
+    cloth = next(o for o in rendered.scene.objects if not o.rigid)
+    sheet = rendered.surfaces[cloth.instance_id]  # the cloth falls onto the block
     assert sheet.vertices[-1, :, 2].mean() < sheet.vertices[0, :, 2].mean() - 0.2
     described = {o["kind"] + ("+deform" if o["deform"] else ""): o for o in clip.meta["scene"]["objects"]}
     assert described["Cloth"]["deforms"] and described["Cloth"]["motion"] == "simulated in Blender"
@@ -90,8 +90,10 @@ def test_tracks_on_cloth_and_deformed_shapes_agree_with_the_render_passes(drape)
 
 @pytest.mark.slow
 def test_deforming_scenes_are_deterministic(drape):
-    clip, renderer = drape
-    again, _ = renderer.render(0)
+    from tapforge.synth.pipeline import make_clip
+
+    clip, _, renderer = drape
+    again = make_clip(renderer.render(0), renderer.config)
     assert np.array_equal(clip.tracks, again.tracks) and np.array_equal(clip.occluded, again.occluded)
     assert np.array_equal(clip.video, again.video)
 
@@ -100,7 +102,7 @@ def test_deforming_scenes_are_deterministic(drape):
 def test_a_deformation_that_changes_topology_is_refused(drape):
     from tapforge.synth.pipeline import build_scene
 
-    _, renderer = drape
+    _, _, renderer = drape
     scene = build_scene(renderer.config, 5)
     renderer.blender.build(scene)
     _, capsule = next((spec, obj) for spec, obj in renderer.blender.deforming if spec.deform)
@@ -141,7 +143,7 @@ def animated(tmp_path_factory, drape):
     import subprocess
     import sys
 
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
     folder = tmp_path_factory.mktemp("animated")
     glb = folder / "column.glb"
@@ -150,24 +152,24 @@ def animated(tmp_path_factory, drape):
     )
     (folder / "scene.py").write_text(f"PATH = {str(glb)!r}\n" + ANIMATED_SCENE)
     (folder / "scene.yaml").write_text("inherit: base\nscene:\n  script: scene.py\n")
-    renderer = SceneRenderer(load_config(folder / "scene.yaml", SMALL[:-1]), share=drape[1])
-    clip, _ = renderer.render(0)
-    return clip, renderer
+    renderer = SceneRenderer(load_config(folder / "scene.yaml", SMALL[:-1]), share=drape[2])
+    rendered = renderer.render(0)
+    return make_clip(rendered, renderer.config), rendered
 
 
 @pytest.mark.slow
 def test_tracks_on_animated_meshes_agree_with_the_render_passes(animated):
     from tapforge.synth.gt_check import render_pass_agreement
 
-    clip, renderer = animated
-    figures = _checked_against_passes(clip, renderer, num_surfaces=2)
+    clip, rendered = animated
+    figures = _checked_against_passes(clip, rendered, num_surfaces=2)
     f = figures["animated"]  # the skinned glTF column and the blob whose vertices the script moves
     assert f["visible_points"] > 300 and f["visible_segmentation_match"] > 0.9
     assert f["visible_position_error_px"] < 1.0 and f["hidden_plainly_visible"] < 0.05
     assert f["median_motion_px"] > 0.1 and f["flow_error_px"] < 0.25 * f["median_motion_px"]
-    column, blob = renderer.last_scene.objects[:2]
-    assert render_pass_agreement(clip, renderer.last_passes, [column.instance_id])["median_motion_px"] > 0.1
-    top = renderer.last_surfaces[column.instance_id].vertices[..., 2].argmax(1)
-    assert np.ptp(renderer.last_surfaces[column.instance_id].vertices[np.arange(8), top, 1]) > 0.1  # it bends
+    column, blob = rendered.scene.objects[:2]
+    assert render_pass_agreement(clip, rendered.passes, [column.instance_id])["median_motion_px"] > 0.1
+    top = rendered.surfaces[column.instance_id].vertices[..., 2].argmax(1)
+    assert np.ptp(rendered.surfaces[column.instance_id].vertices[np.arange(8), top, 1]) > 0.1  # it bends
     described = clip.meta["scene"]["objects"]
     assert described[0]["kind"] == "AnimatedMesh" and described[0]["deforms"] and described[1]["deforms"]

@@ -174,25 +174,25 @@ def test_resume_refuses_a_changed_script(tmp_path):
 @pytest.fixture(scope="module", params=["turntable", "tabletop_arm"])
 def example(request):
     pytest.importorskip("bpy", reason="bpy is needed to render")
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
-    renderer = SceneRenderer(load_config(EXAMPLES / f"{request.param}.yaml", SMALL))
-    clip, _ = renderer.render(0)
-    return request.param, clip, renderer
+    config = load_config(EXAMPLES / f"{request.param}.yaml", SMALL)
+    rendered = SceneRenderer(config).render(0)
+    return request.param, make_clip(rendered, config), rendered
 
 
 @pytest.mark.slow
 def test_example_scripts_render_with_exact_ground_truth_and_scripted_motion(example):
     from tapforge.synth.gt_check import render_pass_agreement
 
-    name, clip, renderer = example
-    figures = render_pass_agreement(clip, renderer.last_passes)
+    name, clip, rendered = example
+    figures = render_pass_agreement(clip, rendered.passes)
     print(name, figures)
     assert figures["visible_points"] > 500 and figures["visible_segmentation_match"] > 0.9
     assert figures["visible_position_error_px"] < 1.0
     assert figures["hidden_plainly_visible"] < 0.05
     assert figures["flow_error_px"] < 0.1 and figures["median_motion_px"] > 0.05
-    scene = renderer.last_scene
+    scene = rendered.scene
     scripted = [o.instance_id for o in scene.objects if o.scripted]
     assert scripted and set(clip.object_ids) & set(scripted)  # scripted objects are seen and tracked
     positions, _ = scene.object_poses()

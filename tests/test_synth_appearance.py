@@ -52,11 +52,11 @@ def test_every_surface_is_textured_and_the_looks_share_their_geometry():
 
 def _sphere_render(appearance):
     pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
-    renderer = SceneRenderer(load_config("movi_e", SPHERE + [f"scene.appearance={appearance}"]))
-    clip, _ = renderer.render(1)  # the sphere fills ~300 pixels of every frame
-    return clip, renderer.last_passes, renderer.last_scene.object_poses()[0][0]
+    config = load_config("movi_e", SPHERE + [f"scene.appearance={appearance}"])
+    rendered = SceneRenderer(config).render(1)  # the sphere fills ~300 pixels of every frame
+    return make_clip(rendered, config), rendered.passes, rendered.scene.object_poses()[0][0]
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_default_scenes_are_neither_blown_out_nor_crushed():
         )
     )
     for index in range(3):
-        video = renderer.render(index)[0].video
+        video = renderer.render(index).passes["rgb"]
         blown = (video >= 250).all(-1).mean()
         crushed = (video <= 5).all(-1).mean()
         assert blown < 0.02 and crushed < 0.05, (index, blown, crushed)

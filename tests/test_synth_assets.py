@@ -43,7 +43,7 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
     assert v.shape == vertices.shape and f.shape == faces.shape
 
     from tapforge.synth.config import load_config
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
     config = load_config(
         "movi_e",
@@ -56,7 +56,7 @@ def test_asset_directory_renders_with_cached_vhacd_collisions(tmp_path, monkeypa
             f"assets.directory={tmp_path / 'assets'}",
         ],
     )
-    clip, _ = SceneRenderer(config).render(1)
+    clip = make_clip(SceneRenderer(config).render(1), config)
     assert "Asset" in [o["kind"] for o in clip.meta["scene"]["objects"]]
     assert list((tmp_path / "cache" / "vhacd").glob("*.obj"))  # decomposition computed once and cached
 
@@ -84,7 +84,7 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
         exr.write(str(hdris / "blue.exr"))
 
     from tapforge.synth.config import load_config
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
     config = load_config(
         "movi_e",
@@ -100,7 +100,7 @@ def test_user_textures_and_hdri_backgrounds_are_used(tmp_path):
             f"assets.hdri_dir={hdris}",
         ],
     )
-    clip, _ = SceneRenderer(config).render(2)
+    clip = make_clip(SceneRenderer(config).render(2), config)
     scene = clip.meta["scene"]
     assert scene["background"]["kind"] == "Environment" and scene["background"]["hdri"].endswith("blue.exr")
     used = [o["material"]["texture"] for o in scene["objects"]] + [scene["floor"]["material"]["texture"]]

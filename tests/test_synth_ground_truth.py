@@ -90,3 +90,12 @@ def test_frames_are_srgb_uint8_and_optional_passes_are_stored(rendered_scene):
     finite = np.isfinite(clip.depth)
     assert finite.mean() > 0.3 and (clip.depth[finite] > 0).all()
     assert set(np.unique(clip.object_ids)) <= set(np.unique(clip.segmentation))
+
+
+def test_the_clip_is_a_pure_function_of_the_rendered_scene(rendered_scene):
+    from tapforge.synth.pipeline import make_clip
+
+    clip, again = rendered_scene["clip"], make_clip(rendered_scene["rendered"], rendered_scene["config"])
+    for name in ("video", "tracks", "occluded", "tracks_3d", "object_ids", "query", "depth", "segmentation"):
+        assert np.array_equal(getattr(clip, name), getattr(again, name)), name
+    assert clip.camera == again.camera and clip.meta == again.meta and clip.key == again.key == "scene-0000003"

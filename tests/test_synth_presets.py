@@ -12,7 +12,7 @@ PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip"
 def test_preset_renders_a_scene(preset):
     pytest.importorskip("bpy", reason="bpy is needed to render")
     from tapforge.synth.config import load_config
-    from tapforge.synth.pipeline import SceneRenderer
+    from tapforge.synth.pipeline import SceneRenderer, make_clip
 
     frames = 12 if preset == "long_clip" else 3
     config = load_config(
@@ -25,7 +25,8 @@ def test_preset_renders_a_scene(preset):
             "scene.num_static_objects=[2,3]",
         ],
     )
-    clip, timing = SceneRenderer(config).render(0)
+    rendered = SceneRenderer(config).render(0)
+    clip, timing = make_clip(rendered, config), rendered.timing
     assert clip.video.shape == (frames, 32, 40, 3)
     assert clip.tracks.shape == (64, frames, 2) and np.isfinite(clip.tracks).all()
     assert (~clip.occluded).sum(1).min() >= 1  # every track is visible at its query frame

@@ -1,9 +1,11 @@
-"""One scene end to end: scene script -> physics -> Blender build + render -> ground truth -> `Clip`."""
+"""One scene end to end: scene script -> physics -> Blender build + render (`SceneRenderer.render`) -> ground truth
+-> `Clip` (`make_clip`, pure numpy)."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +24,7 @@ from tapforge.synth.poses import pose_matrices
 from tapforge.synth.scene import AssetFiles, Scene
 from tapforge.synth.schema import Clip
 from tapforge.synth.scripts import load_script
-from tapforge.synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, compute_tracks
+from tapforge.synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, Surface, compute_tracks
 
 
 def scene_seed(base_seed: int, scene_index: int) -> int:
@@ -71,6 +73,19 @@ def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Sc
     return scene
 
 
+@dataclass
+class RenderedScene:
+    """One scene as the renderer made it: what `make_clip` builds the clip from, and what checks against the
+    renderer read (its passes, the deforming objects' meshes, the exact object poses)."""
+
+    scene_index: int  # the global scene index; the scene's seed is ``scene.seed``
+    scene: Scene  # the scene as rendered, its physics run
+    passes: dict[str, np.ndarray]  # ``rgb`` uint8 [T,H,W,3] and the exact 1-sample passes (see `compute_tracks`)
+    surfaces: dict[int, Surface]  # the deforming objects' evaluated meshes, by instance id
+    poses: np.ndarray  # object-to-world [O,T,4,4] of ``scene.objects``
+    timing: dict[str, float]  # seconds per stage: scene_script, scene_build, deformation, path_tracing, ...
+
+
 class SceneRenderer:
     """Renders scenes of one config in one Blender session (Blender starts once, not per scene).
 
@@ -84,21 +99,17 @@ class SceneRenderer:
         from tapforge.synth.blender_scene import BlenderRenderer
 
         self.config = config
-        self.hash = config_hash(config)
-        self.script = load_script(config["scene"]["script"])
         self.assets = asset_files(config)
         settings = RenderSettings.of(config, threads)
         if share is not None and share.blender.settings != settings:
             raise TapforgeError("SceneRenderer(share=...) needs the same render settings as the shared renderer")
         self.blender = share.blender if share is not None else BlenderRenderer(settings)
 
-    def render(self, scene_index: int) -> tuple[Clip, dict[str, float]]:
-        """Render global scene `scene_index`; return the clip and its timing breakdown (seconds)."""
-        cfg = self.config
-        seed = scene_seed(cfg["seed"], scene_index)
+    def render(self, scene_index: int) -> RenderedScene:
+        """Build and render global scene `scene_index` (the clip is `make_clip` of the result)."""
         timing: dict[str, float] = {}
         start = time.perf_counter()
-        scene = build_scene(self.config, seed, self.assets)
+        scene = build_scene(self.config, scene_seed(self.config["seed"], scene_index), self.assets)
         timing["scene_script"] = time.perf_counter() - start
         start = time.perf_counter()
         self.blender.build(scene)
@@ -109,68 +120,69 @@ class SceneRenderer:
             timing["deformation"] = time.perf_counter() - start
         passes = self.blender.render(scene.num_frames)
         timing.update(self.blender.timing)
-        positions, quaternions = scene.object_poses()
-        # for checks against the renderer: the passes, the scene and the object-to-world poses [O,T,4,4]
-        self.last_passes, self.last_scene, self.last_surfaces = passes, scene, surfaces
-        self.last_poses = pose_matrices(positions, quaternions)
-        start = time.perf_counter()
-        cam_to_world = scene.camera.matrices(scene.num_frames)
-        K = scene.camera.intrinsics(scene.resolution)
-        instance_ids = np.array([o.instance_id for o in scene.objects], np.int64)
-        gt = compute_tracks(
-            passes,
-            self.last_poses,
-            instance_ids,
-            cam_to_world,
-            K,
-            cfg["tracks"]["num_tracks"],
-            cfg["tracks"]["depth_tolerance"],
-            np.random.default_rng(seed),
-            surfaces,
-        )
-        timing["ground_truth"] = time.perf_counter() - start
-        extra = {}
-        if "depth" in cfg["outputs"]["passes"]:
-            distance = np.linalg.norm(passes["position"] - cam_to_world[:, None, None, :3, 3], axis=-1)
-            extra["depth"] = np.where(passes["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
-        if "segmentation" in cfg["outputs"]["passes"]:
-            extra["segmentation"] = passes["object_index"].astype(np.uint16)
-        world_to_cam_cv = np.linalg.inv(cam_to_world)
-        world_to_cam_cv[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam_cv[:, :3, :]
-        camera = {
-            "K": K.tolist(),
-            "width": scene.resolution[0],
-            "height": scene.resolution[1],
-            "focal_length_mm": scene.camera.focal_length,
-            "sensor_width_mm": scene.camera.sensor_width,
-            "cam_to_world_blender": cam_to_world.tolist(),
-            "world_to_cam_opencv": world_to_cam_cv.tolist(),
-            "conventions": "K and world_to_cam_opencv: OpenCV (x right, y down, z forward), pixel (0,0) is the "
-            "top-left corner of the top-left pixel; cam_to_world_blender: Blender camera (looks "
-            "down -Z, +Y up); world is Z-up, metres",
-        }
-        meta = {
-            "seed": seed,
-            "scene_index": scene_index,
-            "config_hash": self.hash,
-            "fps": scene.frame_rate,
-            "script": {"name": self.script.name, "sha256": self.script.sha256},
-            "scene": scene.describe(),
-            "object_poses": {
-                "positions": positions.round(6).tolist(),
-                "quaternions_xyzw": quaternions.round(6).tolist(),
-            },
-        }
-        clip = Clip(
-            key=scene_key(scene_index),
-            video=passes["rgb"],
-            tracks=gt.tracks,
-            occluded=gt.occluded,
-            tracks_3d=gt.tracks_3d,
-            object_ids=gt.object_ids,
-            query=gt.query,
-            camera=camera,
-            meta=meta,
-            **extra,
-        )
-        return clip, timing
+        return RenderedScene(scene_index, scene, passes, surfaces, pose_matrices(*scene.object_poses()), timing)
+
+
+def make_clip(rendered: RenderedScene, config: dict) -> Clip:
+    """The shard clip of a rendered scene: ground-truth tracks, the optional passes, camera and meta.
+
+    Pure numpy (no Blender): the same result and config give the same clip."""
+    scene, passes = rendered.scene, rendered.passes
+    cam_to_world = scene.camera.matrices(scene.num_frames)
+    K = scene.camera.intrinsics(scene.resolution)
+    gt = compute_tracks(
+        passes,
+        rendered.poses,
+        np.array([o.instance_id for o in scene.objects], np.int64),
+        cam_to_world,
+        K,
+        config["tracks"]["num_tracks"],
+        config["tracks"]["depth_tolerance"],
+        np.random.default_rng(scene.seed),
+        rendered.surfaces,
+    )
+    extra = {}
+    if "depth" in config["outputs"]["passes"]:
+        distance = np.linalg.norm(passes["position"] - cam_to_world[:, None, None, :3, 3], axis=-1)
+        extra["depth"] = np.where(passes["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
+    if "segmentation" in config["outputs"]["passes"]:
+        extra["segmentation"] = passes["object_index"].astype(np.uint16)
+    world_to_cam_cv = np.linalg.inv(cam_to_world)
+    world_to_cam_cv[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam_cv[:, :3, :]
+    camera = {
+        "K": K.tolist(),
+        "width": scene.resolution[0],
+        "height": scene.resolution[1],
+        "focal_length_mm": scene.camera.focal_length,
+        "sensor_width_mm": scene.camera.sensor_width,
+        "cam_to_world_blender": cam_to_world.tolist(),
+        "world_to_cam_opencv": world_to_cam_cv.tolist(),
+        "conventions": "K and world_to_cam_opencv: OpenCV (x right, y down, z forward), pixel (0,0) is the "
+        "top-left corner of the top-left pixel; cam_to_world_blender: Blender camera (looks "
+        "down -Z, +Y up); world is Z-up, metres",
+    }
+    positions, quaternions = scene.object_poses()
+    meta = {
+        "seed": scene.seed,
+        "scene_index": rendered.scene_index,
+        "config_hash": config_hash(config),
+        "fps": scene.frame_rate,
+        "script": {"name": config["scene"]["script"], "sha256": config["scene"]["script_sha256"]},
+        "scene": scene.describe(),
+        "object_poses": {
+            "positions": positions.round(6).tolist(),
+            "quaternions_xyzw": quaternions.round(6).tolist(),
+        },
+    }
+    return Clip(
+        key=scene_key(rendered.scene_index),
+        video=passes["rgb"],
+        tracks=gt.tracks,
+        occluded=gt.occluded,
+        tracks_3d=gt.tracks_3d,
+        object_ids=gt.object_ids,
+        query=gt.query,
+        camera=camera,
+        meta=meta,
+        **extra,
+    )
