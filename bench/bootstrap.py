@@ -34,7 +34,8 @@ from learn import ROOT, fit, logged_metrics, train_args, validate
 from tapforge.base.video import write_video
 from tapforge.cli import main as tapforge_main
 from tapforge.tapir.cli_eval import TABLE_COLUMNS
-from tapforge.train.photo_clips import bundled_photo_paths, make_clips, write_tapvid_pickle
+from tapforge.tapir.tapvid import write_tapvid_pickle
+from tapforge.train.photo_clips import bundled_photo_paths, make_clips
 
 COLUMNS = TABLE_COLUMNS[:3]  # AJ, <d_avg, OA
 SETS = (("real", "davis", "first"), ("real", "davis", "strided"), ("synthetic", "synthetic", "first"))
@@ -111,16 +112,14 @@ def real_data(args: argparse.Namespace) -> tuple[str, str]:
             write_video(os.path.join(videos, f"{clip.name}.mp4"), clip.video, fps=24)
     pickle = os.path.join(args.out, "data", f"real_eval_{args.real_clips}.pkl")
     if not os.path.exists(pickle):
-        write_tapvid_pickle(
-            make_clips(
-                args.real_clips,
-                24,
-                args.resolution,
-                seed=0,
-                photos_dir=photo_folder(os.path.join(args.out, "photos", "eval"), EVAL_PHOTOS),
-            ),
-            pickle,
+        clips = make_clips(
+            args.real_clips,
+            24,
+            args.resolution,
+            seed=0,
+            photos_dir=photo_folder(os.path.join(args.out, "photos", "eval"), EVAL_PHOTOS),
         )
+        write_tapvid_pickle(pickle, ((c.name, c.video, c.tracks, c.occluded) for c in clips))
     return videos, pickle
 
 

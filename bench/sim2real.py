@@ -29,7 +29,8 @@ from learn import ROOT, fit, logged_metrics, train_args, validate, write_procedu
 
 from tapforge.cli import main as tapforge_main
 from tapforge.tapir.cli_eval import TABLE_COLUMNS
-from tapforge.train.photo_clips import make_clips, write_tapvid_pickle
+from tapforge.tapir.tapvid import write_tapvid_pickle
+from tapforge.train.photo_clips import make_clips
 
 DATASETS = ("procedural", "legacy", "natural")
 APPEARANCE = {"legacy": ["--set", "scene.appearance=legacy", "--set", "scene.background=sky"], "natural": []}
@@ -126,9 +127,8 @@ def row(label: str, runs: list[dict[str, float]], method: str = "") -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     real = os.path.join(args.out, f"real_{args.real_clips}x{args.real_frames}_{args.resolution}px.pkl")
-    write_tapvid_pickle(
-        make_clips(args.real_clips, args.real_frames, args.resolution, seed=0, photos_dir=args.photos), real
-    )
+    clips = make_clips(args.real_clips, args.real_frames, args.resolution, seed=0, photos_dir=args.photos)
+    write_tapvid_pickle(real, ((c.name, c.video, c.tracks, c.occluded) for c in clips))
     print(f"wrote {args.real_clips} real-photo clips to {real}")
     results = {}
     for dataset in args.datasets:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tapforge.cli import main as tapforge_main
 from tapforge.tapir import tapvid
-from tapforge.train.photo_clips import bilinear, make_clips, write_tapvid_pickle
+from tapforge.train.photo_clips import bilinear, make_clips
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_same_seed_same_bytes_and_the_eval_command_reads_it(bundled, tmp_path):
 
 @pytest.mark.parametrize("mode", tapvid.QUERY_MODES)
 def test_pickle_is_tapvid_davis_and_a_perfect_tracker_scores_one(bundled, tmp_path, mode):
-    path = write_tapvid_pickle(bundled, tmp_path / "real.pkl")
+    path = tapvid.write_tapvid_pickle(tmp_path / "real.pkl", ((c.name, c.video, c.tracks, c.occluded) for c in bundled))
     items = tapvid.load_tapvid_pickle(path)
     assert [name for name, _ in items] == [clip.name for clip in bundled]
     for (_, example), clip in zip(items, bundled):
@@ -144,7 +144,7 @@ def test_bad_photo_folders_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photos here")
     cases = [
-        ("empty", "holds no .jpg/.png files"),
+        ("empty", "holds no images (.png, .jpg"),
         ("missing", "cannot list the photo folder"),
         ("broken", "cannot read the photo"),
     ]

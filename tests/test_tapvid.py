@@ -173,6 +173,33 @@ def test_readers_all_formats(tmp_path):
     assert [s["name"] for s in tapvid.iter_tapvid(robotap)] == ["a", "b"]
 
 
+def test_the_writer_writes_what_the_official_davis_loader_reads(tmp_path):
+    """The format, read as tapnet's evaluation reads it: a plain pickle of dict name -> video uint8 [T,H,W,3],
+    points float32 [N,T,2] (x, y) divided by (width, height), occluded bool [N,T]."""
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (5, 24, 40, 3), dtype=np.uint8)
+    tracks = rng.uniform(0, 24, (3, 5, 2))  # float64 pixels, as photo clips give them
+    occluded = rng.random((3, 5)) < 0.3
+    clips = [("b", video, tracks, occluded), ("a", video[:2], tracks[:, :2].astype(np.float32), occluded[:, :2])]
+    path = tapvid.write_tapvid_pickle(tmp_path / "out.pkl", clips)
+    with open(path, "rb") as f:
+        data = pickle.load(f)
+    assert list(data) == ["b", "a"]  # the order given
+    for name, clip_video, clip_tracks, clip_occluded in clips:
+        example = data[name]
+        assert set(example) == {"video", "points", "occluded"}
+        np.testing.assert_array_equal(example["video"], clip_video)
+        assert example["points"].dtype == np.float32 and example["occluded"].dtype == bool
+        np.testing.assert_array_equal(example["points"], (clip_tracks / [40, 24]).astype(np.float32))
+        np.testing.assert_array_equal(example["occluded"], clip_occluded)
+    assert [name for name, _ in tapvid.load_tapvid_pickle(path)] == ["b", "a"]
+    tapvid.write_tapvid_pickle(tmp_path / "again.pkl", clips)
+    assert (tmp_path / "again.pkl").read_bytes() == (tmp_path / "out.pkl").read_bytes()  # same clips, same bytes
+    with pytest.raises(ValueError, match="tracks over 4 frames, the video has 5"):
+        tapvid.write_tapvid_pickle(tmp_path / "bad.pkl", [("c", video, tracks[:, :4], occluded[:, :4])])
+    assert not (tmp_path / "bad.pkl").exists()
+
+
 def test_reader_errors_are_clear(tmp_path):
     with pytest.raises(TapforgeError, match="does not exist"):
         list(tapvid.iter_tapvid(tmp_path / "missing.pkl"))

@@ -10,8 +10,10 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from tapforge.base import __version__
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import write_video
+from tapforge.synth.shards import iter_checked_samples
 from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.augment_config import (
     AugmentConfig,
@@ -272,7 +274,14 @@ def test_pack_videos_writes_resumable_shards_that_train_reads(tmp_path):
     assert pack_main(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert [os.path.basename(p) for p in manifest["skipped"]] == ["broken.mp4"]
-    assert sum(s["samples"] for s in manifest["shards"]) == 4  # 2 videos x 10 frames -> 2 clips of 4 each
+    assert sum(s["num_samples"] for s in manifest["shards"]) == 4  # 2 videos x 10 frames -> 2 clips of 4 each
+    # the synthetic datasets' field names for the same things: synth's shard checker reads a packed shard's entry
+    assert manifest["generator"] == "tapforge-pack-videos" and manifest["generator_version"] == __version__
+    assert manifest["num_shards"] == manifest["num_complete_shards"] == 2 and manifest["config"]["num_frames"] == 4
+    for entry in manifest["shards"]:
+        keys = list(iter_checked_samples(out, entry, decode=lambda sample: sample["__key__"]))
+        assert keys == entry["keys"] and len(keys) == entry["num_samples"]
+        assert entry["bytes"] == (out / entry["name"]).stat().st_size
     first = out / "shard-000000.tar"
     stamp = first.stat().st_mtime_ns
     assert pack_main(args) == 0 and first.stat().st_mtime_ns == stamp  # a second run keeps complete shards

@@ -14,10 +14,11 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from tapforge.base.atomic import atomic_write_bytes
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import decode_image, resize_frames
 
@@ -229,6 +230,34 @@ def load_tapvid_pickle(path: str | os.PathLike) -> list[tuple[str, Mapping]]:
                 f"{path!r}: example {name!r} lacks {', '.join(missing)}; fix: pass an official TAP-Vid pickle"
             )
     return items
+
+
+def write_tapvid_pickle(
+    path: str | os.PathLike, clips: Iterable[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
+) -> str:
+    """Write clips as a TAP-Vid DAVIS-format pickle (atomically), the format `load_tapvid_pickle` reads; returns the path.
+
+    ``clips`` gives (name, video uint8 [T,H,W,3], tracks [N,T,2] (x, y) raster pixels, occluded bool [N,T]). The pickle
+    is a dict name -> {"video": uint8 [T,H,W,3], "points": float32 [N,T,2] (x, y) divided by (width, height),
+    "occluded": bool [N,T]}, written with protocol 4 (plain numpy arrays: the official loaders read it).
+    """
+    videos = {}
+    for name, video, tracks, occluded in clips:
+        video, tracks, occluded = np.asarray(video), np.asarray(tracks), np.asarray(occluded)
+        if video.ndim != 4 or video.shape[-1] != 3 or tracks.shape != occluded.shape + (2,):
+            raise ValueError(f"clip {name!r}: video {video.shape}, tracks {tracks.shape}, occluded {occluded.shape}")
+        if tracks.shape[1] != video.shape[0]:
+            raise ValueError(f"clip {name!r}: tracks over {tracks.shape[1]} frames, the video has {video.shape[0]}")
+        if str(name) in videos:
+            raise ValueError(f"clip name {name!r} is given twice")
+        height, width = video.shape[1:3]
+        videos[str(name)] = {
+            "video": video.astype(np.uint8, copy=False),
+            # in float64, then rounded once: the same float32 whether the tracks come as float32 or float64
+            "points": (tracks.astype(np.float64) / np.array([width, height], np.float64)).astype(np.float32),
+            "occluded": occluded.astype(bool, copy=False),
+        }
+    return atomic_write_bytes(path, pickle.dumps(videos, protocol=4))
 
 
 def tapvid_pickle_paths(path: str | os.PathLike) -> list[str]:

@@ -330,7 +330,7 @@ def pack_videos_main(argv: list[str]) -> int:
         args.codec,
         args.jpeg_quality,
     )
-    clips = sum(s["samples"] for s in manifest["shards"])
+    clips = manifest["num_complete_samples"]
     print(
         f"packed {clips} clips of {args.num_frames} frames from {len(videos) - len(manifest['skipped'])} videos into "
         f"{len(manifest['shards'])} shards in {args.out} ({len(manifest['skipped'])} videos left out)"
@@ -340,7 +340,9 @@ def pack_videos_main(argv: list[str]) -> int:
 
 def photo_clips_main(argv: list[str]) -> int:
     """``tapforge photo-clips --out real.pkl``: clips of real photos moved by known homographies, as a TAP-Vid pickle."""
-    from tapforge.train.photo_clips import make_clips, write_tapvid_pickle
+    from tapforge.base.video import IMAGE_SUFFIXES
+    from tapforge.tapir.tapvid import write_tapvid_pickle
+    from tapforge.train.photo_clips import make_clips
 
     p = argparse.ArgumentParser(
         prog="tapforge photo-clips",
@@ -349,7 +351,11 @@ def photo_clips_main(argv: list[str]) -> int:
         epilog='Bundled photos: scikit-learn and matplotlib sample photographs (pip install "tapforge[photos]").',
     )
     p.add_argument("--out", required=True, help="the pickle to write, e.g. real.pkl")
-    p.add_argument("--photos", metavar="DIR", help="a folder of .jpg/.png photos (default: the bundled ones)")
+    p.add_argument(
+        "--photos",
+        metavar="DIR",
+        help=f"a folder of photos ({', '.join(IMAGE_SUFFIXES)}; default: the bundled ones)",
+    )
     p.add_argument("--num-clips", type=int, default=30, help="clips to write (default 30)")
     p.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
     p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
@@ -357,7 +363,7 @@ def photo_clips_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = p.parse_args(argv)
     clips = make_clips(args.num_clips, args.frames, args.size, args.points, args.seed, args.photos)
-    write_tapvid_pickle(clips, args.out)
+    write_tapvid_pickle(args.out, ((c.name, c.video, c.tracks, c.occluded) for c in clips))
     print(
         f"wrote {len(clips)} clips ({args.frames} frames, {args.size}x{args.size}, {args.points} tracks each) "
         f"to {args.out}"

@@ -2,6 +2,12 @@
 
 A clip is a sample with the synthetic schema's frame entries (``video.000.jpg`` ...) and a ``meta.json`` (its source
 file's name, first frame and stride), no ground truth; ``data.real_videos`` reads the shards.
+
+``manifest.json`` uses the synthetic datasets' field names (``tapforge.synth.shards``) for the same things:
+``generator`` ("tapforge-pack-videos") and ``generator_version``; ``config`` (the packing settings) and
+``config_hash`` (of the settings and the clip plan: a resumed run must match it); ``num_shards``; ``shards``, one
+entry per complete shard with ``name``, ``num_samples``, ``keys``, ``bytes`` and ``sha256``; ``num_complete_shards``.
+Its own: ``num_samples`` and ``num_complete_samples`` (clips planned and written) and ``skipped`` (videos left out).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import numpy as np
 import webdataset as wds
 from tqdm import tqdm
 
+from tapforge.base import __version__
 from tapforge.base.atomic import atomic_write, atomic_write_bytes
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
@@ -24,6 +31,9 @@ from tapforge.synth.schema import encode_frame, frame_entry
 from tapforge.train.video_sources import UnreadableVideo, count_frames, read_frames
 
 log = logging.getLogger(__name__)
+
+GENERATOR = "tapforge-pack-videos"
+MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -83,57 +93,63 @@ def pack_videos(
             f"none of the {len(videos)} videos gives a clip of {num_frames} frames at stride {stride}; "
             "fix: lower --num-frames or --stride, or check the files"
         )
-    settings = {
+    config = {
         "num_frames": num_frames,
         "size": list(size) if size else None,
         "stride": stride,
         "codec": codec,
         "jpeg_quality": jpeg_quality,
         "clips_per_shard": clips_per_shard,
-        "clips": [vars(s) for s in specs],
     }
-    plan_hash = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    plan = [vars(s) for s in specs]
+    identity = hashlib.sha256(json.dumps({**config, "clips": plan}, sort_keys=True).encode()).hexdigest()[:16]
     os.makedirs(out, exist_ok=True)
-    manifest_path = os.path.join(out, "manifest.json")
+    manifest_path = os.path.join(out, MANIFEST)
     done: dict[str, dict] = {}
     if os.path.exists(manifest_path):
         with open(manifest_path) as f:
             previous = json.load(f)
-        if previous.get("plan_hash") != plan_hash:
+        if previous.get("generator") != GENERATOR or previous.get("config_hash") != identity:
             raise TapforgeError(
                 f"{out} holds clips packed with other videos or settings; fix: pack into a new folder "
                 "or delete this one"
             )
         done = {s["name"]: s for s in previous["shards"]}
+    groups = [specs[i : i + clips_per_shard] for i in range(0, len(specs), clips_per_shard)]
     shards = []
 
     def write_manifest() -> dict:  # after every shard, so that an interrupted run resumes
         manifest = {
-            "kind": "unlabeled video clips",
-            "plan_hash": plan_hash,
+            "generator": GENERATOR,
+            "generator_version": __version__,
+            "config": config,
+            "config_hash": identity,
+            "num_samples": len(specs),
+            "num_shards": len(groups),
             "skipped": skipped,
             "shards": shards,
-            **{k: v for k, v in settings.items() if k != "clips"},
+            "num_complete_shards": len(shards),
+            "num_complete_samples": sum(s["num_samples"] for s in shards),
         }
-        atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
+        atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
         return manifest
 
-    groups = [specs[i : i + clips_per_shard] for i in range(0, len(specs), clips_per_shard)]
     for index, group in enumerate(tqdm(groups, desc=f"packing {len(specs)} clips", unit="shard")):
         name = f"shard-{index:06d}.tar"
         path = os.path.join(out, name)
         if name in done and os.path.exists(path):
             shards.append(done[name])
             continue
+        keys = [f"clip{index:06d}_{k:04d}" for k in range(len(group))]
 
-        def write(tmp: str, group=group, index=index) -> None:
+        def write(tmp: str, group=group, keys=keys) -> None:
             with wds.TarWriter(tmp) as sink:
-                for k, spec in enumerate(group):
+                for key, spec in zip(keys, group):
                     frames = read_frames(spec.source, spec.start + spec.stride * np.arange(spec.count))
                     if size:
                         frames = resize_frames(frames, size)
                     sample = {
-                        "__key__": f"clip{index:06d}_{k:04d}",
+                        "__key__": key,
                         "meta.json": json.dumps(
                             {"source": os.path.basename(spec.source), "start": spec.start, "stride": spec.stride}
                         ).encode(),
@@ -144,7 +160,8 @@ def pack_videos(
 
         atomic_write(path, write)
         with open(path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        shards.append({"name": name, "samples": len(group), "sha256": digest})
+            data = f.read()
+        record = {"name": name, "num_samples": len(group), "keys": keys, "bytes": len(data)}
+        shards.append({**record, "sha256": hashlib.sha256(data).hexdigest()})
         write_manifest()
     return write_manifest()

@@ -17,27 +17,24 @@ centres at +0.5.
 
 Photos: by default the natural photographs shipped with scikit-learn (``china.jpg``,
 ``flower.jpg``) and matplotlib (``grace_hopper.jpg``, ``Minduka_Present_Blue_Pack.png``), which
-need ``pip install "tapforge[photos]"``; or every .jpg/.png in ``--photos DIR`` (transparency is
-composited over white). The output is a TAP-Vid DAVIS-format pickle, dict name -> {"video": uint8
-[T,H,W,3], "points": float32 [N,T,2] (x, y) divided by (width, height), "occluded": bool [N,T]},
-which ``tapforge eval --tapvid-davis`` and training's ``data.tapvid.davis`` read. The same photos,
+need ``pip install "tapforge[photos]"``; or every image (``tapforge.base.video.IMAGE_SUFFIXES``: png, jpg, bmp,
+tif, webp) in ``--photos DIR`` (transparency is composited over white). ``tapforge photo-clips`` writes them as a
+TAP-Vid DAVIS-format pickle (``tapforge.tapir.tapvid.write_tapvid_pickle``), which ``tapforge eval --tapvid-davis``
+and training's ``data.tapvid.davis`` read. The same photos,
 settings and seed give the same bytes; clip ``i`` depends only on the seed and ``i``.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from tapforge.base.atomic import atomic_write_bytes
 from tapforge.base.errors import TapforgeError
+from tapforge.base.video import IMAGE_SUFFIXES
 from tapforge.train.sampling import outside_frame
-
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def bundled_photo_paths() -> list[str]:
@@ -61,7 +58,8 @@ def bundled_photo_paths() -> list[str]:
 
 
 def load_photos(folder: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray]]:
-    """(name, uint8 [H,W,3]) of every .jpg/.png in ``folder`` in name order, or of the bundled photos."""
+    """(name, uint8 [H,W,3]) of every image (``IMAGE_SUFFIXES``) in ``folder`` in name order, or of the bundled
+    photos."""
     if folder is None:
         paths = bundled_photo_paths()
     else:
@@ -70,12 +68,12 @@ def load_photos(folder: str | os.PathLike | None = None) -> list[tuple[str, np.n
             names = sorted(os.listdir(folder))
         except OSError as err:
             raise TapforgeError(
-                f"cannot list the photo folder {folder!r} ({err.strerror}); fix: pass a readable folder of .jpg/.png photos"
+                f"cannot list the photo folder {folder!r} ({err.strerror}); fix: pass a readable folder of photos"
             ) from None
-        paths = [os.path.join(folder, n) for n in names if n.lower().endswith(PHOTO_SUFFIXES)]
+        paths = [os.path.join(folder, n) for n in names if n.lower().endswith(IMAGE_SUFFIXES)]
         if not paths:
             raise TapforgeError(
-                f"the photo folder {folder!r} holds no .jpg/.png files; fix: put photos there, "
+                f"the photo folder {folder!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); fix: put photos there, "
                 "or leave out --photos to use the bundled ones"
             )
     photos = []
@@ -283,16 +281,3 @@ def make_clips(
         make_clip(np.random.default_rng([seed, i]), photos, num_frames, size, num_points, f"clip{i:04d}")
         for i in range(num_clips)
     ]
-
-
-def write_tapvid_pickle(clips: list[PhotoClip], out: str | os.PathLike) -> str:
-    """Write ``clips`` as a TAP-Vid DAVIS-format pickle (atomically); returns the path."""
-    videos = {
-        clip.name: {
-            "video": clip.video,
-            "points": (clip.tracks / np.array(clip.video.shape[2:0:-1], np.float64)).astype(np.float32),
-            "occluded": clip.occluded,
-        }
-        for clip in clips
-    }
-    return atomic_write_bytes(out, pickle.dumps(videos, protocol=4))

@@ -23,20 +23,11 @@ from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
 from tapforge.synth.schema import SchemaError, decode_frames, frame_names
 from tapforge.train.batches import ReaderCounts, RealClipBatch
+from tapforge.train.sampling import subclip_indices
 from tapforge.train.shards import CorruptShardHandler, read_samples, split_urls
 from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, read_frames
 
 log = logging.getLogger(__name__)
-
-
-def clip_indices(total: int, num_frames: int, strides: Sequence[int], rng: np.random.Generator) -> np.ndarray | None:
-    """Frame indices of a random clip of ``num_frames`` at a random stride that fits ``total`` frames, or None."""
-    fitting = [s for s in strides if (num_frames - 1) * s < total]
-    if not fitting:
-        return None
-    stride = int(rng.choice(fitting))
-    start = int(rng.integers(0, total - (num_frames - 1) * stride))
-    return start + stride * np.arange(num_frames)
 
 
 class RealClipStream(IterableDataset):
@@ -76,7 +67,7 @@ class RealClipStream(IterableDataset):
             try:
                 if path not in lengths:
                     lengths[path] = count_frames(path)
-                indices = clip_indices(lengths[path], self.num_frames, self.frame_strides, rng)
+                indices = subclip_indices(lengths[path], self.num_frames, self.frame_strides, rng)
                 if indices is None:
                     raise ShortVideo(f"{lengths[path]} frames, fewer than data.num_frames={self.num_frames}")
                 frames = read_frames(path, indices)
@@ -114,7 +105,7 @@ class RealClipStream(IterableDataset):
         )
         for sample in read_samples((shard["url"] for shard in stream), handler):
             total = len(frame_names(sample))
-            indices = clip_indices(total, self.num_frames, self.frame_strides, rng)
+            indices = subclip_indices(total, self.num_frames, self.frame_strides, rng)
             if total and indices is None:
                 counts.short_videos += 1
                 continue
