@@ -4,12 +4,12 @@ A TSM-ResNet-18 (ResNet V2 blocks with a temporal channel shift, batch norm) up 
 L2-normalised stride-8 features per frame; each query's feature (trilinearly sampled at the query point) is
 correlated with every frame's features, and two small conv heads turn that cost volume into a position
 (spatial softmax, soft argmax around the peak) and an occlusion logit per frame. Same conventions as
-``tapir.TAPIR``: video [B,T,H,W,3] in [-1, 1], queries [B,N,3] (t, y, x) pixels; outputs ``tracks``
+`tapforge.tapir.TAPIR`: video [B,T,H,W,3] in [-1, 1], queries [B,N,3] (t, y, x) pixels; outputs ``tracks``
 [B,N,T,2] (x, y) pixels and ``occlusion`` logits [B,N,T] (occluded where > 0). TAP-Net has no
 uncertainty head.
 
 Convolutions pad as Haiku's ``SAME`` does (the extra row and column of a strided convolution on the bottom
-and right), so the official ``checkpoint.npy`` loads (``tapir.tapnet_checkpoint``) and gives its outputs.
+and right), so the official ``checkpoint.npy`` loads (`load_tapnet_checkpoint` below) and gives its outputs.
 """
 
 from __future__ import annotations
