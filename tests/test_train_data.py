@@ -15,6 +15,7 @@ from tapforge.tapir import tapvid
 from tapforge.train.data import TAPIRDataModule, TrainClipStream, UnusableClip, make_training_example
 from tapforge.train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from tapforge.train.procedural import make_clip, write_shards
+from tapforge.train.readers import Reader
 from tapforge.train.sampling import balanced_counts, object_counts, sample_queries, subclip_indices
 from tapforge.train.shards import expand_shards
 
@@ -137,6 +138,22 @@ def test_every_rank_gets_epoch_length_batches_from_its_own_shards(shard_dir):
         assert visible_at_query.all()
         keys[rank] = {k for b in batches for k in b.keys}
     assert keys[0] and keys[1] and not keys[0] & keys[1]  # 6 shards over 2 ranks x 2 workers: disjoint
+
+
+def test_readers_split_the_sources_and_the_epoch_and_draw_from_their_own_streams():
+    items = [f"s{i}" for i in range(10)]
+    readers = [Reader("synthetic", 7, rank, 2, worker, 3) for rank in range(2) for worker in range(3)]
+    shares = [reader.share(items) for reader in readers]
+    assert sorted(sum(shares, [])) == sorted(items)  # every source once, split by rank then worker
+    assert shares[0] == ["s0", "s6"] and shares[3] == ["s3", "s9"]
+    assert Reader("synthetic", 7, 0, 4, 0, 4).share(items[:3]) == items[:3]  # fewer sources than readers: all
+    for rank in range(2):
+        assert sum(r.batches(10) for r in readers if r.rank == rank) == 10  # the rank's workers: exactly 10
+    draws = [tuple(r.rng("clips").integers(0, 2**31, 4)) for r in readers]
+    assert len(set(draws)) == len(readers)  # no two readers replay each other's numbers
+    assert draws[0] == tuple(Reader("synthetic", 7, 0, 2, 0, 3).rng("clips").integers(0, 2**31, 4))
+    assert readers[0].rng("clips").random() != Reader("real", 7, 0, 2, 0, 3).rng("clips").random()
+    assert readers[0].seed_int("shards") != readers[0].seed_int("shuffle")
 
 
 def write_corrupt_shards(folder, good_urls):

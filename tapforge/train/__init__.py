@@ -2,7 +2,8 @@
 
 Modules, by job:
 
-- reading: ``shards`` (shard lists, opening, corrupt-shard handling), ``sampling`` (sub-clips and query points,
+- reading: ``shards`` (shard lists, opening, corrupt-shard handling), ``readers`` (what every training stream
+  does per loader reader: its share of the sources and of the epoch, its random streams), ``sampling`` (sub-clips and query points,
   numpy), ``batches`` (the batch type of each stage), ``data`` (the LightningDataModule and the synthetic
   training stream), ``procedural`` (tiny procedural shards with exact tracks, for tests and benchmarks);
 - real video: ``video_sources`` (which videos a source list names; counting and decoding their frames),

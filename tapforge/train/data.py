@@ -1,9 +1,8 @@
 """Training data: WebDataset shards -> random sub-clips with tapnet-style queries -> batches.
 
-Each loader reader (a DDP rank's worker) takes its own share of the shards (every n-th of the list, split by
-rank, then by worker; all of them when there are fewer shards than readers), draws from that share with
-replacement (so the stream never runs dry) and yields exactly its part of ``epoch_length`` batches, so every
-rank sees the same number of batches per epoch whatever the shard sizes. Clips are decoded on the CPU (only the
+Each loader reader (a DDP rank's worker) takes its own share of the shards, draws from that share with replacement
+(so the stream never runs dry) and yields exactly its part of ``epoch_length`` batches, so every rank sees the same
+number of batches per epoch whatever the shard sizes (``tapforge.train.readers``). Clips are decoded on the CPU (only the
 frames of the sub-clip), the batch is shipped as uint8 in pinned memory, and augmentation runs on the device
 afterwards (``on_after_batch_transfer``).
 """
@@ -20,7 +19,7 @@ import torch
 import webdataset as wds
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
@@ -29,9 +28,10 @@ from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
 from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
+from tapforge.train.readers import Reader, ReaderStream
 from tapforge.train.real_videos import RealClipStream
 from tapforge.train.sampling import outside_frame, sample_queries, subclip_indices
-from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples, split_urls
+from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples
 from tapforge.train.video_sources import expand_video_sources
 
 log = logging.getLogger(__name__)
@@ -102,15 +102,15 @@ def collate(examples: list[dict], counts: ReaderCounts | None = None) -> ClipBat
     return ClipBatch(**stacked, keys=[e["key"] for e in examples], counts=snapshot)
 
 
-class TrainClipStream(IterableDataset):
+class TrainClipStream(ReaderStream):
     """Endless, resampled stream of training batches; one epoch = exactly ``epoch_length`` batches.
 
-    Built from webdataset's stages (resampled shards, shuffle, batched, with_epoch) around two of its own:
-    reading that counts damaged shards once each however often they are drawn, and example making that counts
-    unusable clips and stops with a clear error when nothing in a row can be used. The rank comes from the
-    trainer and the shard split is made here, per reader, rather than by ``split_by_node``/``split_by_worker``,
-    which split one pass over the list: each reader resamples its own part without end.
+    Per reader (``tapforge.train.readers``): webdataset's stages (resampled shards, shuffle, batched) around two of
+    its own: reading that counts damaged shards once each however often they are drawn, and example making that
+    counts unusable clips and stops with a clear error when nothing in a row can be used.
     """
+
+    stream = "synthetic"
 
     def __init__(
         self,
@@ -129,9 +129,9 @@ class TrainClipStream(IterableDataset):
         world_size: int = 1,
         max_consecutive_skips: int = 200,
     ):
+        super().__init__(epoch_length, seed, rank, world_size)
         self.urls = list(urls)
         self.batch_size = batch_size
-        self.epoch_length = epoch_length
         self.num_frames = num_frames
         self.frame_strides = list(frame_strides)
         self.num_queries = num_queries
@@ -139,14 +139,7 @@ class TrainClipStream(IterableDataset):
         self.background_share = background_share
         self.shuffle_buffer = shuffle_buffer
         self.on_corrupt = on_corrupt
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
         self.max_consecutive_skips = max_consecutive_skips
-        self._pipeline: wds.DataPipeline | None = None
-
-    def __len__(self) -> int:
-        return self.epoch_length
 
     def _examples(
         self, samples: Iterable[dict], handler: CorruptShardHandler, counts: ReaderCounts, rng: np.random.Generator
@@ -183,31 +176,21 @@ class TrainClipStream(IterableDataset):
             skips = 0
             yield example
 
-    def _build(self, worker: int, num_workers: int) -> wds.DataPipeline:
-        """This reader's pipeline: its shards, resampled -> samples -> examples -> shuffled -> batches."""
-        seed = [self.seed, self.rank, worker]
-        urls = split_urls(self.urls, self.rank * num_workers + worker, self.world_size * num_workers)
+    def stages(self, reader: Reader) -> list:
+        """This reader's shards, resampled -> samples -> examples -> shuffled -> batches."""
+        urls = reader.share(self.urls)
         handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
-        counts = ReaderCounts(worker=worker)
-        rng = np.random.default_rng(seed)
-        share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
-        return wds.DataPipeline(
-            # the seed is already this reader's: no per-worker seed on top
-            wds.ResampledShards(urls, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0, deterministic=True),
+        counts = reader.counts()
+        rng = reader.rng("clips")
+        return [
+            reader.resampled(urls),
             lambda shards: read_samples((shard["url"] for shard in shards), handler),
             lambda samples: self._examples(samples, handler, counts, rng),
-            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(str(seed + ["shuffle"]))),
+            wds.shuffle(
+                self.shuffle_buffer, initial=self.shuffle_buffer, rng=random.Random(reader.seed_int("shuffle"))
+            ),
             wds.batched(self.batch_size, collation_fn=lambda examples: collate(examples, counts), partial=False),
-        ).with_epoch(share)
-
-    def __iter__(self) -> Iterator[ClipBatch]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        # built in the reader, which knows its worker, and kept across epochs; each epoch draws new shards
-        # (ResampledShards counts its epochs) and refills the shuffle buffer
-        if self._pipeline is None:
-            self._pipeline = self._build(worker, num_workers)
-        return iter(self._pipeline)
+        ]
 
 
 class DataStats:

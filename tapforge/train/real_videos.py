@@ -11,27 +11,28 @@ nothing left readable stops the run with one error line.
 from __future__ import annotations
 
 import logging
-import zlib
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import IterableDataset, get_worker_info
 
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
 from tapforge.synth.schema import SchemaError, decode_frames, frame_names
 from tapforge.train.batches import ReaderCounts, RealClipBatch
+from tapforge.train.readers import Reader, ReaderStream
 from tapforge.train.sampling import subclip_indices
-from tapforge.train.shards import CorruptShardHandler, read_samples, split_urls
+from tapforge.train.shards import CorruptShardHandler, read_samples
 from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, read_frames
 
 log = logging.getLogger(__name__)
 
 
-class RealClipStream(IterableDataset):
+class RealClipStream(ReaderStream):
     """Endless stream of batches of unlabeled clips; one epoch = exactly ``epoch_length`` batches per rank."""
+
+    stream = "real"
 
     def __init__(
         self,
@@ -47,15 +48,12 @@ class RealClipStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
     ):
+        super().__init__(epoch_length, seed, rank, world_size)
         self.videos, self.shards = list(videos), list(shards)
-        self.batch_size, self.epoch_length = batch_size, epoch_length
+        self.batch_size = batch_size
         self.num_frames, self.frame_strides = num_frames, list(frame_strides)
         self.resolution = tuple(resolution)
-        self.on_corrupt, self.seed, self.rank, self.world_size = on_corrupt, seed, rank, world_size
-        self._pipeline: wds.DataPipeline | None = None
-
-    def __len__(self) -> int:
-        return self.epoch_length
+        self.on_corrupt = on_corrupt
 
     def _resize(self, frames: np.ndarray) -> np.ndarray:
         return frames if frames.shape[1:3] == self.resolution else resize_frames(frames, self.resolution)
@@ -94,16 +92,13 @@ class RealClipStream(IterableDataset):
 
     def _from_shards(
         self,
-        shards: list[str],
+        shards: Iterable[dict],
         handler: CorruptShardHandler,
         counts: ReaderCounts,
         rng: np.random.Generator,
-        seed: list,
     ) -> Iterator[dict]:
-        stream = wds.ResampledShards(
-            shards, seed=zlib.crc32(repr(seed).encode()), worker_seed=lambda: 0, deterministic=True
-        )
-        for sample in read_samples((shard["url"] for shard in stream), handler):
+        """Clips of the packed samples of ``shards`` (webdataset's resampled shard stream)."""
+        for sample in read_samples((shard["url"] for shard in shards), handler):
             total = len(frame_names(sample))
             indices = subclip_indices(total, self.num_frames, self.frame_strides, rng)
             if total and indices is None:
@@ -120,18 +115,15 @@ class RealClipStream(IterableDataset):
             if frames is not None:
                 yield {"video": self._resize(frames), "key": sample["__key__"]}
 
-    def _examples(self, worker: int, num_workers: int, counts: ReaderCounts) -> Iterator[dict]:
-        part, parts = self.rank * num_workers + worker, self.world_size * num_workers
-        seed = [self.seed, self.rank, worker, "real"]
-        rng = np.random.default_rng(zlib.crc32(repr(seed).encode()))
-        videos = split_urls(self.videos, part, parts)
-        shards = split_urls(self.shards, part, parts)
+    def _examples(self, reader: Reader, counts: ReaderCounts) -> Iterator[dict]:
+        rng = reader.rng("clips")
+        videos, shards = reader.share(self.videos), reader.share(self.shards)
         handler = CorruptShardHandler(self.on_corrupt, max_consecutive=200 + 3 * len(shards))
         streams = []
         if videos:
             streams.append((len(videos), self._from_videos(videos, counts, rng)))
         if shards:
-            streams.append((len(shards), self._from_shards(shards, handler, counts, rng, seed)))
+            streams.append((len(shards), self._from_shards(reader.resampled(shards), handler, counts, rng)))
         while streams:  # draw from the video files and the shards in proportion to their numbers
             weights = np.array([n for n, _ in streams], float)
             choice = int(rng.choice(len(streams), p=weights / weights.sum()))
@@ -145,10 +137,10 @@ class RealClipStream(IterableDataset):
             "reads one), or lower data.num_frames"
         )
 
-    def _build(self, worker: int, num_workers: int) -> wds.DataPipeline:
-        counts = ReaderCounts(worker=worker, stream="real")
-        examples = self._examples(worker, num_workers, counts)
-        share = self.epoch_length // num_workers + (1 if worker < self.epoch_length % num_workers else 0)
+    def stages(self, reader: Reader) -> list:
+        """This reader's clips (video files and packed shards together) -> batches."""
+        counts = reader.counts()
+        examples = self._examples(reader, counts)
 
         def collate(examples: list[dict]) -> RealClipBatch:
             return RealClipBatch(
@@ -157,14 +149,7 @@ class RealClipStream(IterableDataset):
                 counts=ReaderCounts(**vars(counts)),
             )
 
-        return wds.DataPipeline(
+        return [
             lambda: examples,  # one generator for every epoch: each continues the reader's draws
             wds.batched(self.batch_size, collation_fn=collate, partial=False),
-        ).with_epoch(share)
-
-    def __iter__(self) -> Iterator[RealClipBatch]:
-        info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info else (0, 1)
-        if self._pipeline is None:  # kept across epochs, so the reader's draws continue
-            self._pipeline = self._build(worker, num_workers)
-        return iter(self._pipeline)
+        ]
