@@ -16,7 +16,7 @@ SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=5", "trac
 
 def test_keyframes_interpolate_positions_linearly_and_rotations_spherically():
     quarter = (0.0, 0.0, np.sin(np.pi / 4), np.cos(np.pi / 4))  # 90 degrees about z
-    obj = Shape("cube").keyframe(0, position=(0, 0, 0), quaternion=(0, 0, 0, 1)).keyframe(4, (4, 2, 0), quarter)
+    obj = Shape("cube").keyframe(0, position=(0, 0, 0), quaternion_xyzw=(0, 0, 0, 1)).keyframe(4, (4, 2, 0), quarter)
     positions, quaternions = obj.poses(6)
     assert np.allclose(positions[2], [2, 1, 0]) and np.allclose(positions[5], [4, 2, 0])  # constant after the last key
     assert np.allclose(quaternions[2], [0, 0, np.sin(np.pi / 8), np.cos(np.pi / 8)])  # 45 degrees halfway
@@ -50,6 +50,37 @@ def test_scene_api_refuses_bad_use_with_a_clear_line():
     with pytest.raises(TapforgeError, match="cannot change the resolution .* set render.resolution in the config"):
         scene.resolution = (128, 96)
     assert scene.resolution == (256, 256)
+
+
+def test_former_and_kubric_names_get_one_line_naming_the_new_spelling():
+    from tapforge.synth.scene import AreaLight, Emission, Environment, PointLight, Principled, Texture
+
+    order = "quaternion_xyzw, in \\(x, y, z, w\\) order \\(Kubric's quaternion is \\(w, x, y, z\\)\\)"
+    with pytest.raises(TapforgeError, match=f"^Shape\\(quaternion=...\\): the name is now {order}"):
+        Shape("cube", quaternion=(1, 0, 0, 0))
+    with pytest.raises(TapforgeError, match=f"^keyframe\\(quaternion=...\\): the name is now {order}"):
+        Shape("cube").keyframe(0, quaternion=(0, 0, 0, 1))
+    with pytest.raises(TapforgeError, match="^set_poses\\(quaternions=...\\): the name is now quaternions_xyzw"):
+        Shape("cube").set_poses(np.zeros((2, 3)), quaternions=np.tile([0, 0, 0, 1], (2, 1)))
+    cube = Shape("cube", quaternion_xyzw=(0, 0, 1, 0))
+    with pytest.raises(TapforgeError, match=f"^Shape.quaternion = ...: the name is now {order}"):
+        cube.quaternion = (1, 0, 0, 0)  # would otherwise be a new attribute that nothing reads
+    with pytest.raises(TapforgeError, match="^Shape.quaternion: the name is now quaternion_xyzw"):
+        _ = cube.quaternion
+    assert np.allclose(cube.poses(2)[1], [0, 0, 1, 0])  # (x, y, z, w): half a turn about z
+    for kind in (Principled, Emission, Environment, PointLight, AreaLight):
+        with pytest.raises(TapforgeError, match=f"^{kind.__name__}\\(colour=...\\): the name is now color"):
+            kind(colour=(1, 0, 0))
+        assert kind(color=(1, 0, 0)).color == (1, 0, 0)
+    with pytest.raises(TapforgeError, match="^Principled.colour = ...: the name is now color"):
+        Principled().colour = (1, 0, 0)
+    with pytest.raises(TapforgeError, match="^Texture\\(colours=...\\): the name is now colors"):
+        Texture("noise", colours=((0, 0, 0), (1, 1, 1)))
+    with pytest.raises(TapforgeError, match="^Texture.procedural\\(colour=...\\): the name is now color"):
+        Texture.procedural("noise", colour=(1, 0, 0))
+    assert Texture.procedural("noise", color=(1, 0, 0), color2=(0, 0, 1)).colors == ((1, 0, 0), (0, 0, 1))
+    with pytest.raises(AttributeError):
+        _ = Principled().shine  # other missing names stay ordinary AttributeErrors
 
 
 def _pushed_scene(static_box: bool):
@@ -96,14 +127,14 @@ def test_physics_is_deterministic_and_settled_objects_stay_on_the_floor():
 def test_movi_variants_are_explicit_keys():
     pytest.importorskip("pybullet")
     from tapforge.synth.pipeline import build_scene
-    from tapforge.synth.scripts.movi import CLEVR_COLOURS
+    from tapforge.synth.scripts.movi import CLEVR_COLORS
 
     a, b = build_scene(load_config("movi_a"), 2), build_scene(load_config("movi_b"), 2)
     assert {o.size for o in a.objects} <= {0.7, 1.4} and all(
-        o.material.colour in CLEVR_COLOURS.values() for o in a.objects
+        o.material.color in CLEVR_COLORS.values() for o in a.objects
     )
     assert all(0.7 <= o.size <= 1.4 for o in b.objects) and len({o.size for o in b.objects}) == len(b.objects)
-    assert all(max(o.material.colour) == pytest.approx(1.0) for o in b.objects)  # full-value random hues
+    assert all(max(o.material.color) == pytest.approx(1.0) for o in b.objects)  # full-value random hues
     cameras = a.camera.matrices(a.num_frames)
     assert np.allclose(cameras[0], cameras[-1])  # MOVi-A's fixed camera
 

@@ -1,3 +1,7 @@
+import dataclasses
+import types
+import typing
+
 import pytest
 
 from tapforge.base.errors import TapforgeError
@@ -81,3 +85,40 @@ def test_empty_asset_folders_and_broken_textures_are_errors_before_rendering(tmp
     (textures / "cut.png").unlink()
     (textures / "text.jpg").unlink()
     assert load_config("movi_e", [f"assets.textures_dir={textures}"])["assets"]["textures_dir"] == str(textures)
+
+
+def _fits(value, annotation) -> bool:
+    """The value is of the annotated type (a bool is no number; an int is a float)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (types.UnionType, typing.Union):
+        return any(_fits(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    if annotation in (int, float):
+        return isinstance(value, (int, float) if annotation is float else int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+@pytest.mark.parametrize("preset", PRESETS + ["movi_deform", "legacy_movi_e"])
+def test_the_movi_keys_are_what_their_annotations_say(preset):
+    from tapforge.synth.scripts.movi import Config
+
+    hints = typing.get_type_hints(Config)
+    for values in (dataclasses.asdict(Config()), load_config(preset)["scene"]):
+        wrong = {name: values[name] for name, annotation in hints.items() if not _fits(values[name], annotation)}
+        assert not wrong, (preset, wrong)
+    assert _fits([1, 3], hints["num_static_objects"]) and not _fits(1.5, hints["num_static_objects"])
+
+
+def test_a_movi_key_used_as_one_number_refuses_a_range():
+    with pytest.raises(TapforgeError) as err:
+        load_config(
+            "movi_e", ["scene.max_camera_movement=[1,2]", "scene.soft_share=[0,1]", "scene.focal_length=[20,40]"]
+        )
+    message = str(err.value)
+    assert (
+        "2 problem(s)" in message and "scene.max_camera_movement: bad value [1, 2]; use a number in [0, 100]" in message
+    )
+    assert "scene.soft_share: bad value [0, 1]; use a fraction in [0, 1]" in message

@@ -48,7 +48,7 @@ def build(scene, rng, cfg: Config):
     scene.floor = Floor(material=Principled(texture=Texture.generated("dead_leaves", rng.integers(2**31), tile=16)))
     scene.background = Dome(Emission(strength=1.3, texture=Texture.generated("spectral", rng.integers(2**31), tile=40)))
     scene += Sun(direction=(-0.3, -0.4, 0.87), strength=3.0)
-    arm_material = Principled(colour=(0.75, 0.75, 0.78), roughness=0.25, metallic=1.0, label="metal")
+    arm_material = Principled(color=(0.75, 0.75, 0.78), roughness=0.25, metallic=1.0, label="metal")
     scene += Shape("cylinder", size=1.0, static=True, position=(*PIVOT, 0.5), material=arm_material, name="post")
     height, radius = 0.45, 0.3
     lying = (0.0, np.sin(np.pi / 4), 0.0, np.cos(np.pi / 4))  # the capsule's axis from z to x
@@ -62,7 +62,7 @@ def build(scene, rng, cfg: Config):
         material=arm_material,
     )
     scene += arm.set_poses(np.column_stack([centre, np.full(T, height)]), quaternion_product(about_z(angle), lying))
-    ball = Shape("sphere", size=0.9, name="hand", material=Principled(colour=(0.9, 0.3, 0.1), roughness=0.4))
+    ball = Shape("sphere", size=0.9, name="hand", material=Principled(color=(0.9, 0.3, 0.1), roughness=0.4))
     scene += ball.set_poses(np.column_stack([tip, np.full(T, height)]))
     for _ in range(cfg.num_objects):  # objects in the arm's reach, resting on the table
         shape = str(rng.choice(SHAPES))

@@ -156,11 +156,11 @@ class BlenderRenderer:
             bsdf = nodes.new("ShaderNodeEmission")
             bsdf.inputs["Strength"].default_value = spec.strength
             links.new(bsdf.outputs["Emission"], nodes["Material Output"].inputs["Surface"])
-            colour_input = bsdf.inputs["Color"]
+            color_input = bsdf.inputs["Color"]
         else:
             bsdf.inputs["Roughness"].default_value = spec.roughness
             bsdf.inputs["Metallic"].default_value = spec.metallic
-            colour_input = bsdf.inputs["Base Color"]
+            color_input = bsdf.inputs["Base Color"]
         coords = nodes.new("ShaderNodeTexCoord")
         aov = nodes.new("ShaderNodeOutputAOV")
         aov.aov_name = AOV_OBJECT_COORDINATES
@@ -168,7 +168,7 @@ class BlenderRenderer:
         self._surface_aov(nodes, links)
         texture = spec.texture
         if texture is None:
-            colour_input.default_value = (*spec.colour, 1.0)
+            color_input.default_value = (*spec.color, 1.0)
             return mat
         mapping = nodes.new("ShaderNodeMapping")
         mapping.inputs["Scale"].default_value = (texture.scale,) * 3
@@ -187,18 +187,18 @@ class BlenderRenderer:
                 tex.inputs["Detail"].default_value = 8.0
             links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
             ramp = nodes.new("ShaderNodeValToRGB")
-            ramp.color_ramp.elements[0].color = (*texture.colours[0], 1.0)
-            ramp.color_ramp.elements[1].color = (*texture.colours[1], 1.0)
+            ramp.color_ramp.elements[0].color = (*texture.colors[0], 1.0)
+            ramp.color_ramp.elements[1].color = (*texture.colors[1], 1.0)
             factor = tex.outputs["Fac"] if "Fac" in tex.outputs else tex.outputs["Distance"]
             links.new(factor, ramp.inputs["Fac"])
-            links.new(ramp.outputs["Color"], colour_input)
+            links.new(ramp.outputs["Color"], color_input)
         else:
             tex = nodes.new("ShaderNodeTexImage")
             tex.image = self._texture_image(texture)
             tex.projection = "BOX"
             tex.projection_blend = 0.2
             links.new(mapping.outputs["Vector"], tex.inputs["Vector"])
-            links.new(tex.outputs["Color"], colour_input)
+            links.new(tex.outputs["Color"], color_input)
         return mat
 
     @staticmethod
@@ -244,7 +244,7 @@ class BlenderRenderer:
             return
         node.inputs["Strength"].default_value = background.strength
         if isinstance(background, Environment) and background.hdri is None:
-            node.inputs["Color"].default_value = (*background.colour, 1.0)
+            node.inputs["Color"].default_value = (*background.color, 1.0)
             return
         if isinstance(background, Environment):
             tex = nodes.new("ShaderNodeTexEnvironment")
@@ -271,7 +271,7 @@ class BlenderRenderer:
             data.energy, data.angle = light.strength, np.radians(light.angle)
             obj.rotation_quaternion = Vector(light.direction).to_track_quat("Z", "Y")
         else:
-            data.energy, data.color = light.power, light.colour
+            data.energy, data.color = light.power, light.color
             obj.location = light.position
             if isinstance(light, PointLight):
                 data.shadow_soft_size = light.radius

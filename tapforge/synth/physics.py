@@ -108,7 +108,7 @@ class PyBullet:
         if obj.scripted:
             position, quaternion = (a[0] for a in obj.pose_at(max(self.frame, 0.0)))
         else:
-            position, quaternion = obj.position, obj.quaternion
+            position, quaternion = obj.position, obj.quaternion_xyzw
         pb.resetBasePositionAndOrientation(body, list(position), list(quaternion), physicsClientId=self.client)
         pb.resetBaseVelocity(body, list(obj.velocity), list(obj.angular_velocity), physicsClientId=self.client)
         pb.changeDynamics(
@@ -142,7 +142,7 @@ class PyBullet:
             body = self.bodies[obj.instance_id]
             position, quaternion = pb.getBasePositionAndOrientation(body, physicsClientId=self.client)
             velocity, angular = pb.getBaseVelocity(body, physicsClientId=self.client)
-            obj.position, obj.quaternion = tuple(position), tuple(quaternion)
+            obj.position, obj.quaternion_xyzw = tuple(position), tuple(quaternion)
             obj.velocity, obj.angular_velocity = tuple(velocity), tuple(angular)
 
     def _step(self, scripted: list[Object]) -> None:
@@ -179,9 +179,9 @@ class PyBullet:
             obj.position = tuple(rng.uniform(*region))
             if rotate:
                 q = rng.normal(size=4)
-                obj.quaternion = tuple(q / np.linalg.norm(q))
+                obj.quaternion_xyzw = tuple(q / np.linalg.norm(q))
             pb.resetBasePositionAndOrientation(
-                body, list(obj.position), list(obj.quaternion), physicsClientId=self.client
+                body, list(obj.position), list(obj.quaternion_xyzw), physicsClientId=self.client
             )
             pb.performCollisionDetection(physicsClientId=self.client)
             if not any(c[8] < 0 for c in pb.getContactPoints(bodyA=body, physicsClientId=self.client)):

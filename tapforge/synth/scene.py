@@ -9,7 +9,7 @@ A scene script is a function ``build(scene, rng, cfg)`` that fills a `Scene` (se
         scene.floor = Floor(Principled(texture=Texture.generated("dead_leaves", seed=1, tile=20)))
         scene.background = Dome(Emission(texture=Texture.generated("mixture", seed=2, tile=40)))
         scene += Sun(direction=(0.3, -0.2, 0.9), strength=3)
-        ball = scene.add(Shape("sphere", size=1.5, material=Principled(colour=(0.8, 0.2, 0.1)),
+        ball = scene.add(Shape("sphere", size=1.5, material=Principled(color=(0.8, 0.2, 0.1)),
                                position=(0, 0, 3), velocity=(1, 0, 0)))
         scene.simulator.run()  # PyBullet: the ball falls and rolls (the pipeline runs it if the script does not)
 
@@ -22,7 +22,8 @@ as a collider) or by script: `Object.keyframe` (linear position, spherical rotat
 way (`Camera.look_at` with per-frame arrays, or `Camera.keyframe`). Whatever moves, the renderer is keyed with
 the exact per-frame poses that the ground truth uses.
 
-Coordinates: world Z-up, metres; quaternions (x, y, z, w); frames 0 .. num_frames - 1.
+Coordinates: world Z-up, metres; quaternions (x, y, z, w), hence ``quaternion_xyzw`` (Kubric's ``quaternion`` is
+(w, x, y, z): a ported script that uses it gets one line naming the new spelling); frames 0 .. num_frames - 1.
 """
 
 from __future__ import annotations
@@ -50,20 +51,61 @@ DOME_RADIUS = FLOOR_SIZE / 2  # a hemisphere standing on the floor, inside its s
 VIEW_TRANSFORMS = ("AgX", "Filmic", "Standard")
 
 
+# ------------------------------------------------------------------------------------------------ renamed names
+RENAMED = {
+    "colour": "color (as in Kubric and Blender): write color=(r, g, b)",
+    "colours": "colors: write colors=((r, g, b), (r, g, b))",
+    "colour2": "color2",
+    "quaternion": "quaternion_xyzw, in (x, y, z, w) order (Kubric's quaternion is (w, x, y, z)): "
+    "write quaternion_xyzw=(x, y, z, w)",
+    "quaternions": "quaternions_xyzw, each (x, y, z, w)",
+}
+
+
+def _refuse_renamed(where: str, arguments: dict[str, Any]) -> None:
+    """One line for an argument under a former name, naming the new one (a call with others fails as Python's)."""
+    for name in arguments:
+        if name in RENAMED:
+            raise TapforgeError(f"{where}({name}=...): the name is now {RENAMED[name]}")
+        raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")
+
+
+class _Renamed:
+    """Refuses the former names of its arguments and attributes (``renamed``) with one line naming the new one: an
+    attribute set under an old name would be ignored without a word, and Kubric's ``quaternion`` has another order."""
+
+    renamed: ClassVar[tuple[str, ...]] = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        _refuse_renamed(cls.__name__, {k: v for k, v in kwargs.items() if k in cls.renamed})
+        return super().__new__(cls)
+
+    def __getattr__(self, name: str) -> Any:  # only for names the object lacks
+        if name in type(self).renamed:
+            raise TapforgeError(f"{type(self).__name__}.{name}: the name is now {RENAMED[name]}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in type(self).renamed:
+            raise TapforgeError(f"{type(self).__name__}.{name} = ...: the name is now {RENAMED[name]}")
+        super().__setattr__(name, value)
+
+
 # ------------------------------------------------------------------------------------------------ materials
 @dataclass
-class Texture:
+class Texture(_Renamed):
     """A surface texture, projected from the object's own coordinates (no UVs needed).
 
     ``source``: a generated family of `tapforge.synth.textures` (natural-image statistics, made from ``seed``), a Blender
-    procedural texture (`PROCEDURAL_TEXTURES`, ramped between ``colours``) or the path of an image file.
+    procedural texture (`PROCEDURAL_TEXTURES`, ramped between ``colors``) or the path of an image file.
     ``scale``: texture coordinates per scene unit (one repeat every 1 / scale units)."""
 
     source: str
     scale: float = 1.0
     seed: int | None = None
     size: int = 512  # a generated texture's side in pixels
-    colours: tuple[Vector, Vector] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    colors: tuple[Vector, Vector] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    renamed: ClassVar[tuple[str, ...]] = ("colours",)
 
     @classmethod
     def generated(cls, family: str, seed: int, tile: float = 1.0, size: int = 512) -> Texture:
@@ -76,33 +118,43 @@ class Texture:
         return cls(str(path), 1.0 / tile)
 
     @classmethod
-    def procedural(cls, kind: str, colour: Vector, colour2: Vector, scale: float = 1.0) -> Texture:
-        """A Blender procedural texture (noise, voronoi, wave, checker, magic, brick) between two colours."""
-        return cls(kind, float(scale), colours=(tuple(colour), tuple(colour2)))
+    def procedural(
+        cls,
+        kind: str,
+        color: Vector = (0.0, 0.0, 0.0),
+        color2: Vector = (1.0, 1.0, 1.0),
+        scale: float = 1.0,
+        **renamed: Any,
+    ) -> Texture:
+        """A Blender procedural texture (noise, voronoi, wave, checker, magic, brick) between two colors."""
+        _refuse_renamed("Texture.procedural", renamed)
+        return cls(kind, float(scale), colors=(tuple(color), tuple(color2)))
 
 
 PROCEDURAL_TEXTURES = ("noise", "voronoi", "wave", "checker", "magic", "brick")
 
 
 @dataclass
-class Principled:
-    """Blender's Principled BSDF (Kubric's PrincipledBSDFMaterial); ``texture`` replaces ``colour``."""
+class Principled(_Renamed):
+    """Blender's Principled BSDF (Kubric's PrincipledBSDFMaterial); ``texture`` replaces ``color`` (linear RGB)."""
 
-    colour: Vector = (0.8, 0.8, 0.8)
+    color: Vector = (0.8, 0.8, 0.8)
     roughness: float = 0.5
     metallic: float = 0.0
     texture: Texture | None = None
     label: str = "principled"  # what meta.json calls it (rubber, metal, ...)
+    renamed: ClassVar[tuple[str, ...]] = ("colour",)
 
 
 @dataclass
-class Emission:
-    """A surface that shows its colour or texture as it is and lights the scene with it (e.g. a dome)."""
+class Emission(_Renamed):
+    """A surface that shows its color or texture as it is and lights the scene with it (e.g. a dome)."""
 
-    colour: Vector = (1.0, 1.0, 1.0)
+    color: Vector = (1.0, 1.0, 1.0)
     strength: float = 1.0
     texture: Texture | None = None
     label: str = "emission"
+    renamed: ClassVar[tuple[str, ...]] = ("colour",)
 
 
 Material = Principled | Emission
@@ -174,7 +226,7 @@ class CollisionShape:
 
 
 @dataclass(eq=False, kw_only=True)
-class Object:
+class Object(_Renamed):
     """Something solid in the scene. Its frame is its centre of mass; ``size`` is its longest side.
 
     Physics (PyBullet) moves it unless ``static`` (then it stays, and others collide with it) or scripted
@@ -182,10 +234,11 @@ class Object:
     deformations of its surface (`Deform`), applied in order; physics sees the undeformed shape."""
 
     rigid: ClassVar[bool] = True  # PyBullet moves it; False: Blender's own simulation does (cloth)
+    renamed: ClassVar[tuple[str, ...]] = ("quaternion",)
     material: Material = field(default_factory=Principled)
     size: float = 1.0
     position: Vector = (0.0, 0.0, 0.0)
-    quaternion: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
+    quaternion_xyzw: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)  # (x, y, z, w); Kubric's is (w, x, y, z)
     velocity: Vector = (0.0, 0.0, 0.0)
     angular_velocity: Vector = (0.0, 0.0, 0.0)
     static: bool = False
@@ -206,24 +259,31 @@ class Object:
 
     # ---- scripted motion
     def keyframe(
-        self, frame: int, position: Vector | None = None, quaternion: tuple[float, float, float, float] | None = None
+        self,
+        frame: int,
+        position: Vector | None = None,
+        quaternion_xyzw: tuple[float, float, float, float] | None = None,
+        **renamed: Any,
     ) -> Object:
         """Pin the pose at ``frame`` (either part may be left out); poses between keys are interpolated."""
+        _refuse_renamed("keyframe", renamed)
         self._keys[int(frame)] = (
             None if position is None else np.asarray(position, float).reshape(3),
-            None if quaternion is None else unit_quaternion(quaternion),
+            None if quaternion_xyzw is None else unit_quaternion(quaternion_xyzw),
         )
         return self
 
-    def set_poses(self, positions: Any, quaternions: Any = None) -> Object:
+    def set_poses(self, positions: Any, quaternions_xyzw: Any = None, **renamed: Any) -> Object:
         """Give the pose of every frame: positions [T,3] and optionally quaternions [T,4] (x, y, z, w)."""
+        _refuse_renamed("set_poses", renamed)
+        quaternions = quaternions_xyzw
         positions = np.asarray(positions, float)
         if positions.ndim != 2 or positions.shape[1] != 3:
             raise TapforgeError(
                 f"{self.label()}: set_poses needs positions of shape [num_frames, 3], got {positions.shape}"
             )
         if quaternions is None:
-            quaternions = np.tile(unit_quaternion(self.quaternion), (len(positions), 1))
+            quaternions = np.tile(unit_quaternion(self.quaternion_xyzw), (len(positions), 1))
         quaternions = np.asarray(quaternions, float)
         if quaternions.shape != (len(positions), 4):
             raise TapforgeError(
@@ -290,7 +350,7 @@ class Object:
             interpolate_keys(positions, frames) if positions else np.tile(self.position, (len(frames), 1)),
             interpolate_keys(rotations, frames, True)
             if rotations
-            else np.tile(unit_quaternion(self.quaternion), (len(frames), 1)),
+            else np.tile(unit_quaternion(self.quaternion_xyzw), (len(frames), 1)),
         )
 
     def poses(self, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -565,12 +625,13 @@ class Sky:
 
 
 @dataclass
-class Environment:
-    """An environment map (an HDRI file) or, without ``hdri``, a plain colour: lights the scene, not trackable."""
+class Environment(_Renamed):
+    """An environment map (an HDRI file) or, without ``hdri``, a plain color: lights the scene, not trackable."""
 
     hdri: str | None = None
-    colour: Vector = (0.5, 0.5, 0.5)
+    color: Vector = (0.5, 0.5, 0.5)
     strength: float = 1.0
+    renamed: ClassVar[tuple[str, ...]] = ("colour",)
 
 
 Background = Dome | Sky | Environment
@@ -587,26 +648,28 @@ class Sun:
 
 
 @dataclass
-class PointLight:
+class PointLight(_Renamed):
     """A point light (a small sphere of ``radius``) at ``position``, ``power`` in watts; ``path`` [T,3] moves it
     (one position per frame)."""
 
     position: Vector = (0.0, 0.0, 5.0)
     power: float = 1000.0
     radius: float = 0.1
-    colour: Vector = (1.0, 1.0, 1.0)
+    color: Vector = (1.0, 1.0, 1.0)
     path: Any = None
+    renamed: ClassVar[tuple[str, ...]] = ("colour",)
 
 
 @dataclass
-class AreaLight:
+class AreaLight(_Renamed):
     """A square area light of side ``size`` at ``position`` facing ``look_at``, ``power`` in watts."""
 
     position: Vector = (0.0, 0.0, 5.0)
     look_at: Vector = (0.0, 0.0, 0.0)
     size: float = 1.0
     power: float = 500.0
-    colour: Vector = (1.0, 1.0, 1.0)
+    color: Vector = (1.0, 1.0, 1.0)
+    renamed: ClassVar[tuple[str, ...]] = ("colour",)
 
 
 Light = Sun | PointLight | AreaLight

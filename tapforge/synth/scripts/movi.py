@@ -45,7 +45,7 @@ from tapforge.synth.scene import (
     Sun,
     Texture,
 )
-from tapforge.synth.script_config import integer_range, number_range, option, subset_of
+from tapforge.synth.script_config import integer_range, is_number, number_range, option, subset_of
 from tapforge.synth.shapes import FACETED, SHAPES
 from tapforge.synth.textures import FAMILIES
 
@@ -55,7 +55,7 @@ DYNAMIC_SPAWN_REGION = ((-5, -5, 1), (5, 5, 5))
 VELOCITY_RANGE = ((-4, -4, 0), (4, 4, 0))
 SETTLE_FRAMES = 100
 MOVI_A_CAMERA = (7.48113, -6.50764, 5.34367)
-CLEVR_COLOURS = {
+CLEVR_COLORS = {
     "blue": (0.1628, 0.2932, 0.8412),
     "brown": (0.4977, 0.3190, 0.1192),
     "cyan": (0.1655, 0.8129, 0.8129),
@@ -73,15 +73,22 @@ SURROUND_FAMILIES = {"dead_leaves": 0.4, "spectral": 0.2, "mosaic": 0.15, "mixtu
 VIEW_TRANSFORMS = {"natural": "AgX", "plain": "AgX", "legacy": "Standard"}
 
 
+def number_in(lo: float, hi: float):
+    """One number in [lo, hi] (not a range: the key is used as one value)."""
+    return lambda v: is_number(v) and lo <= v <= hi
+
+
 @dataclass
 class Config:
     """The MOVi worker's choices (Kubric's flags), as ``scene:`` keys."""
 
-    num_static_objects: list = option([10, 20], integer_range(0, 100), "an integer or [min, max] in [0, 100]")
-    num_dynamic_objects: list = option([1, 3], integer_range(0, 50), "an integer or [min, max] in [0, 50]")
-    shapes: list = option(list(SHAPES), subset_of(SHAPES), f"a non-empty list from {list(SHAPES)}")
+    num_static_objects: int | list[int] = option(
+        [10, 20], integer_range(0, 100), "an integer or [min, max] in [0, 100]"
+    )
+    num_dynamic_objects: int | list[int] = option([1, 3], integer_range(0, 50), "an integer or [min, max] in [0, 50]")
+    shapes: list[str] = option(list(SHAPES), subset_of(SHAPES), f"a non-empty list from {list(SHAPES)}")
     size_distribution: Literal["uniform", "choice"] = "uniform"  # uniform in object_scale, or one of its values
-    object_scale: list = option(
+    object_scale: float | list[float] = option(
         [0.75, 3.0],
         lambda v: all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and 0.05 <= x <= 20
@@ -89,20 +96,20 @@ class Config:
         ),
         "a size or a list of sizes in [0.05, 20]: [min, max] for uniform, the sizes for choice",
     )
-    materials: list = option(list(MATERIALS), subset_of(MATERIALS), f"a non-empty list from {list(MATERIALS)}")
+    materials: list[str] = option(list(MATERIALS), subset_of(MATERIALS), f"a non-empty list from {list(MATERIALS)}")
     colours: Literal["random", "random_hue", "clevr"] = "random"  # untextured colours (legacy and plain looks)
     camera: Literal[CAMERAS] = "linear_movement"
-    max_camera_movement: float = option(4.0, number_range(0, 100), "a number in [0, 100]")
-    focal_length: float = option(35.0, number_range(1, 500), "a number or [min, max] in [1, 500] (mm)")
-    sensor_width: float = option(32.0, number_range(1, 200), "a number in [1, 200] (mm)")
-    motion_blur: float = option(0.0, number_range(0, 1), "a number or [min, max] in [0, 1]")
+    max_camera_movement: float = option(4.0, number_in(0, 100), "a number in [0, 100]")
+    focal_length: float | list[float] = option(35.0, number_range(1, 500), "a number or [min, max] in [1, 500] (mm)")
+    sensor_width: float | list[float] = option(32.0, number_range(1, 200), "a number or [min, max] in [1, 200] (mm)")
+    motion_blur: float | list[float] = option(0.0, number_range(0, 1), "a number or [min, max] in [0, 1]")
     background: Literal["dome", "sky", "hdri", "plain"] = "dome"
     surround_colour: Literal["grey", "random", "random_hue"] = "random"  # plain background, untextured floor
     appearance: Literal["natural", "plain", "legacy"] = "natural"
     floor_texture: bool = True
-    deforming_share: float = option(0.0, number_range(0, 1), "a fraction in [0, 1] of the objects")
-    num_cloths: list = option(0, integer_range(0, 10), "an integer or [min, max] in [0, 10]")
-    soft_share: float = option(0.0, number_range(0, 1), "a fraction in [0, 1] of the dynamic shapes")
+    deforming_share: float = option(0.0, number_in(0, 1), "a fraction in [0, 1] of the objects")
+    num_cloths: int | list[int] = option(0, integer_range(0, 10), "an integer or [min, max] in [0, 10]")
+    soft_share: float = option(0.0, number_in(0, 1), "a fraction in [0, 1] of the dynamic shapes")
 
 
 def draw(rng: np.random.Generator, value, integer: bool = False):
@@ -113,17 +120,17 @@ def draw(rng: np.random.Generator, value, integer: bool = False):
     return int(value) if integer else float(value)
 
 
-def random_colour(rng: np.random.Generator) -> tuple[float, float, float]:
+def random_color(rng: np.random.Generator) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.4, 1.0), rng.uniform(0.3, 1.0))
 
 
-def colour(rng: np.random.Generator, strategy: str) -> tuple[float, float, float]:
-    """An untextured colour: CLEVR's palette, a random hue at full saturation (Kubric's uniform_hue), or random."""
+def color(rng: np.random.Generator, strategy: str) -> tuple[float, float, float]:
+    """An untextured color: CLEVR's palette, a random hue at full saturation (Kubric's uniform_hue), or random."""
     if strategy == "clevr":
-        return CLEVR_COLOURS[str(rng.choice(sorted(CLEVR_COLOURS)))]
+        return CLEVR_COLORS[str(rng.choice(sorted(CLEVR_COLORS)))]
     if strategy == "random_hue":
         return colorsys.hsv_to_rgb(rng.uniform(), 1.0, 1.0)
-    return random_colour(rng)
+    return random_color(rng)
 
 
 def sample_point_in_half_sphere_shell(
@@ -175,19 +182,19 @@ def camera_path(rng: np.random.Generator, cfg: Config, num_frames: int) -> tuple
 
 
 def legacy_material(rng: np.random.Generator, cfg: Config, textures: list[str]) -> Principled:
-    """Kubric's plain rubber and metal, or a Blender procedural texture (or a user image) between two colours."""
+    """Kubric's plain rubber and metal, or a Blender procedural texture (or a user image) between two colors."""
     kind = str(rng.choice(cfg.materials))
     if kind == "metal":
         return Principled(
-            colour(rng, cfg.colours), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal"
+            color(rng, cfg.colours), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal"
         )
     if kind == "rubber":
-        return Principled(colour(rng, cfg.colours), roughness=float(rng.uniform(0.6, 0.9)), label="rubber")
-    first = random_colour(rng)
+        return Principled(color(rng, cfg.colours), roughness=float(rng.uniform(0.6, 0.9)), label="rubber")
+    first = random_color(rng)
     source = str(rng.choice(list(PROCEDURAL_TEXTURES) + (["image"] if textures else [])))
     if source == "image":
         source = str(rng.choice(textures))
-    texture = Texture.procedural(source, first, random_colour(rng), float(rng.uniform(2.0, 12.0)))
+    texture = Texture.procedural(source, first, random_color(rng), float(rng.uniform(2.0, 12.0)))
     return Principled(texture=texture, roughness=float(rng.uniform(0.3, 0.9)), label="textured")
 
 
@@ -230,20 +237,20 @@ def _surroundings(scene: Scene, rng: np.random.Generator, look: np.random.Genera
     """Floor, background and sun; the background is part of the look (drawn from ``look``)."""
     textures = scene.assets.textures
     grey = (0.5, 0.5, 0.5)
-    surround = (lambda: grey) if cfg.surround_colour == "grey" else (lambda: colour(rng, cfg.surround_colour))
+    surround = (lambda: grey) if cfg.surround_colour == "grey" else (lambda: color(rng, cfg.surround_colour))
     if cfg.floor_texture:
         floor = Principled(
             texture=Texture.procedural(
                 str(rng.choice(PROCEDURAL_TEXTURES + tuple(textures))),
-                random_colour(rng),
-                random_colour(rng),
+                random_color(rng),
+                random_color(rng),
                 float(rng.uniform(0.5, 3.0)),
             ),
             label="textured",
         )
     else:
         floor = Principled(surround(), roughness=0.8, label="rubber")
-    background_colour = surround()
+    background_color = surround()
     side = texture_side(max(scene.resolution), 4, 256, 1024)
     if cfg.appearance == "natural" and cfg.floor_texture:
         floor = Principled(
@@ -259,7 +266,7 @@ def _surroundings(scene: Scene, rng: np.random.Generator, look: np.random.Genera
     if cfg.background == "dome":
         scene.background = Dome(Emission(strength=float(look.uniform(1.0, 2.0)), texture=dome_texture))
     elif cfg.background == "plain":
-        scene.background = Environment(colour=background_colour)
+        scene.background = Environment(color=background_color)
     elif cfg.background == "hdri":
         scene.background = Environment(hdri=str(look.choice(scene.assets.hdris)))
     else:
@@ -338,7 +345,7 @@ def _deform_and_drape(scene: Scene, cfg: Config, look: np.random.Generator) -> N
             size=size,
             aspect=float(rng.uniform(0.6, 1.0)),
             position=(*rng.uniform(-2.5, 2.5, 2), float(rng.uniform(3.0, 5.0))),
-            quaternion=(0.0, 0.0, float(np.sin(angle / 2)), float(np.cos(angle / 2))),
+            quaternion_xyzw=(0.0, 0.0, float(np.sin(angle / 2)), float(np.cos(angle / 2))),
             material=material,
             metadata={"is_dynamic": True},
         )
