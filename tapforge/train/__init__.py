@@ -2,10 +2,10 @@
 
 Modules, by job:
 
-- reading: ``shards`` (shard lists, opening, corrupt-shard handling), ``readers`` (what every training stream
-  does per loader reader: its share of the sources and of the epoch, its random streams), ``sampling`` (sub-clips and query points,
-  numpy), ``batches`` (the batch type of each stage), ``data`` (the LightningDataModule and the synthetic
-  training stream), ``procedural`` (tiny procedural shards with exact tracks, for tests and benchmarks);
+- reading: ``shards`` (shard lists, opening, corrupt-shard handling), ``readers`` (what every training stream does
+  per loader reader: its share of the sources and of the epoch, its random streams), ``sampling`` (sub-clips and
+  query points, numpy), ``batches`` (the batch type of each stage), ``data`` (the LightningDataModule and the
+  synthetic training stream), ``procedural`` (tiny procedural shards with exact tracks, for tests and benchmarks);
 - real video: ``video_sources`` (which videos a source list names; counting and decoding their frames),
   ``real_videos`` (the stream of unlabeled real clips), ``pack_videos`` (videos cut into clips as shards);
 - augmentation on the device: ``augment_config`` (settings and their checks), ``draws`` (per-clip random draws),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import zlib
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, IterableDataset
 
+from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
 from tapforge.synth.schema import SchemaError, decode_clip, decode_frames
@@ -238,7 +238,8 @@ class TAPIRDataModule(LightningDataModule):
       val_max_videos: evaluate at most this many videos per validation source (None: all).
       val_max_tracks: tracks evaluated per held-out synthetic clip.
       on_corrupt: "skip" (log, count, carry on) or "fail" for damaged shards and samples.
-      seed: base seed for sub-clip/query sampling and augmentation (offset per rank and worker).
+      seed: base seed for sub-clip/query sampling and augmentation (``tapforge.base.seeds`` streams named by
+        purpose, rank, worker and the step the loaders start at).
       augment: the sim2real augmentation settings.
       real_videos: unlabeled real videos for self-supervised fine-tuning (``tapforge.train.video_sources``: folders, globs,
         files, frame folders, shards of ``tapforge pack-videos``); each step then also gets a batch of
@@ -402,7 +403,7 @@ class TAPIRDataModule(LightningDataModule):
         """Synthetic batches; with ``real_videos``, a dict of a ``synthetic`` and a ``real`` batch each step."""
         rank, world = self._rank()
         step = self.trainer.global_step if self.trainer is not None else 0
-        seed = self.seed * 1_000_003 + step
+        seed = seeds.seed_int(self.seed, "loaders", step)  # a resumed run does not replay the clips of its start
         loaders = {}
         if self.train_urls:
             loaders["synthetic"] = self._loader(
@@ -486,5 +487,5 @@ class TAPIRDataModule(LightningDataModule):
             rank, _ = self._rank()
             step = self.trainer.global_step if self.trainer is not None else 0
             self._generator = torch.Generator(device=device)
-            self._generator.manual_seed(zlib.crc32(repr((self.seed, rank, step)).encode()))
+            self._generator.manual_seed(seeds.seed_int(self.seed, "augment", rank, step))
         return self.augment(batch, self._generator)

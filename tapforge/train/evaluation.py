@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from dataclasses import dataclass, fields
 from typing import Callable, Iterator, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from tapforge.base import seeds
 from tapforge.synth.schema import SchemaError, decode_clip
 from tapforge.tapir import tapvid
 from tapforge.train.batches import EvalBatch
@@ -120,11 +120,12 @@ class TapVidEvalSet(IterableDataset):
 
 
 def select_eval_tracks(occluded: np.ndarray, object_ids: np.ndarray, max_tracks: int, key: str) -> np.ndarray:
-    """A fixed (seeded by the clip key) object-balanced subset of the tracks visible somewhere."""
+    """A fixed object-balanced subset of the tracks visible somewhere, drawn from the random stream named by the clip
+    key (the same subset in every run)."""
     usable = np.flatnonzero(~occluded.all(axis=1))
     if usable.size <= max_tracks:
         return usable
-    return np.sort(balanced_choice(usable, object_ids, max_tracks, np.random.default_rng(zlib.crc32(key.encode()))))
+    return np.sort(balanced_choice(usable, object_ids, max_tracks, seeds.rng(0, "val_tracks", key)))
 
 
 class SyntheticEvalSet(IterableDataset):

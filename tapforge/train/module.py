@@ -11,13 +11,13 @@ import dataclasses
 import logging
 import os
 import warnings
-import zlib
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 
+from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import tapvid
 from tapforge.tapir.checkpoint import ARCHITECTURES, load_model, load_state_dict_strict
@@ -256,7 +256,7 @@ class TAPIRModule(LightningModule):
         if self._generator is None or self._generator.device != self.device:
             self._generator = torch.Generator(device=self.device)
             self._generator.manual_seed(
-                zlib.crc32(repr((torch.initial_seed(), self.global_rank, self.global_step)).encode())
+                seeds.seed_int(torch.initial_seed(), "bootstrap", self.global_rank, self.global_step)
             )
         return self._generator
 
