@@ -18,8 +18,8 @@ import yaml
 from tapforge.synth.cli import _parser
 from tapforge.synth.config import load_config
 from tapforge.synth.render_job import plan_workers
-from tapforge.synth.schema import decode_clip
-from tapforge.synth.shards import iter_tar_samples, job_from_environment, job_slice, verify_dataset
+from tapforge.synth.schema import decode_clip, iter_tar_samples
+from tapforge.synth.shards import job_from_environment, job_slice, verify_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 RENDER_SBATCH = ROOT / "configs" / "synth" / "slurm_array.sbatch"

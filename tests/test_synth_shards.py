@@ -12,8 +12,8 @@ import pytest
 from conftest import TINY
 
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.schema import decode_clip
-from tapforge.synth.shards import iter_tar_samples, job_from_environment, job_slice
+from tapforge.synth.schema import decode_clip, iter_tar_samples
+from tapforge.synth.shards import job_from_environment, job_slice
 
 pytestmark = pytest.mark.slow
 
@@ -132,6 +132,69 @@ def test_plain_webdataset_reads_a_shard_without_tapforge(tmp_path):
     assert sample["occluded.npy"].dtype == bool
     assert sample["object_ids.npy"].dtype == np.int32
     assert "K" in sample["camera.json"]
+
+
+def _samples(num_clips=2):
+    from tapforge.synth.schema import Clip, encode_clip
+
+    rng = np.random.default_rng(0)
+    clips = [
+        Clip(
+            key=f"scene-{i:07d}",
+            video=rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8),
+            tracks=rng.uniform(0, 8, (3, 2, 2)).astype(np.float32),
+            occluded=rng.random((3, 2)) < 0.5,
+            tracks_3d=rng.normal(size=(3, 2, 3)).astype(np.float32),
+            object_ids=np.array([0, 1, 1], np.int32),
+            camera={"K": np.eye(3).tolist()},
+            meta={"seed": i, "config_hash": "x"},
+        )
+        for i in range(num_clips)
+    ]
+    return [encode_clip(clip) for clip in clips]
+
+
+def test_the_schema_writes_and_groups_shards_byte_for_byte_as_webdataset_does(tmp_path):
+    import io
+
+    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    from tapforge.synth.schema import write_tar_samples
+
+    samples = _samples()
+    ours, theirs = io.BytesIO(), io.BytesIO()
+    write_tar_samples(ours, samples)
+    with wds.TarWriter(theirs, user="tapforge", group="tapforge", mtime=0) as sink:
+        for sample in samples:
+            sink.write(sample)
+    assert ours.getvalue() == theirs.getvalue()
+    path = tmp_path / "shard.tar"
+    path.write_bytes(ours.getvalue())
+    read = list(iter_tar_samples(path))
+    with open(path, "rb") as stream:
+        grouped = list(group_by_keys(tar_file_expander([{"url": str(path), "stream": stream}])))
+    assert read == samples == [{k: v for k, v in g.items() if k != "__url__"} for g in grouped]
+    assert decode_clip(read[1]).meta["seed"] == 1
+
+
+def test_writing_reading_and_verifying_shards_imports_neither_torch_nor_webdataset(tmp_path):
+    code = (
+        "import sys, json, pathlib\n"
+        "from tapforge.synth.shards import update_manifest, verify_dataset, write_shard\n"
+        "from tapforge.synth.schema import encode_clip\n"
+        "out = pathlib.Path(sys.argv[1])\n"
+        "samples = [{k: bytes.fromhex(v) if k != '__key__' else v for k, v in s.items()} for s in json.load(sys.stdin)]\n"
+        "write_shard(out, 0, samples, {'config_hash': 'x', 'num_samples': 2, 'keys': [s['__key__'] for s in samples]})\n"
+        "update_manifest(out, {'config_hash': 'x'})\n"
+        "assert verify_dataset(out) == [], verify_dataset(out)\n"
+        "print(sorted(m for m in ('torch', 'webdataset', 'bpy') if m in sys.modules))\n"
+    )
+    samples = [{k: v if k == "__key__" else v.hex() for k, v in s.items()} for s in _samples()]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], input=json.dumps(samples), capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
 def test_job_slices_are_disjoint_and_cover_every_shard():

@@ -18,10 +18,10 @@ from typing import Any, Callable
 import yaml
 
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.schema import OPTIONAL_PASSES
 from tapforge.synth.script_config import check_values, defaults, is_int, is_number, subset_of
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
-PASSES = ("depth", "segmentation")
 GENERAL_SCENE_KEYS = ("script", "num_frames", "frame_rate", "physics_rate")
 SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script's identity
 IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
@@ -102,7 +102,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "render.threads": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
     "tracks.num_tracks": (lambda v: is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),
     "tracks.depth_tolerance": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
-    "outputs.passes": (subset_of(PASSES, allow_empty=True), f"a list from {list(PASSES)}, e.g. [depth,segmentation]"),
+    "outputs.passes": (
+        subset_of(OPTIONAL_PASSES, allow_empty=True),
+        f"a list from {list(OPTIONAL_PASSES)}, e.g. [depth,segmentation]",
+    ),
     "outputs.video_codec": (lambda v: v in ("png", "jpg"), "png or jpg"),
     "outputs.jpeg_quality": (lambda v: is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
     "outputs.scenes_per_shard": (lambda v: is_int(v) and 1 <= v <= 10000, "an integer >= 1"),

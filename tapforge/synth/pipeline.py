@@ -24,7 +24,7 @@ from tapforge.synth.poses import pose_matrices
 from tapforge.synth.scene import AssetFiles, Scene
 from tapforge.synth.schema import Clip
 from tapforge.synth.scripts import load_script
-from tapforge.synth.tracks import BLENDER_TO_OPENCV, SKY_DEPTH, Surface, compute_tracks
+from tapforge.synth.tracks import SKY_DEPTH, Surface, compute_tracks, world_to_opencv
 
 
 def scene_seed(base_seed: int, scene_index: int) -> int:
@@ -147,8 +147,6 @@ def make_clip(rendered: RenderedScene, config: dict) -> Clip:
         extra["depth"] = np.where(passes["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
     if "segmentation" in config["outputs"]["passes"]:
         extra["segmentation"] = passes["object_index"].astype(np.uint16)
-    world_to_cam_cv = np.linalg.inv(cam_to_world)
-    world_to_cam_cv[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam_cv[:, :3, :]
     camera = {
         "K": K.tolist(),
         "width": scene.resolution[0],
@@ -156,7 +154,7 @@ def make_clip(rendered: RenderedScene, config: dict) -> Clip:
         "focal_length_mm": scene.camera.focal_length,
         "sensor_width_mm": scene.camera.sensor_width,
         "cam_to_world_blender": cam_to_world.tolist(),
-        "world_to_cam_opencv": world_to_cam_cv.tolist(),
+        "world_to_cam_opencv": world_to_opencv(cam_to_world).tolist(),
         "conventions": "K and world_to_cam_opencv: OpenCV (x right, y down, z forward), pixel (0,0) is the "
         "top-left corner of the top-left pixel; cam_to_world_blender: Blender camera (looks "
         "down -Z, +Y up); world is Z-up, metres",

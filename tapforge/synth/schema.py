@@ -1,9 +1,28 @@
-"""The shard schema (DESIGN.md section 3): one WebDataset sample per scene, numpy + stdlib only.
+"""The shard schema: one WebDataset sample per scene, numpy + stdlib only; the format's writer and reader.
 
-Both the writer (``synth``) and the reader (``train``) use this module, so it must never import bpy
-or torch. Entries are plain ``.npy`` (no pickle), JSON and per-frame images, so plain ``webdataset``
-reads a shard without tapforge: ``wds.WebDataset(url).decode("rgb8")`` yields the frames as
-``video.000.png`` ... and the arrays as ``tracks.npy`` etc.
+Both the writer (``synth``) and the reader (``train``) use this module, so it must never import bpy, torch or
+webdataset. A shard is a plain tar (`write_tar_samples`, `iter_tar_samples`): sample ``key`` is the members
+``key.ENTRY``, one per entry, in entry order. Entries are plain ``.npy`` (no pickle), JSON and per-frame images,
+so plain ``webdataset`` reads a shard without tapforge: ``wds.WebDataset(url).decode("rgb8")`` yields the frames
+as ``video.000.png`` ... and the arrays as ``tracks.npy`` etc.
+
+==========================  ===================  =============================================================
+entry                       dtype, shape         meaning
+==========================  ===================  =============================================================
+video.NNN.png|jpg           uint8 [H,W,3]        sRGB frame NNN (PNG lossless or JPEG, ``outputs.video_codec``)
+tracks.npy                  float32 [N,T,2]      (x, y) raster pixels of each point in each frame
+occluded.npy                bool [N,T]           True where the point is hidden, behind the camera or outside
+tracks_3d.npy               float32 [N,T,3]      the point in OpenCV camera coordinates per frame (TAPVid-3D)
+object_ids.npy              int32 [N]            the object each track lies on (0 = static background)
+query.npy (optional)        float32 [N,3]        (t, y, x) of a frame where the point is visible
+depth.npy (optional)        float32 [T,H,W]      Euclidean distance to the camera centre (inf: sky)
+segmentation.npy (opt.)     uint16 [T,H,W]       instance ids, in the id space of ``object_ids``
+camera.json                                      intrinsics ``K`` and per-frame extrinsics, conventions stated
+meta.json                                        seed, config hash, scene (objects, materials ...), fps,
+                                                 ``schema_version``, ``video_codec``
+==========================  ===================  =============================================================
+
+The optional per-pixel passes (`OPTIONAL_PASSES`) are written when ``outputs.passes`` names them.
 
 Conventions (TAP-Vid): tracks are (x, y) raster pixels with (0, 0) the top-left corner of the
 top-left pixel; queries are (t, y, x); ``occluded`` is True where the point is not visible.
@@ -13,14 +32,17 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import tarfile
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 SCHEMA_VERSION = 1
 VIDEO_CODECS = ("png", "jpg")
-OPTIONAL_PASSES = ("depth", "segmentation")
+OPTIONAL_PASSES = ("depth", "segmentation")  # per-pixel entries [T,H,W], written when ``outputs.passes`` names them
 
 # entry name -> (dtype, number of dimensions)
 ARRAY_ENTRIES = {
@@ -172,13 +194,13 @@ def decode_clip(sample: Mapping[str, Any], with_video: bool = True) -> Clip:
             arrays[name] = None
         else:
             arrays[name] = _npy_load(data, name)
-    frame_names = sorted(k for k in sample if k.startswith("video."))
-    if not frame_names:
+    names = frame_names(sample)
+    if not names:
         raise SchemaError(f"sample {key} has no video.NNN.png|jpg frames")
     if with_video:
-        video = np.stack([decode_frame(sample[k], k) for k in frame_names])
+        video = np.stack([decode_frame(sample[k], k) for k in names])
     else:
-        video = np.zeros((len(frame_names), 0, 0, 3), np.uint8)
+        video = np.zeros((len(names), 0, 0, 3), np.uint8)
     clip = Clip(key=str(key), video=video, camera=camera, meta=meta, **arrays)  # type: ignore[arg-type]
     validate_clip(clip, check_frame_size=with_video)
     return clip
@@ -199,8 +221,7 @@ def validate_clip(clip: Clip, check_frame_size: bool = True) -> None:
         "query": (num_tracks, 3),
     }
     if check_frame_size:
-        expected["depth"] = tuple(video.shape[:3])
-        expected["segmentation"] = tuple(video.shape[:3])
+        expected.update({name: tuple(video.shape[:3]) for name in OPTIONAL_PASSES})
     for name, (dtype, ndim) in ARRAY_ENTRIES.items():
         value = getattr(clip, name)
         if value is None:
@@ -211,3 +232,48 @@ def validate_clip(clip: Clip, check_frame_size: bool = True) -> None:
             raise SchemaError(f"{clip.key}: {name} has dtype {value.dtype}, expected {np.dtype(dtype)}")
     if not np.isfinite(clip.tracks).all():
         raise SchemaError(f"{clip.key}: tracks contain NaN or infinity")
+
+
+TAR_OWNER = "tapforge"
+# webdataset's rule: a member's sample key is its path up to the first dot of its file name, the rest its entry
+MEMBER_NAME = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def write_tar_samples(fileobj: BinaryIO, samples: Iterable[Mapping[str, Any]]) -> None:
+    """Write samples (``__key__`` plus entry name -> bytes) to ``fileobj`` as a shard tar: member ``key.entry``
+    per entry in entry order, with a fixed owner, mode and time, so the same samples give the same bytes (the
+    bytes webdataset's ``TarWriter(fileobj, user="tapforge", group="tapforge", mtime=0)`` writes)."""
+    with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for entry in sorted(k for k in sample if not k.startswith("_")):
+                data = sample[entry]
+                info = tarfile.TarInfo(f"{sample['__key__']}.{entry}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o444
+                info.uname = info.gname = TAR_OWNER
+                tar.addfile(info, io.BytesIO(data))
+
+
+def iter_tar_samples(path: Path | str) -> Iterator[dict[str, Any]]:
+    """The samples of a shard tar (``__key__`` plus entry name -> bytes), grouped as webdataset groups them:
+    consecutive members with the same key are one sample; entry names are lower-cased; members that are not
+    files, have no entry name or are webdataset metadata (``__...__``) are skipped.
+
+    Raises SchemaError for an entry that occurs twice in one sample, ``tarfile.TarError`` or EOFError for a
+    damaged tar."""
+    current: dict[str, Any] = {}
+    with tarfile.open(path, "r|") as tar:
+        for member in tar:
+            match = MEMBER_NAME.match(member.name)
+            if not member.isreg() or not match or re.match(r"__[^/]*__($|/)", member.name):
+                continue
+            key, entry = match[1], match[2].lower()
+            if current and current["__key__"] != key:
+                yield current
+                current = {}
+            if entry in current:
+                raise SchemaError(f"sample {key} holds entry {entry} twice")
+            current.setdefault("__key__", key)
+            current[entry] = tar.extractfile(member).read()
+            tar.members = []  # a streamed tar need not remember the members it has read
+    if current:
+        yield current

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tapforge.base.atomic import atomic_write_bytes
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.schema import SchemaError, decode_clip
+from tapforge.synth.schema import SchemaError, decode_clip, iter_tar_samples, write_tar_samples
 
 MANIFEST = "manifest.json"
 GENERATOR = "tapforge-synth"
@@ -50,15 +50,11 @@ def write_shard(out_dir: Path, shard: int, samples: Iterable[dict[str, Any]], re
     Order: tar to a temp name (fsynced), then the record, then the rename; so a visible tar always has
     its record. The tar uses a fixed mtime: the same content gives the same bytes and checksum.
     """
-    import webdataset as wds
-
     path = shard_path(out_dir, shard)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            with wds.TarWriter(f, user="tapforge", group="tapforge", mtime=0.0) as sink:
-                for sample in samples:
-                    sink.write(sample)
+            write_tar_samples(f, samples)
             f.flush()
             os.fsync(f.fileno())
         record = dict(record, sha256=sha256_of(tmp), bytes=tmp.stat().st_size)
@@ -162,23 +158,6 @@ def read_manifest(out_dir: Path) -> dict:
         raise TapforgeError(
             f"{path} is not valid JSON ({err}); rerun `tapforge synth render` on the folder to rebuild it"
         ) from err
-
-
-def iter_tar_samples(path: Path) -> Iterator[dict[str, Any]]:
-    """Group a shard's members into WebDataset samples (key = name up to the first dot)."""
-    current: dict[str, Any] = {}
-    with tarfile.open(path, "r|") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, entry = member.name.partition(".")
-            if current and current["__key__"] != key:
-                yield current
-                current = {}
-            current.setdefault("__key__", key)
-            current[entry] = tar.extractfile(member).read()
-    if current:
-        yield current
 
 
 def iter_checked_samples(dataset: Path, entry: dict, decode: Callable[[dict], Any] = decode_clip) -> Iterator[Any]:

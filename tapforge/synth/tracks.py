@@ -72,6 +72,14 @@ def surface_spots(surface_pass: np.ndarray, flat: np.ndarray, num_faces: int) ->
     return face, weights / weights.sum(-1, keepdims=True)
 
 
+def world_to_opencv(cam_to_world: np.ndarray) -> np.ndarray:
+    """World-to-camera transforms [...,4,4] in OpenCV axes (x right, y down, z forward) from Blender
+    camera-to-world matrices [...,4,4] (the camera looks down -Z with +Y up)."""
+    world_to_cam = np.linalg.inv(cam_to_world)
+    world_to_cam[..., :3, :] = BLENDER_TO_OPENCV @ world_to_cam[..., :3, :]
+    return world_to_cam
+
+
 def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     """OpenCV camera points [...,3] -> raster pixel (x, y) [...,2]; points behind the camera give garbage."""
     z = np.where(np.abs(points_cam[..., 2:]) < 1e-9, 1e-9, points_cam[..., 2:])
@@ -136,8 +144,7 @@ def compute_tracks(
 
     # object-to-camera transforms per (object, frame); slot 0 is the static background (identity pose)
     poses = np.concatenate([np.tile(np.eye(4), (1, num_frames, 1, 1)), object_to_world], 0)
-    world_to_cam = np.linalg.inv(cam_to_world)
-    world_to_cam[:, :3, :] = BLENDER_TO_OPENCV @ world_to_cam[:, :3, :]
+    world_to_cam = world_to_opencv(cam_to_world)
     object_to_cam = world_to_cam[None] @ poses  # [O+1,T,4,4]
     lookup = np.zeros(int(max(ids.max(initial=0), instance_ids.max(initial=0))) + 1, int)
     lookup[instance_ids] = np.arange(len(instance_ids)) + 1
