@@ -23,6 +23,7 @@ import numpy as np
 
 from tapforge.base.atomic import atomic_write
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.native import import_pybullet
 
 CACHE_DIR = Path(os.environ.get("TAPFORGE_CACHE", Path.home() / ".cache" / "tapforge"))
 VHACD_RESOLUTION = 100_000  # voxels; PyBullet's default
@@ -133,7 +134,7 @@ def asset_licence(asset_id: str) -> str:
 
 def convex_decomposition(vertices: np.ndarray, faces: np.ndarray) -> Path:
     """A cached VHACD decomposition (OBJ of convex parts) of a unit mesh; computed once per mesh."""
-    import pybullet as pb
+    pb = import_pybullet()
 
     key = hashlib.sha256(np.ascontiguousarray(vertices, np.float64).tobytes() + faces.tobytes()).hexdigest()[:20]
     out = CACHE_DIR / "vhacd" / f"{key}.obj"

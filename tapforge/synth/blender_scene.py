@@ -21,9 +21,9 @@ import numpy as np
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.blender_utils import quiet_stdout
 from tapforge.synth.config import RenderSettings
 from tapforge.synth.exr import read_multilayer_exr
+from tapforge.synth.native import quiet_stdout
 from tapforge.synth.scene import (
     PROCEDURAL_TEXTURES,
     AreaLight,

@@ -18,7 +18,7 @@ import numpy as np
 
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.assets import load_asset_mesh, read_obj
-from tapforge.synth.blender_utils import quiet_stdout
+from tapforge.synth.native import quiet_stdout
 from tapforge.synth.shapes import Mesh
 
 MESH_SUFFIXES = (".obj", ".ply", ".gltf", ".glb")

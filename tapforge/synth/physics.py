@@ -10,6 +10,7 @@ import numpy as np
 
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.assets import convex_decomposition
+from tapforge.synth.native import import_pybullet
 from tapforge.synth.poses import rotation_vector
 from tapforge.synth.scene import Object, Scene
 
@@ -33,7 +34,7 @@ def _write_obj_parts(parts: list[tuple[np.ndarray, np.ndarray]], path: Path) -> 
 
 def _collision_shape(client: int, obj: Object, scratch: Path) -> int:
     """The PyBullet collision shape of the object's `tapforge.synth.scene.CollisionShape`."""
-    import pybullet as pb
+    pb = import_pybullet()
 
     shape = obj.collision_shape()
     if (
@@ -62,7 +63,7 @@ class PyBullet:
     kinematic: moved along their script every physics step, they push what they hit."""
 
     def __init__(self, scene: Scene):
-        import pybullet as pb
+        pb = import_pybullet()
 
         self.pb, self.scene = pb, scene
         self.client = pb.connect(pb.DIRECT)
