@@ -71,3 +71,14 @@ def test_the_base_layer_imports_none_of_the_packages_above_it():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_render_help_lists_every_preset_with_one_line_and_the_default():
+    from tapforge.synth.config import CONFIG_DIR
+
+    out = _run("synth", "render", "--help")
+    assert out.returncode == 0 and "default movi_e" in out.stdout
+    listed = out.stdout.split("presets (--config NAME):")[1].strip().splitlines()
+    names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "base")
+    assert [line.split()[0] for line in listed] == names
+    assert all(len(line.split(maxsplit=1)) == 2 for line in listed)

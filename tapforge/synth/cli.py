@@ -27,11 +27,30 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise TapforgeError(f"--{flag.replace('_', '-')} {value}: give {minimum} or more")
 
 
+def _presets() -> str:
+    """One line per shipped preset: its name and the first line of its file's leading comment."""
+    from tapforge.synth.config import CONFIG_DIR
+
+    lines = ["presets (--config NAME):"]
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        if path.stem != "base":  # what every preset inherits, not one to render
+            first = path.read_text().splitlines()[0].lstrip("#").strip()
+            lines.append(f"  {path.stem:<15} {first}")
+    return "\n".join(lines)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tapforge synth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    render = sub.add_parser("render", help="render scenes into WebDataset shards (resumable, shard-indexed)")
-    render.add_argument("--config", default="movi_e", help="preset name (movi_a, movi_e, ...) or YAML path")
+    render = sub.add_parser(
+        "render",
+        help="render scenes into WebDataset shards (resumable, shard-indexed)",
+        epilog=_presets(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    render.add_argument(
+        "--config", default="movi_e", help="a preset name (listed below; default movi_e) or a YAML file's path"
+    )
     render.add_argument("--out", required=True, type=Path, help="dataset folder (created if missing)")
     render.add_argument("--num-scenes", type=int, default=8, help="scenes in the whole dataset (all jobs)")
     render.add_argument("--shard-index", type=int, help="this job's index I (default: SLURM/Kubernetes env, else 0)")
