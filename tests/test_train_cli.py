@@ -4,7 +4,10 @@ import csv
 import glob
 import os
 import pickle
+import re
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -158,6 +161,43 @@ def test_bad_config_is_one_clear_error(setup, extra, pattern):
     with pytest.raises(TapforgeError, match=pattern) as info:
         main(["fit", "--config", SMOKE, "--config", tiny, "--trainer.max_steps", "1"] + extra)
     assert "\n" not in str(info.value)
+
+
+def test_train_help_is_short_and_imports_no_lightning():
+    code = (
+        "import contextlib, io, sys\nfrom tapforge.train.cli import main\n"
+        "for argv in ([], ['fit'], ['validate'], ['--config', 'x.yaml', 'test']):\n"
+        "    out = io.StringIO()\n"
+        "    with contextlib.redirect_stdout(out):\n"
+        "        assert main(argv + ['--help']) == 0\n"
+        "    print(len(out.getvalue().splitlines()), out.getvalue().splitlines()[0])\n"
+        "print(sorted(m for m in ('lightning', 'jsonargparse', 'torch') if m in sys.modules))\n"
+    )
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    *helps, imported = lines.splitlines()
+    assert imported == "[]"
+    assert [h.split(" ", 1)[1] for h in helps] == [
+        "usage: tapforge train {fit,validate,test} --config FILE [--section.key VALUE ...]",
+        "usage: tapforge train fit --config FILE [--section.key VALUE ...]",
+        "usage: tapforge train validate --config FILE --ckpt_path CKPT [--section.key VALUE ...]",
+        "usage: tapforge train test --config FILE --ckpt_path CKPT [--section.key VALUE ...]",
+    ]
+    assert all(int(h.split()[0]) <= 25 for h in helps)
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate"])
+def test_short_help_names_real_options_and_help_all_is_lightnings_full_help(subcommand, capsys):
+    assert main([subcommand, "--help"]) == 0
+    short = capsys.readouterr().out
+    flags = {line.split()[0] for line in short.splitlines() if line.startswith("  --")}
+    assert {"--config", "--ckpt_path", "--print_config"} <= flags and f"{subcommand} --help-all" in short
+    assert ("--data.train_shards" in flags) == (subcommand == "fit")
+    with pytest.raises(SystemExit) as info:
+        main([subcommand, "--help-all"])
+    assert info.value.code == 0
+    full = capsys.readouterr().out
+    assert full.startswith(f"usage: tapforge train [options] {subcommand} ") and len(full.splitlines()) > 300
+    assert flags <= set(re.findall(r"--[a-z_][\w.]*", full))  # every option the short help names is LightningCLI's
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ LightningCLI over :class:`tapforge.train.module.TAPIRModule` (``model:`` section
 :class:`tapforge.train.data.TAPIRDataModule` (``data:`` section), with ``trainer:`` the Lightning Trainer.
 The resolved config is saved as ``config.yaml`` in the first logger's folder. Loggers: those of
 the config (TensorBoard by default), plus CSV always, plus W&B when ``wandb`` is installed and
-``WANDB_PROJECT`` is set. Bad config values end with one TapforgeError line naming the key.
+``WANDB_PROJECT`` is set. Bad config values end with one TapforgeError line naming the key. ``--help`` shows the
+main options (`short_help`, without importing Lightning), ``--help-all`` LightningCLI's help of every option.
 
 ``tapforge pack-videos`` (`pack_videos_main`) and ``tapforge photo-clips`` (`photo_clips_main`) are numpy-only
 commands; like ``main``, each imports what it needs when it runs.
@@ -228,8 +229,76 @@ def _quiet_lightning() -> None:
                 handler.addFilter(_DropChatter())
 
 
+HELP_ALL = "--help-all"  # LightningCLI's own help: every option
+SUBCOMMAND_HELP = {  # (one line for the list, the sentence of its own help)
+    "fit": ("train a model", "Train a model on the config's data, validating as its trainer: section says."),
+    "validate": (
+        "score a checkpoint, logged as val/*",
+        "Score a checkpoint on the config's validation sets, logged as val/*.",
+    ),
+    "test": ("score a checkpoint, logged as test/*", "Score a checkpoint on the validation sets, logged as test/*."),
+}
+# (flag, what it does, the subcommands it is shown for): the options most runs set, of LightningCLI's hundreds
+MAIN_OPTIONS = (
+    ("--config FILE", "a YAML config (configs/train/*.yaml); give more to layer them, later ones win", SUBCOMMANDS),
+    ("--data.train_shards SHARDS", "training shards: folders, files, globs, brace patterns or URLs", ("fit",)),
+    ("--data.val_shards SHARDS", "held-out synthetic shards, scored like TAP-Vid", SUBCOMMANDS),
+    ("--data.tapvid.davis PKL", "a TAP-Vid DAVIS pickle (also .kinetics, .rgb_stacking, .robotap)", SUBCOMMANDS),
+    ("--data.real_videos VIDEOS", "unlabeled videos for self-supervised fine-tuning", ("fit",)),
+    ("--model.init_from FILE", "start from these weights (official .pt, .ckpt or .safetensors)", ("fit",)),
+    ("--trainer.max_steps N", "training steps", ("fit",)),
+    ("--trainer.devices N", "devices per node (auto, 1, 8 ...)", SUBCOMMANDS),
+    ("--ckpt_path CKPT", "resume from this checkpoint, or last (the newest last.ckpt of the run)", ("fit",)),
+    ("--ckpt_path CKPT", "the checkpoint to score", ("validate", "test")),
+    ("--print_config", "print the resolved config as YAML and exit", SUBCOMMANDS),
+)
+
+
+def short_help(subcommand: str | None) -> str:
+    """``tapforge train [SUBCOMMAND] --help``: the usage, the main options and how to see every option."""
+    sections = "Every key of a config's model:, data: and trainer: sections is an option too: --section.key VALUE."
+    if subcommand is None:
+        width = max(map(len, SUBCOMMANDS))
+        return "\n".join(
+            [
+                "usage: tapforge train {fit,validate,test} --config FILE [--section.key VALUE ...]",
+                "",
+                "Train and score point trackers (TAPIR, TAP-Net) with Lightning's LightningCLI.",
+                sections,
+                "",
+                "subcommands:",
+                *(f"  {name:<{width}}  {SUBCOMMAND_HELP[name][0]}" for name in SUBCOMMANDS),
+                "",
+                "its main options: tapforge train SUBCOMMAND --help",
+                f"every option, with its default and help: tapforge train SUBCOMMAND {HELP_ALL}",
+            ]
+        )
+    options = [(flag, text) for flag, text, shown in MAIN_OPTIONS if subcommand in shown]
+    width = max(len(flag) for flag, _ in options)
+    checkpoint = " --ckpt_path CKPT" if subcommand != "fit" else ""
+    return "\n".join(
+        [
+            f"usage: tapforge train {subcommand} --config FILE{checkpoint} [--section.key VALUE ...]",
+            "",
+            SUBCOMMAND_HELP[subcommand][1],
+            sections,
+            "",
+            "main options:",
+            *(f"  {flag:<{width}}  {text}" for flag, text in options),
+            "",
+            f"every option, with its default and help: tapforge train {subcommand} {HELP_ALL}",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run ``fit``, ``validate`` or ``test``; see the module docstring."""
+    """Run ``fit``, ``validate`` or ``test``; see the module docstring. ``--help`` prints `short_help` (no Lightning
+    import), ``--help-all`` LightningCLI's help of every option."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(short_help(next((a for a in argv if a in SUBCOMMANDS), None)))
+        return 0
+    argv = ["--help" if a == HELP_ALL else a for a in argv]
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -237,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     from tapforge.train.data import TAPIRDataModule
     from tapforge.train.module import TAPIRModule
 
-    argv = list(sys.argv[1:] if argv is None else argv)
     if not verbose():
         _quiet_lightning()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -245,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")  # ours is exact
     # the training stream is re-seeded from the global step (TAPIRDataModule.train_dataloader): a mid-epoch resume is sound
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    parser_kwargs = {"exit_on_error": False, **{name: {"exit_on_error": False} for name in SUBCOMMANDS}}
+    parser_kwargs = {
+        "prog": "tapforge train",
+        "exit_on_error": False,
+        **{name: {"exit_on_error": False} for name in SUBCOMMANDS},
+    }
     cli_class = _build_cli_class()
 
     class Subcommands(cli_class):
@@ -268,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentError as err:
         raise TapforgeError(
             f"bad training config: {_one_line(str(err))}; fix: correct that key in the YAML or on the command line "
-            "(tapforge train fit --help lists every key)"
+            f"(tapforge train fit {HELP_ALL} lists every key)"
         ) from None
     except MisconfigurationException as err:
         raise TapforgeError(
