@@ -165,3 +165,87 @@ def test_broken_hdris_are_config_errors_and_blender_refuses_what_it_cannot_decod
     )
     with pytest.raises(TapforgeError, match="notes.hdr: Blender cannot decode this image"):
         SceneRenderer(config).render(0)
+
+
+def _manifest(folder, assets):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": "t", "data_dir": ".", "assets": assets}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "asset_id", ["../../escaped", "..", ".hidden", "a/b", "a\\b", "/abs", "", "~user", "ok\x00no", "C:evil"]
+)
+def test_an_asset_id_that_is_not_a_plain_file_name_is_refused(tmp_path, asset_id):
+    folder = _manifest(tmp_path / "assets", {asset_id: {"asset_type": "FileBasedObject", "kwargs": {}}})
+    with pytest.raises(TapforgeError, match="not a plain file name"):
+        open_asset_directory(folder)
+
+
+@pytest.mark.parametrize(
+    "render_file", ["../../etc/passwd", "/etc/passwd", "a/../../b.obj", "\\\\host\\x.obj", "C:/x.obj"]
+)
+def test_a_render_filename_leaving_the_assets_folder_is_refused(tmp_path, render_file):
+    folder = _manifest(
+        tmp_path / "assets", {"pebble": {"asset_type": "FileBasedObject", "kwargs": {"render_filename": render_file}}}
+    )
+    with pytest.raises(TapforgeError, match="leaves the asset's folder"):
+        open_asset_directory(folder)
+
+
+def _archive(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            if data is None:  # a symbolic link out of the folder
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("evil", ["../../outside.txt", "link"])
+def test_an_archive_member_leaving_the_cache_is_refused_and_nothing_is_written(tmp_path, monkeypatch, evil):
+    from tapforge.synth.assets import load_asset_mesh
+
+    monkeypatch.setattr("tapforge.synth.assets.CACHE_DIR", tmp_path / "home" / "cache")
+    folder = _manifest(tmp_path / "data", {"pebble": {"asset_type": "FileBasedObject", "kwargs": {}}})
+    obj = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+    _archive(folder / "pebble.tar.gz", {"pebble/visual_geometry.obj": obj, evil: None if evil == "link" else b"x"})
+    open_asset_directory(folder)
+    before = {p for p in tmp_path.rglob("*")}
+    with pytest.raises(TapforgeError, match="cannot be unpacked safely"):
+        load_asset_mesh.__wrapped__("pebble")
+    cache = tmp_path / "home" / "cache"
+    assert {p for p in tmp_path.rglob("*")} - before <= {cache.parent, cache, cache / "assets"}  # the folders only
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path.parent / "outside.txt").exists()
+
+
+def test_an_absolute_archive_member_lands_inside_the_cache(tmp_path, monkeypatch):
+    from tapforge.synth.assets import load_asset_mesh
+
+    monkeypatch.setattr("tapforge.synth.assets.CACHE_DIR", tmp_path / "cache")
+    folder = _manifest(tmp_path / "data", {"pebble": {"asset_type": "FileBasedObject", "kwargs": {}}})
+    outside = tmp_path / "absolute_outside.txt"
+    obj = b"v 0 0 0\nv 2 0 0\nv 0 1 0\nf 1 2 3\n"
+    _archive(folder / "pebble.tar.gz", {"pebble/visual_geometry.obj": obj, str(outside): b"x"})
+    open_asset_directory(folder)
+    load_asset_mesh.__wrapped__("pebble")
+    assert not outside.exists()
+    assert (tmp_path / "cache" / "assets" / "pebble" / str(outside).lstrip("/")).is_file()  # the leading / dropped
+
+
+def test_a_safe_archive_unpacks_once_into_the_cache(tmp_path, monkeypatch):
+    from tapforge.synth.assets import load_asset_mesh
+
+    monkeypatch.setattr("tapforge.synth.assets.CACHE_DIR", tmp_path / "cache")
+    folder = _manifest(tmp_path / "data", {"pebble": {"asset_type": "FileBasedObject", "kwargs": {}}})
+    _archive(folder / "pebble.tar.gz", {"pebble/visual_geometry.obj": b"v 0 0 0\nv 2 0 0\nv 0 1 0\nf 1 2 3\n"})
+    open_asset_directory(folder)
+    vertices, faces = load_asset_mesh.__wrapped__("pebble")
+    assert faces.tolist() == [[0, 1, 2]] and np.ptp(vertices, axis=0).max() == 1.0
+    assert [p.name for p in (tmp_path / "cache" / "assets").iterdir()] == ["pebble"]

@@ -8,6 +8,10 @@ Layout, as Kubric's ``AssetSource.from_manifest`` expects::
 
 Only the geometry is used (our own materials are applied); the collision shape is a VHACD convex
 decomposition, computed once per mesh and cached.
+
+The manifest and the archives are untrusted data: an asset id must be one plain file name, a ``render_filename``
+a relative path that stays inside the asset's folder, and archives are unpacked member by member with tarfile's
+``data`` filter (no absolute paths, no ``..``, no links out, no devices) into a temporary folder renamed into place.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tarfile
+import tempfile
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -27,7 +34,23 @@ from tapforge.synth.native import import_pybullet
 
 CACHE_DIR = Path(os.environ.get("TAPFORGE_CACHE", Path.home() / ".cache" / "tapforge"))
 VHACD_RESOLUTION = 100_000  # voxels; PyBullet's default
-_ASSETS: dict[str, dict] = {}  # asset id -> {"mesh_path": Path, "license": str}
+_ASSETS: dict[str, dict] = {}  # asset id -> {"data_dir": Path, "render_file": str, "license": str}
+ASSET_ID = re.compile(r"[\w+-][\w.+-]*")  # one file name: letters, digits, _ . + -, not starting with a dot
+
+
+def _check_entry(manifest_path: Path, asset_id: object, render_file: str) -> None:
+    """Refuse an asset id or render_filename that could name a path outside the asset's folder."""
+    if not isinstance(asset_id, str) or not ASSET_ID.fullmatch(asset_id):
+        raise TapforgeError(
+            f"assets.directory: {manifest_path} has the asset id {asset_id!r}, which is not a plain file name "
+            "(letters, digits, _ . + -, not starting with a dot); fix the manifest"
+        )
+    parts = PurePosixPath(render_file.replace("\\", "/")).parts
+    if not parts or render_file.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+        raise TapforgeError(
+            f"assets.directory: entry {asset_id!r} of {manifest_path} has render_filename {render_file!r}, which "
+            "leaves the asset's folder; give a relative path inside it (no '..', not absolute)"
+        )
 
 
 def open_asset_directory(directory: str | os.PathLike) -> list[str]:
@@ -59,6 +82,7 @@ def open_asset_directory(directory: str | os.PathLike) -> list[str]:
             )
         if entry.get("asset_type", "FileBasedObject") != "FileBasedObject":
             continue
+        _check_entry(manifest_path, asset_id, render_file)
         _ASSETS[asset_id] = {
             "data_dir": data_dir,
             "render_file": render_file,
@@ -78,9 +102,7 @@ def _asset_file(asset_id: str) -> Path:
     if archive.is_file():
         target = CACHE_DIR / "assets" / asset_id
         if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")
+            _unpack(archive, target)
         for base in (target, target / asset_id):
             if (base / info["render_file"]).is_file():
                 return base / info["render_file"]
@@ -88,6 +110,29 @@ def _asset_file(asset_id: str) -> Path:
         f"asset {asset_id}: {info['render_file']} not found in {info['data_dir']} nor in "
         f"{asset_id}.tar.gz; check the manifest's data_dir and render_filename"
     )
+
+
+def _unpack(archive: Path, target: Path) -> None:
+    """Unpack ``archive`` into ``target`` all at once: into a temporary sibling, member by member through tarfile's
+    ``data`` filter, then renamed into place (an interrupted unpack leaves no half folder that looks complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                tar.extract(member, scratch, filter="data")
+        try:
+            os.replace(scratch, target)
+        except OSError:
+            if not target.is_dir():  # else another worker unpacked it first
+                raise
+    except (tarfile.TarError, OSError) as err:
+        raise TapforgeError(
+            f"asset archive {archive}: cannot be unpacked safely ({type(err).__name__}: {err}); "
+            "fix: re-create the archive with relative member paths and no links outside it"
+        ) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:
