@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tapforge.base import safe_pickle
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import nets
 
@@ -274,13 +275,19 @@ def _haiku_name(key: str) -> str:
 def load_tapnet_checkpoint(source: str | os.PathLike | Mapping, device: str | torch.device = "cpu") -> TAPNet:
     """TAP-Net in eval mode from the official ``checkpoint.npy`` or the dict it holds (``params``, ``state``).
 
-    The official file is a pickled dict: load only files you trust. Raises TapforgeError naming every module
-    that is missing, unknown or of the wrong shape.
+    The official file is a pickled dict; it is read with a restricted unpickler that admits only plain data and
+    numpy arrays (`tapforge.base.safe_pickle`), so a crafted file cannot run code. Raises TapforgeError naming every
+    module that is missing, unknown or of the wrong shape.
     """
     name = os.fspath(source) if not isinstance(source, Mapping) else "the checkpoint"
     if not isinstance(source, Mapping):
         try:
-            source = np.load(name, allow_pickle=True).item()
+            source = safe_pickle.load_npy(name).item()
+        except safe_pickle.UnsafePickle as err:
+            raise TapforgeError(
+                f"{name} names {err}, which a checkpoint may not: only arrays, dicts, lists, strings and numbers are "
+                "read (nothing in it was run); fix: pass the official TAP-Net checkpoint.npy"
+            ) from None
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
             raise TapforgeError(
                 f"{name} is not a TAP-Net checkpoint.npy ({err}); fix: pass the official checkpoint.npy of TAP-Net"

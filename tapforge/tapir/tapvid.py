@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from tapforge.base import safe_pickle
 from tapforge.base.atomic import atomic_write_bytes
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import decode_image, resize_frames
@@ -208,7 +209,12 @@ def load_tapvid_pickle(path: str | os.PathLike) -> list[tuple[str, Mapping]]:
         raise TapforgeError(f"{path!r} is a zip archive; fix: unzip it and pass the .pkl file inside")
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f)
+            data = safe_pickle.load(f)
+    except safe_pickle.UnsafePickle as err:
+        raise TapforgeError(
+            f"TAP-Vid pickle {path!r} names {err}, which a data file may not: only arrays, dicts, lists, strings and "
+            "numbers are read (nothing in it was run); fix: use an official TAP-Vid pickle or rewrite it with plain data"
+        ) from None
     except Exception as err:  # pickle raises many types for damaged input
         raise TapforgeError(
             f"cannot read TAP-Vid pickle {path!r} ({type(err).__name__}: {err}); fix: re-download the file"
