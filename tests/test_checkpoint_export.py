@@ -1,6 +1,7 @@
 """Checkpoint formats (tapnet .pt, Lightning .ckpt, safetensors), strict loading, and exports."""
 
 import argparse
+import os
 
 import numpy as np
 import pytest
@@ -89,13 +90,32 @@ def test_lightning_checkpoint(tmp_path, tapir_model):
     torch.save(ckpt, tmp_path / "last.ckpt")
     loaded = ck.load_model(tmp_path / "last.ckpt")
     assert loaded.config == tapir_model.config and _same_weights(loaded, tapir_model)
-    # hyper-parameters holding Python objects need the full unpickler, allowed for .ckpt files
+    # Python objects need the full unpickler, which could run code: refused for every suffix
     ckpt["hyper_parameters"]["optimizer"] = argparse.Namespace(lr=1e-3)
-    torch.save(ckpt, tmp_path / "objects.ckpt")
-    assert _same_weights(ck.load_model(tmp_path / "objects.ckpt"), tapir_model)
-    torch.save(ckpt, tmp_path / "objects.pt")
-    with pytest.raises(TapforgeError, match="besides tensors"):
-        ck.load_model(tmp_path / "objects.pt")
+    for name in ("objects.ckpt", "objects.pt"):
+        torch.save(ckpt, tmp_path / name)
+        with pytest.raises(
+            TapforgeError, match=r"Python objects \(argparse.Namespace\) besides tensors.*nothing was run"
+        ):
+            ck.load_model(tmp_path / name)
+
+
+class RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt"])
+def test_a_checkpoint_that_runs_a_command_is_refused_before_it_runs(tmp_path, tapir_model, suffix):
+    marker, path = tmp_path / "ran", tmp_path / f"crafted{suffix}"
+    state = {f"model.{k}": v for k, v in tapir_model.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": {"model": RunsACommand(marker)}}, path)
+    with pytest.raises(TapforgeError, match="nothing was run"):
+        ck.load_model(path)
+    assert not marker.exists()
 
 
 def test_mismatches_are_named(tmp_path, tapir_model, boots_state_dict):

@@ -27,6 +27,7 @@ import inspect
 import json
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from typing import Any, Mapping
@@ -92,16 +93,15 @@ def _read_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | Non
 
 
 def _read_torch(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
-    try:
+    try:  # never the full unpickler: a checkpoint that pickles objects could run code while it loads
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        if not path.endswith(".ckpt"):
-            raise TapforgeError(
-                f"{path!r} holds Python objects besides tensors and is not a .ckpt; fix: pass a plain state_dict "
-                "(tapforge export CKPT --to tapnet-pt) or rename a trusted Lightning checkpoint to .ckpt"
-            ) from None
-        # Lightning checkpoints may pickle hyper-parameter objects; .ckpt files are the user's own runs.
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+)", str(err))
+        raise TapforgeError(
+            f"{path!r} holds Python objects ({found[1] if found else 'not tensors'}) besides tensors and plain values, which tapforge does not load "
+            "(unpickling them could run code; nothing was run); fix: pass a tapforge checkpoint, an official .pt "
+            "state_dict, or a .safetensors export"
+        ) from None
     except Exception as err:
         raise TapforgeError(
             f"cannot read checkpoint {path!r} ({type(err).__name__}: {err}); fix: re-download or re-export it"
