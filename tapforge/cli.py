@@ -11,9 +11,13 @@ import importlib
 import os
 import signal
 import sys
+import tempfile
+import time
+import traceback
 import warnings
+from pathlib import Path
 
-from tapforge.base import VERBOSE_ENV, verbose
+from tapforge.base import VERBOSE_ENV, cache_dir, verbose
 from tapforge.base.errors import TapforgeError
 
 COMMANDS = {
@@ -51,6 +55,21 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def _crash_log(command: str, argv: list[str]) -> str:
+    """Write the current exception's traceback to a log file (the cache's ``crashes/``, else the temp folder);
+    return where it went, or the traceback itself when no folder can be written."""
+    text = f"tapforge {' '.join(argv)}\n\n{traceback.format_exc()}"
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{command}-{os.getpid()}.log"
+    for folder in (cache_dir() / "crashes", Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+            return f"the full traceback is in {folder / name}"
+        except OSError:
+            continue
+    return f"traceback:\n{text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; SIGTERM (how SLURM and Kubernetes stop a job) ends it like Ctrl-C does."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -83,6 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         detail = f" {err}" if str(err) else "; completed work is kept, rerun the same command to resume"
         print(f"tapforge {argv[0]}: interrupted{detail}", file=sys.stderr)
         return 130
+    except Exception as err:  # the safety net: a bug or an unforeseen input is one line, never a bare traceback
+        where = _crash_log(argv[0], argv)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(
+            f"tapforge {argv[0]}: internal error: {type(err).__name__}: {message} ({where}; please report it with "
+            "the command you ran)",
+            file=sys.stderr,
+        )
+        if verbose():
+            traceback.print_exc()
+        return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
 

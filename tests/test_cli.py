@@ -82,3 +82,26 @@ def test_render_help_lists_every_preset_with_one_line_and_the_default():
     names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if p.stem != "base")
     assert [line.split()[0] for line in listed] == names
     assert all(len(line.split(maxsplit=1)) == 2 for line in listed)
+
+
+def test_an_unexpected_error_is_one_line_naming_the_log_with_the_traceback(tmp_path, monkeypatch, capsys):
+    import types
+
+    from tapforge import cli
+
+    def broken(argv):
+        return {}["a bug"]
+
+    module = types.ModuleType("broken_command")
+    module.main = broken
+    monkeypatch.setitem(sys.modules, "broken_command", module)
+    monkeypatch.setitem(cli.COMMANDS, "broken", ("broken_command", "a command with a bug"))
+    monkeypatch.setenv("TAPFORGE_CACHE", str(tmp_path))
+    assert cli.main(["broken", "--flag"]) == 1
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("tapforge broken: internal error: KeyError: 'a bug' (the full traceback is in ")
+    (log,) = (tmp_path / "crashes").glob("*-broken-*.log")
+    assert str(log) in line and "Traceback" not in err
+    text = log.read_text()
+    assert text.startswith("tapforge broken --flag") and "Traceback" in text and 'return {}["a bug"]' in text

@@ -28,11 +28,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from tapforge.base import cache_dir
 from tapforge.base.atomic import atomic_write
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.native import import_pybullet
 
-CACHE_DIR = Path(os.environ.get("TAPFORGE_CACHE", Path.home() / ".cache" / "tapforge"))
+CACHE_DIR = cache_dir()
 VHACD_RESOLUTION = 100_000  # voxels; PyBullet's default
 _ASSETS: dict[str, dict] = {}  # asset id -> {"data_dir": Path, "render_file": str, "license": str}
 ASSET_ID = re.compile(r"[\w+-][\w.+-]*")  # one file name: letters, digits, _ . + -, not starting with a dot
