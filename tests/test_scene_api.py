@@ -113,7 +113,9 @@ def test_physics_is_deterministic_and_settled_objects_stay_on_the_floor():
     from tapforge.synth.pipeline import build_scene
 
     config = load_config("movi_e", ["scene.num_static_objects=3", "scene.shapes=[cube,torus,blob]"])
-    a, b = build_scene(config, 4), build_scene(config, 4)
+    # seed 3: no thrown object hits a static one (in about 1 seed of 10 one does, and pushes it: MOVi's static
+    # objects are simulated too)
+    a, b = build_scene(config, 3), build_scene(config, 3)
     assert all(np.array_equal(x, y) for x, y in zip(a.object_poses(), b.object_poses()))
     assert a.describe() == b.describe() and build_scene(config, 5).describe() != a.describe()
     positions, quaternions = a.object_poses()

@@ -197,6 +197,27 @@ def test_writing_reading_and_verifying_shards_imports_neither_torch_nor_webdatas
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
 
 
+@pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "records-only"])
+def test_a_folder_made_by_an_older_dataset_version_is_not_resumed(tmp_path, with_manifest):
+    from tapforge.synth.config import config_hash, load_config
+    from tapforge.synth.render_job import render_dataset
+    from tapforge.synth.shards import DATASET_VERSION, MANIFEST, update_manifest, write_shard
+
+    config = load_config("tiny", TINY)
+    identity = config_hash(config)  # the same config: only the version tells the old scenes from the new
+    write_shard(tmp_path, 0, _samples(1), {"config_hash": identity, "num_samples": 1, "keys": ["scene-0000000"]})
+    if with_manifest:
+        update_manifest(tmp_path, {"config": config, "config_hash": identity, "num_scenes": 2})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(TapforgeError) as info:
+        render_dataset(config, tmp_path, 2, progress=False, workers=1)
+    assert str(info.value) == (
+        f"{tmp_path} holds a dataset made by an older tapforge (dataset version 1, this one writes "
+        f"{DATASET_VERSION}); render into a new --out folder, or resume it with the tapforge version that made it"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / MANIFEST).exists() == with_manifest
+
+
 def test_job_slices_are_disjoint_and_cover_every_shard():
     slices = [job_slice(10, i, 3) for i in range(3)]
     assert sorted(sum(slices, [])) == list(range(10))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import (
     HDRI_SUFFIXES,
@@ -66,7 +67,7 @@ def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Sc
         mesh_reader=BlenderMeshReader(),
     )
     try:
-        script.build(scene, np.random.default_rng(seed), script.make_config(script_values(config)))
+        script.build(scene, seeds.rng(seed, "script"), script.make_config(script_values(config)))
         scene.simulate_if_needed()
     finally:
         scene.close()
@@ -138,7 +139,7 @@ def make_clip(rendered: RenderedScene, config: dict) -> Clip:
         K,
         config["tracks"]["num_tracks"],
         config["tracks"]["depth_tolerance"],
-        np.random.default_rng(scene.seed),
+        seeds.rng(scene.seed, "tracks"),  # not the script's stream: the pixels must not replay its draws
         rendered.surfaces,
     )
     extra = {}

@@ -30,8 +30,10 @@ from tapforge.synth.config import config_hash
 from tapforge.synth.pipeline import make_clip, scene_key, scene_seed
 from tapforge.synth.schema import encode_clip
 from tapforge.synth.shards import (
+    DATASET_VERSION,
     GENERATOR,
     MANIFEST,
+    dataset_version,
     job_slice,
     load_records,
     shard_is_complete,
@@ -74,6 +76,7 @@ def manifest_header(config: dict, num_scenes: int, blender: str) -> dict:
     return {
         "generator": GENERATOR,
         "generator_version": __version__,
+        "dataset_version": DATASET_VERSION,
         "blender_version": blender,
         "config": config,
         "config_hash": config_hash(config),
@@ -85,10 +88,23 @@ def manifest_header(config: dict, num_scenes: int, blender: str) -> dict:
     }
 
 
+def _refuse_other_version(out_dir: Path, version: int) -> None:
+    if version != DATASET_VERSION:
+        raise TapforgeError(
+            f"{out_dir} holds a dataset made by {'an older' if version < DATASET_VERSION else 'a newer'} tapforge "
+            f"(dataset version {version}, this one writes {DATASET_VERSION}); render into a new --out folder, or "
+            "resume it with the tapforge version that made it"
+        )
+
+
 def _check_same_dataset(out_dir: Path, config: dict, num_scenes: int) -> None:
-    """Refuse to resume a folder whose manifest or complete shards were made with another config."""
+    """Refuse to resume a folder whose manifest or complete shards were made by another dataset version or with
+    another config."""
+    records = load_records(out_dir)
+    for record in records.values():  # checked without the manifest too, as the config below
+        _refuse_other_version(out_dir, dataset_version(record))
     identity = config_hash(config)
-    others = sorted(k for k, r in load_records(out_dir).items() if r.get("config_hash") != identity)
+    others = sorted(k for k, r in records.items() if r.get("config_hash") != identity)
     if others:  # checked without the manifest too: a deleted manifest must not let another config in
         raise TapforgeError(
             f"{out_dir} holds {len(others)} complete shard(s) made with another config (first: shard {others[0]}); "
@@ -101,6 +117,7 @@ def _check_same_dataset(out_dir: Path, config: dict, num_scenes: int) -> None:
         existing = json.loads(path.read_text())
     except json.JSONDecodeError:
         return  # rebuilt below from the shard records
+    _refuse_other_version(out_dir, dataset_version(existing))
     if existing.get("config_hash") != identity or existing.get("num_scenes") != num_scenes:
         raise TapforgeError(
             f"{out_dir} already holds a dataset made with another config or --num-scenes "
@@ -342,6 +359,7 @@ def _render_into(
                 finished = done.pop(shard)
                 rendered = [finished[i] for i in scenes[shard]]
                 record = {
+                    "dataset_version": DATASET_VERSION,
                     "config_hash": header["config_hash"],
                     "num_samples": len(rendered),
                     "keys": [scene_key(i) for i in scenes[shard]],

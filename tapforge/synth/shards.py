@@ -26,6 +26,10 @@ from tapforge.synth.schema import SchemaError, decode_clip, iter_tar_samples, wr
 
 MANIFEST = "manifest.json"
 GENERATOR = "tapforge-synth"
+# the version of what a dataset's bytes are made from, in the manifest and every shard record; a folder made by
+# another version is not resumed (its scenes would not match the ones rendered now). 1 (no field): the first
+# format; 2: named random streams (script, tracks, textures, the movi sub-streams), shard tars without PAX headers
+DATASET_VERSION = 2
 
 
 def shard_path(out_dir: Path, shard: int) -> Path:
@@ -64,6 +68,11 @@ def write_shard(out_dir: Path, shard: int, samples: Iterable[dict[str, Any]], re
         tmp.unlink(missing_ok=True)
         raise
     return record
+
+
+def dataset_version(entry: dict[str, Any]) -> int:
+    """The dataset version of a manifest or shard record (1 for those written before the field existed)."""
+    return int(entry.get("dataset_version", 1))
 
 
 def job_slice(num_shards_total: int, job_index: int, num_jobs: int) -> list[int]:

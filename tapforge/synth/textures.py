@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from tapforge.base import seeds
+
 FAMILIES = ("dead_leaves", "spectral", "stripes", "mosaic", "mixture")
 SRGB_RANGE = (0.1, 0.9)  # sRGB value range of generated albedos: linear ~0.01-0.79
 
@@ -183,7 +185,7 @@ def generate_texture(family: str, seed: int, size: int = 512) -> np.ndarray:
     """A seamless sRGB texture, uint8 [size,size,3], of one family; the same (family, seed, size), the same pixels."""
     if family not in GENERATORS:
         raise ValueError(f"unknown texture family {family!r}; choose one of {FAMILIES}")
-    rng = np.random.default_rng([seed, FAMILIES.index(family)])
+    rng = seeds.rng(seed, "texture", family)
     srgb = np.clip(GENERATORS[family](rng, size), *SRGB_RANGE)
     out = np.round(srgb * 255).astype(np.uint8)
     out.setflags(write=False)  # shared by the cache

@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from tapforge.base import seeds
 from tapforge.synth.scene import (
     DEFORM_KINDS,
     PROCEDURAL_TEXTURES,
@@ -276,7 +277,7 @@ def _surroundings(scene: Scene, rng: np.random.Generator, look: np.random.Genera
 def _add_objects(scene: Scene, rng: np.random.Generator, look: np.random.Generator, cfg: Config, dynamic: bool) -> list:
     textures, assets = scene.assets.textures, scene.assets.objects
     side = texture_side(max(scene.resolution), 1, 128, 512)
-    soft_rng = np.random.default_rng([scene.seed, 3])  # its own stream: soft or not changes no other draw
+    soft_rng = seeds.rng(scene.seed, "movi", "soft")  # its own stream: soft or not changes no other draw
     added = []
     for _ in range(draw(rng, cfg.num_dynamic_objects if dynamic else cfg.num_static_objects, integer=True)):
         asset_id = str(rng.choice(assets)) if assets and rng.random() < 0.5 else None
@@ -332,7 +333,7 @@ def random_deform(rng: np.random.Generator, size: float) -> Deform:
 
 def _deform_and_drape(scene: Scene, cfg: Config, look: np.random.Generator) -> None:
     """Deformations on a share of the objects, and cloth sheets above the scene's centre (own random stream)."""
-    rng = np.random.default_rng([scene.seed, 2])
+    rng = seeds.rng(scene.seed, "movi", "deform")
     for obj in scene.objects:
         if rng.random() < cfg.deforming_share:
             obj.deform = (random_deform(rng, obj.size),)
@@ -353,7 +354,7 @@ def _deform_and_drape(scene: Scene, cfg: Config, look: np.random.Generator) -> N
 
 def build(scene: Scene, rng: np.random.Generator, cfg: Config) -> None:
     """One MOVi scene."""
-    look = np.random.default_rng([scene.seed, 1])  # the appearance's own stream: same geometry in every look
+    look = seeds.rng(scene.seed, "movi", "look")  # the appearance's own stream: same geometry in every look
     positions, lookats = camera_path(rng, cfg, scene.num_frames)
     scene.camera = Camera(draw(rng, cfg.focal_length), draw(rng, cfg.sensor_width)).look_at(positions, lookats)
     scene.motion_blur = draw(rng, cfg.motion_blur)
