@@ -463,6 +463,16 @@ def test_an_interrupted_fit_saves_a_checkpoint_and_resumes_from_its_step(setup, 
     assert torch.load(last, weights_only=False)["global_step"] == 6
 
 
+class RunsACommand:
+    """A crafted checkpoint's object: unpickling it would run a command leaving a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
 def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
     tmp, tiny = setup
     run = tmp_path / "run"
@@ -476,8 +486,11 @@ def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
     torch.save({"model.x": torch.zeros(1)}, bare)
     other = tmp_path / "other_model.ckpt"  # a Lightning checkpoint of another model
     torch.save({"state_dict": {"encoder.weight": torch.zeros(2, 2)}, "hyper_parameters": {}}, other)
+    crafted, marker = tmp_path / "crafted.ckpt", tmp_path / "ran"
+    torch.save({"state_dict": {}, "hyper_parameters": {"model": RunsACommand(marker)}}, crafted)
     cases = [
         (["validate", "--ckpt_path", str(tmp_path / "absent.ckpt")], "no such file"),
+        (["validate", "--ckpt_path", str(crafted)], r"holds Python objects \(posix.system\).*nothing was run"),
         (["validate", "--ckpt_path", str(random_bytes)], "not a readable checkpoint .*fix: delete it"),
         (["validate", "--ckpt_path", str(bare)], "not a Lightning checkpoint .*model.init_from"),
         (
@@ -489,6 +502,7 @@ def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
         with pytest.raises(TapforgeError, match=pattern) as info:
             main([extra[0], *args, *extra[1:]])
         assert "\n" not in str(info.value)
+    assert not marker.exists()
     last.write_bytes(last.read_bytes()[:100_000])  # a last.ckpt cut short by a full disk or a kill
     with pytest.raises(TapforgeError, match="last.ckpt is not a readable checkpoint .*fix: delete it and start over"):
         main(["fit", *args, "--trainer.max_steps", "4", "--ckpt_path", "last"])

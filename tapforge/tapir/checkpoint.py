@@ -92,16 +92,27 @@ def _read_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | Non
     return _read_safetensors(path)
 
 
-def _read_torch(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
-    try:  # never the full unpickler: a checkpoint that pickles objects could run code while it loads
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+def load_plain(path: str, what: str, fix: str) -> Any:
+    """``torch.load(weights_only=True)``: never the full unpickler, since a checkpoint that pickles Python objects
+    could run code while it loads. Such a file is one error line naming ``what`` it is, the first object it holds
+    and the ``fix``; other read errors pass through."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"GLOBAL (\S+)", str(err))
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(err))
+        if not found:  # a damaged file, not one that names objects
+            raise
         raise TapforgeError(
-            f"{path!r} holds Python objects ({found[1] if found else 'not tensors'}) besides tensors and plain values, which tapforge does not load "
-            "(unpickling them could run code; nothing was run); fix: pass a tapforge checkpoint, an official .pt "
-            "state_dict, or a .safetensors export"
+            f"{what} holds Python objects ({found[1]}) besides tensors and plain values, "
+            f"which tapforge does not load (unpickling them could run code; nothing was run); fix: {fix}"
         ) from None
+
+
+def _read_torch(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
+    try:
+        obj = load_plain(path, repr(path), "pass a tapforge checkpoint, an official .pt state_dict, or a .safetensors")
+    except TapforgeError:
+        raise
     except Exception as err:
         raise TapforgeError(
             f"cannot read checkpoint {path!r} ({type(err).__name__}: {err}); fix: re-download or re-export it"

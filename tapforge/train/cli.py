@@ -86,13 +86,17 @@ def read_checkpoint(path: str) -> dict:
     one error line naming the problem and the fix."""
     import torch
 
+    from tapforge.tapir.checkpoint import load_plain
+
     if not os.path.isfile(path):
         raise TapforgeError(
             f"--ckpt_path {path}: no such file; fix: give a .ckpt written by tapforge train fit, or last"
         )
-    try:  # a .ckpt is the user's own run: Lightning reads it with the same trust
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes, a pickle of something else
+    try:  # Lightning's own load of it is restricted the same way (before_instantiate_classes)
+        checkpoint = load_plain(path, f"--ckpt_path {path}", "give a .ckpt written by tapforge train fit")
+    except TapforgeError:
+        raise
+    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes
         others = sorted(
             (
                 p
@@ -143,6 +147,8 @@ def _build_cli_class():
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
+            if "weights_only" in config:  # Lightning's resume load: never the full unpickler (as read_checkpoint)
+                config["weights_only"] = True
             trainer = config["trainer"]
             _resolve_precision(trainer)
             root = trainer.get("default_root_dir") or "runs"
