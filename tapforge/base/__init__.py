@@ -8,7 +8,7 @@ Dependency-free beyond numpy and Pillow (no torch, no bpy, no lightning); synth,
 import os
 from pathlib import Path
 
-__version__ = "0.1.0"  # the project's version (pyproject.toml says the same), written into shards and exports
+__version__ = "0.2.0"  # the project's version (pyproject.toml says the same), written into shards and exports
 VERBOSE_ENV = "TAPFORGE_VERBOSE"  # "1" (``tapforge --verbose``): library warnings and notices reach the user
 CACHE_ENV = "TAPFORGE_CACHE"  # where caches (asset archives, convex decompositions) and crash logs go
 
