@@ -87,7 +87,7 @@ def main() -> None:
         settings.append(ANCHOR)
     scores: dict[tuple, list[tuple[float, float, float]]] = {s: [] for s in settings}
     for index in range(args.scenes):
-        blender.build(build_scene(config, scene_seed(config["seed"], index), renderer.assets))
+        blender.build(build_scene(config, scene_seed(config.seed, index), renderer.assets))
         blender.scene.frame_end = 0
         start = time.perf_counter()
         reference, _ = render_frame(blender, args.reference_samples, False, 0.0, 12)

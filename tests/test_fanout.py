@@ -241,7 +241,7 @@ def test_render_sbatch_script_is_consistent_with_what_tapforge_reads():
         assert flag in command
     config = re.search(r'CONFIG="\$\{CONFIG:-(\w+)\}"', text).group(1)
     num_scenes = int(re.search(r'NUM_SCENES="\$\{NUM_SCENES:-(\d+)\}"', text).group(1))
-    shards = math.ceil(num_scenes / load_config(config)["outputs"]["scenes_per_shard"])
+    shards = math.ceil(num_scenes / load_config(config).outputs.scenes_per_shard)
     assert 1 <= last - first + 1 <= shards  # no task without shards
 
 
@@ -257,7 +257,7 @@ def test_kubernetes_indexed_job_is_consistent_with_what_tapforge_reads():
     assert command[:3] == ["tapforge", "synth", "render"] and container["image"] == "tapforge:latest"
     args = _parser().parse_args(command[2:])  # every flag is one `tapforge synth render` takes
     assert args.shard_index is None and args.num_shards is None and args.no_progress
-    shards = math.ceil(args.num_scenes / load_config(args.config)["outputs"]["scenes_per_shard"])
+    shards = math.ceil(args.num_scenes / load_config(args.config).outputs.scenes_per_shard)
     assert spec["completions"] <= shards
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

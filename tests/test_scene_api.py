@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.config import config_hash, load_config
+from tapforge.synth.config import load_config
 from tapforge.synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,13 +173,13 @@ def test_the_script_is_part_of_the_dataset_identity_and_threads_are_not(tmp_path
 
     script, path = _script_config(tmp_path)
     config = load_config(path)
-    assert config["scene"]["script"] == str(script)  # resolved against the config file's folder
-    assert config_hash(config) == config_hash(load_config(path, ["render.threads=3"]))  # threads change no pixel
+    assert config.scene.script == str(script)  # resolved against the config file's folder
+    assert config.hash == load_config(path, ["render.threads=3"]).hash  # threads change no pixel
     script.write_text(script.read_text() + "\n# an edit\n")
     load_script.cache_clear()
     changed = load_config(path)
-    assert changed["scene"]["script_sha256"] != config["scene"]["script_sha256"]
-    assert config_hash(changed) != config_hash(config)
+    assert changed.scene.script_sha256 != config.scene.script_sha256
+    assert changed.hash != config.hash
 
 
 @pytest.mark.slow

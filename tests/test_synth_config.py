@@ -13,29 +13,48 @@ PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip"
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_loads_and_validates(preset):
     config = load_config(preset)
-    assert config["render"]["samples"] >= 1
-    assert len(config["render"]["resolution"]) == 2
+    assert config.render.samples >= 1
+    assert len(config.render.resolution) == 2
 
 
 def test_presets_differ_where_the_movi_recipes_differ():
-    assert load_config("movi_a")["scene"]["camera"] == "fixed"
-    assert load_config("panning_movi_e")["scene"]["camera"] == "linear_movement_linear_lookat"
-    assert load_config("movi_f")["scene"]["motion_blur"] == [0.0, 1.0]
-    assert load_config("long_clip")["scene"]["num_frames"] == 120
+    assert load_config("movi_a").script_values["camera"] == "fixed"
+    assert load_config("panning_movi_e").script_values["camera"] == "linear_movement_linear_lookat"
+    assert load_config("movi_f").script_values["motion_blur"] == [0.0, 1.0]
+    assert load_config("long_clip").scene.num_frames == 120
 
 
 def test_rendering_uses_a_gpu_when_there_is_one_unless_told_otherwise():
-    assert all(load_config(preset)["render"]["device"] == "auto" for preset in PRESETS)
-    assert load_config("tiny", ["render.device=cpu"])["render"]["device"] == "cpu"
+    assert all(load_config(preset).render.device == "auto" for preset in PRESETS)
+    assert load_config("tiny", ["render.device=cpu"]).render.device == "cpu"
 
 
 def test_overrides_are_parsed_as_yaml_and_applied():
     config = load_config(
         "movi_e", ["render.samples=64", "outputs.passes=[depth,segmentation]", "render.resolution=128"]
     )
-    assert config["render"]["samples"] == 64
-    assert config["outputs"]["passes"] == ["depth", "segmentation"]
-    assert config["render"]["resolution"] == [128, 128]
+    assert config.render.samples == 64
+    assert config.outputs.passes == ("depth", "segmentation")
+    assert config.render.resolution == (128, 128)
+    assert config.tree["render"]["resolution"] == [128, 128]  # what the manifest stores
+
+
+def test_the_config_is_typed_frozen_and_keeps_the_plain_tree_for_the_manifest():
+    import pickle
+
+    from tapforge.synth.config import SynthConfig, config_hash
+    from tapforge.synth.render_job import manifest_header
+
+    config = load_config("tiny", ["render.samples=3", "tracks.depth_tolerance=0.02"])
+    assert (config.render.samples, config.tracks.depth_tolerance, config.scene.script) == (3, 0.02, "movi")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.render.samples = 4
+    tree = config.tree
+    tree["render"]["samples"] = 99  # a copy: the config does not change
+    assert config.render.samples == 3 and config.tree["render"]["samples"] == 3
+    assert config.hash == config_hash(config.tree) and SynthConfig.of(config.tree) == config
+    assert pickle.loads(pickle.dumps(config)) == config  # as the render workers receive it
+    assert manifest_header(config, 1, "5.0")["config"] == config.tree
 
 
 def test_every_problem_is_listed_with_its_fix_before_rendering():
@@ -84,7 +103,7 @@ def test_empty_asset_folders_and_broken_textures_are_errors_before_rendering(tmp
         load_config("movi_e", [f"assets.textures_dir={textures}"])
     (textures / "cut.png").unlink()
     (textures / "text.jpg").unlink()
-    assert load_config("movi_e", [f"assets.textures_dir={textures}"])["assets"]["textures_dir"] == str(textures)
+    assert load_config("movi_e", [f"assets.textures_dir={textures}"]).assets.textures_dir == str(textures)
 
 
 def _fits(value, annotation) -> bool:
@@ -106,7 +125,7 @@ def test_the_movi_keys_are_what_their_annotations_say(preset):
     from tapforge.synth.scripts.movi import Config
 
     hints = typing.get_type_hints(Config)
-    for values in (dataclasses.asdict(Config()), load_config(preset)["scene"]):
+    for values in (dataclasses.asdict(Config()), load_config(preset).script_values):
         wrong = {name: values[name] for name, annotation in hints.items() if not _fits(values[name], annotation)}
         assert not wrong, (preset, wrong)
     assert _fits([1, 3], hints["num_static_objects"]) and not _fits(1.5, hints["num_static_objects"])

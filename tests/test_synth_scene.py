@@ -50,9 +50,8 @@ def test_look_at_matrices_point_the_camera_at_the_target():
 def test_the_renderer_renders_at_the_scenes_resolution_which_the_intrinsics_use():
     pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed")
     from tapforge.synth.blender_scene import BlenderRenderer
-    from tapforge.synth.config import RenderSettings
 
-    settings = RenderSettings.of(load_config("movi_e", ["render.resolution=64", "render.device=cpu"]))
+    settings = load_config("movi_e", ["render.resolution=64", "render.device=cpu"]).render
     scene = Scene((48, 32), num_frames=2)
     scene.camera = Camera().look_at((5.0, -5.0, 3.0))
     renderer = BlenderRenderer(settings)

@@ -199,15 +199,15 @@ def test_writing_reading_and_verifying_shards_imports_neither_torch_nor_webdatas
 
 @pytest.mark.parametrize("with_manifest", [True, False], ids=["manifest", "records-only"])
 def test_a_folder_made_by_an_older_dataset_version_is_not_resumed(tmp_path, with_manifest):
-    from tapforge.synth.config import config_hash, load_config
+    from tapforge.synth.config import load_config
     from tapforge.synth.render_job import render_dataset
     from tapforge.synth.shards import DATASET_VERSION, MANIFEST, update_manifest, write_shard
 
     config = load_config("tiny", TINY)
-    identity = config_hash(config)  # the same config: only the version tells the old scenes from the new
+    identity = config.hash  # the same config: only the version tells the old scenes from the new
     write_shard(tmp_path, 0, _samples(1), {"config_hash": identity, "num_samples": 1, "keys": ["scene-0000000"]})
     if with_manifest:
-        update_manifest(tmp_path, {"config": config, "config_hash": identity, "num_scenes": 2})
+        update_manifest(tmp_path, {"config": config.tree, "config_hash": identity, "num_scenes": 2})
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(TapforgeError) as info:
         render_dataset(config, tmp_path, 2, progress=False, workers=1)

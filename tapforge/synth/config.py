@@ -2,8 +2,9 @@
 
 A config has the sections ``seed``, ``scene`` (the scene script and the clip's frames, plus the script's own
 keys, see `tapforge.synth.scripts`), ``render``, ``tracks``, ``outputs`` and ``assets``. Every problem in a config is
-collected and reported at once, each with its fix, before anything renders. Presets are package data
-(``tapforge/synth/presets``), so a preset name works from any folder after any install.
+collected and reported at once, each with its fix, before anything renders; `load_config` then returns a frozen
+`SynthConfig`, one typed dataclass per section, whose ``tree`` is the plain resolved config the manifest stores.
+Presets are package data (``tapforge/synth/presets``), so a preset name works from any folder after any install.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -180,8 +182,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """Load a preset (name or path), apply ``key=value`` overrides, validate, and return the config tree.
+def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SynthConfig:
+    """Load a preset (name or path), apply ``key=value`` overrides, validate, and return the typed config.
 
     The scene script's keys get its defaults where the config leaves them out, and ``scene.script_sha256``
     records the script's identity."""
@@ -205,32 +207,115 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     validate(tree, problems)
     if isinstance(tree["render"]["resolution"], int):
         tree["render"]["resolution"] = [tree["render"]["resolution"]] * 2
-    return tree
+    return SynthConfig.of(tree)
+
+
+@dataclass(frozen=True)
+class SceneSettings:
+    """The ``scene:`` section's general keys, typed (the script's own keys: `SynthConfig.script_values`)."""
+
+    script: str  # as in the config: a script name, a .py path (resolved) or module:function
+    script_sha256: str  # the script's identity
+    num_frames: int
+    frame_rate: int
+    physics_rate: int
 
 
 @dataclass(frozen=True)
 class RenderSettings:
     """The ``render:`` section, typed: what the renderer is given."""
 
-    resolution: tuple[int, int]
+    resolution: tuple[int, int]  # (width, height)
     samples: int
     device: str
     denoise: bool
     noise_threshold: float
-    threads: int
+    threads: int  # 0: the cores split between the workers; changes no pixel
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """The ``tracks:`` section, typed."""
+
+    num_tracks: int
+    depth_tolerance: float
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """The ``outputs:`` section, typed."""
+
+    passes: tuple[str, ...]  # from OPTIONAL_PASSES
+    video_codec: str
+    jpeg_quality: int
+    scenes_per_shard: int
+
+
+@dataclass(frozen=True)
+class AssetSettings:
+    """The ``assets:`` section, typed (None: no such folder)."""
+
+    directory: str | None
+    textures_dir: str | None
+    hdri_dir: str | None
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """A validated synth config (`load_config`), one typed section per config section; `tree` is the plain resolved
+    config, which the manifest stores and `hash` identifies."""
+
+    seed: int
+    scene: SceneSettings
+    render: RenderSettings
+    tracks: TrackSettings
+    outputs: OutputSettings
+    assets: AssetSettings
+    resolved: str = field(repr=False)  # the resolved tree as sorted JSON: the config stays immutable and picklable
 
     @classmethod
-    def of(cls, tree: dict, threads: int | None = None) -> RenderSettings:
-        """From a loaded config; ``threads`` overrides ``render.threads`` (it changes no pixel)."""
-        r = tree["render"]
+    def of(cls, tree: dict) -> SynthConfig:
+        """From a validated config tree (with ``render.resolution`` as [width, height])."""
+        sc, r, t, o, a = (tree[k] for k in ("scene", "render", "tracks", "outputs", "assets"))
         return cls(
-            (int(r["resolution"][0]), int(r["resolution"][1])),
-            int(r["samples"]),
-            str(r["device"]),
-            bool(r["denoise"]),
-            float(r["noise_threshold"]),
-            int(threads or r["threads"]),
+            int(tree["seed"]),
+            SceneSettings(
+                str(sc["script"]),
+                str(sc["script_sha256"]),
+                int(sc["num_frames"]),
+                int(sc["frame_rate"]),
+                int(sc["physics_rate"]),
+            ),
+            RenderSettings(
+                (int(r["resolution"][0]), int(r["resolution"][1])),
+                int(r["samples"]),
+                str(r["device"]),
+                bool(r["denoise"]),
+                float(r["noise_threshold"]),
+                int(r["threads"]),
+            ),
+            TrackSettings(int(t["num_tracks"]), float(t["depth_tolerance"])),
+            OutputSettings(
+                tuple(o["passes"]), str(o["video_codec"]), int(o["jpeg_quality"]), int(o["scenes_per_shard"])
+            ),
+            AssetSettings(a["directory"], a["textures_dir"], a["hdri_dir"]),
+            json.dumps(tree, sort_keys=True),
         )
+
+    @property
+    def tree(self) -> dict:
+        """The plain resolved config (a fresh copy): what the manifest stores."""
+        return json.loads(self.resolved)
+
+    @cached_property
+    def hash(self) -> str:
+        """The dataset's identity (`config_hash` of `tree`)."""
+        return config_hash(self.tree)
+
+    @property
+    def script_values(self) -> dict[str, Any]:
+        """The scene script's own keys (the ``scene:`` section without the general keys)."""
+        return script_values(self.tree)
 
 
 def script_values(tree: dict) -> dict[str, Any]:

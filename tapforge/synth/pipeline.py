@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -11,14 +12,7 @@ import numpy as np
 
 from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.config import (
-    HDRI_SUFFIXES,
-    IMAGE_SUFFIXES,
-    RenderSettings,
-    config_hash,
-    folder_files,
-    script_values,
-)
+from tapforge.synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.mesh_files import BlenderMeshReader
 from tapforge.synth.physics import PyBullet
 from tapforge.synth.poses import pose_matrices
@@ -38,36 +32,34 @@ def scene_key(scene_index: int) -> str:
     return f"scene-{scene_index:07d}"
 
 
-def asset_files(config: dict) -> AssetFiles:
+def asset_files(config: SynthConfig) -> AssetFiles:
     """The sorted files of the config's asset folders (textures, HDRIs, Kubric-manifest object ids)."""
-    assets = config["assets"]
-    files = AssetFiles(
-        folder_files(assets["textures_dir"], IMAGE_SUFFIXES), folder_files(assets["hdri_dir"], HDRI_SUFFIXES)
-    )
-    if assets["directory"]:
+    assets = config.assets
+    files = AssetFiles(folder_files(assets.textures_dir, IMAGE_SUFFIXES), folder_files(assets.hdri_dir, HDRI_SUFFIXES))
+    if assets.directory:
         from tapforge.synth.assets import open_asset_directory
 
-        files.objects = open_asset_directory(assets["directory"])
+        files.objects = open_asset_directory(assets.directory)
     return files
 
 
-def build_scene(config: dict, seed: int, assets: AssetFiles | None = None) -> Scene:
+def build_scene(config: SynthConfig, seed: int, assets: AssetFiles | None = None) -> Scene:
     """Run the config's scene script for ``seed``, then the clip's physics: the scene as it will be rendered."""
-    sc = config["scene"]
-    script = load_script(sc["script"])
+    sc = config.scene
+    script = load_script(sc.script)
     assets = assets or asset_files(config)
     scene = Scene(
-        tuple(config["render"]["resolution"]),
-        sc["num_frames"],
-        sc["frame_rate"],
-        sc["physics_rate"],
+        config.render.resolution,
+        sc.num_frames,
+        sc.frame_rate,
+        sc.physics_rate,
         seed,
         AssetFiles(list(assets.textures), list(assets.hdris), list(assets.objects)),
         simulator_factory=PyBullet,
         mesh_reader=BlenderMeshReader(),
     )
     try:
-        script.build(scene, seeds.rng(seed, "script"), script.make_config(script_values(config)))
+        script.build(scene, seeds.rng(seed, "script"), script.make_config(config.script_values))
         scene.simulate_if_needed()
     finally:
         scene.close()
@@ -94,14 +86,14 @@ class SceneRenderer:
     of the dataset's identity (`tapforge.synth.config.config_hash` leaves it out).
     """
 
-    def __init__(self, config: dict, threads: int | None = None, share: SceneRenderer | None = None):
+    def __init__(self, config: SynthConfig, threads: int | None = None, share: SceneRenderer | None = None):
         """``share``: render in that renderer's Blender session (one per process), which must have the same
         render settings (e.g. to compare two presets side by side)."""
         from tapforge.synth.blender_scene import BlenderRenderer
 
         self.config = config
         self.assets = asset_files(config)
-        settings = RenderSettings.of(config, threads)
+        settings = dataclasses.replace(config.render, threads=threads or config.render.threads)
         if share is not None and share.blender.settings != settings:
             raise TapforgeError("SceneRenderer(share=...) needs the same render settings as the shared renderer")
         self.blender = share.blender if share is not None else BlenderRenderer(settings)
@@ -110,7 +102,7 @@ class SceneRenderer:
         """Build and render global scene `scene_index` (the clip is `make_clip` of the result)."""
         timing: dict[str, float] = {}
         start = time.perf_counter()
-        scene = build_scene(self.config, scene_seed(self.config["seed"], scene_index), self.assets)
+        scene = build_scene(self.config, scene_seed(self.config.seed, scene_index), self.assets)
         timing["scene_script"] = time.perf_counter() - start
         start = time.perf_counter()
         self.blender.build(scene)
@@ -124,7 +116,7 @@ class SceneRenderer:
         return RenderedScene(scene_index, scene, passes, surfaces, pose_matrices(*scene.object_poses()), timing)
 
 
-def make_clip(rendered: RenderedScene, config: dict) -> Clip:
+def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
     """The shard clip of a rendered scene: ground-truth tracks, the optional passes, camera and meta.
 
     Pure numpy (no Blender): the same result and config give the same clip."""
@@ -137,16 +129,16 @@ def make_clip(rendered: RenderedScene, config: dict) -> Clip:
         np.array([o.instance_id for o in scene.objects], np.int64),
         cam_to_world,
         K,
-        config["tracks"]["num_tracks"],
-        config["tracks"]["depth_tolerance"],
+        config.tracks.num_tracks,
+        config.tracks.depth_tolerance,
         seeds.rng(scene.seed, "tracks"),  # not the script's stream: the pixels must not replay its draws
         rendered.surfaces,
     )
     extra = {}
-    if "depth" in config["outputs"]["passes"]:
+    if "depth" in config.outputs.passes:
         distance = np.linalg.norm(passes["position"] - cam_to_world[:, None, None, :3, 3], axis=-1)
         extra["depth"] = np.where(passes["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
-    if "segmentation" in config["outputs"]["passes"]:
+    if "segmentation" in config.outputs.passes:
         extra["segmentation"] = passes["object_index"].astype(np.uint16)
     camera = {
         "K": K.tolist(),
@@ -164,9 +156,9 @@ def make_clip(rendered: RenderedScene, config: dict) -> Clip:
     meta = {
         "seed": scene.seed,
         "scene_index": rendered.scene_index,
-        "config_hash": config_hash(config),
+        "config_hash": config.hash,
         "fps": scene.frame_rate,
-        "script": {"name": config["scene"]["script"], "sha256": config["scene"]["script_sha256"]},
+        "script": {"name": config.scene.script, "sha256": config.scene.script_sha256},
         "scene": scene.describe(),
         "object_poses": {
             "positions": positions.round(6).tolist(),
