@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+from image_modes import frames_of_every_mode
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
@@ -246,3 +247,130 @@ def test_occlusion_recalls_split_the_accuracy_by_ground_truth():
     assert np.isnan(m2["occluded_recall"][0])
     assert tapvid.mean_metrics([m, m2])["occluded_recall"] == pytest.approx(2 / 3)
     assert tapvid.mean_metrics([m, m2])["visible_recall"] == pytest.approx((4 / 5 + 1) / 2)
+
+
+def _bad(change):
+    example = _example(num_frames=6)
+    example["occluded"][:, :] = False
+    change(example)
+    return example
+
+
+def _set(key, value):
+    return lambda example: example.__setitem__(key, value)
+
+
+def _edit(key, index, value):
+    def change(example):
+        array = np.array(example[key], dtype=np.result_type(example[key], np.asarray(value)))
+        array[index] = value
+        example[key] = array
+
+    return change
+
+
+BAD_EXAMPLES = {
+    # video: not [T,H,W,3], or values whose scale is not 8-bit
+    "gray video": (_set("video", np.zeros((6, 24, 40), np.uint8)), "expected \\[T,H,W,3\\]"),
+    "rgba video": (_set("video", np.zeros((6, 24, 40, 4), np.uint8)), "expected \\[T,H,W,3\\]"),
+    "no frames": (_set("video", np.zeros((0, 24, 40, 3), np.uint8)), "expected \\[T,H,W,3\\]"),
+    "float 0..255": (_set("video", np.full((6, 24, 40, 3), 200.0)), "float frames must lie in \\[0, 1\\]"),
+    "float -1..1": (_set("video", np.full((6, 24, 40, 3), -0.5, np.float32)), "float frames must lie in \\[0, 1\\]"),
+    "nan video": (_edit("video", (0, 0, 0, 0), np.nan), "float frames must lie in \\[0, 1\\]"),
+    "16-bit video": (_set("video", np.full((6, 24, 40, 3), 4000, np.uint16)), "outside 0..255"),
+    "negative ints": (_set("video", np.full((6, 24, 40, 3), -3, np.int16)), "outside 0..255"),
+    "bool video": (_set("video", np.ones((6, 24, 40, 3), bool)), "not uint8"),
+    "ragged frames": (_set("video", [np.zeros((24, 40, 3), np.uint8), np.zeros((20, 40, 3), np.uint8)]), "differ"),
+    "text frames": (_set("video", np.full((6, 24, 40, 3), "a")), "not uint8"),
+    # tracks: NaN / inf, outside the frame where visible, not [N,T,2] matching T
+    "nan point": (_edit("points", (1, 2, 0), np.nan), "NaN or infinite \\(first: track 1, frame 2\\)"),
+    "inf point": (_edit("points", (0, 5, 1), np.inf), "NaN or infinite"),
+    "nan hidden point": (
+        lambda e: (_edit("points", (2, 3), np.nan)(e), _edit("occluded", (2, 3), True)(e)),
+        "NaN or infinite",
+    ),
+    "pixel coordinates": (lambda e: e.__setitem__("points", e["points"] * [40, 24]), "outside \\[0, 1\\]"),
+    "x above 1": (_edit("points", (3, 1, 0), 1.5), "track 3, frame 1 at x, y = 1.5"),
+    "y below 0": (_edit("points", (0, 0, 1), -0.2), "outside \\[0, 1\\]"),
+    "points [N,T,3]": (lambda e: e.__setitem__("points", np.zeros((4, 6, 3), np.float32)), "do not match"),
+    "more occluded rows": (_set("occluded", np.zeros((5, 6), bool)), "do not match"),
+    "fewer frames in points": (lambda e: e.__setitem__("points", e["points"][:, :5]), "do not match 6 frames"),
+    "no tracks": (
+        lambda e: (_set("points", np.zeros((0, 6, 2)))(e), _set("occluded", np.zeros((0, 6), bool))(e)),
+        "N > 0",
+    ),
+    "text points": (_set("points", np.full((4, 6, 2), "x")), "not numbers"),
+    # occlusion flags that are not flags
+    "occluded 2": (_edit("occluded", (1, 1), 2), "occluded holds 2, not a flag"),
+    "occluded -1": (_edit("occluded", (1, 1), -1), "occluded holds -1"),
+    "occluded 0.5": (_edit("occluded", (0, 4), 0.5), "occluded holds 0.5"),
+    "occluded nan": (_edit("occluded", (0, 4), np.nan), "occluded holds nan"),
+    "missing key": (lambda e: e.pop("occluded"), "lacks occluded"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_EXAMPLES))
+def test_a_bad_example_is_refused_with_one_line_before_any_scoring(tmp_path, case):
+    change, message = BAD_EXAMPLES[case]
+    path = _dump(tmp_path / "davis.pkl", {"good": _example(seed=1), "bad": _bad(change)})
+    with pytest.raises(TapforgeError, match=message) as err:
+        tapvid.load_tapvid_pickle(path)  # the loader checks every example before one is scored
+    assert "\n" not in str(err.value) and "'bad'" in str(err.value)
+    with pytest.raises(TapforgeError, match=message):
+        tapvid.convert_example(_bad(change), "strided", name="bad")
+
+
+@pytest.mark.parametrize("mode", ["first", "strided"])
+def test_frames_and_flags_in_other_dtypes_are_converted_exactly(mode):
+    example = _example(num_frames=6, seed=4)
+    reference = tapvid.convert_example(example, mode)
+    variants = {
+        "float video in [0, 1]": dict(example, video=example["video"] / 255.0),
+        "float32 video in [0, 1]": dict(example, video=(example["video"] / np.float32(255)).astype(np.float32)),
+        "int64 video": dict(example, video=example["video"].astype(np.int64)),
+        "0/1 int flags": dict(example, occluded=example["occluded"].astype(np.int64)),
+        "0/1 float flags": dict(example, occluded=example["occluded"].astype(np.float32)),
+        "float64 points": dict(example, points=example["points"].astype(np.float64)),
+        "hidden point outside the frame": dict(
+            example, points=np.where(example["occluded"][..., None], 1.7, example["points"]).astype(np.float32)
+        ),
+    }
+    for name, variant in variants.items():
+        converted = tapvid.convert_example(variant, mode)
+        np.testing.assert_array_equal(converted["video"], reference["video"], err_msg=name)
+        np.testing.assert_array_equal(converted["query_points"], reference["query_points"], err_msg=name)
+        assert converted["occluded"].dtype == bool, name
+        visible = ~converted["occluded"]
+        np.testing.assert_allclose(
+            converted["target_points"][visible], reference["target_points"][visible], rtol=1e-6, err_msg=name
+        )
+
+
+def _encoded_example(frames):
+    example = _example(num_frames=len(frames), height=6, width=8)
+    example["video"] = list(frames)
+    return example
+
+
+def test_encoded_frames_of_every_mode_decode_to_rgb_or_are_refused():
+    for name, (data, expected) in frames_of_every_mode().items():
+        example = _encoded_example([data] * 3)
+        if expected is None:
+            with pytest.raises(TapforgeError, match="frame 0 is not a decodable image.*8-bit"):
+                tapvid.convert_example(example, "first", resolution=None, name=name)
+            continue
+        video = tapvid.convert_example(example, "first", resolution=None, name=name)["video"][0]
+        back = np.round((video + 1.0) / 2.0 * 255.0).astype(int)
+        assert np.abs(back - expected).max() <= 1, name
+
+
+def test_encoded_frames_of_different_sizes_are_one_line():
+    small, big = (Image.fromarray(np.zeros((h, 8, 3), np.uint8)) for h in (6, 7))
+    frames = []
+    for image in (small, small, big):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        frames.append(buffer.getvalue())
+    with pytest.raises(TapforgeError, match="frame 2 is 8x7 but frame 0 is 8x6") as err:
+        tapvid.convert_example(_encoded_example(frames), "first", resolution=None)
+    assert "\n" not in str(err.value)

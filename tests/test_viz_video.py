@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from image_modes import frames_of_every_mode
 from PIL import Image
 
 from tapforge.base.drawing import draw_tracks, enlarge, track_colors
@@ -116,3 +117,43 @@ def test_small_frames_are_enlarged_by_a_whole_factor_for_drawing():
     assert np.array_equal(big[:, 4 * 10 + 3, 4 * 20 + 1], frames[:, 10, 20])  # each pixel as it was
     same, factor = enlarge(frames, min_side=64)
     assert factor == 1 and same is frames
+
+
+MODES = frames_of_every_mode()
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_frames_of_every_bit_depth_and_mode_become_8_bit_rgb_or_one_line(tmp_path, mode):
+    data, expected = MODES[mode]
+    suffix = ".tif" if data[:2] in (b"II", b"MM") else ".png"
+    for i in range(3):
+        (tmp_path / f"frame{i}{suffix}").write_bytes(data)
+    if expected is None:
+        with pytest.raises(TapforgeError, match=r"cannot decode frame 'frame0\.tif'.*8-bit") as err:
+            read_video(tmp_path)
+        assert "\n" not in str(err.value)
+        return
+    frames, _ = read_video(tmp_path)
+    assert frames.dtype == np.uint8 and frames.shape == (3, *expected.shape)
+    assert np.abs(frames.astype(int) - expected).max() <= 1  # 16-bit: scaled, never clipped to white
+
+
+@pytest.mark.parametrize("odd", [1, 2, 4])
+@pytest.mark.parametrize("size", [(8, 9), (9, 8), (16, 16)])
+def test_a_frame_folder_of_mixed_sizes_names_the_first_odd_frame(tmp_path, odd, size):
+    for i in range(5):
+        shape = size if i >= odd else (8, 8)
+        Image.fromarray(np.zeros((*shape, 3), np.uint8)).save(tmp_path / f"f{i}.png")
+    with pytest.raises(TapforgeError) as err:
+        read_video(tmp_path)
+    message = str(err.value)
+    assert f"frame 'f{odd}.png'" in message and f"is {size[1]}x{size[0]} but 'f0.png' is 8x8" in message
+    assert "\n" not in message
+
+
+def test_a_damaged_frame_is_one_line_naming_it(tmp_path):
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    with pytest.raises(TapforgeError, match="cannot decode frame 'b.png'") as err:
+        read_video(tmp_path)
+    assert "\n" not in str(err.value)

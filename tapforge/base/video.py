@@ -58,13 +58,35 @@ def natural_key(name: str) -> list:
 def decode_image(source: bytes | str | os.PathLike) -> np.ndarray:
     """An encoded image (bytes, or a file path) -> uint8 [H,W,3] RGB; the one frame decoder of the project.
 
-    Raises ValueError saying why for data that is not a decodable image (callers name the entry or file).
+    Every mode becomes 8-bit RGB: 16-bit grayscale (``I;16``, and ``I`` from a PNG, as older Pillow reads it) is
+    scaled by 255/65535; 16-bit RGB(A) and LA PNGs come from Pillow already scaled to 8 bits; palette, 1-bit,
+    grayscale, CMYK and YCbCr are converted by Pillow; an alpha channel is dropped (the stored colour is kept, as
+    ffmpeg's rgb24 does). Float pixels (``F``) and 32-bit integers (``I`` from other formats) have no standard
+    8-bit scale and are refused. Raises ValueError saying why for data that is not a decodable image or has such a
+    mode (callers name the entry or file).
     """
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
-            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as err:  # PIL's errors for damaged or unknown data
-        raise ValueError(str(err)) from None
+            return _to_rgb8(image)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:  # damaged or unknown
+        raise ValueError(str(err) or type(err).__name__) from None
+
+
+def _to_rgb8(image: Image.Image) -> np.ndarray:
+    """A Pillow image of any mode -> uint8 [H,W,3] RGB (see `decode_image`)."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode.startswith("I;16") or (mode == "I" and image.format == "PNG"):  # 16-bit grayscale
+        gray = np.round(np.asarray(image).astype(np.float32) * (255.0 / 65535.0))
+        return np.repeat(np.clip(gray, 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if mode in ("F", "I") or mode.startswith("I;"):
+        kind = "float" if mode == "F" else "32-bit integer"
+        raise ValueError(f"{kind} pixels (mode {mode}) have no standard 8-bit scale; save the frame as 8-bit RGB")
+    try:
+        return np.asarray(image.convert("RGB"))
+    except ValueError as err:  # a mode Pillow cannot convert (e.g. premultiplied La)
+        raise ValueError(f"mode {mode} cannot be converted to RGB ({err}); save the frame as 8-bit RGB") from None
 
 
 RESIZE_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS}
@@ -88,25 +110,41 @@ def image_names(folder: str) -> list[str]:
     return sorted((n for n in os.listdir(folder) if n.lower().endswith(IMAGE_SUFFIXES)), key=natural_key)
 
 
-def _read_image_folder(path: str) -> np.ndarray:
+def check_image_folder(path: str) -> list[str]:
+    """The frame images of folder ``path`` (`image_names`), after reading every header: one TapforgeError line naming
+    the first image that cannot be opened or whose size differs from the first frame's (nothing is decoded)."""
     names = image_names(path)
     if not names:
         raise TapforgeError(
             f"folder {path!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); fix: pass a folder of frame images"
         )
-    frames = []
+    first = None
     for name in names:
+        try:
+            with Image.open(os.path.join(path, name)) as image:
+                size = image.size
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            raise TapforgeError(
+                f"cannot decode frame {name!r} in {path!r} ({err}); fix: replace or remove it"
+            ) from None
+        first = first or (name, size)
+        if size != first[1]:
+            raise TapforgeError(
+                f"frame {name!r} in {path!r} is {size[0]}x{size[1]} but {first[0]!r} is {first[1][0]}x{first[1][1]}; "
+                "fix: resize all frames to one size"
+            )
+    return names
+
+
+def _read_image_folder(path: str) -> np.ndarray:
+    frames = []
+    for name in check_image_folder(path):
         try:
             frames.append(decode_image(os.path.join(path, name)))
         except ValueError as err:
             raise TapforgeError(
                 f"cannot decode frame {name!r} in {path!r} ({err}); fix: replace or remove it"
             ) from None
-        if frames[-1].shape != frames[0].shape:
-            raise TapforgeError(
-                f"frame {name!r} in {path!r} is {frames[-1].shape[1]}x{frames[-1].shape[0]} but {names[0]!r} is "
-                f"{frames[0].shape[1]}x{frames[0].shape[0]}; fix: resize all frames to one size"
-            )
     return np.stack(frames)
 
 

@@ -182,26 +182,143 @@ def resize_video(video: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
     return resize_frames(video, output_size, "lanczos")
 
 
+FIX_PICKLE = "fix: use an official TAP-Vid pickle, or write it with tapforge.tapir.tapvid.write_tapvid_pickle"
+POINT_SLACK = 1e-3
+"""How far (in frame widths/heights) a visible point's normalised coordinate may lie outside [0, 1] (rounding)."""
+
+
+def _is_encoded(frames) -> bool:
+    """Whether a pickle's video is a sequence of encoded images (Kinetics) rather than an array of pixels."""
+    sequence = isinstance(frames, (list, tuple)) or (isinstance(frames, np.ndarray) and frames.ndim == 1)
+    return sequence and len(frames) > 0 and isinstance(frames[0], (bytes, bytearray))
+
+
 def decode_frames(frames, where: str = "video") -> np.ndarray:
-    """Frames as stored in a TAP-Vid pickle (uint8 array or a list of JPEG/PNG bytes) -> uint8 [t,h,w,3]."""
-    if len(frames) and isinstance(frames[0], (bytes, bytearray)):
-        try:
-            frames = [decode_image(frame) for frame in frames]
-        except ValueError as err:
-            raise TapforgeError(
-                f"{where}: a frame is not a decodable image ({err}); fix: re-download or regenerate the pickle"
-            ) from None
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+    """Frames as stored in a TAP-Vid pickle -> uint8 [T,H,W,3], or one TapforgeError line saying what is wrong.
+
+    Accepted: a uint8 array [T,H,W,3]; another integer array with values in 0..255 (cast); a float array with values
+    in [0, 1] (scaled by 255 and rounded: float frames in [0, 255] or [-1, 1] are refused, not guessed); a list of
+    JPEG/PNG bytes of one size (decoded as ``tapforge.base.video.decode_image`` does: any bit depth or mode).
+    """
+    if _is_encoded(frames):
+        decoded = []
+        for t, frame in enumerate(frames):
+            if not isinstance(frame, (bytes, bytearray)):
+                raise TapforgeError(
+                    f"{where}: frame {t} is a {type(frame).__name__}, not encoded image bytes; {FIX_PICKLE}"
+                )
+            try:
+                decoded.append(decode_image(frame))
+            except ValueError as err:
+                raise TapforgeError(
+                    f"{where}: frame {t} is not a decodable image ({err}); fix: re-download or regenerate the pickle"
+                ) from None
+            if decoded[-1].shape != decoded[0].shape:
+                raise TapforgeError(
+                    f"{where}: frame {t} is {decoded[-1].shape[1]}x{decoded[-1].shape[0]} but frame 0 is "
+                    f"{decoded[0].shape[1]}x{decoded[0].shape[0]}; fix: encode every frame at one size"
+                )
+        frames = decoded
+    try:
+        frames = np.asarray(frames)
+    except ValueError:  # a ragged list of arrays
         raise TapforgeError(
-            f"{where}: frames have shape {frames.shape}, expected [T,H,W,3] with T > 0; "
+            f"{where}: the video's frames differ in shape; fix: store one uint8 [T,H,W,3] array"
+        ) from None
+    if frames.ndim != 4 or frames.shape[-1] != 3 or min(frames.shape) == 0:
+        raise TapforgeError(
+            f"{where}: frames have shape {frames.shape}, expected [T,H,W,3] with T, H, W > 0; "
             "fix: use an official TAP-Vid pickle (uint8 frames or a list of JPEG bytes)"
         )
-    return frames.astype(np.uint8, copy=False)
+    if frames.dtype == np.uint8:
+        return frames
+    if frames.dtype == bool or not np.issubdtype(frames.dtype, np.number) or np.iscomplexobj(frames):
+        raise TapforgeError(f"{where}: frames are {frames.dtype}, not uint8; {FIX_PICKLE}")
+    low, high = frames.min(), frames.max()
+    if np.issubdtype(frames.dtype, np.integer):
+        if low < 0 or high > 255:
+            raise TapforgeError(
+                f"{where}: {frames.dtype} frames hold values {low}..{high}, outside 0..255 (not 8-bit); "
+                "fix: store uint8 frames (convert deeper bit depths to 8 bits first)"
+            )
+        return frames.astype(np.uint8)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 1:
+        raise TapforgeError(
+            f"{where}: {frames.dtype} frames hold values {low:g}..{high:g}; float frames must lie in [0, 1] "
+            "(the scale is not guessed); fix: store uint8 frames in 0..255"
+        )
+    return np.round(frames.astype(np.float32) * 255.0).astype(np.uint8)
+
+
+def check_tracks(points, occluded, num_frames: int, where: str = "video") -> tuple[np.ndarray, np.ndarray]:
+    """A TAP-Vid example's ``points`` and ``occluded`` -> (float32 [N,T,2], bool [N,T]), or one TapforgeError line.
+
+    Checked: numeric arrays of shapes [N,T,2] and [N,T] with N > 0 and T = ``num_frames``; every point finite;
+    occlusion flags boolean or 0/1 numbers; visible points within the frame, [0, 1] in the normalised (x, y) that
+    TAP-Vid stores (a hidden point may lie outside it: one that has left the frame).
+    """
+    try:
+        points = np.asarray(points)
+        occluded = np.asarray(occluded)
+    except ValueError:
+        raise TapforgeError(f"{where}: points or occluded is a ragged list, not an array; {FIX_PICKLE}") from None
+    for key, array in (("points", points), ("occluded", occluded)):
+        if not (array.dtype == bool or np.issubdtype(array.dtype, np.number)) or np.iscomplexobj(array):
+            raise TapforgeError(f"{where}: {key} is {array.dtype}, not numbers; {FIX_PICKLE}")
+    if (
+        points.ndim != 3
+        or points.shape[-1] != 2
+        or occluded.shape != points.shape[:2]
+        or points.shape[1] != num_frames
+        or points.shape[0] == 0
+    ):
+        raise TapforgeError(
+            f"{where}: points {points.shape} / occluded {occluded.shape} do not match {num_frames} frames "
+            f"(expected [N,T,2] and [N,T] with N > 0, T = {num_frames}); {FIX_PICKLE}"
+        )
+    if occluded.dtype != bool:
+        odd = occluded[(occluded != 0) & (occluded != 1)]
+        if odd.size:
+            raise TapforgeError(
+                f"{where}: occluded holds {odd.flat[0].item()!r}, not a flag (bool, or 0/1); "
+                "fix: store occluded as bool [N,T], True where the point is hidden"
+            )
+        occluded = occluded != 0
+    bad = ~np.isfinite(points).all(axis=-1)
+    if bad.any():
+        n, t = np.argwhere(bad)[0]
+        raise TapforgeError(
+            f"{where}: {int(bad.sum())} point(s) are NaN or infinite (first: track {n}, frame {t}); "
+            f"fix: store finite (x, y) for every track and frame, hidden ones included"
+        )
+    outside = ~occluded & ((points < -POINT_SLACK) | (points > 1 + POINT_SLACK)).any(axis=-1)
+    if outside.any():
+        n, t = np.argwhere(outside)[0]
+        raise TapforgeError(
+            f"{where}: {int(outside.sum())} visible point(s) lie outside [0, 1] (first: track {n}, frame {t} at "
+            f"x, y = {points[n, t, 0]:g}, {points[n, t, 1]:g}); TAP-Vid stores (x, y) divided by the frame's width and "
+            "height; fix: divide pixel coordinates by (width, height), or mark points outside the frame occluded"
+        )
+    return points.astype(np.float32, copy=False), occluded
+
+
+def check_example(example: Mapping, where: str = "video", decode: bool = True) -> dict:
+    """A raw TAP-Vid example with its arrays checked (`decode_frames`, `check_tracks`): video uint8 [T,H,W,3] (with
+    ``decode=False`` a list of encoded frames stays encoded: only the tracks are checked against its length),
+    points float32 [N,T,2], occluded bool [N,T]; one TapforgeError line for a missing key or a bad array."""
+    missing = [k for k in ("video", "points", "occluded") if not isinstance(example, Mapping) or k not in example]
+    if missing:
+        raise TapforgeError(f"{where}: the example lacks {', '.join(missing)}; {FIX_PICKLE}")
+    video = example["video"]
+    if decode or not _is_encoded(video):
+        video = decode_frames(video, where)
+    points, occluded = check_tracks(example["points"], example["occluded"], len(video), where)
+    return {"video": video, "points": points, "occluded": occluded}
 
 
 def load_tapvid_pickle(path: str | os.PathLike) -> list[tuple[str, Mapping]]:
-    """Read one TAP-Vid pickle (dict name -> example, or a list of examples) as (name, example) pairs."""
+    """Read one TAP-Vid pickle (dict name -> example, or a list of examples) as (name, example) pairs, every example
+    checked before any is used (`check_example`; encoded frames are decoded later, by `convert_example`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise TapforgeError(f"TAP-Vid pickle {path!r} does not exist; fix: pass the path of the downloaded .pkl file")
@@ -229,13 +346,7 @@ def load_tapvid_pickle(path: str | os.PathLike) -> list[tuple[str, Mapping]]:
             f"{path!r} holds a {type(data).__name__}, not a TAP-Vid dict or list of examples; "
             "fix: pass a TAP-Vid DAVIS / RGB-Stacking / Kinetics / RoboTAP pickle"
         )
-    for name, example in items:
-        missing = [k for k in ("video", "points", "occluded") if not isinstance(example, Mapping) or k not in example]
-        if missing:
-            raise TapforgeError(
-                f"{path!r}: example {name!r} lacks {', '.join(missing)}; fix: pass an official TAP-Vid pickle"
-            )
-    return items
+    return [(name, check_example(example, f"{path!r}: example {name!r}", decode=False)) for name, example in items]
 
 
 def write_tapvid_pickle(
@@ -283,27 +394,17 @@ def convert_example(
     resolution: tuple[int, int] | None = (256, 256),
     name: str = "video",
 ) -> dict[str, np.ndarray]:
-    """One raw TAP-Vid example -> resized video in [-1,1] with queries and targets in raster pixels."""
+    """One raw TAP-Vid example, checked (`check_example`) -> resized video in [-1,1] with queries and targets in raster
+    pixels."""
     if query_mode not in QUERY_MODES:
         raise TapforgeError(f"unknown query mode {query_mode!r}; fix: use one of {', '.join(QUERY_MODES)}")
-    frames = decode_frames(example["video"], where=name)
+    example = check_example(example, name)
+    frames, points, occluded = example["video"], example["points"], example["occluded"]
     if resolution is not None and tuple(resolution) != frames.shape[1:3]:
         frames = resize_video(frames, tuple(resolution))
     frames = frames.astype(np.float32) / 255.0 * 2.0 - 1.0
-    points = np.asarray(example["points"])
-    occluded = np.asarray(example["occluded"])
-    if (
-        points.ndim != 3
-        or points.shape[-1] != 2
-        or occluded.shape != points.shape[:2]
-        or (points.shape[1] != frames.shape[0])
-    ):
-        raise TapforgeError(
-            f"{name}: points {points.shape} / occluded {occluded.shape} do not match {frames.shape[0]} frames "
-            "(expected [N,T,2] and [N,T]); fix: use an official TAP-Vid pickle"
-        )
     target_points = points * np.array([frames.shape[2], frames.shape[1]])
-    if query_mode == "first" and not np.any(~occluded.astype(bool)):
+    if query_mode == "first" and not np.any(~occluded):
         raise TapforgeError(f"{name}: no track is visible in any frame, so it has no query; fix: drop this example")
     if query_mode == "strided":
         converted = sample_queries_strided(occluded, target_points, frames)

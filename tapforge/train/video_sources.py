@@ -22,7 +22,15 @@ from typing import Sequence
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
-from tapforge.base.video import FFMPEG_SUFFIXES, IMAGE_SUFFIXES, decode_image, image_names, natural_key, read_video
+from tapforge.base.video import (
+    FFMPEG_SUFFIXES,
+    IMAGE_SUFFIXES,
+    check_image_folder,
+    decode_image,
+    image_names,
+    natural_key,
+    read_video,
+)
 from tapforge.train.shards import expand_shards, is_remote
 
 VIDEO_SUFFIXES = FFMPEG_SUFFIXES + (".gif",)
@@ -92,9 +100,13 @@ def expand_video_sources(
 
 
 def count_frames(path: str) -> int:
-    """Frames of a video source (decodes a file once, without keeping frames); raises UnreadableVideo."""
+    """Frames of a video source (decodes a file once, without keeping frames; reads a frame folder's image headers,
+    which must all give one size); raises UnreadableVideo."""
     if os.path.isdir(path):
-        return len(image_names(path))
+        try:
+            return len(check_image_folder(path))
+        except TapforgeError as err:
+            raise UnreadableVideo(_reason(err)) from None
     if path.lower().endswith(".gif"):
         return len(_read_all(path))
     import imageio_ffmpeg
@@ -113,11 +125,16 @@ def _last_line(err: Exception) -> str:
     return text.splitlines()[-1] if text else type(err).__name__
 
 
+def _reason(err: TapforgeError) -> str:
+    """A TapforgeError's problem, without its fix (the caller says what to do with an unreadable source)."""
+    return str(err).split("; fix:")[0]
+
+
 def _read_all(path: str) -> np.ndarray:
     try:
         return read_video(path)[0]
     except TapforgeError as err:
-        raise UnreadableVideo(str(err).split("; fix:")[0]) from None
+        raise UnreadableVideo(_reason(err)) from None
 
 
 def read_frames(path: str, indices: np.ndarray) -> np.ndarray:
@@ -125,12 +142,14 @@ def read_frames(path: str, indices: np.ndarray) -> np.ndarray:
     indices = np.asarray(indices)
     if os.path.isdir(path):
         names = image_names(path)
-        try:
-            frames = [decode_image(os.path.join(path, names[i])) for i in indices]
-        except ValueError as err:
-            raise UnreadableVideo(str(err)) from None
-        if len({f.shape for f in frames}) > 1:
-            raise UnreadableVideo("its frames differ in size")
+        frames = []
+        for i in indices:
+            try:
+                frames.append(decode_image(os.path.join(path, names[i])))
+            except ValueError as err:
+                raise UnreadableVideo(f"frame {names[i]!r}: {err}") from None
+            if frames[-1].shape != frames[0].shape:
+                raise UnreadableVideo(f"frame {names[i]!r} differs in size from {names[indices[0]]!r}")
         return np.stack(frames)
     if path.lower().endswith(".gif"):
         return _read_all(path)[indices]
