@@ -473,6 +473,27 @@ class RunsACommand:
         return (os.system, (f"touch {self.marker}",))
 
 
+def test_a_sigterm_during_fit_is_our_one_line_in_a_real_process(setup, tmp_path):
+    """Lightning's own 'Received SIGTERM' and 'An SIGTERMException was raised ...' lines are not shown: ours says it."""
+    import subprocess
+    import sys
+
+    _, tiny = setup
+    command = [sys.executable, "-m", "tapforge.cli", "train", "fit", "--config", SMOKE, "--config", tiny]
+    command += ["--trainer.default_root_dir", str(tmp_path / "run"), "--data.val_shards", "null"]
+    command += ["--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null", "--trainer.max_steps", "6"]
+    command += ["--trainer.callbacks+=test_train_cli.InterruptAt", "--trainer.callbacks.init_args.step", "2"]
+    command += ["--trainer.callbacks.init_args.signum", str(int(signal.SIGTERM))]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), ROOT]))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"tapforge train: interrupted at step 2, saved {last}: resume with --ckpt_path last"
+    )
+    assert "SIGTERM" not in result.stderr and "was raised with message" not in result.stderr, result.stderr[-3000:]
+
+
 def test_a_bad_ckpt_path_is_one_clear_error(setup, tmp_path):
     tmp, tiny = setup
     run = tmp_path / "run"

@@ -220,11 +220,14 @@ def _build_cli_class():
 
 
 LIGHTNING_CHATTER = ("💡 Tip:", "`weights_only` was not set")  # notices a user cannot act on
+# what Lightning says on SIGTERM / an exception, which our one 'interrupted at step N, saved ...' line says
+LIGHTNING_INTERRUPT = re.compile(r"^(\[rank: \d+\] )?Received SIGTERM|^An \w+ was raised with message:")
 
 
 class _DropChatter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(LIGHTNING_CHATTER)
+        message = str(record.msg)
+        return not (message.startswith(LIGHTNING_CHATTER) or LIGHTNING_INTERRUPT.match(message))
 
 
 def _quiet_lightning() -> None:
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")  # ours is exact
+    warnings.filterwarnings("ignore", message="Total length of `list` across ranks is zero")  # no validation set
     # the training stream is re-seeded from the global step (TAPIRDataModule.train_dataloader): a mid-epoch resume is sound
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     parser_kwargs = {
