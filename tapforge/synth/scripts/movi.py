@@ -98,14 +98,14 @@ class Config:
         "a size or a list of sizes in [0.05, 20]: [min, max] for uniform, the sizes for choice",
     )
     materials: list[str] = option(list(MATERIALS), subset_of(MATERIALS), f"a non-empty list from {list(MATERIALS)}")
-    colours: Literal["random", "random_hue", "clevr"] = "random"  # untextured colours (legacy and plain looks)
+    colors: Literal["random", "random_hue", "clevr"] = "random"  # untextured colours (legacy and plain looks)
     camera: Literal[CAMERAS] = "linear_movement"
     max_camera_movement: float = option(4.0, number_in(0, 100), "a number in [0, 100]")
     focal_length: float | list[float] = option(35.0, number_range(1, 500), "a number or [min, max] in [1, 500] (mm)")
     sensor_width: float | list[float] = option(32.0, number_range(1, 200), "a number or [min, max] in [1, 200] (mm)")
     motion_blur: float | list[float] = option(0.0, number_range(0, 1), "a number or [min, max] in [0, 1]")
     background: Literal["dome", "sky", "hdri", "plain"] = "dome"
-    surround_colour: Literal["grey", "random", "random_hue"] = "random"  # plain background, untextured floor
+    surround_color: Literal["grey", "random", "random_hue"] = "random"  # plain background, untextured floor
     appearance: Literal["natural", "plain", "legacy"] = "natural"
     floor_texture: bool = True
     deforming_share: float = option(0.0, number_in(0, 1), "a fraction in [0, 1] of the objects")
@@ -187,10 +187,10 @@ def legacy_material(rng: np.random.Generator, cfg: Config, textures: list[str]) 
     kind = str(rng.choice(cfg.materials))
     if kind == "metal":
         return Principled(
-            color(rng, cfg.colours), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal"
+            color(rng, cfg.colors), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal"
         )
     if kind == "rubber":
-        return Principled(color(rng, cfg.colours), roughness=float(rng.uniform(0.6, 0.9)), label="rubber")
+        return Principled(color(rng, cfg.colors), roughness=float(rng.uniform(0.6, 0.9)), label="rubber")
     first = random_color(rng)
     source = str(rng.choice(list(PROCEDURAL_TEXTURES) + (["image"] if textures else [])))
     if source == "image":
@@ -238,7 +238,7 @@ def _surroundings(scene: Scene, rng: np.random.Generator, look: np.random.Genera
     """Floor, background and sun; the background is part of the look (drawn from ``look``)."""
     textures = scene.assets.textures
     grey = (0.5, 0.5, 0.5)
-    surround = (lambda: grey) if cfg.surround_colour == "grey" else (lambda: color(rng, cfg.surround_colour))
+    surround = (lambda: grey) if cfg.surround_color == "grey" else (lambda: color(rng, cfg.surround_color))
     if cfg.floor_texture:
         floor = Principled(
             texture=Texture.procedural(
