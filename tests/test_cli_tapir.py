@@ -229,3 +229,151 @@ def test_track_refuses_a_grid_it_would_not_track(tmp_path, checkpoint_file, vide
     out = tmp_path / "o.mp4"
     assert tapforge(["track", video_file, "--checkpoint", checkpoint_file, "--grid", grid, "--out", str(out)]) == 2
     assert f"--grid {grid}: give K in 1..256" in capsys.readouterr().err and not out.exists()
+
+
+def _davis(path, change=None):
+    """A two-video TAP-Vid DAVIS pickle; ``change(example)`` edits the second video."""
+    rng = np.random.default_rng(1)
+    davis = {}
+    for name in ("bear", "car"):
+        davis[name] = {
+            "video": rng.integers(0, 256, (4, 24, 32, 3), dtype=np.uint8),
+            "points": rng.uniform(0.2, 0.8, (3, 4, 2)).astype(np.float32),
+            "occluded": np.zeros((3, 4), bool),
+        }
+    if change:
+        change(davis["car"])
+    with open(path, "wb") as f:
+        pickle.dump(davis, f)
+    return str(path)
+
+
+def _one_error_line(capsys, command):
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tapforge {command}: error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0], captured.out
+
+
+def _bad_outputs(tmp_path, suffix):
+    """(output path, what the error line says) for each way an output file cannot be written after the work."""
+    (tmp_path / f"existing{suffix}").mkdir(exist_ok=True)
+    (tmp_path / "afile").write_text("x")
+    return [
+        (tmp_path / f"existing{suffix}", "is an existing folder"),
+        (tmp_path / "afile" / f"out{suffix}", "afile is a file, not a folder"),
+        (tmp_path / "afile" / "sub" / f"out{suffix}", "afile is a file, not a folder"),
+        (tmp_path / "missing" / f"out{suffix}", "does not exist; fix: create it first"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize(
+    "command,flag,suffix",
+    [("eval", "--json", ".json"), ("track", "--out", ".mp4"), ("track", "--save", ".npz"), ("export", "--out", ".pt")],
+)
+def test_an_output_that_could_not_be_written_is_refused_before_the_work(
+    tmp_path, checkpoint_file, video_file, capsys, command, flag, suffix, case
+):
+    out, message = _bad_outputs(tmp_path, suffix)[case]
+    argv = {
+        "eval": ["eval", "--checkpoint", checkpoint_file, "--tapvid-davis", _davis(tmp_path / "d.pkl")],
+        "track": ["track", video_file, "--checkpoint", checkpoint_file, "--grid", "2"],
+        "export": ["export", checkpoint_file, "--to", "safetensors"],
+    }[command]
+    assert tapforge(argv + [flag, str(out)]) == 2
+    line, printed = _one_error_line(capsys, command)
+    assert f"{flag} {out}" in line and message in line
+    assert printed == ""  # nothing was scored, tracked or loaded first
+
+
+@pytest.mark.parametrize(
+    "command,flag",
+    [("eval", "--json"), ("track-video", "--out"), ("track-checkpoint", "--save"), ("export", "--out")],
+)
+def test_an_output_that_is_an_input_is_refused(tmp_path, checkpoint_file, video_file, capsys, command, flag):
+    copy = tmp_path / ("in.safetensors" if command != "track-video" else "in.mp4")
+    copy.write_bytes(open(checkpoint_file if command != "track-video" else video_file, "rb").read())
+    davis = _davis(tmp_path / "d.pkl")
+    argv = {
+        "eval": ["eval", "--checkpoint", checkpoint_file, "--tapvid-davis", davis, "--json", davis],
+        "track-video": ["track", str(copy), "--checkpoint", checkpoint_file, "--out", str(copy)],
+        "track-checkpoint": ["track", video_file, "--checkpoint", str(copy), "--save", str(copy)],
+        "export": ["export", str(copy), "--to", "safetensors", "--out", str(copy)],
+    }[command]
+    before = copy.read_bytes()
+    assert tapforge(argv) == 2
+    line, _ = _one_error_line(capsys, argv[0])
+    assert "an input of this command" in line or "unknown suffix" in line
+    assert copy.read_bytes() == before
+
+
+BAD_DAVIS = {
+    "float video on a 0..255 scale": (lambda e: e.__setitem__("video", e["video"] * 1.0), "float frames must lie"),
+    "NaN point": (lambda e: e["points"].__setitem__((0, 1, 0), np.nan), "NaN or infinite"),
+    "pixel coordinates": (lambda e: e.__setitem__("points", e["points"] * 32), "outside [0, 1]"),
+    "occlusion flag 2": (lambda e: e.__setitem__("occluded", np.full((3, 4), 2)), "occluded holds 2"),
+    "tracks of other length": (lambda e: e.__setitem__("points", e["points"][:, :3]), "do not match 4 frames"),
+    "grayscale video": (lambda e: e.__setitem__("video", e["video"][..., 0]), "expected [T,H,W,3]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DAVIS))
+def test_eval_refuses_a_bad_pickle_before_scoring_and_writes_nothing(tmp_path, checkpoint_file, capsys, case):
+    change, message = BAD_DAVIS[case]
+    out = tmp_path / "metrics.json"
+    argv = ["eval", "--checkpoint", checkpoint_file, "--tapvid-davis", _davis(tmp_path / "d.pkl", change)]
+    assert tapforge(argv + ["--json", str(out)]) == 2
+    line, printed = _one_error_line(capsys, "eval")
+    assert message in line and "'car'" in line and "AJ" not in printed and not out.exists()
+
+
+def test_eval_scores_a_float_video_in_0_1_as_its_uint8_original(tmp_path, capsys):
+    as_uint8 = _davis(tmp_path / "a.pkl")
+    as_float = _davis(tmp_path / "b.pkl", lambda e: e.__setitem__("video", e["video"] / 255.0))
+    reports = []
+    for path in (as_uint8, as_float):
+        assert tapforge(["eval", "--tapvid-davis", path, "--json", str(tmp_path / "m.json")]) == 0
+        reports.append(json.loads((tmp_path / "m.json").read_text())["datasets"]["tapvid_davis"]["stay_put"])
+    assert reports[0] == reports[1]
+
+
+def test_track_reads_16_bit_grayscale_frames_as_gray_not_white(tmp_path, checkpoint_file, capsys):
+    from image_modes import png16
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for t in range(3):
+        (frames / f"f{t}.png").write_bytes(png16(np.full((40, 48), 20000 + 1000 * t, np.uint16)))
+    save = tmp_path / "tracks.npz"
+    out = tmp_path / "overlay.mp4"
+    argv = ["track", str(frames), "--checkpoint", checkpoint_file, "--grid", "2", "--save", str(save)]
+    assert tapforge(argv + ["--out", str(out)]) == 0, capsys.readouterr().err
+    overlay, _ = read_video(out)
+    assert abs(int(np.median(overlay[0])) - round(20000 / 257)) <= 2  # gray (78), not clipped to white (255)
+
+
+def test_export_to_onnx_without_onnx_names_the_extra_before_loading(tmp_path, checkpoint_file, capsys, monkeypatch):
+    from tapforge.tapir import cli_export
+
+    real = cli_export.find_spec
+    monkeypatch.setattr(cli_export, "find_spec", lambda name: None if name.startswith("onnx") else real(name))
+    monkeypatch.setattr(ck, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    out = tmp_path / "tapir.onnx"
+    assert tapforge(["export", checkpoint_file, "--to", "onnx", "--out", str(out)]) == 2
+    line, _ = _one_error_line(capsys, "export")
+    assert "needs onnx and onnxruntime, which are not installed" in line and 'pip install "tapforge[onnx]"' in line
+    assert tapforge(["export", checkpoint_file, "--to", "onnx", "--out", str(out), "--no-verify"]) == 2
+    line, _ = _one_error_line(capsys, "export")
+    assert "needs onnx, which is not installed" in line and not out.exists()
+
+
+def test_export_removes_the_temporaries_a_killed_export_left(tmp_path, checkpoint_file, capsys):
+    out = tmp_path / "tapir.safetensors"
+    stale = [tmp_path / ".tapir.safetensors.q1w2e3r4.tmp", tmp_path / ".tapir.safetensors.zz_9zz9z.tmp"]
+    other = tmp_path / ".other.safetensors.q1w2e3r4.tmp"
+    for path in stale + [other]:
+        path.write_bytes(b"half a checkpoint")
+    assert tapforge(["export", checkpoint_file, "--to", "safetensors", "--out", str(out)]) == 0
+    assert not any(p.exists() for p in stale) and other.exists() and out.exists()

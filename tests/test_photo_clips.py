@@ -160,3 +160,36 @@ def test_missing_photo_packages_name_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # as if scikit-learn were not installed
     assert tapforge_main(["photo-clips", "--out", str(tmp_path / "out.pkl")]) == 2
     assert 'pip install "tapforge[photos]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "out,message",
+    [
+        ("existing.pkl", "is an existing folder"),
+        ("afile/out.pkl", "afile is a file, not a folder"),
+        ("afile/sub/out.pkl", "afile is a file, not a folder"),
+        ("missing/out.pkl", "does not exist; fix: create it first"),
+    ],
+)
+def test_an_output_that_could_not_be_written_is_refused_before_the_clips_are_made(
+    tmp_path, capsys, monkeypatch, out, message
+):
+    from tapforge.train import photo_clips
+
+    monkeypatch.setattr(photo_clips, "make_clips", lambda *a, **k: pytest.fail("the clips were made first"))
+    (tmp_path / "existing.pkl").mkdir()
+    (tmp_path / "afile").write_text("x")
+    assert tapforge_main(["photo-clips", "--out", str(tmp_path / out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tapforge photo-clips: error: --out {tmp_path / out}") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_killed_runs_temporaries_are_removed(two_tone, tmp_path, monkeypatch):
+    from tapforge.train import photo_clips
+
+    monkeypatch.setattr(photo_clips, "make_clips", lambda *a, **k: two_tone[:1])
+    stale = tmp_path / ".out.pkl.abcd1234.tmp"
+    stale.write_bytes(b"half a pickle")
+    assert tapforge_main(["photo-clips", "--out", str(tmp_path / "out.pkl"), "--num-clips", "1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pkl"]

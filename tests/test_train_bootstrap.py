@@ -291,3 +291,104 @@ def test_pack_videos_writes_resumable_shards_that_train_reads(tmp_path):
     assert videos == [] and len(shards) == 2
     batch = next(iter(RealClipStream(videos, shards, 2, 1, 3, [1], (16, 16))))
     assert batch.video.shape == (2, 3, 16, 16, 3) and batch.video.dtype == torch.uint8
+
+
+def _pack_error(capsys, argv, during_work=False):
+    """The one error line of a refused pack-videos (after its progress bar, for a failure ``during_work``)."""
+    from tapforge.cli import main as tapforge_main
+
+    assert tapforge_main(["pack-videos", *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()[-1:] if during_work else captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tapforge pack-videos: error: "), captured.err
+    assert "Traceback" not in captured.err and captured.out == ""
+    return lines[0]
+
+
+@pytest.mark.parametrize("out", ["afile", "afile/packed", "afile/a/b"])
+def test_pack_videos_refuses_an_output_under_a_file_before_the_work(tmp_path, capsys, out):
+    real = _videos(str(tmp_path / "real"), count=1, broken=False)
+    (tmp_path / "afile").write_text("x")
+    line = _pack_error(capsys, [real, "--out", str(tmp_path / out), "--num-frames", "4"])
+    assert f"--out {tmp_path / out}" in line and "is a file, not a folder" in line
+
+
+DAMAGED_MANIFESTS = {
+    "truncated": (b'{"generator": "tapforge-pack-videos", "config_hash": "ab', "is damaged (JSONDecodeError"),
+    "not utf-8": (b"\xff\xfe\x00garbage", "is damaged (UnicodeDecodeError"),
+    "empty": (b"", "is damaged (JSONDecodeError"),
+    "a list": (b"[1, 2]", "was not written by pack-videos"),
+    "a synth dataset": (
+        b'{"generator": "tapforge", "shards": []}',
+        "was not written by pack-videos (generator 'tapforge')",
+    ),
+    "no shards": (b'{"generator": "tapforge-pack-videos", "config_hash": "ab"}', "is damaged (no config_hash"),
+    "bad shard entry": (
+        b'{"generator": "tapforge-pack-videos", "config_hash": "ab", "shards": [{"name": 3}]}',
+        "shard entries without name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED_MANIFESTS))
+def test_pack_videos_refuses_to_resume_over_a_damaged_manifest_with_one_line(tmp_path, capsys, case):
+    content, message = DAMAGED_MANIFESTS[case]
+    real = _videos(str(tmp_path / "real"), count=1, broken=False)
+    out = tmp_path / "packed"
+    out.mkdir()
+    (out / "manifest.json").write_bytes(content)
+    (out / "shard-000000.tar").write_bytes(b"kept as it is")
+    line = _pack_error(capsys, [real, "--out", str(out), "--num-frames", "4"])
+    assert message in line and "fix:" in line
+    assert (out / "manifest.json").read_bytes() == content and sorted(os.listdir(out)) == [
+        "manifest.json",
+        "shard-000000.tar",
+    ]
+
+
+def test_pack_videos_removes_the_temporaries_a_killed_run_left(tmp_path):
+    real = _videos(str(tmp_path / "real"), count=1, broken=False)
+    out = tmp_path / "packed"
+    out.mkdir()
+    stale = [".shard-000000.tar.a1b2c3d4.tmp", ".shard-000007.tar.zzzzzzzz.tmp", ".manifest.json.x_y_z_w_.tmp"]
+    for name in stale + ["notes.txt"]:
+        (out / name).write_bytes(b"half")
+    assert pack_main([real, "--out", str(out), "--num-frames", "4"]) == 0
+    assert sorted(os.listdir(out)) == ["manifest.json", "notes.txt", "shard-000000.tar"]
+
+
+def _frames(folder, images):
+    folder.mkdir(parents=True)
+    for t, data in enumerate(images):
+        (folder / f"f{t:02d}.png").write_bytes(data)
+    return str(folder)
+
+
+def test_pack_videos_packs_16_bit_frames_as_gray_and_names_a_folder_of_mixed_sizes(tmp_path, capsys):
+    import io
+
+    from image_modes import png16
+    from PIL import Image
+
+    from tapforge.synth.schema import decode_frames
+
+    gray = _frames(tmp_path / "gray16", [png16(np.full((16, 16), 30000, np.uint16))] * 4)
+    out = tmp_path / "packed"
+    assert pack_main([gray, "--out", str(out), "--num-frames", "4", "--codec", "png"]) == 0
+    entry = json.loads((out / "manifest.json").read_text())["shards"][0]
+    (sample,) = iter_checked_samples(out, entry, decode=lambda sample: sample)
+    frames = decode_frames(sample, range(4))
+    assert np.all(frames == round(30000 / 257))  # gray, not clipped to white
+    capsys.readouterr()
+
+    def png(height):
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (height, 16, 3), np.uint8)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    mixed = _frames(tmp_path / "mixed", [png(16), png(16), png(17), png(16)])
+    line = _pack_error(capsys, [mixed, "--out", str(tmp_path / "p2"), "--num-frames", "2"])
+    assert "frame 'f02.png'" in line and "is 16x17 but 'f00.png' is 16x16" in line
+    truncated = _frames(tmp_path / "truncated", [png(16)] * 3 + [png(16)[:400]])  # its header reads, its pixels do not
+    line = _pack_error(capsys, [truncated, "--out", str(tmp_path / "p3"), "--num-frames", "2"], during_work=True)
+    assert "failed while packing frames 2.." in line and "f03.png" in line

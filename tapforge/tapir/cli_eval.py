@@ -10,12 +10,14 @@ position and is always visible) is always scored too, so a run without --checkpo
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import time
 
 from tqdm.auto import tqdm
 
+from tapforge.base.atomic import atomic_write, check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import tapvid
 from tapforge.tapir.cli_options import add_run_options, tracker_from_args
@@ -72,7 +74,9 @@ def evaluate(samples, query_mode: str, tracker=None, max_videos: int | None = No
     """Per-video and mean metrics for the stay-put baseline and (with a tracker) the model."""
     per_video = {"stay_put": [], "model": []}
     names = []
-    for i, sample in enumerate(tqdm(samples, desc=desc, unit="video")):
+    samples = iter(samples)
+    first = next(samples, None)  # the first pickle is read and checked (every example) before the progress bar
+    for i, sample in enumerate(tqdm(itertools.chain([first] if first else [], samples), desc=desc, unit="video")):
         if max_videos is not None and i >= max_videos:
             break
         names.append(sample["name"])
@@ -116,6 +120,13 @@ def main(argv: list[str]) -> int:
         )
     if args.max_videos is not None and args.max_videos < 1:
         raise TapforgeError(f"--max-videos {args.max_videos} is not positive; fix: pass N >= 1")
+    if args.json:  # before the work: a path that cannot be written would lose the results
+        flags = {dest: flag for dest, flag, _ in DATASET_FLAGS}
+        inputs = {f"the {flags[dest]} data": path for dest, path in datasets}
+        check_output_file(args.json, "--json", {"the checkpoint": args.checkpoint, **inputs})
+        remove_stale_temporaries(args.json)
+    for _, path in datasets:  # a missing file or an empty folder is found before the work
+        tapvid.tapvid_pickle_paths(path)
     tracker = None
     if args.checkpoint:
         tracker = tracker_from_args(args)
@@ -131,7 +142,6 @@ def main(argv: list[str]) -> int:
         print(f"\n{dest} ({report['num_videos']} videos, query mode {args.query_mode}; x100)")
         print(format_table(rows))
     if args.json:
-        from tapforge.base.atomic import atomic_write
 
         def write(tmp: str) -> None:
             with open(tmp, "w") as f:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from importlib.util import find_spec
 
 import numpy as np
 import torch
 
+from tapforge.base.atomic import check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import checkpoint
 from tapforge.tapir.cli_options import add_load_options, load_overrides
@@ -69,8 +71,15 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.frames < 1 or args.num_queries < 1:
         raise TapforgeError("--frames and --num-queries must be positive; fix: e.g. --frames 24 --num-queries 64")
-    if os.path.abspath(args.out) == os.path.abspath(args.checkpoint):
-        raise TapforgeError("--out is the input checkpoint; fix: write to another file")
+    check_output_file(args.out, "--out", {"the input checkpoint": args.checkpoint})
+    if args.to == "onnx":
+        missing = [m for m in ("onnx", "onnxruntime")[: 1 if args.no_verify else 2] if not find_spec(m)]
+        if missing:
+            raise TapforgeError(
+                f"--to onnx needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed; "
+                'fix: pip install "tapforge[onnx]" (or --to torchscript, which needs nothing more)'
+            )
+    remove_stale_temporaries(args.out)  # left by a killed export of this file
     model = checkpoint.load_model(args.checkpoint, **load_overrides(args))
     start = time.perf_counter()
     if args.to == "tapnet-pt":

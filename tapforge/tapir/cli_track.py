@@ -21,6 +21,7 @@ import zipfile
 
 import numpy as np
 
+from tapforge.base.atomic import atomic_write, check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir.cli_options import add_run_options, tracker_from_args
 
@@ -98,8 +99,6 @@ def read_points(path: str) -> np.ndarray:
 
 def save_tracks(path: str, result, fps: float, height: int, width: int) -> None:
     """Write tracks as NPZ or CSV (by suffix), atomically."""
-    from tapforge.base.atomic import atomic_write
-
     if path.lower().endswith(".npz"):
 
         def write(tmp: str) -> None:
@@ -144,6 +143,11 @@ def main(argv: list[str]) -> int:
             raise TapforgeError(
                 f"--out {args.out!r} has an unknown suffix; fix: use one of {', '.join(WRITE_SUFFIXES)}"
             )
+    inputs = {"the input video": args.video, "the checkpoint": args.checkpoint, "the points file": args.points}
+    for flag, path in (("--out", args.out), ("--save", args.save)):
+        if path:  # before the work: a path that cannot be written would lose the tracks
+            check_output_file(path, flag, inputs)
+            remove_stale_temporaries(path)
     if args.grid is not None and not 1 <= args.grid <= 256:
         raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
     from tapforge.base.drawing import draw_tracks, enlarge

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 from typing import Iterable, Iterator, Mapping
 
@@ -378,13 +379,16 @@ def write_tapvid_pickle(
 
 
 def tapvid_pickle_paths(path: str | os.PathLike) -> list[str]:
-    """A pickle file, or every ``*.pkl`` in a folder (Kinetics shards, RoboTAP splits) in sorted order."""
+    """A pickle file, or every ``*.pkl`` in a folder (Kinetics shards, RoboTAP splits) in sorted order; one error line
+    for a missing path or a folder without pickles."""
     path = os.fspath(path)
     if os.path.isdir(path):
         found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.endswith(".pkl"))
         if not found:
             raise TapforgeError(f"folder {path!r} has no .pkl files; fix: pass the folder holding the TAP-Vid pickles")
         return found
+    if not os.path.isfile(path):
+        raise TapforgeError(f"TAP-Vid pickle {path!r} does not exist; fix: pass the path of the downloaded .pkl file")
     return [path]
 
 
@@ -438,4 +442,6 @@ def mean_metrics(per_video: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
     (a video whose metric is NaN, e.g. no hidden point for occluded_recall, is left out of that mean)."""
     if not per_video:
         raise TapforgeError("no videos were evaluated; fix: check that the TAP-Vid pickle holds examples")
-    return {k: float(np.nanmean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in METRIC_KEYS}
+    with warnings.catch_warnings():  # a metric NaN in every video (no hidden point anywhere) stays NaN, unannounced
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {k: float(np.nanmean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in METRIC_KEYS}

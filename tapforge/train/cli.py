@@ -368,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def pack_videos_main(argv: list[str]) -> int:
     """``tapforge pack-videos SOURCE... --out DIR``: unlabeled clips as WebDataset shards for data.real_videos."""
+    from tapforge.base.atomic import check_output_folder
     from tapforge.synth.schema import VIDEO_CODECS
     from tapforge.train.pack_videos import pack_videos
     from tapforge.train.video_sources import expand_video_sources
@@ -398,7 +399,9 @@ def pack_videos_main(argv: list[str]) -> int:
         raise TapforgeError(f"--size is {args.size}; fix: give H W of at least 8 pixels each")
     if not 1 <= args.jpeg_quality <= 100:
         raise TapforgeError(f"--jpeg-quality is {args.jpeg_quality}; fix: use 1 to 100")
+    out = check_output_folder(args.out, "--out")
     videos, shards = expand_video_sources(args.sources, "pack-videos")
+    shards = [s for s in shards if os.path.dirname(os.path.abspath(s)) != out]  # its own output, in a source folder
     if shards or not videos:
         raise TapforgeError("pack-videos takes videos and frame folders, not shards; fix: list the videos themselves")
     manifest = pack_videos(
@@ -422,6 +425,7 @@ def pack_videos_main(argv: list[str]) -> int:
 
 def photo_clips_main(argv: list[str]) -> int:
     """``tapforge photo-clips --out real.pkl``: clips of real photos moved by known homographies, as a TAP-Vid pickle."""
+    from tapforge.base.atomic import check_output_file, remove_stale_temporaries
     from tapforge.base.video import IMAGE_SUFFIXES
     from tapforge.tapir.tapvid import write_tapvid_pickle
     from tapforge.train.photo_clips import make_clips
@@ -444,6 +448,8 @@ def photo_clips_main(argv: list[str]) -> int:
     p.add_argument("--points", type=int, default=128, help="tracks per clip, half on the moving patch (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = p.parse_args(argv)
+    check_output_file(args.out, "--out", {"the photo folder": args.photos})  # before the work
+    remove_stale_temporaries(args.out)
     clips = make_clips(args.num_clips, args.frames, args.size, args.points, args.seed, args.photos)
     write_tapvid_pickle(args.out, ((c.name, c.video, c.tracks, c.occluded) for c in clips))
     print(

@@ -24,11 +24,11 @@ import webdataset as wds
 from tqdm import tqdm
 
 from tapforge.base import __version__
-from tapforge.base.atomic import atomic_write, atomic_write_bytes
+from tapforge.base.atomic import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
 from tapforge.synth.schema import encode_frame, frame_entry
-from tapforge.train.video_sources import UnreadableVideo, count_frames, read_frames
+from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +48,72 @@ class ClipSpec:
 
 def plan_clips(
     videos: Sequence[str], num_frames: int, stride: int, clips_per_video: int | None
-) -> tuple[list[ClipSpec], list[str]]:
-    """Non-overlapping clips of each video (at most ``clips_per_video``, spread over it), and the sources left out."""
-    specs, skipped = [], []
+) -> tuple[list[ClipSpec], dict[str, str]]:
+    """Non-overlapping clips of each video (at most ``clips_per_video``, spread over it), and the sources left out
+    (path -> why)."""
+    specs, skipped = [], {}
     span = (num_frames - 1) * stride + 1
-    for path in tqdm(videos, desc="counting frames", unit="video", leave=False):
+    for path in tqdm(videos, desc="counting frames", unit="video", leave=False, disable=None):
         try:
             total = count_frames(path)
         except UnreadableVideo as err:
-            log.warning("%s is unreadable (%s); left out", path, err)
-            skipped.append(path)
+            skipped[path] = f"unreadable: {err}"
             continue
         starts = list(range(0, total - span + 1, span))
         if not starts:
-            log.warning(
-                "%s has %d frames, fewer than a clip of %d at stride %d; left out", path, total, num_frames, stride
-            )
-            skipped.append(path)
+            skipped[path] = f"{total} frames, fewer than a clip of {num_frames} at stride {stride}"
             continue
         if clips_per_video and len(starts) > clips_per_video:
             starts = [starts[i] for i in np.linspace(0, len(starts) - 1, clips_per_video).round().astype(int)]
         specs += [ClipSpec(path, s, stride, num_frames) for s in starts]
     return specs, skipped
+
+
+SHARD_FIELDS = {"name": str, "num_samples": int, "keys": list, "bytes": int, "sha256": str}
+
+
+def read_manifest(out: str) -> dict | None:
+    """The manifest of an earlier run into ``out`` (None if there is none), or one TapforgeError line when it is not
+    one that pack-videos wrote: damaged, or another tool's."""
+    path = os.path.join(out, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    fix = f"fix: delete {out} (or its manifest.json and shard-*.tar) and pack again, or pack into a new folder"
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, not JSON (a truncated copy)
+        raise TapforgeError(f"{path} is damaged ({type(err).__name__}: {err}), so resuming is refused; {fix}") from None
+    if not isinstance(manifest, dict) or manifest.get("generator") != GENERATOR:
+        made_by = manifest.get("generator") if isinstance(manifest, dict) else None
+        raise TapforgeError(
+            f"{path} was not written by pack-videos ({'generator ' + repr(made_by) if made_by else 'no generator'}): "
+            f"{out} holds another dataset; fix: pack into a new folder"
+        )
+    shards = manifest.get("shards")
+    if (
+        not isinstance(manifest.get("config_hash"), str)
+        or not isinstance(shards, list)
+        or not all(
+            isinstance(entry, dict) and all(isinstance(entry.get(k), t) for k, t in SHARD_FIELDS.items())
+            for entry in shards
+        )
+    ):
+        raise TapforgeError(
+            f"{path} is damaged (no config_hash, or shard entries without {', '.join(SHARD_FIELDS)}), so resuming is refused; {fix}"
+        )
+    return manifest
+
+
+def _clip_frames(spec: ClipSpec) -> np.ndarray:
+    """A planned clip's frames, or one TapforgeError line naming the source that failed to decode after planning."""
+    try:
+        return read_frames(spec.source, spec.start + spec.stride * np.arange(spec.count))
+    except (UnreadableVideo, ShortVideo) as err:
+        raise TapforgeError(
+            f"{spec.source} failed while packing frames {spec.start}.. ({err}); the shards written so far are kept; "
+            "fix: repair the file, or remove it from the sources and pack into a new folder"
+        ) from None
 
 
 def pack_videos(
@@ -85,14 +129,21 @@ def pack_videos(
 ) -> dict:
     """Write clips of ``videos`` as ``out/shard-%06d.tar`` plus ``manifest.json``; returns the manifest.
 
-    Shards already complete (same plan, recorded in the manifest) are kept, so an interrupted run resumes.
+    Shards already complete (same plan, recorded in the manifest, of the recorded size) are kept, so an interrupted
+    run resumes; the temporaries a killed run left are removed. Sources that cannot be read or are too short are left
+    out with a warning each (all of them: one error line naming the first).
     """
+    previous = read_manifest(out)  # before the work: a damaged or foreign manifest is refused at once
     specs, skipped = plan_clips(videos, num_frames, stride, clips_per_video)
     if not specs:
+        path, why = next(iter(skipped.items()))
+        more = f"; and {len(skipped) - 1} more" if len(skipped) > 1 else ""
         raise TapforgeError(
-            f"none of the {len(videos)} videos gives a clip of {num_frames} frames at stride {stride}; "
-            "fix: lower --num-frames or --stride, or check the files"
+            f"none of the {len(videos)} videos gives a clip of {num_frames} frames at stride {stride} ({path}: {why}"
+            f"{more}); fix: lower --num-frames or --stride, or check the files"
         )
+    for path, why in skipped.items():
+        log.warning("%s is left out: %s", path, why)
     config = {
         "num_frames": num_frames,
         "size": list(size) if size else None,
@@ -103,18 +154,15 @@ def pack_videos(
     }
     plan = [vars(s) for s in specs]
     identity = hashlib.sha256(json.dumps({**config, "clips": plan}, sort_keys=True).encode()).hexdigest()[:16]
+    if previous is not None and previous["config_hash"] != identity:
+        raise TapforgeError(
+            f"{out} holds clips packed with other videos or settings; fix: pack into a new folder or delete this one"
+        )
+    done = {entry["name"]: entry for entry in previous["shards"]} if previous else {}
     os.makedirs(out, exist_ok=True)
     manifest_path = os.path.join(out, MANIFEST)
-    done: dict[str, dict] = {}
-    if os.path.exists(manifest_path):
-        with open(manifest_path) as f:
-            previous = json.load(f)
-        if previous.get("generator") != GENERATOR or previous.get("config_hash") != identity:
-            raise TapforgeError(
-                f"{out} holds clips packed with other videos or settings; fix: pack into a new folder "
-                "or delete this one"
-            )
-        done = {s["name"]: s for s in previous["shards"]}
+    for name in (MANIFEST, "shard-*.tar"):  # temporaries of a killed run into this folder
+        remove_stale_temporaries(os.path.join(out, name))
     groups = [specs[i : i + clips_per_shard] for i in range(0, len(specs), clips_per_shard)]
     shards = []
 
@@ -126,7 +174,7 @@ def pack_videos(
             "config_hash": identity,
             "num_samples": len(specs),
             "num_shards": len(groups),
-            "skipped": skipped,
+            "skipped": list(skipped),
             "shards": shards,
             "num_complete_shards": len(shards),
             "num_complete_samples": sum(s["num_samples"] for s in shards),
@@ -137,7 +185,7 @@ def pack_videos(
     for index, group in enumerate(tqdm(groups, desc=f"packing {len(specs)} clips", unit="shard")):
         name = f"shard-{index:06d}.tar"
         path = os.path.join(out, name)
-        if name in done and os.path.exists(path):
+        if name in done and os.path.isfile(path) and os.path.getsize(path) == done[name]["bytes"]:
             shards.append(done[name])
             continue
         keys = [f"clip{index:06d}_{k:04d}" for k in range(len(group))]
@@ -145,7 +193,7 @@ def pack_videos(
         def write(tmp: str, group=group, keys=keys) -> None:
             with wds.TarWriter(tmp) as sink:
                 for key, spec in zip(keys, group):
-                    frames = read_frames(spec.source, spec.start + spec.stride * np.arange(spec.count))
+                    frames = _clip_frames(spec)
                     if size:
                         frames = resize_frames(frames, size)
                     sample = {
