@@ -10,6 +10,7 @@ import numpy as np
 
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.assets import convex_decomposition
+from tapforge.synth.checks import Refused, array, check, flag, instance
 from tapforge.synth.native import import_pybullet
 from tapforge.synth.poses import rotation_vector
 from tapforge.synth.scene import Object, Scene
@@ -52,6 +53,18 @@ def _collision_shape(client: int, obj: Object, scratch: Path) -> int:
         _write_obj_parts(list(shape.hulls), path)
         return pb.createCollisionShape(pb.GEOM_MESH, fileName=str(path), physicsClientId=client)
     return pb.createCollisionShape(pb.GEOM_MESH, vertices=shape.hulls[0][0].tolist(), physicsClientId=client)
+
+
+def _region(value: object) -> np.ndarray:
+    """A box ((min x, y, z), (max x, y, z)) with min <= max."""
+    allowed = "a box ((min x, min y, min z), (max x, max y, max z)) of finite numbers with min <= max"
+    try:
+        corners = array((3,), allowed, length=2)(value)
+    except Refused:
+        raise Refused(allowed) from None
+    if (corners[0] > corners[1]).any():
+        raise Refused(allowed)
+    return corners
 
 
 class PyBullet:
@@ -173,9 +186,13 @@ class PyBullet:
         """Kubric's move_until_no_overlap: a random position in ``region`` (min corner, max corner) and a random
         orientation until the object touches nothing placed before (the floor included); False when the scene is
         too crowded after MAX_PLACEMENT_TRIES (the last try is kept: the solver pushes overlaps apart)."""
+        where = "simulator.place_without_overlap"
+        check(where, "obj", obj, instance(Object))
+        region = check(where, "region", region, _region)
+        check(where, "rng", rng, instance(np.random.Generator))
+        rotate = check(where, "rotate", rotate, flag)
         pb = self.pb
         body = self._body(obj)
-        region = np.asarray(region, float)
         for _ in range(MAX_PLACEMENT_TRIES):
             obj.position = tuple(rng.uniform(*region))
             if rotate:

@@ -36,6 +36,32 @@ from typing import Any, Callable, ClassVar, Protocol
 import numpy as np
 
 from tapforge.base.errors import TapforgeError
+from tapforge.synth.checks import (
+    DIRECTION,
+    LIMIT,
+    MIN_NORM,
+    POINT,
+    QUATERNION,
+    SEED_LIMIT,
+    VELOCITY,
+    Refused,
+    Rule,
+    array,
+    check,
+    existing_file,
+    flag,
+    instance,
+    integer,
+    json_value,
+    number,
+    one_of,
+    optional,
+    positive,
+    refuse,
+    text,
+    vector,
+)
+from tapforge.synth.checks import color as _color
 from tapforge.synth.meshes import volume_and_centroid
 
 # "x as x": re-exported, scene scripts import the rotation helpers from here
@@ -43,7 +69,8 @@ from tapforge.synth.poses import about_z as about_z
 from tapforge.synth.poses import interpolate_keys, look_at_matrices, unit_quaternion
 from tapforge.synth.poses import quaternion_product as quaternion_product
 from tapforge.synth.poses import slerp as slerp
-from tapforge.synth.shapes import Mesh, make_shape, torus_sectors
+from tapforge.synth.shapes import SHAPES, Mesh, make_shape, torus_sectors
+from tapforge.synth.textures import FAMILIES
 
 Vector = tuple[float, float, float]
 FLOOR_SIZE = 80.0
@@ -70,11 +97,24 @@ def _refuse_renamed(where: str, arguments: dict[str, Any]) -> None:
         raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")
 
 
-class _Renamed:
-    """Refuses the former names of its arguments and attributes (``renamed``) with one line naming the new one: an
-    attribute set under an old name would be ignored without a word, and Kubric's ``quaternion`` has another order."""
+class _Checked:
+    """Base of the scene API's values. Every argument of its constructor and every later assignment of one of its
+    fields goes through the field's rule (``checks``: name -> rule of `tapforge.synth.checks`, merged over the
+    bases), so a bad value is refused with one line where the script sets it, whether in the constructor or by
+    ``obj.size = ...``; `check_together` checks rules across fields after construction and after each such
+    assignment. It also refuses the former names of its arguments and attributes (``renamed``) with one line naming
+    the new one: an attribute set under an old name would be ignored without a word, and Kubric's ``quaternion``
+    has another order."""
 
     renamed: ClassVar[tuple[str, ...]] = ()
+    checks: ClassVar[dict[str, Rule]] = {}
+    _rules: ClassVar[dict[str, Rule]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._rules = {
+            name: rule for base in reversed(cls.__mro__) for name, rule in vars(base).get("checks", {}).items()
+        }
 
     def __new__(cls, *args: Any, **kwargs: Any):
         _refuse_renamed(cls.__name__, {k: v for k, v in kwargs.items() if k in cls.renamed})
@@ -88,16 +128,68 @@ class _Renamed:
     def __setattr__(self, name: str, value: Any) -> None:
         if name in type(self).renamed:
             raise TapforgeError(f"{type(self).__name__}.{name} = ...: the name is now {RENAMED[name]}")
+        rule = type(self)._rules.get(name)
+        if rule is not None:
+            value = check(type(self).__name__, name, value, rule)
         super().__setattr__(name, value)
+        if rule is not None and self.__dict__.get("_built"):
+            self.check_together()
+
+    def __post_init__(self) -> None:
+        self.check_together()
+        object.__setattr__(self, "_built", True)
+
+    def check_together(self) -> None:
+        """Rules across fields (one TapforgeError line); none by default."""
+
+    def _argument(self, method: str, name: str, value: Any, rule: Rule) -> Any:
+        """A method's argument through its rule (one line naming the method, the argument and the script line)."""
+        return check(f"{type(self).__name__}.{method}", name, value, rule)
 
 
 # ------------------------------------------------------------------------------------------------ materials
+PROCEDURAL_TEXTURES = ("noise", "voronoi", "wave", "checker", "magic", "brick")
+TILE = number(1 / LIMIT, LIMIT, unit="metres per repeat")
+TEXTURE_SIDE = integer(16, 2048, "pixels")
+SEED = integer(0, SEED_LIMIT - 1)
+IMAGE_FILE = existing_file("image file")
+
+
+def _texture_source(value: Any) -> str:
+    """A generated family, a procedural texture or the path of an existing image file."""
+    if isinstance(value, str) and value in FAMILIES + PROCEDURAL_TEXTURES:
+        return value
+    try:
+        return IMAGE_FILE(value)
+    except Refused:
+        raise Refused(
+            f"a generated family ({', '.join(FAMILIES)}), a procedural texture ({', '.join(PROCEDURAL_TEXTURES)}) "
+            "or the path of an existing image file"
+        ) from None
+
+
+def _procedural_kind(value: Any) -> str:
+    """A procedural texture, or the path of an existing image file (shown as it is; the colors are then unused)."""
+    if isinstance(value, str) and value in PROCEDURAL_TEXTURES:
+        return value
+    try:
+        return IMAGE_FILE(value)
+    except Refused:
+        raise Refused(f"one of {', '.join(PROCEDURAL_TEXTURES)}, or the path of an existing image file") from None
+
+
+def _two_colors(value: Any) -> tuple[Vector, Vector]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise Refused("two colors ((r, g, b), (r, g, b)), each of 3 numbers in [0, 1]")
+    return (_color(value[0]), _color(value[1]))
+
+
 @dataclass
-class Texture(_Renamed):
+class Texture(_Checked):
     """A surface texture, projected from the object's own coordinates (no UVs needed).
 
     ``source``: a generated family of `tapforge.synth.textures` (natural-image statistics, made from ``seed``), a Blender
-    procedural texture (`PROCEDURAL_TEXTURES`, ramped between ``colors``) or the path of an image file.
+    procedural texture (`PROCEDURAL_TEXTURES`, ramped between ``colors``) or the path of an existing image file.
     ``scale``: texture coordinates per scene unit (one repeat every 1 / scale units)."""
 
     source: str
@@ -106,16 +198,37 @@ class Texture(_Renamed):
     size: int = 512  # a generated texture's side in pixels
     colors: tuple[Vector, Vector] = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     renamed: ClassVar[tuple[str, ...]] = ("colours",)
+    checks: ClassVar[dict[str, Rule]] = {
+        "source": _texture_source,
+        "scale": number(1 / LIMIT, LIMIT, unit="repeats per metre"),
+        "seed": optional(SEED),
+        "size": TEXTURE_SIDE,
+        "colors": _two_colors,
+    }
+
+    def check_together(self) -> None:
+        if self.source in FAMILIES and self.seed is None:
+            raise refuse(
+                "Texture",
+                "seed",
+                None,
+                f"an integer in [0, 2**63) for a generated texture ({self.source!r}); "
+                f"write Texture.generated({self.source!r}, seed=...)",
+            )
 
     @classmethod
     def generated(cls, family: str, seed: int, tile: float = 1.0, size: int = 512) -> Texture:
         """A generated texture repeating every ``tile`` scene units."""
-        return cls(family, 1.0 / tile, seed=int(seed), size=int(size))
+        family = check("Texture.generated", "family", family, one_of(FAMILIES, "a generated texture family"))
+        seed = check("Texture.generated", "seed", seed, SEED)
+        tile = check("Texture.generated", "tile", tile, TILE)
+        return cls(family, 1.0 / tile, seed=seed, size=check("Texture.generated", "size", size, TEXTURE_SIDE))
 
     @classmethod
     def image(cls, path: str | Path, tile: float = 1.0) -> Texture:
         """An image file repeating every ``tile`` scene units."""
-        return cls(str(path), 1.0 / tile)
+        path = check("Texture.image", "path", path, IMAGE_FILE)
+        return cls(path, 1.0 / check("Texture.image", "tile", tile, TILE))
 
     @classmethod
     def procedural(
@@ -128,14 +241,18 @@ class Texture(_Renamed):
     ) -> Texture:
         """A Blender procedural texture (noise, voronoi, wave, checker, magic, brick) between two colors."""
         _refuse_renamed("Texture.procedural", renamed)
-        return cls(kind, float(scale), colors=(tuple(color), tuple(color2)))
+        kind = check("Texture.procedural", "kind", kind, _procedural_kind)
+        colors = tuple(
+            check("Texture.procedural", name, c, _color) for name, c in (("color", color), ("color2", color2))
+        )
+        return cls(kind, check("Texture.procedural", "scale", scale, cls.checks["scale"]), colors=colors)
 
 
-PROCEDURAL_TEXTURES = ("noise", "voronoi", "wave", "checker", "magic", "brick")
+UNIT = number(0.0, 1.0)
 
 
 @dataclass
-class Principled(_Renamed):
+class Principled(_Checked):
     """Blender's Principled BSDF (Kubric's PrincipledBSDFMaterial); ``texture`` replaces ``color`` (linear RGB)."""
 
     color: Vector = (0.8, 0.8, 0.8)
@@ -144,10 +261,17 @@ class Principled(_Renamed):
     texture: Texture | None = None
     label: str = "principled"  # what meta.json calls it (rubber, metal, ...)
     renamed: ClassVar[tuple[str, ...]] = ("colour",)
+    checks: ClassVar[dict[str, Rule]] = {
+        "color": _color,
+        "roughness": UNIT,
+        "metallic": UNIT,
+        "texture": instance(Texture, optional=True),
+        "label": text,
+    }
 
 
 @dataclass
-class Emission(_Renamed):
+class Emission(_Checked):
     """A surface that shows its color or texture as it is and lights the scene with it (e.g. a dome)."""
 
     color: Vector = (1.0, 1.0, 1.0)
@@ -155,6 +279,12 @@ class Emission(_Renamed):
     texture: Texture | None = None
     label: str = "emission"
     renamed: ClassVar[tuple[str, ...]] = ("colour",)
+    checks: ClassVar[dict[str, Rule]] = {
+        "color": _color,
+        "strength": number(0.0, 1e6),
+        "texture": instance(Texture, optional=True),
+        "label": text,
+    }
 
 
 Material = Principled | Emission
@@ -166,7 +296,7 @@ AXES = ("X", "Y", "Z")
 
 
 @dataclass
-class Deform:
+class Deform(_Checked):
     """A procedural deformation of an object's mesh in its own frame, animated over the clip (Blender's Simple
     Deform and Wave modifiers; the tracks follow the deformed surface exactly).
 
@@ -180,14 +310,14 @@ class Deform:
     period: float = 24.0  # frames
     phase: float = 0.0  # radians
     wavelength: float = 0.5  # metres, for waves
-
-    def __post_init__(self) -> None:
-        if self.kind not in DEFORM_KINDS:
-            raise TapforgeError(f"Deform kind {self.kind!r}: use one of {', '.join(DEFORM_KINDS)}")
-        if self.axis not in AXES:
-            raise TapforgeError(f"Deform axis {self.axis!r}: use X, Y or Z (the object's own axes)")
-        if not self.period > 0 or not self.wavelength > 0:
-            raise TapforgeError(f"Deform {self.kind}: period and wavelength must be positive")
+    checks: ClassVar[dict[str, Rule]] = {
+        "kind": one_of(DEFORM_KINDS),
+        "amount": number(-1e3, 1e3, unit="radians, a factor or metres, by kind"),
+        "axis": one_of(AXES, "the object's own axis"),
+        "period": positive(unit="frames"),
+        "phase": number(unit="radians"),
+        "wavelength": positive(unit="metres"),
+    }
 
     def strength(self, frames: np.ndarray) -> np.ndarray:
         """The modifier's strength at each frame (bend, twist: angle; taper, stretch: factor)."""
@@ -225,8 +355,20 @@ class CollisionShape:
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
+def _deforms(value: Any) -> tuple[Deform, ...]:
+    if not isinstance(value, (tuple, list)) or not all(isinstance(d, Deform) for d in value):
+        raise Refused("a tuple of Deform, e.g. deform=(Deform('twist'),)")
+    return tuple(value)
+
+
+FRAME = integer(-LIMIT, LIMIT, "a frame number")
+POSITIONS = array((3,), "an array of shape [num_frames, 3]")
+MAX_SIZE = 1e3  # metres: an object's longest side
+FRICTION = number(0.0, 10.0)
+
+
 @dataclass(eq=False, kw_only=True)
-class Object(_Renamed):
+class Object(_Checked):
     """Something solid in the scene. Its frame is its centre of mass; ``size`` is its longest side.
 
     Physics (PyBullet) moves it unless ``static`` (then it stays, and others collide with it) or scripted
@@ -256,6 +398,23 @@ class Object(_Renamed):
     _mesh: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
     _vertex_positions: np.ndarray | None = field(default=None, repr=False)  # animate_vertices: [T,V,3]
     _reader: MeshReader | None = field(default=None, repr=False)  # the scene's, set by Scene.add
+    checks: ClassVar[dict[str, Rule]] = {
+        "material": instance(Principled, Emission),
+        "size": positive(MAX_SIZE, "metres, its longest side"),
+        "position": POINT,
+        "quaternion_xyzw": QUATERNION,
+        "velocity": VELOCITY,
+        "angular_velocity": vector(what="(x, y, z) in radians per second"),
+        "static": flag,
+        "mass": optional(positive(1e6, "kg")),
+        "friction": FRICTION,
+        "restitution": UNIT,
+        "smooth": flag,
+        "deform": _deforms,
+        "name": text,
+        "metadata": json_value("metadata"),
+        "instance_id": integer(0, 65535),  # segmentation ids are uint16
+    }
 
     # ---- scripted motion
     def keyframe(
@@ -267,29 +426,30 @@ class Object(_Renamed):
     ) -> Object:
         """Pin the pose at ``frame`` (either part may be left out); poses between keys are interpolated."""
         _refuse_renamed("keyframe", renamed)
-        self._keys[int(frame)] = (
-            None if position is None else np.asarray(position, float).reshape(3),
-            None if quaternion_xyzw is None else unit_quaternion(quaternion_xyzw),
+        frame = self._argument("keyframe", "frame", frame, FRAME)
+        position = self._argument("keyframe", "position", position, optional(POINT))
+        quaternion = self._argument("keyframe", "quaternion_xyzw", quaternion_xyzw, optional(QUATERNION))
+        self._keys[frame] = (
+            None if position is None else np.array(position),
+            None if quaternion is None else unit_quaternion(quaternion),
         )
         return self
 
     def set_poses(self, positions: Any, quaternions_xyzw: Any = None, **renamed: Any) -> Object:
         """Give the pose of every frame: positions [T,3] and optionally quaternions [T,4] (x, y, z, w)."""
         _refuse_renamed("set_poses", renamed)
-        quaternions = quaternions_xyzw
-        positions = np.asarray(positions, float)
-        if positions.ndim != 2 or positions.shape[1] != 3:
-            raise TapforgeError(
-                f"{self.label()}: set_poses needs positions of shape [num_frames, 3], got {positions.shape}"
-            )
-        if quaternions is None:
+        positions = self._argument("set_poses", "positions", positions, POSITIONS)
+        if quaternions_xyzw is None:
             quaternions = np.tile(unit_quaternion(self.quaternion_xyzw), (len(positions), 1))
-        quaternions = np.asarray(quaternions, float)
-        if quaternions.shape != (len(positions), 4):
-            raise TapforgeError(
-                f"{self.label()}: set_poses needs quaternions of shape [{len(positions)}, 4] "
-                f"(x, y, z, w), got {quaternions.shape}"
+        else:
+            rule = array(
+                (4,),
+                f"an array of shape [{len(positions)}, 4] (x, y, z, w), one per position",
+                1e6,
+                MIN_NORM,
+                length=len(positions),
             )
+            quaternions = self._argument("set_poses", "quaternions_xyzw", quaternions_xyzw, rule)
         self._poses = (positions, quaternions / np.linalg.norm(quaternions, axis=-1, keepdims=True))
         return self
 
@@ -310,13 +470,9 @@ class Object(_Renamed):
     def animate_vertices(self, positions: Any) -> Object:
         """Give the mesh's vertices in every frame: [T,V,3] in the object's frame, in the order of `mesh`'s
         vertices (its triangles stay). The render and the tracks follow them exactly; physics sees `mesh`."""
-        positions = np.asarray(positions, float)
         count = len(self.mesh()[0])
-        if positions.ndim != 3 or positions.shape[1:] != (count, 3):
-            raise TapforgeError(
-                f"{self.label()}: animate_vertices needs positions of shape [num_frames, {count}, 3], "
-                f"got {positions.shape}"
-            )
+        rule = array((count, 3), f"an array of shape [num_frames, {count}, 3] (the mesh's vertices, object frame)")
+        positions = self._argument("animate_vertices", "positions", positions, rule)
         self._vertex_positions = positions
         return self
 
@@ -426,16 +582,52 @@ class Object(_Renamed):
             "material": _describe(self.material),
             "deforms": self.deforms,
             "deform": _describe(list(self.deform)),
-            "metadata": self.metadata,
+            "metadata": _json_metadata(self.label(), self.metadata),
         } | _describe(own)
+
+
+SHAPE_PARAMS: dict[str, dict[str, Rule]] = {
+    "cylinder": {"height": number(1e-3, 1e3, unit="times its diameter")},
+    "capsule": {"length": number(0.0, 1e3, unit="of its straight part, in radii")},
+    "icosphere": {"subdivisions": integer(0, 5)},
+    "prism": {"sides": integer(3, 256)},
+    "superquadric": {"e1": number(0.05, 5.0), "e2": number(0.05, 5.0)},
+    "blob": {"seed": SEED},
+}
+REQUIRED_PARAMS = {"superquadric": ("e1", "e2"), "blob": ("seed",)}
+
+
+def _params(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise Refused("a dict of the shape's parameters by name, e.g. params={'sides': 5} for a prism")
+    return value
 
 
 @dataclass(eq=False)
 class Shape(Object):
-    """A procedural shape of `tapforge.synth.shapes` (cube, sphere, ..., suzanne) with its parameters."""
+    """A procedural shape of `tapforge.synth.shapes` (cube, sphere, ..., suzanne) with its parameters
+    (`SHAPE_PARAMS`: which shape takes which, and in what range; a superquadric needs e1 and e2, a blob a seed;
+    parameters a shape does not take are ignored)."""
 
     shape: str = "cube"
     params: dict[str, Any] = field(default_factory=dict)
+    checks: ClassVar[dict[str, Rule]] = {"shape": one_of(SHAPES), "params": _params}
+
+    def check_together(self) -> None:
+        def rule(params: dict[str, Any]) -> dict[str, Any]:
+            takes = SHAPE_PARAMS.get(self.shape, {})
+            missing = [name for name in REQUIRED_PARAMS.get(self.shape, ()) if name not in params]
+            if missing:
+                raise Refused(f"a dict with {' and '.join(map(repr, missing))} for a {self.shape}")
+            for name, param_rule in takes.items():
+                if name in params:
+                    try:
+                        param_rule(params[name])
+                    except Refused as refused:
+                        raise Refused(refused.allowed, f"params[{name!r}]", params[name]) from None
+            return params
+
+        check(type(self).__name__, "params", self.params, rule)
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
         if self.shape == "suzanne":
@@ -461,9 +653,16 @@ class MeshFile(Object):
     """A mesh file (OBJ, PLY, glTF or GLB), scaled to ``size``; its own materials are replaced by ``material``."""
 
     path: str = ""
+    checks: ClassVar[dict[str, Rule]] = {"path": existing_file("mesh file (.obj, .ply, .gltf or .glb)")}
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mesh_reader().mesh_file(self.path)
+
+
+def _asset_id(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise Refused("the id of an asset in the assets folder's manifest (a non-empty string)")
+    return value
 
 
 @dataclass(eq=False)
@@ -471,6 +670,7 @@ class Asset(Object):
     """An object of the Kubric-manifest asset folder named by ``assets.directory`` (its geometry)."""
 
     asset_id: str = ""
+    checks: ClassVar[dict[str, Rule]] = {"asset_id": _asset_id}
 
     def unit_mesh(self) -> tuple[np.ndarray, np.ndarray]:
         return self.mesh_reader().asset(self.asset_id)
@@ -485,10 +685,7 @@ class SoftBody(Shape):
 
     stiffness: float = 0.7
     damping: float = 15.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.stiffness <= 1 or not 0 <= self.damping <= 50:
-            raise TapforgeError(f"{self.label()}: stiffness must be in (0, 1] and damping in [0, 50]")
+    checks: ClassVar[dict[str, Rule]] = {"stiffness": number(0.0, 1.0, open_low=True), "damping": number(0.0, 50.0)}
 
     @property
     def deforms(self) -> bool:
@@ -514,6 +711,12 @@ class AnimatedMesh(Object):
     animation: str | None = None
     start: float = 0.0  # seconds into the file's animation at frame 0
     speed: float = 1.0
+    checks: ClassVar[dict[str, Rule]] = {
+        "path": existing_file("animated mesh file (.gltf, .glb or .fbx)"),
+        "animation": optional(text),
+        "start": number(unit="seconds"),
+        "speed": number(-1e3, 1e3, unit="times the file's own speed"),
+    }
 
     @property
     def animated(self) -> bool:
@@ -541,6 +744,9 @@ class AnimatedMesh(Object):
         return self._placed(frames)
 
 
+PIN_EDGES = ("-x", "+x", "-y", "+y")
+
+
 @dataclass(eq=False)
 class Cloth(Object):
     """A rectangular sheet of cloth (Blender's cloth simulation) that falls onto and drapes over the other
@@ -555,12 +761,13 @@ class Cloth(Object):
     stiffness: float = 15.0  # Blender's tension/compression stiffness
     bending: float = 0.5  # Blender's bending stiffness
     smooth: bool = True
-
-    def __post_init__(self) -> None:
-        if self.pin not in (None, "-x", "+x", "-y", "+y"):
-            raise TapforgeError(f"{self.label()}: pin {self.pin!r}: use None, '-x', '+x', '-y' or '+y'")
-        if not 4 <= self.resolution <= 256 or not 0 < self.aspect <= 1:
-            raise TapforgeError(f"{self.label()}: resolution must be 4..256 and aspect in (0, 1]")
+    checks: ClassVar[dict[str, Rule]] = {
+        "aspect": number(0.0, 1.0, open_low=True),
+        "resolution": integer(4, 256, "vertices along the longer side"),
+        "pin": optional(one_of(PIN_EDGES, "an edge")),
+        "stiffness": positive(1e4),
+        "bending": number(0.0, 1e4),
+    }
 
     @property
     def two_sided(self) -> bool:
@@ -596,42 +803,64 @@ class Cloth(Object):
 
 
 # --------------------------------------------------------------------------------------- floor, background
+LENGTH = positive(unit="metres")
+STRENGTH = number(0.0, 1e6)
+POWER = positive(1e9, "watts")
+
+
 @dataclass(eq=False, kw_only=True)
-class Floor:
+class Floor(_Checked):
     """A square ground plane at z = 0 (part of the static background, id 0); a collider in physics."""
 
     material: Material = field(default_factory=Principled)
     size: float = FLOOR_SIZE
     friction: float = 1.0
     restitution: float = 0.0
+    checks: ClassVar[dict[str, Rule]] = {
+        "material": instance(Principled, Emission),
+        "size": LENGTH,
+        "friction": FRICTION,
+        "restitution": UNIT,
+    }
 
 
 @dataclass
-class Dome:
+class Dome(_Checked):
     """A textured hemisphere around the scene: static background (id 0), trackable, lights the scene with its
     emission; casts no shadow."""
 
     material: Emission = field(default_factory=Emission)
     radius: float = DOME_RADIUS
+    checks: ClassVar[dict[str, Rule]] = {"material": instance(Emission), "radius": LENGTH}
 
 
 @dataclass
-class Sky:
+class Sky(_Checked):
     """Blender's Preetham sky towards ``sun_direction`` (not trackable: rays to it hit nothing)."""
 
     sun_direction: Vector = (0.0, 0.0, 1.0)
     turbidity: float = 2.0
     strength: float = 0.3
+    checks: ClassVar[dict[str, Rule]] = {
+        "sun_direction": DIRECTION,
+        "turbidity": number(1.0, 10.0),
+        "strength": STRENGTH,
+    }
 
 
 @dataclass
-class Environment(_Renamed):
+class Environment(_Checked):
     """An environment map (an HDRI file) or, without ``hdri``, a plain color: lights the scene, not trackable."""
 
     hdri: str | None = None
     color: Vector = (0.5, 0.5, 0.5)
     strength: float = 1.0
     renamed: ClassVar[tuple[str, ...]] = ("colour",)
+    checks: ClassVar[dict[str, Rule]] = {
+        "hdri": optional(existing_file("image file (an HDRI)")),
+        "color": _color,
+        "strength": STRENGTH,
+    }
 
 
 Background = Dome | Sky | Environment
@@ -639,18 +868,23 @@ Background = Dome | Sky | Environment
 
 # ---------------------------------------------------------------------------------------------------- lights
 @dataclass
-class Sun:
+class Sun(_Checked):
     """A directional light shining from ``direction`` (a vector towards the sun), ``strength`` in W/m^2."""
 
     direction: Vector = (0.0, 0.0, 1.0)
     strength: float = 3.0
     angle: float = 3.0  # degrees: the sun's apparent size (soft shadow edges)
+    checks: ClassVar[dict[str, Rule]] = {
+        "direction": DIRECTION,
+        "strength": positive(1e6, "W/m^2"),
+        "angle": number(0.0, 180.0, unit="degrees"),
+    }
 
 
 @dataclass
-class PointLight(_Renamed):
-    """A point light (a small sphere of ``radius``) at ``position``, ``power`` in watts; ``path`` [T,3] moves it
-    (one position per frame)."""
+class PointLight(_Checked):
+    """A point light (a small sphere of ``radius``; 0: a point with sharp shadows) at ``position``, ``power`` in
+    watts; ``path`` [T,3] moves it (one position per frame)."""
 
     position: Vector = (0.0, 0.0, 5.0)
     power: float = 1000.0
@@ -658,10 +892,17 @@ class PointLight(_Renamed):
     color: Vector = (1.0, 1.0, 1.0)
     path: Any = None
     renamed: ClassVar[tuple[str, ...]] = ("colour",)
+    checks: ClassVar[dict[str, Rule]] = {
+        "position": POINT,
+        "power": POWER,
+        "radius": number(0.0, LIMIT, unit="metres"),
+        "color": _color,
+        "path": optional(array((3,), "an array of shape [num_frames, 3] (a position per frame)")),
+    }
 
 
 @dataclass
-class AreaLight(_Renamed):
+class AreaLight(_Checked):
     """A square area light of side ``size`` at ``position`` facing ``look_at``, ``power`` in watts."""
 
     position: Vector = (0.0, 0.0, 5.0)
@@ -670,14 +911,49 @@ class AreaLight(_Renamed):
     power: float = 500.0
     color: Vector = (1.0, 1.0, 1.0)
     renamed: ClassVar[tuple[str, ...]] = ("colour",)
+    checks: ClassVar[dict[str, Rule]] = {
+        "position": POINT,
+        "look_at": POINT,
+        "size": LENGTH,
+        "power": POWER,
+        "color": _color,
+    }
+
+    def check_together(self) -> None:
+        check(type(self).__name__, "look_at", self.look_at, _apart(self.position, "position"))
 
 
 Light = Sun | PointLight | AreaLight
 
 
 # ---------------------------------------------------------------------------------------------------- camera
+def _points(value: Any) -> np.ndarray:
+    """A point [3] or one per frame [T,3] -> [1,3] or [T,3]."""
+    try:
+        return np.atleast_2d(array((3,), "")(np.atleast_2d(value) if np.ndim(value) == 1 else value))
+    except (Refused, ValueError, TypeError):
+        raise Refused(
+            f"a point (x, y, z) or one per frame [num_frames, 3]: finite numbers within +-{LIMIT:g}"
+        ) from None
+
+
+def _apart(other: Any, other_name: str) -> Rule:
+    """Points [3] or [T,3] away from ``other`` (the same shape, or one point) at every frame: a camera or a light
+    looking at where it stands has no direction."""
+
+    def rule(value: Any) -> Any:
+        ours, theirs = np.atleast_2d(np.asarray(value, float)), np.atleast_2d(np.asarray(other, float))
+        if len(ours) not in (1, len(theirs)) and len(theirs) != 1:
+            raise Refused(f"one point or one per frame of {other_name} ({len(theirs)} frames)")
+        if (np.linalg.norm(ours - theirs, axis=-1) <= MIN_NORM).any():
+            raise Refused(f"a point away from the {other_name} at every frame (it looks from one to the other)")
+        return value
+
+    return rule
+
+
 @dataclass(eq=False)
-class Camera:
+class Camera(_Checked):
     """A pinhole camera (Kubric's PerspectiveCamera): focal length and sensor width in mm, horizontal fit.
 
     Its path: `look_at` with one position and target or per-frame arrays [T,3], or `keyframe` per frame
@@ -687,18 +963,26 @@ class Camera:
     sensor_width: float = 32.0
     _path: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
     _keys: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    checks: ClassVar[dict[str, Rule]] = {
+        "focal_length": number(1.0, LIMIT, unit="mm; Blender's least is 1"),
+        "sensor_width": number(1.0, LIMIT, unit="mm; Blender's least is 1"),
+    }
 
     def look_at(self, position: Any, target: Any = (0.0, 0.0, 0.0)) -> Camera:
         """Place the camera at ``position`` looking at ``target``: each a point [3] or one per frame [T,3]."""
-        position, target = np.atleast_2d(np.asarray(position, float)), np.atleast_2d(np.asarray(target, float))
-        if position.shape[-1] != 3 or target.shape[-1] != 3:
-            raise TapforgeError("camera.look_at: position and target must be points [3] or per-frame arrays [T,3]")
-        self._path, self._keys = (position, target), {}
+        points = self._argument("look_at", "position", position, _points)
+        targets = self._argument("look_at", "target", target, _points)
+        self._argument("look_at", "target", target, _apart(points, "position"))
+        self._path, self._keys = (points, targets), {}
         return self
 
     def keyframe(self, frame: int, position: Vector, look_at: Vector = (0.0, 0.0, 0.0)) -> Camera:
         """Pin the camera at ``frame``; frames between keys are interpolated linearly."""
-        self._keys[int(frame)] = (np.asarray(position, float), np.asarray(look_at, float))
+        frame = self._argument("keyframe", "frame", frame, FRAME)
+        position = self._argument("keyframe", "position", position, POINT)
+        look_at = self._argument("keyframe", "look_at", look_at, POINT)
+        self._argument("keyframe", "look_at", look_at, _apart(position, "position"))
+        self._keys[frame] = (np.array(position), np.array(look_at))
         self._path = None
         return self
 
@@ -714,10 +998,10 @@ class Camera:
                 "or scene.camera.keyframe(frame, position, look_at) in the script"
             )
         positions, targets = self._path
-        for name, array in (("position", positions), ("target", targets)):
-            if len(array) not in (1, num_frames):
+        for name, points in (("position", positions), ("target", targets)):
+            if len(points) not in (1, num_frames):
                 raise TapforgeError(
-                    f"camera.look_at: {len(array)} {name}s for a clip of {num_frames} frames; "
+                    f"camera.look_at: {len(points)} {name}s for a clip of {num_frames} frames; "
                     "give one, or one per frame"
                 )
         return np.broadcast_to(positions, (num_frames, 3)).copy(), np.broadcast_to(targets, (num_frames, 3)).copy()
@@ -753,13 +1037,38 @@ class Simulator(Protocol):
     def close(self) -> None: ...
 
 
-class Scene:
+def _resolution(value: Any) -> tuple[int, int]:
+    width_height = integer(1, 65536, "pixels")
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise Refused("(width, height): two integers in [1, 65536] (pixels)")
+    try:
+        return (width_height(value[0]), width_height(value[1]))
+    except Refused:
+        raise Refused("(width, height): two integers in [1, 65536] (pixels)") from None
+
+
+class Scene(_Checked):
     """One clip's scene: objects, floor, background, lights, camera and render look.
 
     The pipeline creates it with the config's frames and resolution, its simulator
     (``simulator_factory``: `tapforge.synth.physics.PyBullet`) and its mesh reader (`MeshReader`), and hands it to
     the script's ``build``. ``scene.add(thing)`` (or ``scene += thing``) adds objects and lights; ``scene.camera``,
-    ``scene.floor`` and ``scene.background`` are set directly."""
+    ``scene.floor``, ``scene.background``, ``scene.motion_blur``, ``scene.view_transform`` and ``scene.metadata``
+    are set directly (each checked when set)."""
+
+    checks: ClassVar[dict[str, Rule]] = {
+        "num_frames": integer(1, LIMIT, "frames"),
+        "frame_rate": integer(1, 1000, "frames per second"),
+        "physics_rate": integer(1, LIMIT, "steps per second"),
+        "seed": SEED,
+        "assets": instance(AssetFiles),
+        "camera": instance(Camera),
+        "floor": instance(Floor, optional=True),
+        "background": instance(Dome, Sky, Environment, optional=True),
+        "motion_blur": number(0.0, 1.0, unit="the shutter, as a fraction of a frame"),
+        "view_transform": one_of(VIEW_TRANSFORMS),
+        "metadata": json_value("metadata"),
+    }
 
     def __init__(
         self,
@@ -773,9 +1082,9 @@ class Scene:
         simulator_factory: Callable[[Scene], Simulator] | None = None,
         mesh_reader: MeshReader | None = None,
     ):
-        self._resolution = (int(resolution[0]), int(resolution[1]))
-        self.num_frames, self.frame_rate, self.physics_rate = int(num_frames), int(frame_rate), int(physics_rate)
-        self.seed = int(seed)
+        self._resolution = check("Scene", "resolution", resolution, _resolution)
+        self.num_frames, self.frame_rate, self.physics_rate = num_frames, frame_rate, physics_rate
+        self.seed = seed
         self.assets = assets or AssetFiles()
         self.objects: list[Object] = []
         self.lights: list[Light] = []
@@ -787,6 +1096,11 @@ class Scene:
         self.metadata: dict[str, Any] = {}  # the script's own notes, stored in meta.json
         self.simulator_factory, self.mesh_reader = simulator_factory, mesh_reader
         self._simulator: Simulator | None = None
+        self.__post_init__()
+
+    def check_together(self) -> None:
+        if self.physics_rate < self.frame_rate:
+            raise refuse("Scene", "physics_rate", self.physics_rate, f"at least the frame rate ({self.frame_rate})")
 
     @property
     def resolution(self) -> tuple[int, int]:
@@ -872,8 +1186,14 @@ class Scene:
             "lights": [_describe(light) for light in self.lights],
             "motion_blur": self.motion_blur,
             "view_transform": self.view_transform,
-            "metadata": self.metadata,
+            "metadata": _json_metadata("scene", self.metadata),
         }
+
+
+def _json_metadata(owner: str, metadata: Any) -> Any:
+    """A script's metadata as plain JSON values; one line naming the key of a value that is not JSON (the dict may
+    have changed since it was checked on assignment)."""
+    return _describe(check(owner, "metadata", metadata, json_value("metadata"), locate=False))
 
 
 def _describe(thing: Any) -> dict[str, Any]:
