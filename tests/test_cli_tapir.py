@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tapforge.base.drawing import OVERLAY_MIN_SIDE
+from tapforge.base.errors import TapforgeError
 from tapforge.base.video import read_video
 from tapforge.cli import main as tapforge
 from tapforge.tapir import TAPIR
@@ -377,3 +378,61 @@ def test_export_removes_the_temporaries_a_killed_export_left(tmp_path, checkpoin
         path.write_bytes(b"half a checkpoint")
     assert tapforge(["export", checkpoint_file, "--to", "safetensors", "--out", str(out)]) == 0
     assert not any(p.exists() for p in stale) and other.exists() and out.exists()
+
+
+BAD_NUMBERS = [  # (flag, value, what the line says after "FLAG VALUE")
+    ("--grid", "0", ": give K in 1..256"),
+    ("--grid", "257", ": give K in 1..256"),
+    ("--grid", "abc", ": not an integer; give K in 1..256"),
+    ("--grid", "2.5", ": not an integer"),
+    ("--grid-frame", "-1", ": give an integer >= 0"),
+    ("--fps", "0", ": give a number > 0 and <= 1000"),
+    ("--fps", "-inf", ": not finite"),
+    ("--fps", "nan", ": not finite"),
+    ("--fps", "1e9", ": give a number > 0 and <= 1000"),
+    ("--trail", "-1", ": give an integer >= 0"),
+    ("--resolution", "100", ": give an integer (a multiple of 8) in 8..4096"),
+    ("--resolution", "0", ": give an integer (a multiple of 8) in 8..4096"),
+    ("--query-chunk-size", "0", ": give an integer in 1..1048576"),
+    ("--softmax-temperature", "-1e3", ": give a number > 0 and <= 10000"),
+    ("--softmax-temperature", "inf", ": not finite"),
+    ("--max-videos", "0", ": give an integer >= 1"),
+    ("--max-videos", "-5", ": give an integer >= 1"),
+    ("--frames", "0", ": give an integer in 1..4096"),
+    ("--frames", "1e9", ": not an integer"),
+    ("--num-queries", "100000", ": give an integer in 1..65536"),
+]
+COMMAND_OF = {
+    "--max-videos": ["eval", "--tapvid-davis", "d.pkl"],
+    "--frames": ["export", "c.pt", "--to", "onnx", "--out", "o.onnx"],
+    "--num-queries": ["export", "c.pt", "--to", "onnx", "--out", "o.onnx"],
+}
+
+
+@pytest.mark.parametrize("flag,value,message", BAD_NUMBERS)
+def test_every_numeric_flag_is_checked_where_it_is_parsed(tmp_path, capsys, monkeypatch, flag, value, message):
+    monkeypatch.chdir(tmp_path)  # nothing exists here: a flag checked later would fail on the missing files instead
+    argv = COMMAND_OF.get(flag, ["track", "v.mp4", "--checkpoint", "c.pt", "--out", "o.mp4"])
+    values = [value, "256"] if flag == "--resolution" else [value]
+    assert tapforge([*argv, flag, *values]) == 2
+    line, printed = _one_error_line(capsys, argv[0])
+    shown = repr(value) if "not an integer" in message else value  # a value that is not a number is quoted
+    assert line.startswith(f"tapforge {argv[0]}: error: {flag} {shown}{message}"), line
+    assert printed == ""
+
+
+def test_number_parses_in_range_and_names_flag_value_and_range():
+    from tapforge.tapir.cli_options import Number
+
+    assert Number("--k", int, 1, 8)("8") == 8 and Number("--x", float, 0, above=True)("1e-3") == 1e-3
+    assert Number("--r", int, 8, 64, step=8)("16") == 16
+    for number, text, message in [
+        (Number("--k", int, 1, 8), "9", "--k 9: give an integer in 1..8"),
+        (Number("--x", float, 0, 1), "1.5", "--x 1.5: give a number in [0, 1]"),
+        (Number("--x", float, 0, above=True), "0", "--x 0: give a number > 0"),
+        (Number("--x", float), "-inf", "--x -inf: not finite; give a number"),
+        (Number("--k", int, 1), "", "--k '': not an integer; give an integer >= 1"),
+    ]:
+        with pytest.raises(TapforgeError) as err:
+            number(text)
+        assert str(err.value) == message

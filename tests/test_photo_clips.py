@@ -193,3 +193,22 @@ def test_a_killed_runs_temporaries_are_removed(two_tone, tmp_path, monkeypatch):
     stale.write_bytes(b"half a pickle")
     assert tapforge_main(["photo-clips", "--out", str(tmp_path / "out.pkl"), "--num-clips", "1"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pkl"]
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--num-clips", "0", "give an integer in 1..100000"),
+        ("--frames", "1", "give an integer in 2..1000"),
+        ("--size", "8", "give an integer in 16..4096"),
+        ("--size", "100000", "give an integer in 16..4096"),
+        ("--points", "1", "give an integer in 2..100000"),
+        ("--seed", "-1", "give an integer >= 0"),
+        ("--seed", "x", "not an integer"),
+    ],
+)
+def test_numeric_flags_are_one_line_naming_flag_value_and_range(tmp_path, capsys, flag, value, message):
+    assert tapforge_main(["photo-clips", "--out", str(tmp_path / "out.pkl"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tapforge photo-clips: error: {flag} ") and message in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out.pkl").exists()

@@ -392,3 +392,24 @@ def test_pack_videos_packs_16_bit_frames_as_gray_and_names_a_folder_of_mixed_siz
     truncated = _frames(tmp_path / "truncated", [png(16)] * 3 + [png(16)[:400]])  # its header reads, its pixels do not
     line = _pack_error(capsys, [truncated, "--out", str(tmp_path / "p3"), "--num-frames", "2"], during_work=True)
     assert "failed while packing frames 2.." in line and "f03.png" in line
+
+
+@pytest.mark.parametrize(
+    "flag,values,message",
+    [
+        ("--num-frames", ["0"], "--num-frames 0: give an integer in 1..4096"),
+        ("--num-frames", ["99999"], "--num-frames 99999: give an integer in 1..4096"),
+        ("--stride", ["-2"], "--stride -2: give an integer >= 1"),
+        ("--stride", ["1.5"], "--stride '1.5': not an integer; give an integer >= 1"),
+        ("--size", ["4", "16"], "--size 4: give an integer in 8..4096"),
+        ("--size", ["16", "nan"], "--size 'nan': not an integer"),
+        ("--clips-per-video", ["0"], "--clips-per-video 0: give an integer >= 1"),
+        ("--clips-per-shard", ["-1"], "--clips-per-shard -1: give an integer >= 1"),
+        ("--jpeg-quality", ["0"], "--jpeg-quality 0: give an integer in 1..100"),
+        ("--jpeg-quality", ["101"], "--jpeg-quality 101: give an integer in 1..100"),
+    ],
+)
+def test_pack_videos_numeric_flags_are_one_line_naming_flag_value_and_range(tmp_path, capsys, flag, values, message):
+    line = _pack_error(capsys, [str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), flag, *values])
+    assert line.startswith(f"tapforge pack-videos: error: {message}")
+    assert not (tmp_path / "out").exists()

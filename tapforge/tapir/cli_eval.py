@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from tapforge.base.atomic import atomic_write, check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import tapvid
-from tapforge.tapir.cli_options import add_run_options, tracker_from_args
+from tapforge.tapir.cli_options import Parser, add_number, add_run_options, tracker_from_args
 
 DATASET_FLAGS = (
     ("tapvid_davis", "--tapvid-davis", "TAP-Vid-DAVIS pickle"),
@@ -48,15 +48,13 @@ TABLE_COLUMNS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="tapforge eval", description="TAP-Vid metrics (AJ, <delta_avg, OA) of a TAPIR checkpoint."
-    )
+    p = Parser(prog="tapforge eval", description="TAP-Vid metrics (AJ, <delta_avg, OA) of a TAPIR checkpoint.")
     p.add_argument("--checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors (omit to score only stay-put)")
     for dest, flag, help_ in DATASET_FLAGS:
         p.add_argument(flag, dest=dest, metavar="PATH", help=help_)
     p.add_argument("--query-mode", choices=tapvid.QUERY_MODES, default="first", help="query sampling (default first)")
     p.add_argument("--json", help="write all numbers (means and per-video) to this JSON file")
-    p.add_argument("--max-videos", type=int, help="evaluate only the first N videos of each dataset")
+    add_number(p, "--max-videos", int, 1, help="evaluate only the first N videos of each dataset")
     add_run_options(p)
     return p
 
@@ -118,8 +116,6 @@ def main(argv: list[str]) -> int:
         raise TapforgeError(
             "no dataset given; fix: pass --tapvid-davis PKL (or --tapvid-kinetics / --tapvid-rgb-stacking / --robotap)"
         )
-    if args.max_videos is not None and args.max_videos < 1:
-        raise TapforgeError(f"--max-videos {args.max_videos} is not positive; fix: pass N >= 1")
     if args.json:  # before the work: a path that cannot be written would lose the results
         flags = {dest: flag for dest, flag, _ in DATASET_FLAGS}
         inputs = {f"the {flags[dest]} data": path for dest, path in datasets}

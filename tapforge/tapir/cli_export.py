@@ -22,20 +22,20 @@ import torch
 from tapforge.base.atomic import check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import checkpoint
-from tapforge.tapir.cli_options import add_load_options, load_overrides
+from tapforge.tapir.cli_options import Parser, add_load_options, add_number, load_overrides
 
 GRAPH_TOLERANCE = 1e-3
 """Largest accepted difference between an ONNX/TorchScript file and PyTorch (pixels or logits)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tapforge export", description="Export a TAPIR checkpoint to another format.")
+    p = Parser(prog="tapforge export", description="Export a TAPIR checkpoint to another format.")
     p.add_argument("checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors")
     p.add_argument("--to", required=True, choices=checkpoint.EXPORT_FORMATS, help="output format")
     p.add_argument("--out", required=True, help="output file")
-    p.add_argument("--frames", type=int, default=24, help="ONNX/TorchScript: number of frames T (default 24)")
-    p.add_argument(
-        "--num-queries", type=int, default=64, help="ONNX/TorchScript: number of query points N (default 64)"
+    add_number(p, "--frames", int, 1, 4096, default=24, help="ONNX/TorchScript: number of frames T (default 24)")
+    add_number(
+        p, "--num-queries", int, 1, 65536, default=64, help="ONNX/TorchScript: number of query points N (default 64)"
     )
     p.add_argument("--no-verify", action="store_true", help="skip running the exported file against PyTorch")
     add_load_options(p)
@@ -69,8 +69,6 @@ def verify_export(model, path: str, fmt: str, num_frames: int, num_queries: int)
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    if args.frames < 1 or args.num_queries < 1:
-        raise TapforgeError("--frames and --num-queries must be positive; fix: e.g. --frames 24 --num-queries 64")
     check_output_file(args.out, "--out", {"the input checkpoint": args.checkpoint})
     if args.to == "onnx":
         missing = [m for m in ("onnx", "onnxruntime")[: 1 if args.no_verify else 2] if not find_spec(m)]

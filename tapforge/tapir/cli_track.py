@@ -23,13 +23,13 @@ import numpy as np
 
 from tapforge.base.atomic import atomic_write, check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
-from tapforge.tapir.cli_options import add_run_options, tracker_from_args
+from tapforge.tapir.cli_options import Parser, add_number, add_run_options, tracker_from_args
 
 SAVE_SUFFIXES = (".npz", ".csv")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tapforge track",
         description="Track points through a video (file or image folder) with TAPIR.",
         epilog="--points CSV needs a header naming t, x, y (any order); NPZ holds queries [N,3] as (t,y,x).",
@@ -37,20 +37,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", help="video file (mp4/avi/mov/mkv/webm/gif) or a folder of frame images")
     p.add_argument("--checkpoint", required=True, help="tapnet .pt, tapforge .ckpt or .safetensors")
     q = p.add_mutually_exclusive_group()
-    q.add_argument("--grid", type=int, metavar="K", help="track a KxK grid of points on --grid-frame (default 8)")
+    add_number(
+        q, "--grid", int, 1, 256, what="K", metavar="K", help="track a KxK grid of points on --grid-frame (default 8)"
+    )
     q.add_argument("--points", metavar="FILE", help="queries as CSV (header t,x,y in any order) or NPZ")
-    p.add_argument("--grid-frame", type=int, default=0, help="frame of the --grid queries (default 0)")
+    add_number(p, "--grid-frame", int, 0, default=0, help="frame of the --grid queries (default 0)")
     p.add_argument("--out", help="overlay video to write (.mp4, .gif, .webm, .avi, .mov, .mkv)")
     p.add_argument("--save", help="tracks to write (.npz or .csv)")
-    p.add_argument(
+    add_number(
+        p,
         "--resolution",
-        type=int,
+        int,
+        8,
+        4096,
+        step=8,
         nargs=2,
         metavar=("H", "W"),
         help="resize frames to H W before tracking (multiples of 8; default the model's initial resolution; larger sizes add refinement at that size)",
     )
-    p.add_argument("--fps", type=float, help="overlay frame rate (default: the video's)")
-    p.add_argument("--trail", type=int, default=8, help="frames of trail drawn behind each point (default 8)")
+    add_number(p, "--fps", float, 0, 1000, above=True, help="overlay frame rate (default: the video's)")
+    add_number(p, "--trail", int, 0, default=8, help="frames of trail drawn behind each point (default 8)")
     add_run_options(p)
     return p
 
@@ -148,8 +154,6 @@ def main(argv: list[str]) -> int:
         if path:  # before the work: a path that cannot be written would lose the tracks
             check_output_file(path, flag, inputs)
             remove_stale_temporaries(path)
-    if args.grid is not None and not 1 <= args.grid <= 256:
-        raise TapforgeError(f"--grid {args.grid}: give K in 1..256 (a KxK grid of points)")
     from tapforge.base.drawing import draw_tracks, enlarge
     from tapforge.base.video import read_video, write_video
     from tapforge.tapir.inference import grid_queries

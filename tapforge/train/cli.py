@@ -14,7 +14,6 @@ commands; like ``main``, each imports what it needs when it runs.
 
 from __future__ import annotations
 
-import argparse
 import glob
 import logging
 import os
@@ -370,35 +369,25 @@ def pack_videos_main(argv: list[str]) -> int:
     """``tapforge pack-videos SOURCE... --out DIR``: unlabeled clips as WebDataset shards for data.real_videos."""
     from tapforge.base.atomic import check_output_folder
     from tapforge.synth.schema import VIDEO_CODECS
+    from tapforge.tapir.cli_options import Parser, add_number
     from tapforge.train.pack_videos import pack_videos
     from tapforge.train.video_sources import expand_video_sources
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tapforge pack-videos",
         description="Cut unlabeled videos into clips and write them as WebDataset shards (shard-*.tar and "
         "manifest.json) for self-supervised fine-tuning (data.real_videos).",
     )
     p.add_argument("sources", nargs="+", help="video files, folders of videos or of frames, globs")
     p.add_argument("--out", required=True, help="folder for shard-*.tar and manifest.json")
-    p.add_argument("--num-frames", type=int, default=24, help="frames per clip (default 24)")
-    p.add_argument("--stride", type=int, default=1, help="take every n-th frame (default 1)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="resize frames (default: keep the size)")
-    p.add_argument(
-        "--clips-per-video", type=int, help="at most this many non-overlapping clips per video (default all)"
-    )
-    p.add_argument("--clips-per-shard", type=int, default=64)
+    add_number(p, "--num-frames", int, 1, 4096, default=24, help="frames per clip (default 24)")
+    add_number(p, "--stride", int, 1, default=1, help="take every n-th frame (default 1)")
+    add_number(p, "--size", int, 8, 4096, nargs=2, metavar=("H", "W"), help="resize frames (default: keep the size)")
+    add_number(p, "--clips-per-video", int, 1, help="at most this many non-overlapping clips per video (default all)")
+    add_number(p, "--clips-per-shard", int, 1, default=64, help="clips per shard-*.tar (default 64)")
     p.add_argument("--codec", choices=VIDEO_CODECS, default="jpg")
-    p.add_argument("--jpeg-quality", type=int, default=95)
+    add_number(p, "--jpeg-quality", int, 1, 100, default=95, help="JPEG quality (default 95)")
     args = p.parse_args(argv)
-    for name in ("num_frames", "stride", "clips_per_shard"):
-        if getattr(args, name) < 1:
-            raise TapforgeError(f"--{name.replace('_', '-')} is {getattr(args, name)}; fix: use 1 or more")
-    if args.clips_per_video is not None and args.clips_per_video < 1:
-        raise TapforgeError(f"--clips-per-video is {args.clips_per_video}; fix: use 1 or more, or leave it out")
-    if args.size and min(args.size) < 8:
-        raise TapforgeError(f"--size is {args.size}; fix: give H W of at least 8 pixels each")
-    if not 1 <= args.jpeg_quality <= 100:
-        raise TapforgeError(f"--jpeg-quality is {args.jpeg_quality}; fix: use 1 to 100")
     out = check_output_folder(args.out, "--out")
     videos, shards = expand_video_sources(args.sources, "pack-videos")
     shards = [s for s in shards if os.path.dirname(os.path.abspath(s)) != out]  # its own output, in a source folder
@@ -427,10 +416,11 @@ def photo_clips_main(argv: list[str]) -> int:
     """``tapforge photo-clips --out real.pkl``: clips of real photos moved by known homographies, as a TAP-Vid pickle."""
     from tapforge.base.atomic import check_output_file, remove_stale_temporaries
     from tapforge.base.video import IMAGE_SUFFIXES
+    from tapforge.tapir.cli_options import Parser, add_number
     from tapforge.tapir.tapvid import write_tapvid_pickle
     from tapforge.train.photo_clips import make_clips
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="tapforge photo-clips",
         description="Write clips of real photos moved by known homographies, with exact point tracks, "
         "as a TAP-Vid DAVIS-format pickle (for tapforge eval --tapvid-davis).",
@@ -442,11 +432,13 @@ def photo_clips_main(argv: list[str]) -> int:
         metavar="DIR",
         help=f"a folder of photos ({', '.join(IMAGE_SUFFIXES)}; default: the bundled ones)",
     )
-    p.add_argument("--num-clips", type=int, default=30, help="clips to write (default 30)")
-    p.add_argument("--frames", type=int, default=24, help="frames per clip (default 24)")
-    p.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
-    p.add_argument("--points", type=int, default=128, help="tracks per clip, half on the moving patch (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_number(p, "--num-clips", int, 1, 100_000, default=30, help="clips to write (default 30)")
+    add_number(p, "--frames", int, 2, 1000, default=24, help="frames per clip (default 24)")
+    add_number(p, "--size", int, 16, 4096, default=256, help="frame side in pixels (default 256)")
+    add_number(
+        p, "--points", int, 2, 100_000, default=128, help="tracks per clip, half on the moving patch (default 128)"
+    )
+    add_number(p, "--seed", int, 0, default=0, help="random seed (default 0)")
     args = p.parse_args(argv)
     check_output_file(args.out, "--out", {"the photo folder": args.photos})  # before the work
     remove_stale_temporaries(args.out)
