@@ -424,7 +424,7 @@ NAMES = {"camera": "position", "sun": "direction", "quaternion": "quaternion_xyz
 
 
 @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-@given(values=st.deferred(lambda: scene_values()), data=st.data())
+@given(values=scene_values(), data=st.data())
 def test_a_scene_script_with_a_bad_value_stops_at_its_line(values, data, tmp_path_factory):
     pytest.importorskip("pybullet")
     from tapforge.synth.config import load_config
