@@ -436,3 +436,18 @@ def test_number_parses_in_range_and_names_flag_value_and_range():
         with pytest.raises(TapforgeError) as err:
             number(text)
         assert str(err.value) == message
+
+
+def test_eval_leaves_out_a_video_without_strided_queries_and_says_so(tmp_path, checkpoint_file, capsys):
+    def hidden_on_query_frames(example):
+        example["occluded"][:, 0] = True  # 4 frames: strided queries are on frame 0 only
+
+    davis = _davis(tmp_path / "d.pkl", hidden_on_query_frames)
+    out = tmp_path / "m.json"
+    argv = ["eval", "--checkpoint", checkpoint_file, "--tapvid-davis", davis, "--query-mode", "strided"]
+    assert tapforge(argv + ["--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "1 videos, 1 without a visible query point left out" in captured.out and "Warning" not in captured.err
+    report = json.loads(out.read_text())["datasets"]["tapvid_davis"]
+    assert report["videos"] == ["bear"] and report["videos_without_queries"] == ["car"]
+    assert len(report["model"]["per_video"]["average_jaccard"]) == 1

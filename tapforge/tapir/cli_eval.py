@@ -69,14 +69,18 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def evaluate(samples, query_mode: str, tracker=None, max_videos: int | None = None, desc: str = "eval") -> dict:
-    """Per-video and mean metrics for the stay-put baseline and (with a tracker) the model."""
+    """Per-video and mean metrics for the stay-put baseline and (with a tracker) the model; a video without query
+    points (strided mode: none visible on a query frame) is listed under ``videos_without_queries``, not scored."""
     per_video = {"stay_put": [], "model": []}
-    names = []
+    names, unscored = [], []
     samples = iter(samples)
     first = next(samples, None)  # the first pickle is read and checked (every example) before the progress bar
     for i, sample in enumerate(tqdm(itertools.chain([first] if first else [], samples), desc=desc, unit="video")):
         if max_videos is not None and i >= max_videos:
             break
+        if sample["query_points"].shape[1] == 0:  # strided mode can find no visible point: nothing to score
+            unscored.append(sample["name"])
+            continue
         names.append(sample["name"])
         args = (sample["query_points"], sample["occluded"], sample["target_points"])
         stay_tracks, stay_occ = tapvid.stay_put_prediction(sample["query_points"], sample["occluded"].shape[-1])
@@ -87,8 +91,12 @@ def evaluate(samples, query_mode: str, tracker=None, max_videos: int | None = No
                 tapvid.compute_tapvid_metrics(*args, result.occluded[None], result.tracks[None], query_mode)
             )
     if not names:
-        raise TapforgeError("the dataset holds no videos; fix: check the pickle path")
-    report = {"query_mode": query_mode, "num_videos": len(names), "videos": names}
+        raise TapforgeError(
+            "the dataset holds no videos"
+            + (f" with a query point ({len(unscored)} without)" if unscored else "")
+            + "; fix: check the pickle path, or use --query-mode first"
+        )
+    report = {"query_mode": query_mode, "num_videos": len(names), "videos": names, "videos_without_queries": unscored}
     for method, metrics in per_video.items():
         if metrics:
             report[method] = {
@@ -135,7 +143,9 @@ def main(argv: list[str]) -> int:
         results["datasets"][dest] = report
         rows = {"model": report["model"]["mean"]} if "model" in report else {}
         rows["stay-put"] = report["stay_put"]["mean"]
-        print(f"\n{dest} ({report['num_videos']} videos, query mode {args.query_mode}; x100)")
+        left_out = report["videos_without_queries"]
+        note = f", {len(left_out)} without a visible query point left out" if left_out else ""
+        print(f"\n{dest} ({report['num_videos']} videos{note}, query mode {args.query_mode}; x100)")
         print(format_table(rows))
     if args.json:
 
