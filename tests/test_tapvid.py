@@ -320,6 +320,21 @@ def test_a_bad_example_is_refused_with_one_line_before_any_scoring(tmp_path, cas
         tapvid.convert_example(_bad(change), "strided", name="bad")
 
 
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (_example(), "holds one example \\(keys video, points, occluded\\)"),
+        ({"a": [1, 2, 3]}, "example 'a': the example lacks video, points, occluded"),
+        ("a string", "holds a str, not a TAP-Vid dict"),
+        ({"a": dict(_example(), video=None)}, "frames have shape \\(\\)"),
+    ],
+)
+def test_a_pickle_of_another_layout_is_one_line(tmp_path, content, message):
+    with pytest.raises(TapforgeError, match=message) as err:
+        tapvid.load_tapvid_pickle(_dump(tmp_path / "x.pkl", content))
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("mode", ["first", "strided"])
 def test_frames_and_flags_in_other_dtypes_are_converted_exactly(mode):
     example = _example(num_frames=6, seed=4)

@@ -338,6 +338,15 @@ def load_tapvid_pickle(path: str | os.PathLike) -> list[tuple[str, Mapping]]:
             f"cannot read TAP-Vid pickle {path!r} ({type(err).__name__}: {err}); fix: re-download the file"
         ) from None
     stem = os.path.splitext(os.path.basename(path))[0]
+    if (
+        isinstance(data, dict)
+        and {"video", "points", "occluded"} <= set(data)
+        and not isinstance(data["video"], Mapping)
+    ):
+        raise TapforgeError(
+            f"{path!r} holds one example (keys video, points, occluded), not a dict of examples by name; "
+            "fix: save it as {name: example}, as TAP-Vid DAVIS does"
+        )
     if isinstance(data, dict):
         items = [(str(name), example) for name, example in data.items()]
     elif isinstance(data, (list, tuple)):
