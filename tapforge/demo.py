@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from tapforge.base.arguments import Parser, add_number
 from tapforge.base.errors import TapforgeError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -70,12 +71,10 @@ def _write_comparison(out: Path, truth, tracks_file: Path, steps: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="tapforge demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = Parser(prog="tapforge demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="everything is written here")
-    parser.add_argument("--train-scenes", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=60, help="training steps")
+    add_number(parser, "--train-scenes", int, 1, 100_000, default=8, help="training scenes to render (default 8)")
+    add_number(parser, "--steps", int, 1, 10_000_000, default=60, help="training steps (default 60)")
     args = parser.parse_args(argv)
     out = args.out
     train, heldout = out / "data" / "train", out / "data" / "heldout"

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "tapforge.cli", *args], capture_output=True, text=True)
@@ -105,3 +107,24 @@ def test_an_unexpected_error_is_one_line_naming_the_log_with_the_traceback(tmp_p
     assert str(log) in line and "Traceback" not in err
     text = log.read_text()
     assert text.startswith("tapforge broken --flag") and "Traceback" in text and 'return {}["a bug"]' in text
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("track",),
+        ("track", "video.mp4", "--checkpoint", "x.pt", "--nope"),
+        ("eval", "--query-mode", "bogus"),
+        ("export",),
+        ("export", "x.ckpt", "--to", "zip", "--out", "x.zip"),
+        ("pack-videos",),
+        ("photo-clips", "--frames", "many"),
+        ("demo", "--steps", "0"),
+        ("demo", "--surprise"),
+    ],
+)
+def test_a_wrong_flag_or_a_missing_argument_is_one_line(args):
+    out = _run(*args)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith(f"tapforge {args[0]}: error: ") and "usage:" not in out.stderr, lines[0]

@@ -422,7 +422,7 @@ def test_every_numeric_flag_is_checked_where_it_is_parsed(tmp_path, capsys, monk
 
 
 def test_number_parses_in_range_and_names_flag_value_and_range():
-    from tapforge.tapir.cli_options import Number
+    from tapforge.base.arguments import Number
 
     assert Number("--k", int, 1, 8)("8") == 8 and Number("--x", float, 0, above=True)("1e-3") == 1e-3
     assert Number("--r", int, 8, 64, step=8)("16") == 16

@@ -17,10 +17,11 @@ import time
 
 from tqdm.auto import tqdm
 
+from tapforge.base.arguments import Parser, add_number
 from tapforge.base.atomic import atomic_write, check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import tapvid
-from tapforge.tapir.cli_options import Parser, add_number, add_run_options, tracker_from_args
+from tapforge.tapir.cli_options import add_run_options, tracker_from_args
 
 DATASET_FLAGS = (
     ("tapvid_davis", "--tapvid-davis", "TAP-Vid-DAVIS pickle"),

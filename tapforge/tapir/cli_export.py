@@ -19,10 +19,11 @@ from importlib.util import find_spec
 import numpy as np
 import torch
 
+from tapforge.base.arguments import Parser, add_number
 from tapforge.base.atomic import check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import checkpoint
-from tapforge.tapir.cli_options import Parser, add_load_options, add_number, load_overrides
+from tapforge.tapir.cli_options import add_load_options, load_overrides
 
 GRAPH_TOLERANCE = 1e-3
 """Largest accepted difference between an ONNX/TorchScript file and PyTorch (pixels or logits)."""

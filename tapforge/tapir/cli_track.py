@@ -21,9 +21,10 @@ import zipfile
 
 import numpy as np
 
+from tapforge.base.arguments import Parser, add_number
 from tapforge.base.atomic import atomic_write, check_output_file, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
-from tapforge.tapir.cli_options import Parser, add_number, add_run_options, tracker_from_args
+from tapforge.tapir.cli_options import add_run_options, tracker_from_args
 
 SAVE_SUFFIXES = (".npz", ".csv")
 

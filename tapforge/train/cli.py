@@ -367,9 +367,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def pack_videos_main(argv: list[str]) -> int:
     """``tapforge pack-videos SOURCE... --out DIR``: unlabeled clips as WebDataset shards for data.real_videos."""
+    from tapforge.base.arguments import Parser, add_number
     from tapforge.base.atomic import check_output_folder
     from tapforge.synth.schema import VIDEO_CODECS
-    from tapforge.tapir.cli_options import Parser, add_number
     from tapforge.train.pack_videos import pack_videos
     from tapforge.train.video_sources import expand_video_sources
 
@@ -414,9 +414,9 @@ def pack_videos_main(argv: list[str]) -> int:
 
 def photo_clips_main(argv: list[str]) -> int:
     """``tapforge photo-clips --out real.pkl``: clips of real photos moved by known homographies, as a TAP-Vid pickle."""
+    from tapforge.base.arguments import Parser, add_number
     from tapforge.base.atomic import check_output_file, remove_stale_temporaries
     from tapforge.base.video import IMAGE_SUFFIXES
-    from tapforge.tapir.cli_options import Parser, add_number
     from tapforge.tapir.tapvid import write_tapvid_pickle
     from tapforge.train.photo_clips import make_clips
 
