@@ -212,3 +212,20 @@ def test_numeric_flags_are_one_line_naming_flag_value_and_range(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"tapforge photo-clips: error: {flag} ") and message in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out.pkl").exists()
+
+
+def test_photos_of_every_mode_keep_their_pixels_and_transparency_lies_over_white(tmp_path):
+    from image_modes import png16
+
+    from tapforge.train.photo_clips import load_photos
+
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    (tmp_path / "a_gray16.png").write_bytes(png16(ramp))
+    clear = np.zeros((32, 32, 4), np.uint8)
+    clear[..., 0] = 200  # red, but fully transparent: shows as white
+    Image.fromarray(clear, "RGBA").save(tmp_path / "b_clear.png")
+    Image.fromarray(np.full((32, 32), 77, np.uint8), "L").save(tmp_path / "c_gray8.png")
+    photos = dict(load_photos(tmp_path))
+    expected = np.round(ramp / 65535 * 255)
+    assert np.abs(photos["a_gray16"][..., 0].astype(int) - expected).max() <= 1  # not all white, as before
+    assert (photos["b_clear"] == 255).all() and (photos["c_gray8"] == 77).all()

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
-from tapforge.base.video import IMAGE_SUFFIXES
+from tapforge.base.video import IMAGE_SUFFIXES, decode_image
 from tapforge.train.sampling import outside_frame
 
 
@@ -79,20 +79,27 @@ def load_photos(folder: str | os.PathLike | None = None) -> list[tuple[str, np.n
     photos = []
     for path in paths:
         try:
-            with Image.open(path) as image:
-                rgba = image.convert("RGBA")
+            pixels = _photo_pixels(path)
         except (OSError, ValueError) as err:
             raise TapforgeError(f"cannot read the photo {path!r} ({err}); fix: replace or remove that file") from None
-        if min(rgba.size) < 16:
+        if min(pixels.shape[:2]) < 16:
             raise TapforgeError(
-                f"the photo {path!r} is only {rgba.size[0]}x{rgba.size[1]} pixels; "
+                f"the photo {path!r} is only {pixels.shape[1]}x{pixels.shape[0]} pixels; "
                 "fix: use photos of at least 16 pixels a side"
             )
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        photos.append(
-            (os.path.splitext(os.path.basename(path))[0], np.asarray(Image.alpha_composite(white, rgba).convert("RGB")))
-        )
+        photos.append((os.path.splitext(os.path.basename(path))[0], pixels))
     return photos
+
+
+def _photo_pixels(path: str) -> np.ndarray:
+    """uint8 [H,W,3]: a photo with transparency laid over white, any other through the project's frame decoder
+    (which scales 16-bit and converts every mode)."""
+    with Image.open(path) as image:
+        if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return decode_image(path)
 
 
 def homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
