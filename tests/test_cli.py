@@ -49,7 +49,8 @@ def test_synth_count_flags_out_of_range_are_one_line(tmp_path):
 
 
 def test_importing_synth_and_the_schema_does_not_import_bpy_or_torch():
-    code = "import sys, tapforge.synth.schema, tapforge.synth.config, tapforge.synth.shards; print('bpy' in sys.modules, 'torch' in sys.modules)"
+    modules = "tapforge.synth.schema, tapforge.synth.config, tapforge.synth.shards, tapforge.synth.tapvid_export"
+    code = f"import sys, {modules}; print('bpy' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 
