@@ -1,14 +1,18 @@
 """`tapforge synth render`: render this job's slice of a dataset into shards, resumably, on all cores.
 
-Scenes are rendered by one Blender session in this process (one worker) or by W spawned worker processes
-(one Blender session each, whole scenes at a time) that hand back encoded samples. Only this process writes
-shards, from the samples in scene order, so the output does not depend on the number of workers.
+Scenes are rendered by W spawned worker processes (one Blender session each, whole scenes at a time; W = 1
+included) that hand back encoded samples. Only this process writes shards, from the samples in scene order, so the
+output does not depend on the number of workers. This process never renders: Ctrl-C and SIGTERM reach it at once
+(inside Blender's render call Python's KeyboardInterrupt is swallowed and the render goes on), and it stops the run
+by killing the workers, whatever the worker count. The workers' temporary files (Blender's included) live in one
+folder of this process, removed when the run ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import multiprocessing
@@ -19,25 +23,28 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Iterator
 
 from tapforge.base import __version__
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.config import SynthConfig
+from tapforge.synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.pipeline import make_clip, scene_key, scene_seed
 from tapforge.synth.schema import encode_clip
 from tapforge.synth.shards import (
     DATASET_VERSION,
     GENERATOR,
-    MANIFEST,
-    dataset_version,
+    LOCK_FILE,
+    check_identity,
     job_slice,
     load_records,
+    locked,
+    remove_stale_temps,
+    sha256_of,
     shard_is_complete,
-    shard_path,
     update_manifest,
     write_shard,
 )
@@ -71,60 +78,66 @@ def _script_record(config: SynthConfig) -> dict:
     return {"name": script.name, "sha256": script.sha256, "source": Path(script.path).read_text()}
 
 
-def manifest_header(config: SynthConfig, num_scenes: int, blender: str) -> dict:
+def _files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def assets_digest(config: SynthConfig) -> str | None:
+    """A digest of the bytes of every asset file the config names (the images of ``assets.textures_dir`` and
+    ``assets.hdri_dir``; ``assets.directory``'s files and its manifest's ``data_dir``), None without asset folders.
+
+    Part of the dataset's identity (computed once per job): a texture replaced between two fan-out jobs of one
+    dataset makes the second one refused, not a mixed dataset."""
+    assets = config.assets
+    files = [(f"textures_dir/{Path(p).name}", Path(p)) for p in folder_files(assets.textures_dir, IMAGE_SUFFIXES)]
+    files += [(f"hdri_dir/{Path(p).name}", Path(p)) for p in folder_files(assets.hdri_dir, HDRI_SUFFIXES)]
+    if assets.directory:
+        root = Path(assets.directory).expanduser().resolve()
+        data_dir = _json_field(root / "manifest.json", "data_dir")
+        data_dir = (root / data_dir).resolve() if isinstance(data_dir, str) else root
+        folders = [root] if data_dir.is_relative_to(root) else [root, data_dir]
+        files += [(f"directory{i}/{p.relative_to(d)}", p) for i, d in enumerate(folders) for p in _files_under(d)]
+    if not (assets.textures_dir or assets.hdri_dir or assets.directory):
+        return None
+    digest = hashlib.sha256()
+    for label, path in files:
+        digest.update(f"{label}\0{sha256_of(path)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _json_field(path: Path, field: str) -> object:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value.get(field) if isinstance(value, dict) else None
+
+
+def dataset_identity(config: SynthConfig, num_scenes: int, assets_sha256: str | None) -> dict:
+    """What makes shards one dataset (`tapforge.synth.shards.IDENTITY_FIELDS` and the dataset version): in the
+    manifest and every shard record, checked under the folder lock at every commit."""
+    return {
+        "dataset_version": DATASET_VERSION,
+        "config_hash": config.hash,
+        "num_scenes": num_scenes,
+        "assets_sha256": assets_sha256,
+    }
+
+
+def manifest_header(config: SynthConfig, num_scenes: int, blender: str, assets_sha256: str | None = None) -> dict:
     """The manifest's fields besides its shards; ``config`` is stored as the plain resolved tree."""
     per_shard = config.outputs.scenes_per_shard
     return {
+        **dataset_identity(config, num_scenes, assets_sha256),
         "generator": GENERATOR,
         "generator_version": __version__,
-        "dataset_version": DATASET_VERSION,
         "blender_version": blender,
         "config": config.tree,
-        "config_hash": config.hash,
-        "num_scenes": num_scenes,
         "scenes_per_shard": per_shard,
         "num_shards": math.ceil(num_scenes / per_shard),
         "asset_licences": _licences(config),
         "scene_script": _script_record(config),
     }
-
-
-def _refuse_other_version(out_dir: Path, version: int) -> None:
-    if version != DATASET_VERSION:
-        raise TapforgeError(
-            f"{out_dir} holds a dataset made by {'an older' if version < DATASET_VERSION else 'a newer'} tapforge "
-            f"(dataset version {version}, this one writes {DATASET_VERSION}); render into a new --out folder, or "
-            "resume it with the tapforge version that made it"
-        )
-
-
-def _check_same_dataset(out_dir: Path, config: SynthConfig, num_scenes: int) -> None:
-    """Refuse to resume a folder whose manifest or complete shards were made by another dataset version or with
-    another config."""
-    records = load_records(out_dir)
-    for record in records.values():  # checked without the manifest too, as the config below
-        _refuse_other_version(out_dir, dataset_version(record))
-    identity = config.hash
-    others = sorted(k for k, r in records.items() if r.get("config_hash") != identity)
-    if others:  # checked without the manifest too: a deleted manifest must not let another config in
-        raise TapforgeError(
-            f"{out_dir} holds {len(others)} complete shard(s) made with another config (first: shard {others[0]}); "
-            "resume with the config that made them, or choose a new --out folder"
-        )
-    path = out_dir / MANIFEST
-    if not path.is_file():
-        return
-    try:
-        existing = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return  # rebuilt below from the shard records
-    _refuse_other_version(out_dir, dataset_version(existing))
-    if existing.get("config_hash") != identity or existing.get("num_scenes") != num_scenes:
-        raise TapforgeError(
-            f"{out_dir} already holds a dataset made with another config or --num-scenes "
-            f"(config {existing.get('config_hash')}, {existing.get('num_scenes')} scenes); "
-            "resume it with the same config and --num-scenes, or choose a new --out folder"
-        )
 
 
 # Cycles threads per worker when the worker count is automatic: Cycles scales well over a few threads, and
@@ -215,23 +228,41 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _start_worker(parent: int) -> None:
+def _start_worker(parent: int, scratch: str) -> None:
     """Worker set-up: leave Ctrl-C and SIGTERM to the main process, which kills every worker, and die with it;
-    drop the script folders that Blender puts on sys.path when the main process has imported bpy (spawn copies
-    sys.path, and there they hide the bpy module itself)."""
+    keep every temporary file (ours and Blender's, which reads TMPDIR when bpy is imported) in the main process's
+    ``scratch`` folder; drop the script folders that Blender puts on sys.path when the main process has imported
+    bpy (spawn copies sys.path, and there they hide the bpy module itself)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with_parent(parent)
+    os.environ["TMPDIR"] = tempfile.tempdir = scratch
     sys.path[:] = [p for p in sys.path if not BLENDER_SCRIPTS.search(p)]
 
 
 @contextlib.contextmanager
-def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM back while worker processes start: they inherit the blocked signals, so a Ctrl-C to
+    the process group cannot reach a worker before it ignores them (a traceback from a half-started worker); this
+    process gets a held signal when the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _worker_pool(workers: int, scratch: str) -> Iterator[ProcessPoolExecutor]:
     """Spawned worker processes; on any error or interrupt the workers are killed at once (they hold nothing
     but scenes in flight), and a worker that died (Blender crash, out of memory) ends the run with one error
     line instead of a hanging pool."""
     pool = ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker, initargs=(os.getpid(),)
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(), scratch),
     )
     try:
         yield pool
@@ -248,6 +279,78 @@ def _worker_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
+# peak memory of a render worker rendering one scene, an upper estimate (measured peaks with bpy 5.0.1 on CPU, tiny
+# preset, 2-48 frames of 64-512 px: 0.4-3.4 GB): a Blender session with the scene's textures (their side grows with
+# the resolution up to 1024 px: ~1 GB), then per pixel and frame the frames and exact passes read back and stacked
+# plus the ground truth's work (~180-260 B measured)
+SESSION_BYTES = 1 << 30
+BYTES_PER_PIXEL_FRAME = 200
+MAX_SCENES = 10_000_000  # per dataset: 1000 times MOVi's largest; beyond it is a typo, not a plan
+
+
+def _human(num_bytes: float) -> str:
+    units = ("B", "KB", "MB", "GB", "TB", "PB")
+    power = 0
+    while num_bytes >= 1000 and power < len(units) - 1:
+        num_bytes, power = num_bytes / 1000, power + 1
+    return f"{num_bytes:.0f} B" if power == 0 else f"{num_bytes:.1f} {units[power]}"
+
+
+def scene_memory(config: SynthConfig) -> int:
+    """Estimated peak bytes of one render worker rendering one scene of ``config``."""
+    width, height = config.render.resolution
+    return SESSION_BYTES + width * height * config.scene.num_frames * BYTES_PER_PIXEL_FRAME
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory on this machine, capped by a cgroup memory limit (Kubernetes, Docker, SLURM); None if
+    unknown."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for limit_file in ("memory.max", "memory/memory.limit_in_bytes"):
+        with contextlib.suppress(OSError, ValueError):
+            total = min(total, int((Path("/sys/fs/cgroup") / limit_file).read_text()))
+    return total
+
+
+def check_render_size(config: SynthConfig, num_scenes: int) -> None:
+    """Refuse up front, with the estimate, a scene count that is a typo and a scene whose frames and passes cannot
+    fit in this machine's memory even with one worker."""
+    width, height = config.render.resolution
+    if num_scenes > MAX_SCENES:
+        per_scene = width * height * 3 * config.scene.num_frames
+        raise TapforgeError(
+            f"--num-scenes {num_scenes}: over {MAX_SCENES} scenes in one dataset (it would be up to "
+            f"{_human(per_scene * num_scenes)} of frames at {_human(per_scene)} per scene); give fewer scenes, or "
+            "render several datasets"
+        )
+    need, have = scene_memory(config), machine_memory()
+    if have is not None and need > have:
+        raise TapforgeError(
+            f"a scene of {width}x{height} pixels x {config.scene.num_frames} frames needs about {_human(need)} of "
+            f"memory to render (its frames and exact passes), this machine has {_human(have)}; fix: lower "
+            "render.resolution or scene.num_frames"
+        )
+
+
+def fit_workers_in_memory(config: SynthConfig, workers: int, automatic: bool) -> int:
+    """The worker count whose scenes fit in this machine's memory: ``workers`` when they fit, fewer when the count
+    is automatic, else one error line naming the count that fits."""
+    need, have = scene_memory(config), machine_memory()
+    if have is None or workers * need <= have:
+        return workers
+    fits = max(1, have // need)
+    if automatic:
+        return fits
+    raise TapforgeError(
+        f"--workers {workers}: each worker needs about {_human(need)} of memory for its scene "
+        f"({config.render.resolution[0]}x{config.render.resolution[1]} x {config.scene.num_frames} frames), "
+        f"{_human(workers * need)} in all, this machine has {_human(have)}; fix: --workers {fits} or fewer (or auto)"
+    )
+
+
 # errors that mean "this folder cannot take what we write", not a bug: full disk or quota, file-size limit,
 # read-only file system, no permission
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -259,6 +362,11 @@ def _output_folder(out_dir: Path) -> Iterator[None]:
     this run created is removed again if the run stops before writing anything into it."""
     if out_dir.exists() and not out_dir.is_dir():
         raise TapforgeError(f"--out {out_dir} is a file; fix: give a folder (a new one, or a dataset to resume)")
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise TapforgeError(f"--out {out_dir}: {parent} is a file, not a folder; fix: give a folder path")
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +380,9 @@ def _output_folder(out_dir: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if created and not any(out_dir.iterdir()):
+        lock = out_dir / LOCK_FILE
+        if created and all(p == lock for p in out_dir.iterdir()):
+            lock.unlink(missing_ok=True)
             out_dir.rmdir()
         raise
 
@@ -294,6 +404,7 @@ def render_dataset(
         raise TapforgeError(f"--num-scenes {num_scenes}: give at least 1")
     if workers is not None and workers < 1:
         raise TapforgeError(f"--workers {workers}: give a positive number of worker processes, or auto")
+    check_render_size(config, num_scenes)
     with _output_folder(out_dir):
         return _render_into(config, out_dir, num_scenes, job_index, num_jobs, progress, workers)
 
@@ -309,17 +420,17 @@ def _render_into(
 ) -> dict:
     from tqdm import tqdm
 
-    _check_same_dataset(out_dir, config, num_scenes)
+    identity = dataset_identity(config, num_scenes, assets_digest(config))
+    with locked(out_dir):  # refused before anything renders; checked again at every shard's commit
+        check_identity(out_dir, identity)
+    remove_stale_temps(out_dir)
     per_shard = config.outputs.scenes_per_shard
-    num_shards_total = math.ceil(num_scenes / per_shard)
-    mine = job_slice(num_shards_total, job_index, num_jobs)
-    for shard in mine:  # temp files of a killed run of this job: only this job writes these shards
-        for stale in out_dir.glob(f".{shard_path(out_dir, shard).name}.tmp-*"):
-            stale.unlink(missing_ok=True)
+    mine = job_slice(math.ceil(num_scenes / per_shard), job_index, num_jobs)
     todo = [s for s in mine if not shard_is_complete(out_dir, s)]
     scenes = {s: list(range(s * per_shard, min((s + 1) * per_shard, num_scenes))) for s in todo}
-    order = [index for shard in todo for index in scenes[shard]]
-    num_workers, threads = plan_workers(workers, config.render.threads, max(1, len(order)), usable_cores())
+    num_scenes_todo = sum(len(v) for v in scenes.values())
+    num_workers, threads = plan_workers(workers, config.render.threads, max(1, num_scenes_todo), usable_cores())
+    num_workers = fit_workers_in_memory(config, num_workers, automatic=workers is None)
     summary = {
         "job": [job_index, num_jobs],
         "shards_in_slice": len(mine),
@@ -330,56 +441,44 @@ def _render_into(
         "threads_per_worker": threads,
     }
     if not todo:
-        update_manifest(out_dir, manifest_header(config, num_scenes, blender_version()))
+        update_manifest(out_dir, manifest_header(config, num_scenes, blender_version(), identity["assets_sha256"]))
         return summary
-    shard_of = {index: shard for shard in todo for index in scenes[shard]}
-    done: dict[int, dict[int, tuple[dict, dict]]] = {shard: {} for shard in todo}
     header = None
     try:
         with contextlib.ExitStack() as stack:
-            if num_workers == 1:
-                from tapforge.synth.pipeline import SceneRenderer
-
-                renderer = SceneRenderer(config, threads)
-                header = manifest_header(config, num_scenes, blender_version())
-                results = ((index, _render_scene(renderer, config, index)) for index in order)
-            else:
-                pool = stack.enter_context(_worker_pool(num_workers))
-                version = pool.submit(blender_version)
-                futures = {pool.submit(_render_in_worker, config, threads, index): index for index in order}
-                header = manifest_header(config, num_scenes, version.result())
-                results = ((futures.pop(future), future.result()) for future in as_completed(futures))
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tapforge-render-"))
             bar = stack.enter_context(
                 tqdm(
-                    total=len(order),
+                    total=num_scenes_todo,
                     unit="scene",
                     disable=not progress,
                     desc=f"render job {job_index}/{num_jobs}, workers: {num_workers}",
                 )
             )
-            for index, result in results:
-                bar.update(1)
-                shard = shard_of[index]
-                done[shard][index] = result
-                if len(done[shard]) < len(scenes[shard]):
-                    continue
-                finished = done.pop(shard)
-                rendered = [finished[i] for i in scenes[shard]]
+            with _signals_held():  # the first submissions start every worker
+                pool = stack.enter_context(_worker_pool(num_workers, scratch))
+                version = pool.submit(blender_version)
+                queue = _SceneQueue(pool, config, threads, num_workers, scenes, out_dir, summary, bar)
+                queue.submit()
+            header = manifest_header(config, num_scenes, version.result(), identity["assets_sha256"])
+            for shard, rendered in queue.finished_shards():
                 record = {
-                    "dataset_version": DATASET_VERSION,
-                    "config_hash": header["config_hash"],
+                    **identity,
                     "num_samples": len(rendered),
                     "keys": [scene_key(i) for i in scenes[shard]],
                     "seeds": [scene_seed(config.seed, i) for i in scenes[shard]],
                     "timing_seconds": {"scenes": [timing for _, timing in rendered]},
                 }
-                write_shard(out_dir, shard, [sample for sample, _ in rendered], record)
-                update_manifest(out_dir, header)
-                summary["shards_rendered"] += 1
-                summary["scenes_rendered"] += len(rendered)
+                if write_shard(out_dir, shard, [sample for sample, _ in rendered], record, header) is None:
+                    summary["shards_skipped"] += 1  # another job (the same slice started twice) committed it first
+                else:
+                    summary["shards_rendered"] += 1
+                    summary["scenes_rendered"] += len(rendered)
     except BaseException as err:
-        if header is not None:  # an interrupt may fall between a shard's rename and the manifest update
-            with contextlib.suppress(OSError):  # on a full disk the next run rebuilds it from the shard records
+        # an interrupt may fall between a shard's rename and the manifest update; on a full disk the next run
+        # rebuilds it from the shard records; a folder taken by another dataset keeps that dataset's manifest
+        with contextlib.suppress(OSError, TapforgeError):
+            if header is not None and load_records(out_dir):
                 update_manifest(out_dir, header)
         if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
             raise TapforgeError(
@@ -388,3 +487,56 @@ def _render_into(
             ) from None
         raise
     return summary
+
+
+class _SceneQueue:
+    """The slice's scenes submitted to the worker pool a few per worker ahead, in shard order (memory stays bounded
+    whatever the slice's size); a shard another job completed meanwhile is skipped before its scenes are submitted."""
+
+    def __init__(
+        self,
+        pool: ProcessPoolExecutor,
+        config: SynthConfig,
+        threads: int,
+        num_workers: int,
+        scenes: dict[int, list[int]],
+        out_dir: Path,
+        summary: dict,
+        bar,
+    ):
+        self.pool, self.config, self.threads, self.window = pool, config, threads, 2 * num_workers
+        self.scenes, self.out_dir, self.summary, self.bar = scenes, out_dir, summary, bar
+        self.shards = deque(scenes)
+        self.queued: deque[int] = deque()
+        self.in_flight: dict[Future, int] = {}
+        self.shard_of = {index: shard for shard, indices in scenes.items() for index in indices}
+        self.done: dict[int, dict[int, tuple[dict, dict]]] = {}
+
+    def submit(self) -> None:
+        """Submit scenes until the window is full or none is left."""
+        while len(self.in_flight) < self.window and (self.queued or self.shards):
+            if not self.queued:
+                shard = self.shards.popleft()
+                if shard_is_complete(self.out_dir, shard):
+                    self.summary["shards_skipped"] += 1
+                    self.bar.update(len(self.scenes[shard]))
+                    continue
+                self.queued.extend(self.scenes[shard])
+                self.done[shard] = {}
+            index = self.queued.popleft()
+            self.in_flight[self.pool.submit(_render_in_worker, self.config, self.threads, index)] = index
+
+    def finished_shards(self) -> Iterator[tuple[int, list[tuple[dict, dict]]]]:
+        """(shard, its scenes' (sample, timing) in scene order) as each shard's last scene comes back."""
+        self.submit()
+        while self.in_flight:
+            finished, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                index = self.in_flight.pop(future)
+                shard = self.shard_of[index]
+                self.done[shard][index] = future.result()
+                self.bar.update(1)
+                if len(self.done[shard]) == len(self.scenes[shard]):
+                    result = self.done.pop(shard)
+                    yield shard, [result[i] for i in self.scenes[shard]]
+            self.submit()
