@@ -10,6 +10,14 @@ from pathlib import Path
 from tapforge.base.errors import TapforgeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors (a bad flag, a value that is not a number) are one error line, as every other
+    error of the command line, instead of the usage block and a line."""
+
+    def error(self, message: str):
+        raise TapforgeError(f"{message}; see `{self.prog} --help`")
+
+
 def _workers(text: str) -> int | None:
     """``--workers`` value: a positive integer, or None for auto."""
     if text == "auto":
@@ -20,11 +28,31 @@ def _workers(text: str) -> int | None:
 
 
 def _check_counts(args: argparse.Namespace) -> None:
-    """Numeric flags the parser takes as any integer: refuse values that would silently do the wrong thing."""
+    """Numeric flags the parser takes as any integer: refuse values that would silently do the wrong thing (the
+    upper bounds that depend on the dataset are checked where it is read: --index, --shard-index)."""
     for flag, minimum in (("num_scenes", 1), ("max_tracks", 1), ("index", 0), ("num_shards", 1), ("shard_index", 0)):
         value = getattr(args, flag, None)
         if value is not None and value < minimum:
             raise TapforgeError(f"--{flag.replace('_', '-')} {value}: give {minimum} or more")
+
+
+def _first_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_file(path: Path, flag: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output file path that is a folder, lies under a file, or has another suffix than
+    ``suffixes`` (any when empty)."""
+    example = f"{path.name or 'out'}{suffixes[0] if suffixes else ''}"
+    if path.is_dir():
+        raise TapforgeError(f"{flag} {path} is a folder; give a file name, e.g. {flag} {path / example}")
+    parent = _first_existing(path.parent)
+    if parent.exists() and not parent.is_dir():
+        raise TapforgeError(f"{flag} {path}: {parent} is a file, not a folder; give a path inside a folder")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise TapforgeError(f"{flag} {path}: give a file name ending in {' or '.join(suffixes)}")
 
 
 def _presets() -> str:
@@ -40,7 +68,7 @@ def _presets() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tapforge synth", description=__doc__)
+    parser = _Parser(prog="tapforge synth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser(
         "render",
@@ -75,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("dir", type=Path)
     preview = sub.add_parser("preview", help="write a GIF/MP4 of one scene with its tracks drawn")
     preview.add_argument("dir", type=Path)
-    preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4")
+    preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4 (or .webm, .mkv, .mov, .avi)")
     preview.add_argument("--index", type=int, default=0, help="which scene of the dataset (in shard order)")
     preview.add_argument("--max-tracks", type=int, default=64, help="draw at most this many tracks (default 64)")
     to_tapvid = sub.add_parser("to-tapvid", help="write the clips as a TAP-Vid DAVIS-format pickle for evaluation")
@@ -105,23 +133,27 @@ def main(argv: list[str]) -> int:
         from tapforge.synth.shards import read_manifest, verify_dataset
 
         problems = verify_dataset(args.dir)
-        manifest = read_manifest(args.dir)
         if problems:
             for problem in problems:
                 print(f"DAMAGED {problem}", file=sys.stderr)
             return 1
+        manifest = read_manifest(args.dir)
+        shards, planned = manifest["shards"], manifest.get("num_scenes", "?")
         print(
-            f"ok: {manifest['num_complete_shards']} shards, {manifest['num_complete_scenes']} scenes "
-            f"(of {manifest['num_scenes']} planned) in {args.dir}"
+            f"ok: {len(shards)} shards, {sum(s['num_samples'] for s in shards)} scenes (of {planned} planned) in "
+            f"{args.dir}"
         )
         return 0
     if args.command == "to-tapvid":
         from tapforge.synth.tapvid_export import export_tapvid_pickle
 
+        check_output_file(args.out, "--out")
         count = export_tapvid_pickle(args.dir, args.out, args.max_tracks)
         print(f"wrote {count} videos to {args.out}")
         return 0
+    from tapforge.base.video import WRITE_SUFFIXES
     from tapforge.synth.preview import write_preview
 
+    check_output_file(args.out, "--out", tuple(WRITE_SUFFIXES))
     print(write_preview(args.dir, args.out, args.index, args.max_tracks))
     return 0

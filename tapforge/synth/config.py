@@ -25,6 +25,7 @@ from tapforge.synth.script_config import check_values, defaults, is_int, is_numb
 
 CONFIG_DIR = Path(__file__).resolve().parent / "presets"
 GENERAL_SCENE_KEYS = ("script", "num_frames", "frame_rate", "physics_rate")
+SECTIONS = ("scene", "render", "tracks", "outputs", "assets")  # mappings of keys; ``seed`` is a value
 SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script's identity
 IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
 
@@ -101,7 +102,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
     "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
     "render.noise_threshold": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
-    "render.threads": (lambda v: is_int(v) and v >= 0, "an integer >= 0 (0 = cores split between the workers)"),
+    "render.threads": (
+        lambda v: is_int(v) and 0 <= v <= 1024,
+        "an integer in [0, 1024] (0 = cores split between the workers)",
+    ),
     "tracks.num_tracks": (lambda v: is_int(v) and 1 <= v <= 100000, "an integer in [1, 100000]"),
     "tracks.depth_tolerance": (lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)"),
     "outputs.passes": (
@@ -117,15 +121,45 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def _flatten(tree: dict) -> dict[str, Any]:
+    """``section.key`` -> value for the keys of every section (a value is kept whole, even a mapping: a mapping
+    where a value belongs is then a bad value, not keys of its own); top-level keys stay as they are."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
-            flat[name] = value
+            flat[str(key)] = value
     return flat
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names one key twice (YAML itself would keep the last silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (merge keys ``<<`` may still be overridden)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    first = lines.get(key)
+                except TypeError:  # an unhashable key: the base loader reports it
+                    continue
+                if first is not None:
+                    where = f"line {line}" if first == line else f"lines {first} and {line}"
+                    raise DuplicateKeyError(f"key {key!r} is given twice in one mapping ({where})")
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -154,17 +188,25 @@ def _load_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise TapforgeError(f"config {path} inherits itself in a cycle; fix the `inherit:` chain")
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = _parse_yaml(path.read_text()) or {}
+    except DuplicateKeyError as err:
+        raise TapforgeError(f"config {path}: {err}; keep one of them") from None
     except yaml.YAMLError as err:
-        raise TapforgeError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from err
+        raise TapforgeError(f"config {path} is not valid YAML ({str(err).splitlines()[0]}); fix its syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise TapforgeError(f"config {path} cannot be read ({reason}); give a YAML file") from None
     if not isinstance(tree, dict):
         raise TapforgeError(f"config {path} must be a YAML mapping of sections (scene:, render:, ...)")
-    script = (tree.get("scene") or {}).get("script")
+    scene = tree.get("scene")
+    script = scene.get("script") if isinstance(scene, dict) else None
     if isinstance(script, str) and script.split(":")[0].endswith(".py") and not Path(script).expanduser().is_absolute():
         tree["scene"]["script"] = str((path.parent / script).resolve())  # relative to the config file
     parent = tree.pop("inherit", None)
     if parent is None:
         return tree
+    if not isinstance(parent, str) or not parent.strip():
+        raise TapforgeError(f"config {path}: inherit: {parent!r} is not a preset name or a YAML path; fix it")
     sibling = path.parent / f"{parent}.yaml"
     parent_path = resolve_preset_path(sibling if "/" not in str(parent) and sibling.is_file() else parent)
     return _merge(_load_yaml(parent_path, seen + (path,)), tree)
@@ -176,10 +218,32 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise TapforgeError(f"--set {text!r} is not key=value; write e.g. --set render.samples=64")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as err:
-        raise TapforgeError(f"--set {key}: value {raw!r} is not valid YAML; quote lists as [a,b]") from err
+        value = _parse_yaml(raw) if raw.strip() else None
+    except DuplicateKeyError as err:
+        raise TapforgeError(f"--set {key}: value {raw!r}: {err}; keep one of them") from None
+    except yaml.YAMLError:
+        raise TapforgeError(f"--set {key}: value {raw!r} is not valid YAML; quote lists as [a,b]") from None
     return key.strip(), value
+
+
+def _apply_override(tree: dict, key: str, value: Any) -> str | None:
+    """Set ``key`` (``section.name``) to ``value`` in ``tree``; the problem with the key path, None when set."""
+    if key in SECTIONS:
+        example = next((k for k in RULES if k.startswith(key + ".")), key + ".KEY")
+        return f"--set {key}: {key} is a section of keys, not a value; set one of its keys, e.g. --set {example}=..."
+    if key == SCRIPT_HASH_KEY or (key not in RULES and not key.startswith("scene.")):
+        return (
+            f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene script's own scene.* keys"
+        )
+    node = tree
+    *parents, leaf = key.split(".")
+    for depth, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            where = ".".join(parents[: depth + 1])
+            return f"--set {key}: {where} is a value ({node!r}), not a section of keys; set {where} itself"
+    node[leaf] = value
+    return None
 
 
 def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> SynthConfig:
@@ -192,18 +256,8 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
         tree = _merge(_load_yaml(CONFIG_DIR / "base.yaml"), tree)
     problems: list[str] = []
     for item in overrides:
-        key, value = parse_override(item)
-        if key == SCRIPT_HASH_KEY or (key not in RULES and not key.startswith("scene.")):
-            problems.append(
-                f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene "
-                "script's own scene.* keys"
-            )
-            continue
-        node = tree
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        if problem := _apply_override(tree, *parse_override(item)):
+            problems.append(problem)
     validate(tree, problems)
     if isinstance(tree["render"]["resolution"], int):
         tree["render"]["resolution"] = [tree["render"]["resolution"]] * 2
@@ -327,16 +381,24 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
     """Raise one TapforgeError listing every unknown key, missing key and bad value with its fix; fill in the scene
     script's defaults and its sha256."""
     problems = list(problems or [])
+    sections = [k for k in SECTIONS if k in tree and not isinstance(tree[k], dict)]
+    for key in sections:
+        problems.append(
+            f"{key}: a section of keys ({key}: then its keys indented below it) is needed, not the value "
+            f"{tree[key]!r}; see tapforge/synth/presets/base.yaml"
+        )
     flat = _flatten({k: v for k, v in tree.items() if k != "scene"})
-    flat.update({f"scene.{k}": v for k, v in tree.get("scene", {}).items() if k in GENERAL_SCENE_KEYS})
-    for key in sorted(set(flat) - set(RULES)):
+    scene = tree.get("scene") if isinstance(tree.get("scene"), dict) else {}
+    flat.update({f"scene.{k}": v for k, v in scene.items() if k in GENERAL_SCENE_KEYS})
+    for key in sorted(set(flat) - set(RULES) - set(sections)):
         problems.append(f"{key}: unknown key; remove it (known keys: see tapforge/synth/presets/base.yaml)")
     for key, (check, fix) in RULES.items():
+        if key.split(".")[0] in sections:
+            continue
         if key not in flat:
             problems.append(f"{key}: missing; set it to {fix}")
         elif not check(flat[key]):
             problems.append(f"{key}: bad value {flat[key]!r}; use {fix}")
-    scene = tree.get("scene", {})
     if "script_sha256" in scene:
         problems.append("scene.script_sha256: set by tapforge from the script's source; remove it")
     rates = scene.get("physics_rate"), scene.get("frame_rate")
@@ -354,6 +416,8 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
             )
     if RULES["scene.script"][0](scene.get("script")):
         problems += _check_script_keys(tree, clean=not problems)
+    if len(problems) == 1:
+        raise TapforgeError(f"a problem in the config: {problems[0]}")
     if problems:
         raise TapforgeError(f"{len(problems)} problem(s) in the config:\n  " + "\n  ".join(problems))
 
@@ -376,10 +440,19 @@ def _check_script_keys(tree: dict, clean: bool) -> list[str]:
         ]
     else:
         problems = check_values(script.config, values, "scene.")
-        if not problems:
+    try:  # the script's own code: a bug in it is one line naming the script, as in build()
+        if script.config is not None and not problems:
             scene.update({k: v for k, v in defaults(script.config).items() if k not in scene})
-    if clean and not problems and script.check_config:
-        problems += script.check_config(script.make_config(script_values(tree)), tree)
+        if clean and not problems and script.check_config:
+            found = script.check_config(script.make_config(script_values(tree)), tree)
+            if not isinstance(found, list) or not all(isinstance(p, str) for p in found):
+                raise TypeError(f"check_config returned {type(found).__name__}, not a list of problem lines")
+            problems += found
+    except Exception as err:
+        problems.append(
+            f"scene.script {scene['script']}: its Config or check_config failed ({type(err).__name__}: {err}); "
+            "fix the script (every Config field needs a default)"
+        )
     scene["script_sha256"] = script.sha256
     return problems
 

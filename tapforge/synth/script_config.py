@@ -13,6 +13,7 @@ type annotation (bool, int, float, str, a Literal of choices, or a list of those
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Callable, Literal, get_args, get_origin
 
@@ -24,7 +25,8 @@ def is_int(v: Any) -> bool:
 
 
 def is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float (not a bool, not NaN or infinity)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _within(check: Check, lo: float, hi: float | None) -> Check:
@@ -72,7 +74,7 @@ def _annotation_check(annotation: Any) -> tuple[Check, str]:
     if annotation is int:
         return is_int, "an integer"
     if annotation is float:
-        return is_number, "a number"
+        return is_number, "a finite number"
     if annotation is str:
         return lambda v: isinstance(v, str), "a string"
     if get_origin(annotation) is Literal:
