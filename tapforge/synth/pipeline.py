@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -43,8 +45,30 @@ def asset_files(config: SynthConfig) -> AssetFiles:
     return files
 
 
-def build_scene(config: SynthConfig, seed: int, assets: AssetFiles | None = None) -> Scene:
-    """Run the config's scene script for ``seed``, then the clip's physics: the scene as it will be rendered."""
+def _script_failure(script, err: Exception, scene_index: int | None, seed: int) -> TapforgeError:
+    """One line for an exception raised inside a scene script's ``build``: the scene index and seed that reproduce
+    it, the script's file:line where it arose (the innermost frame in the script's file, else the innermost one)
+    and the exception."""
+    frames = traceback.extract_tb(err.__traceback__)
+    inside = [f for f in frames if Path(f.filename).resolve() == Path(script.path).resolve()]
+    frame = (inside or frames)[-1]
+    scene = f"scene {scene_index} (seed {seed})" if scene_index is not None else f"the scene of seed {seed}"
+    if isinstance(err, TapforgeError):  # the scene API's own message names the argument and the fix
+        return TapforgeError(f"{scene}: {err}")
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return TapforgeError(
+        f"{scene}: the scene script's {script.build.__name__}() raised {type(err).__name__}"
+        f"{': ' + message if message else ''} at {frame.filename}:{frame.lineno} ({(frame.line or '').strip()}); "
+        "fix the script (rerun with the same seed to reproduce it)"
+    )
+
+
+def build_scene(
+    config: SynthConfig, seed: int, assets: AssetFiles | None = None, scene_index: int | None = None
+) -> Scene:
+    """Run the config's scene script for ``seed``, then the clip's physics: the scene as it will be rendered.
+
+    An exception inside the script is one `TapforgeError` naming ``scene_index``, the seed and the script's line."""
     sc = config.scene
     script = load_script(sc.script)
     assets = assets or asset_files(config)
@@ -59,7 +83,10 @@ def build_scene(config: SynthConfig, seed: int, assets: AssetFiles | None = None
         mesh_reader=BlenderMeshReader(),
     )
     try:
-        script.build(scene, seeds.rng(seed, "script"), script.make_config(config.script_values))
+        try:
+            script.build(scene, seeds.rng(seed, "script"), script.make_config(config.script_values))
+        except Exception as err:
+            raise _script_failure(script, err, scene_index, seed) from err
         scene.simulate_if_needed()
     finally:
         scene.close()
@@ -102,7 +129,7 @@ class SceneRenderer:
         """Build and render global scene `scene_index` (the clip is `make_clip` of the result)."""
         timing: dict[str, float] = {}
         start = time.perf_counter()
-        scene = build_scene(self.config, scene_seed(self.config.seed, scene_index), self.assets)
+        scene = build_scene(self.config, scene_seed(self.config.seed, scene_index), self.assets, scene_index)
         timing["scene_script"] = time.perf_counter() - start
         start = time.perf_counter()
         self.blender.build(scene)

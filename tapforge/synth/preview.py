@@ -14,7 +14,7 @@ from tapforge.synth.shards import iter_checked_samples, read_manifest
 def load_scene(dataset: Path, index: int):
     """The `index`-th scene of a dataset folder, in shard order, as a `Clip` (its shard checked first)."""
     manifest = read_manifest(dataset)
-    total = manifest["num_complete_scenes"]
+    total = sum(entry["num_samples"] for entry in manifest["shards"])
     if not 0 <= index < total:
         raise TapforgeError(f"--index {index} is out of range: {dataset} holds {total} complete scenes")
     for entry in manifest["shards"]:
