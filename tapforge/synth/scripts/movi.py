@@ -186,9 +186,7 @@ def legacy_material(rng: np.random.Generator, cfg: Config, textures: list[str]) 
     """Kubric's plain rubber and metal, or a Blender procedural texture (or a user image) between two colors."""
     kind = str(rng.choice(cfg.materials))
     if kind == "metal":
-        return Principled(
-            color(rng, cfg.colors), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal"
-        )
+        return Principled(color(rng, cfg.colors), roughness=float(rng.uniform(0.15, 0.35)), metallic=1.0, label="metal")
     if kind == "rubber":
         return Principled(color(rng, cfg.colors), roughness=float(rng.uniform(0.6, 0.9)), label="rubber")
     first = random_color(rng)
