@@ -1,6 +1,7 @@
 """tapforge installs one import root: a wheel installed (non-editable) into a fresh environment renders a preset,
 trains and tracks from any folder, and a user's own ``train.py`` / ``synth.py`` never shadows ours."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -31,7 +32,12 @@ HELP = [
 ]
 
 
+# the wheel's environment sees only what it installs: no PYTHONPATH of the caller's (a checkout on it would win)
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def _run(args, cwd, **kw):
+    kw.setdefault("env", CLEAN_ENV)
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=600, **kw)
     assert result.returncode == 0, f"{' '.join(map(str, args))}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     return result
@@ -175,7 +181,7 @@ def test_a_wheel_install_renders_trains_and_tracks_from_another_folder(wheel_env
 def test_the_old_top_level_names_are_not_installed(wheel_env, tmp_path):
     for name in OLD_NAMES:
         result = subprocess.run(
-            [wheel_env["python"], "-c", f"import {name}"], cwd=tmp_path, capture_output=True, text=True
+            [wheel_env["python"], "-c", f"import {name}"], cwd=tmp_path, capture_output=True, text=True, env=CLEAN_ENV
         )
         assert result.returncode == 1 and f"No module named '{name}'" in result.stderr, (name, result.stderr)
 
