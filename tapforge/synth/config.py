@@ -20,6 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from tapforge.base.errors import TapforgeError
+from tapforge.base.video import IMAGE_SUFFIXES
 from tapforge.synth.schema import OPTIONAL_PASSES
 from tapforge.synth.script_config import check_values, defaults, is_int, is_number, subset_of
 
@@ -28,9 +29,6 @@ GENERAL_SCENE_KEYS = ("script", "num_frames", "frame_rate", "physics_rate")
 SECTIONS = ("scene", "render", "tracks", "outputs", "assets")  # mappings of keys; ``seed`` is a value
 SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script's identity
 IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 HDRI_SUFFIXES = (".hdr", ".exr")
 
 
@@ -116,7 +114,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "outputs.jpeg_quality": (lambda v: is_int(v) and 1 <= v <= 100, "an integer in [1, 100]"),
     "outputs.scenes_per_shard": (lambda v: is_int(v) and 1 <= v <= 10000, "an integer >= 1"),
     "assets.directory": (_optional_dir, "null or an existing folder with a Kubric-format manifest"),
-    "assets.textures_dir": (_folder_of(IMAGE_SUFFIXES), "null or an existing folder holding .png/.jpg images"),
+    "assets.textures_dir": (
+        _folder_of(IMAGE_SUFFIXES),
+        f"null or an existing folder holding images ({', '.join(IMAGE_SUFFIXES)})",
+    ),
     "assets.hdri_dir": (_folder_of(HDRI_SUFFIXES), "null or an existing folder holding .hdr/.exr files"),
 }
 

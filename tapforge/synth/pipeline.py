@@ -14,7 +14,8 @@ import numpy as np
 
 from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, SynthConfig, folder_files
+from tapforge.base.video import IMAGE_SUFFIXES
+from tapforge.synth.config import HDRI_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.mesh_files import BlenderMeshReader
 from tapforge.synth.physics import PyBullet
 from tapforge.synth.poses import pose_matrices

@@ -31,7 +31,8 @@ from typing import Iterator
 
 from tapforge.base import __version__
 from tapforge.base.errors import TapforgeError
-from tapforge.synth.config import HDRI_SUFFIXES, IMAGE_SUFFIXES, SynthConfig, folder_files
+from tapforge.base.video import IMAGE_SUFFIXES
+from tapforge.synth.config import HDRI_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.pipeline import make_clip, scene_key, scene_seed
 from tapforge.synth.schema import encode_clip
 from tapforge.synth.shards import (
