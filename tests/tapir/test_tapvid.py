@@ -5,11 +5,11 @@ import pickle
 
 import numpy as np
 import pytest
-from image_modes import frames_of_every_mode
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import tapvid
+from tests.image_modes import frames_of_every_mode
 
 
 def _static_case(num_tracks=3, num_frames=6, seed=0):

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs
 
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir.tapnet import TAPNet, load_tapnet_checkpoint, temporal_shift
+from tests.tapir.tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "tapnet_reference.npz")
 

@@ -482,7 +482,7 @@ def test_scenes_from_drawn_values_render_with_tracks_that_agree_with_segmentatio
     on_objects = render_pass_agreement(clip, rendered.passes, [o.instance_id for o in rendered.scene.objects])
     print(figures, on_objects)
     assert figures["visible_points"] > 100 and on_objects["visible_points"] > 50, (figures, on_objects)
-    for f in (figures, on_objects):  # the rigid thresholds of tests/test_synth_ground_truth.py
+    for f in (figures, on_objects):  # the rigid thresholds of tests/synth/test_tracks.py
         assert f["visible_segmentation_match"] > 0.9 and f["visible_position_error_px"] < 1.0, f
         assert not f["hidden_plainly_visible"] > 0.05, f  # NaN: no hidden point in frame
     ids = set(np.unique(clip.object_ids).tolist())

@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 import pytest
-from conftest import TINY
 
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.schema import decode_clip, iter_tar_samples
 from tapforge.synth.shards import job_from_environment, job_slice
+from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
 

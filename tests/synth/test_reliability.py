@@ -83,7 +83,7 @@ COMMITTER = textwrap.dedent(
     from tapforge.base.errors import TapforgeError
     from tapforge.synth.shards import DATASET_VERSION, write_shard
     sys.path.insert(0, sys.argv[4])
-    from test_synth_reliability import _samples
+    from tests.synth.test_reliability import _samples
 
     out, config_hash, num_shards = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     header = {"dataset_version": DATASET_VERSION, "config_hash": config_hash, "num_scenes": num_shards,

@@ -341,7 +341,7 @@ def test_eval_scores_a_float_video_in_0_1_as_its_uint8_original(tmp_path, capsys
 
 
 def test_track_reads_16_bit_grayscale_frames_as_gray_not_white(tmp_path, checkpoint_file, capsys):
-    from image_modes import png16
+    from tests.image_modes import png16
 
     frames = tmp_path / "frames"
     frames.mkdir()

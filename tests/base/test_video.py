@@ -6,12 +6,12 @@ import sys
 
 import numpy as np
 import pytest
-from image_modes import frames_of_every_mode
 from PIL import Image
 
 from tapforge.base.drawing import draw_tracks, enlarge, track_colors
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import read_video, write_video
+from tests.image_modes import frames_of_every_mode
 
 
 def test_numpy_only_modules_do_not_import_torch():

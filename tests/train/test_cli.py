@@ -22,7 +22,7 @@ from tapforge.train.optim import warmup_cosine
 from tapforge.train.procedural import write_shards
 
 torch.set_num_threads(1)
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml")
 
 
@@ -301,7 +301,7 @@ def test_slurm_preemption_checkpoints_then_the_requeued_job_resumes(setup, tmp_p
             + [
                 "--trainer.max_steps",
                 "2",
-                "--trainer.callbacks+=test_train_cli.PreemptAt",
+                "--trainer.callbacks+=tests.train.test_cli.PreemptAt",
                 "--trainer.callbacks.init_args.step",
                 "1",
             ]
@@ -318,7 +318,7 @@ def test_slurm_preemption_checkpoints_then_the_requeued_job_resumes(setup, tmp_p
             + [
                 "--trainer.max_steps",
                 "4",
-                "--trainer.callbacks+=test_train_cli.RecordStart",
+                "--trainer.callbacks+=tests.train.test_cli.RecordStart",
                 "--trainer.callbacks.init_args.path",
                 str(start),
             ]
@@ -430,7 +430,7 @@ def test_an_interrupted_fit_saves_a_checkpoint_and_resumes_from_its_step(setup, 
         code = tapforge_main(
             args
             + [
-                "--trainer.callbacks+=test_train_cli.InterruptAt",
+                "--trainer.callbacks+=tests.train.test_cli.InterruptAt",
                 "--trainer.callbacks.init_args.step",
                 "3",
                 "--trainer.callbacks.init_args.signum",
@@ -452,7 +452,7 @@ def test_an_interrupted_fit_saves_a_checkpoint_and_resumes_from_its_step(setup, 
             + [
                 "--ckpt_path",
                 "last",
-                "--trainer.callbacks+=test_train_cli.RecordStart",
+                "--trainer.callbacks+=tests.train.test_cli.RecordStart",
                 "--trainer.callbacks.init_args.path",
                 str(start),
             ]
@@ -482,9 +482,9 @@ def test_a_sigterm_during_fit_is_our_one_line_in_a_real_process(setup, tmp_path)
     command = [sys.executable, "-m", "tapforge.cli", "train", "fit", "--config", SMOKE, "--config", tiny]
     command += ["--trainer.default_root_dir", str(tmp_path / "run"), "--data.val_shards", "null"]
     command += ["--data.tapvid.davis", "null", "--data.tapvid.kinetics", "null", "--trainer.max_steps", "6"]
-    command += ["--trainer.callbacks+=test_train_cli.InterruptAt", "--trainer.callbacks.init_args.step", "2"]
+    command += ["--trainer.callbacks+=tests.train.test_cli.InterruptAt", "--trainer.callbacks.init_args.step", "2"]
     command += ["--trainer.callbacks.init_args.signum", str(int(signal.SIGTERM))]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), ROOT]))
+    env = dict(os.environ, PYTHONPATH=ROOT)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert result.returncode == 130, result.stderr[-3000:]

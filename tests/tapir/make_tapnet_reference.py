@@ -1,12 +1,12 @@
-"""Make ``tests/data/tapnet_reference.npz``: the official JAX TAP-Net's outputs on seeded parameters and inputs.
+"""Make ``tests/tapir/data/tapnet_reference.npz``: the official JAX TAP-Net's outputs on seeded parameters and inputs.
 
-    python tests/make_tapnet_reference.py --tapnet-src DIR [--seed 0]
+    python tests/tapir/make_tapnet_reference.py --tapnet-src DIR [--seed 0]
 
 Runs in an environment with jax, dm-haiku, chex, einops and optax (CPU wheels from the package index) and
 the official tapnet sources in DIR (a checkout of google-deepmind/tapnet; they are read, never copied here).
 It first checks that ``tapnet_layout`` names and shapes every parameter and batch-norm statistic as the
 official model's own initialisation does, then stores the seed, the query points and the official tracks,
-occlusion logits and a slice of the feature grid. ``tests/test_tapnet.py`` rebuilds the same parameters and
+occlusion logits and a slice of the feature grid. ``tests/tapir/test_tapnet.py`` rebuilds the same parameters and
 inputs from the seed and compares the PyTorch port with these outputs, without JAX.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs  # noqa: E402
+from tests.tapir.tapnet_layout import PREFIX, random_haiku_checkpoint, reference_inputs  # noqa: E402
 
 
 def shapes(tree) -> dict:

@@ -21,7 +21,7 @@ from tapforge.synth.render_job import plan_workers
 from tapforge.synth.schema import decode_clip, iter_tar_samples
 from tapforge.synth.shards import job_from_environment, job_slice, verify_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RENDER_SBATCH = ROOT / "configs" / "synth" / "slurm_array.sbatch"
 TRAIN_SBATCH = ROOT / "configs" / "train" / "slurm_multinode.sbatch"
 K8S_JOB = ROOT / "configs" / "k8s" / "synth-render-indexed-job.yaml"

@@ -1,6 +1,6 @@
 """Write a small skinned, animated glTF for the tests: a column of 2 bones that sways and bends.
 
-    python tests/skinned_gltf.py OUT.glb
+    python tests/synth/skinned_gltf.py OUT.glb
 
 Runs in its own process: it resets Blender's session to build the file.
 """

@@ -9,7 +9,7 @@ from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import load_config
 from tapforge.synth.scene import Camera, Floor, Scene, Shape, about_z, interpolate_keys, quaternion_product
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "scenes"
 SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=5", "tracks.num_tracks=512"]
 

@@ -9,7 +9,7 @@ from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import load_config
 from tapforge.synth.scene import Cloth, Deform, Scene, Shape, SoftBody
 
-EXAMPLE = Path(__file__).parents[1] / "examples" / "scenes" / "cloth_drape.yaml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "scenes" / "cloth_drape.yaml"
 SMALL = ["render.resolution=64", "render.samples=4", "scene.num_frames=8", "tracks.num_tracks=2048", "scene.twist=3.0"]
 
 

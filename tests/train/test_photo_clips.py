@@ -215,9 +215,8 @@ def test_numeric_flags_are_one_line_naming_flag_value_and_range(tmp_path, capsys
 
 
 def test_photos_of_every_mode_keep_their_pixels_and_transparency_lies_over_white(tmp_path):
-    from image_modes import png16
-
     from tapforge.train.photo_clips import load_photos
+    from tests.image_modes import png16
 
     ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
     (tmp_path / "a_gray16.png").write_bytes(png16(ramp))

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from tapforge.base.video import write_video
 from tapforge.train.procedural import write_shards
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml")
 
 
@@ -61,7 +61,7 @@ def _fit(tmp_path, config: dict) -> list[dict]:
         os.environ,
         RANK_REPORT_DIR=str(tmp_path),
         OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "tests"), ROOT, os.environ.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
     )
     result = subprocess.run(
         [
@@ -120,7 +120,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
             "strategy": "ddp",
             "accelerator": "cpu",
             "devices": 2,
-            "callbacks": [{"class_path": "test_train_ddp.RankReport"}],
+            "callbacks": [{"class_path": "tests.train.test_ddp.RankReport"}],
         },
         "model": {"model": TINY_MODEL, "warmup_steps": 1},
         "data": {
@@ -188,7 +188,7 @@ def test_two_process_ddp_mixes_synthetic_and_self_supervised_real_batches(tmp_pa
             "devices": 2,
             "check_val_every_n_epoch": 100,
             "callbacks": [
-                {"class_path": "test_train_ddp.RankReport"},
+                {"class_path": "tests.train.test_ddp.RankReport"},
                 {
                     "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                     "init_args": {"save_last": True, "every_n_train_steps": 4},

@@ -367,10 +367,10 @@ def _frames(folder, images):
 def test_pack_videos_packs_16_bit_frames_as_gray_and_names_a_folder_of_mixed_sizes(tmp_path, capsys):
     import io
 
-    from image_modes import png16
     from PIL import Image
 
     from tapforge.synth.schema import decode_frames
+    from tests.image_modes import png16
 
     gray = _frames(tmp_path / "gray16", [png16(np.full((16, 16), 30000, np.uint16))] * 4)
     out = tmp_path / "packed"
