@@ -299,6 +299,30 @@ def short_help(subcommand: str | None) -> str:
     )
 
 
+def _check_config_files(argv: list[str]) -> None:
+    """Every ``--config FILE`` is a readable YAML mapping of sections, or one line naming it (LightningCLI would
+    quote a line of the file as if it were a key)."""
+    import yaml
+
+    paths = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"]
+    paths += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                tree = yaml.safe_load(f)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            reason = err.strerror if isinstance(err, OSError) else type(err).__name__
+            raise TapforgeError(
+                f"--config {path}: not a readable YAML file ({reason}); fix: give a config such as "
+                "configs/train/tapir.yaml"
+            ) from None
+        if not isinstance(tree, dict):
+            raise TapforgeError(
+                f"--config {path}: holds a {type(tree).__name__}, not a mapping of sections (trainer:, "
+                "model:, data:); fix: give a config such as configs/train/tapir.yaml"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``fit``, ``validate`` or ``test``; see the module docstring. ``--help`` prints `short_help` (no Lightning
     import), ``--help-all`` LightningCLI's help of every option."""
@@ -307,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         print(short_help(next((a for a in argv if a in SUBCOMMANDS), None)))
         return 0
     argv = ["--help" if a == HELP_ALL else a for a in argv]
+    _check_config_files(argv)
     from jsonargparse import ArgumentError
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 

@@ -154,6 +154,9 @@ def test_validate_and_test_subcommands_score_a_checkpoint(setup):
         (["--data.augment.crop.p", "2"], r"data\.augment\.crop\.p is 2.0; fix"),
         (["--data.train_shards", "/does/not/exist-*.tar"], r"data\.train_shards: .* matches no shard"),
         (["--trainer.enable_checkpointing", "false"], r"conflicting trainer settings: .*enable_checkpointing"),
+        (["--config", "/does/not/exist.yaml"], r"--config /does/not/exist.yaml: not a readable YAML file"),
+        (["--config", os.path.dirname(SMOKE)], r"--config .*train: not a readable YAML file \(Is a directory\)"),
+        (["--config=" + __file__], r"--config=?.*test_cli.py: not a readable YAML file|holds a str, not a mapping"),
     ],
 )
 def test_bad_config_is_one_clear_error(setup, extra, pattern):
