@@ -116,7 +116,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "assets.directory": (_optional_dir, "null or an existing folder with a Kubric-format manifest"),
     "assets.textures_dir": (
         _folder_of(IMAGE_SUFFIXES),
-        f"null or an existing folder holding images ({', '.join(IMAGE_SUFFIXES)})",
+        "null or an existing folder holding .png/.jpg images (also "
+        + ", ".join(s for s in IMAGE_SUFFIXES if s not in (".png", ".jpg"))
+        + ")",
     ),
     "assets.hdri_dir": (_folder_of(HDRI_SUFFIXES), "null or an existing folder holding .hdr/.exr files"),
 }
