@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,13 @@ TINY = [
     "tracks.num_tracks=128",
     "outputs.scenes_per_shard=1",
 ]
+
+
+def render_command(out, num_scenes: int, sets, *extra) -> list[str]:
+    """``tapforge synth render --config tiny`` into ``out`` with ``--set`` of each of ``sets``, as a subprocess argv."""
+    command = [sys.executable, "-m", "tapforge.cli", "synth", "render", "--config", "tiny", "--out", str(out)]
+    command += ["--num-scenes", str(num_scenes), "--no-progress"]
+    return command + [arg for item in sets for arg in ("--set", item)] + list(extra)
 
 
 @pytest.fixture(scope="session")

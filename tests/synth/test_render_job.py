@@ -20,6 +20,7 @@ from tapforge.synth.config import load_config
 from tapforge.synth.render_job import plan_workers
 from tapforge.synth.schema import decode_clip, iter_tar_samples
 from tapforge.synth.shards import job_from_environment, job_slice, verify_dataset
+from tests.conftest import render_command
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER_SBATCH = ROOT / "configs" / "synth" / "slurm_array.sbatch"
@@ -47,22 +48,7 @@ def _env(**extra):
 
 
 def _render_cmd(out, num_scenes=NUM_SCENES, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "tapforge.cli",
-        "synth",
-        "render",
-        "--config",
-        "tiny",
-        "--out",
-        str(out),
-        "--num-scenes",
-        str(num_scenes),
-        "--no-progress",
-        *SETS,
-        *extra,
-    ]
+    return render_command(out, num_scenes, SMALL, *extra)
 
 
 def _summary(stdout):

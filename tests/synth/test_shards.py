@@ -13,28 +13,13 @@ import pytest
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.schema import decode_clip, iter_tar_samples
 from tapforge.synth.shards import job_from_environment, job_slice
-from tests.conftest import TINY
+from tests.conftest import TINY, render_command
 
 pytestmark = pytest.mark.slow
 
 
 def _render_cmd(out, num_scenes, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "tapforge.cli",
-        "synth",
-        "render",
-        "--config",
-        "tiny",
-        "--out",
-        str(out),
-        "--num-scenes",
-        str(num_scenes),
-        "--no-progress",
-        *[a for s in TINY for a in ("--set", s)],
-        *extra,
-    ]
+    return render_command(out, num_scenes, TINY, *extra)
 
 
 def _tracks(out):
