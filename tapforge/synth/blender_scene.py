@@ -12,7 +12,6 @@ floor, box on the dome), so texel density stays even on every face: no UV stretc
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -73,7 +72,7 @@ class BlenderRenderer:
         scene = bpy.context.scene
         self.scene = scene
         scene.render.engine = "CYCLES"
-        self.device = _select_device(bpy, settings.device)
+        self.device, self.device_note = _select_device(bpy, settings.device)
         scene.cycles.device = "CPU" if self.device == "cpu" else "GPU"
         scene.cycles.samples = settings.samples
         scene.cycles.use_denoising = settings.denoise
@@ -564,22 +563,22 @@ def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def _select_device(bpy, device: str) -> str:
-    """Enable the Cycles device for ``render.device`` and return the one used (cpu, cuda or optix).
+def _select_device(bpy, device: str) -> tuple[str, str | None]:
+    """Enable the Cycles device for ``render.device``; return the one used (cpu, cuda or optix) and, for ``auto``,
+    the line that says which, for the user (the render job shows it once, above its progress bar).
 
-    ``auto`` takes OptiX GPUs if Blender finds any, else CUDA GPUs, else the CPU, and says which on stderr
-    (stdout belongs to progress bars). An explicit cuda or optix that Blender cannot use is a clear error.
+    ``auto`` takes OptiX GPUs if Blender finds any, else CUDA GPUs, else the CPU. An explicit cuda or optix that
+    Blender cannot use is a clear error.
     """
     if device == "cpu":
-        return "cpu"
+        return "cpu", None
 
     prefs = bpy.context.preferences.addons["cycles"].preferences
     for backend in GPU_BACKENDS if device == "auto" else (device,):
         gpus = _enable_gpus(prefs, backend)
         if gpus:
-            if device == "auto":
-                print(f"render.device=auto: using {backend.upper()} ({', '.join(gpus)})", file=sys.stderr)
-            return backend
+            note = f"render.device=auto: using {backend.upper()} ({', '.join(gpus)})" if device == "auto" else None
+            return backend, note
         if device != "auto" and gpus is None:
             raise TapforgeError(
                 f"render.device={device}: this Blender build has no {backend.upper()} support; "
@@ -590,8 +589,7 @@ def _select_device(bpy, device: str) -> str:
                 f"render.device={device}: Blender finds no {backend.upper()} GPU (NVIDIA driver "
                 "loaded? in Docker: run with --gpus all); use render.device=auto or cpu"
             )
-    print("render.device=auto: no OptiX or CUDA GPU found, using CPU", file=sys.stderr)
-    return "cpu"
+    return "cpu", "render.device=auto: no OptiX or CUDA GPU found, using CPU"
 
 
 def _enable_gpus(prefs, backend: str) -> list[str] | None:

@@ -199,14 +199,18 @@ def _render_scene(renderer, config: SynthConfig, index: int) -> tuple[dict, dict
 _worker_renderer = None
 
 
-def _render_in_worker(config: SynthConfig, threads: int, index: int) -> tuple[dict, dict[str, float]]:
-    """Worker side: render one scene in this process's Blender session (started on the first scene)."""
+def _render_in_worker(config: SynthConfig, threads: int, index: int) -> tuple[dict, dict[str, float], str | None]:
+    """Worker side: render one scene in this process's Blender session (started on the first scene); the sample,
+    its timing, and on the session's first scene the line saying which device renders (for the main process to
+    show once: a worker's own print would land inside the progress bar)."""
     global _worker_renderer
+    note = None
     if _worker_renderer is None:
         from tapforge.synth.pipeline import SceneRenderer
 
         _worker_renderer = SceneRenderer(config, threads)
-    return _render_scene(_worker_renderer, config, index)
+        note = _worker_renderer.blender.device_note
+    return (*_render_scene(_worker_renderer, config, index), note)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -512,6 +516,7 @@ class _SceneQueue:
         self.in_flight: dict[Future, int] = {}
         self.shard_of = {index: shard for shard, indices in scenes.items() for index in indices}
         self.done: dict[int, dict[int, tuple[dict, dict]]] = {}
+        self.notes: set[str] = set()  # the workers' lines for the user, each shown once
 
     def submit(self) -> None:
         """Submit scenes until the window is full or none is left."""
@@ -535,7 +540,11 @@ class _SceneQueue:
             for future in finished:
                 index = self.in_flight.pop(future)
                 shard = self.shard_of[index]
-                self.done[shard][index] = future.result()
+                sample, timing, note = future.result()
+                if note and note not in self.notes:
+                    self.notes.add(note)
+                    self.bar.write(note, file=sys.stderr)
+                self.done[shard][index] = (sample, timing)
                 self.bar.update(1)
                 if len(self.done[shard]) == len(self.scenes[shard]):
                     result = self.done.pop(shard)

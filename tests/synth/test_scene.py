@@ -101,12 +101,14 @@ H100 = [("NVIDIA H100", "CUDA"), ("NVIDIA H100", "OPTIX")]
         ({"CUDA", "OPTIX"}, H100[:1], "cuda"),  # a GPU that OptiX does not list
     ],
 )
-def test_auto_device_prefers_optix_then_cuda_and_says_which(capsys, backends, gpus, expected):
+def test_auto_device_prefers_optix_then_cuda_and_says_which(backends, gpus, expected):
     from tapforge.synth.blender_scene import _select_device
 
     prefs = _FakeCyclesPrefs(backends, gpus)
-    assert _select_device(_fake_bpy(prefs), "auto") == expected
-    assert capsys.readouterr().err.strip() == f"render.device=auto: using {expected.upper()} (NVIDIA H100)"
+    assert _select_device(_fake_bpy(prefs), "auto") == (
+        expected,
+        f"render.device=auto: using {expected.upper()} (NVIDIA H100)",
+    )
     assert [d.type for d in prefs.devices if d.use] == [expected.upper()]  # only those GPUs, not the CPU too
 
 
@@ -131,11 +133,31 @@ def blender_without_gpu():
     return bpy
 
 
-def test_auto_device_without_a_gpu_renders_on_the_cpu_and_says_so(capsys, blender_without_gpu):
+def test_auto_device_without_a_gpu_renders_on_the_cpu_and_says_so(blender_without_gpu):
     from tapforge.synth.blender_scene import _select_device
 
-    assert _select_device(blender_without_gpu, "auto") == "cpu"
-    assert capsys.readouterr().err.strip() == "render.device=auto: no OptiX or CUDA GPU found, using CPU"
+    assert _select_device(blender_without_gpu, "auto") == (
+        "cpu",
+        "render.device=auto: no OptiX or CUDA GPU found, using CPU",
+    )
+
+
+def test_the_render_job_shows_the_device_line_once_outside_the_progress_bar(tmp_path):
+    """Each worker's Blender chooses the device; the main process shows the line once, on a line of its own."""
+    pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
+    import subprocess
+
+    from tests.conftest import TINY, render_command
+
+    sets = [*TINY, "render.resolution=32", "render.samples=1"]
+    result = subprocess.run(
+        render_command(tmp_path / "data", 2, sets, "--workers", "2"), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if "render.device=auto" in line]
+    assert lines == ["render.device=auto: no OptiX or CUDA GPU found, using CPU"] or (
+        len(lines) == 1 and lines[0].startswith("render.device=auto: using ")
+    ), result.stderr
 
 
 @pytest.mark.parametrize("device", ["cuda", "optix"])
