@@ -1,4 +1,4 @@
-"""`tapforge synth render|verify|preview|to-tapvid`."""
+"""`tapforge synth render|verify|preview|to-tapvid|export`."""
 
 from __future__ import annotations
 
@@ -110,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     to_tapvid.add_argument("dir", type=Path)
     to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")
     to_tapvid.add_argument("--max-tracks", type=int, help="keep at most this many tracks per clip (random)")
+    export = sub.add_parser(
+        "export", help="write the dataset in another trainer's layout (CoTracker Kubric, PointOdyssey, TAPVid-3D)"
+    )
+    export.add_argument("dir", type=Path)
+    export.add_argument("--to", required=True, choices=("cotracker", "pointodyssey", "tapvid3d"), help="the layout")
+    export.add_argument("--out", required=True, type=Path, help="output folder (a rerun keeps finished clips)")
     return parser
 
 
@@ -150,6 +156,16 @@ def main(argv: list[str]) -> int:
         check_output_file(args.out, "--out")
         count = export_tapvid_pickle(args.dir, args.out, args.max_tracks)
         print(f"wrote {count} videos to {args.out}")
+        return 0
+    if args.command == "export":
+        from tapforge.base.atomic import check_output_folder
+        from tapforge.synth.exports import export_dataset
+
+        check_output_folder(args.out, "--out")
+        summary = export_dataset(args.dir, args.to, args.out)
+        for note in summary["notes"]:
+            print(f"note: {note}")
+        print(f"wrote {summary['written']} clips ({summary['kept']} kept from an earlier run) to {args.out}")
         return 0
     from tapforge.base.video import WRITE_SUFFIXES
     from tapforge.synth.preview import write_preview
