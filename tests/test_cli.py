@@ -50,6 +50,7 @@ def test_synth_count_flags_out_of_range_are_one_line(tmp_path):
 
 def test_importing_synth_and_the_schema_does_not_import_bpy_or_torch():
     modules = "tapforge.synth.schema, tapforge.synth.config, tapforge.synth.shards, tapforge.synth.tapvid_export"
+    modules += ", tapforge.synth.exports"
     code = f"import sys, {modules}; print('bpy' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
