@@ -266,9 +266,13 @@ def test_export_is_resumable_and_writes_a_readme(datasets, tmp_path):
     clip = _clip(datasets["pan"])
     first = _export(datasets["pan"], "tapvid3d", tmp_path)
     mtime = (tmp_path / f"{clip.key}.npz").stat().st_mtime_ns
+    stale = tmp_path / "scene-0000001" / f".anno.npz.{'a1b2c3d4'}.tmp"  # as a killed atomic write leaves it
+    stale.parent.mkdir()
+    stale.write_bytes(b"half")
     again = _export(datasets["pan"], "tapvid3d", tmp_path)
     assert (first["written"], again["written"], again["kept"]) == (1, 0, 1)
     assert (tmp_path / f"{clip.key}.npz").stat().st_mtime_ns == mtime
+    assert not stale.exists()
     readme = (tmp_path / "README.md").read_text()
     assert "tracks_XYZ" in readme and "Dropped (the format cannot hold it): depth" in readme
 

@@ -13,7 +13,7 @@ import inspect
 from pathlib import Path
 from types import ModuleType
 
-from tapforge.base.atomic import atomic_write_bytes
+from tapforge.base.atomic import atomic_write_bytes, remove_stale_temporaries
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.exports import cotracker, pointodyssey, tapvid3d
 from tapforge.synth.shards import iter_dataset_clips
@@ -39,6 +39,8 @@ def export_dataset(dataset: Path, name: str, out: Path) -> dict:
     module = FORMATS[name]
     written = kept = without_depth = 0
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, *(p for p in out.glob("**/") if p != out)):  # what a killed export left half-written
+        remove_stale_temporaries(folder / "*")
     atomic_write_bytes(out / README, readme(name).encode())
     for clip in iter_dataset_clips(dataset):
         if module.done(out, clip.key):
