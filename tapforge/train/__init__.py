@@ -4,7 +4,8 @@ Modules, by job:
 
 - reading: ``shards`` (shard lists, opening, corrupt-shard handling), ``readers`` (what every training stream does
   per loader reader: its share of the sources and of the epoch, its random streams), ``sampling`` (sub-clips and
-  query points, numpy), ``batches`` (the batch type of each stage), ``data`` (the LightningDataModule and the
+  query points, numpy), ``batches`` (the batch type of each stage), ``dataset`` (training examples from a shard sample,
+  and a plain torch dataset of them that needs no Lightning), ``data`` (the LightningDataModule and the
   synthetic training stream), ``procedural`` (tiny procedural shards with exact tracks, for tests and benchmarks);
 - real video: ``video_sources`` (which videos a source list names; counting and decoding their frames),
   ``real_videos`` (the stream of unlabeled real clips), ``pack_videos`` (videos cut into clips as shards);

@@ -22,71 +22,18 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
-from tapforge.base.video import resize_frames
-from tapforge.synth.schema import SchemaError, decode_clip, decode_frames
+from tapforge.synth.schema import SchemaError
 from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
+from tapforge.train.dataset import UnusableClip, make_training_example
 from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from tapforge.train.readers import Reader, ReaderStream
 from tapforge.train.real_videos import RealClipStream
-from tapforge.train.sampling import outside_frame, sample_queries, subclip_indices
 from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples
 from tapforge.train.video_sources import expand_video_sources
 
 log = logging.getLogger(__name__)
-
-
-class UnusableClip(Exception):
-    """A well-formed clip that cannot give a training example (too short, nothing visible); says why."""
-
-
-def resize_clip(video: np.ndarray, tracks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resize frames [T,H,W,3] to ``size`` (height, width) and scale (x, y) tracks to match."""
-    height, width = video.shape[1:3]
-    new_h, new_w = size
-    video = resize_frames(video, (new_h, new_w))
-    return video, tracks * np.array([new_w / width, new_h / height], np.float32)
-
-
-def make_training_example(
-    sample: dict,
-    num_frames: int,
-    frame_strides: Sequence[int],
-    num_queries: int,
-    rng: np.random.Generator,
-    frame_size: tuple[int, int] | None = None,
-    background_share: float | None = None,
-) -> dict:
-    """Raw shard sample -> a training example.
-
-    The example holds video uint8 [T,H,W,3], tracks float32 [Q,T,2], occluded bool [Q,T],
-    query_frame int64 [Q] (a frame where the query's track is visible), object_ids [Q] and key;
-    ``background_share`` as in ``tapforge.train.sampling.sample_queries``.
-    Raises SchemaError for a sample that does not follow the shard schema, UnusableClip for a clip that
-    cannot give an example.
-    """
-    clip = decode_clip(sample, with_video=False)
-    frames = subclip_indices(clip.num_frames, num_frames, frame_strides, rng)
-    if frames is None:
-        raise UnusableClip(f"clip {clip.key} has {clip.num_frames} frames, fewer than data.num_frames={num_frames}")
-    video = decode_frames(sample, frames)
-    tracks = clip.tracks[:, frames]
-    if frame_size is not None and tuple(frame_size) != video.shape[1:3]:
-        video, tracks = resize_clip(video, tracks, frame_size)
-    occluded = clip.occluded[:, frames] | outside_frame(tracks, *video.shape[1:3])
-    chosen = sample_queries(occluded, clip.object_ids, num_queries, rng, background_share)
-    if chosen is None:
-        raise UnusableClip(f"clip {clip.key} has no track visible in the sampled frames")
-    rows, query_frame = chosen
-    return {
-        "video": video,
-        "tracks": tracks[rows].astype(np.float32),
-        "occluded": occluded[rows],
-        "query_frame": query_frame,
-        "object_ids": clip.object_ids[rows].astype(np.int64),
-        "key": clip.key,
-    }
 
 
 def collate(examples: list[dict], counts: ReaderCounts | None = None) -> ClipBatch:
