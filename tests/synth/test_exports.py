@@ -121,9 +121,10 @@ def _kubric_camera(camera: dict, width: int, height: int):
     return K, np.linalg.inv(c2w)
 
 
-def test_cotracker_round_trip(datasets, tmp_path):
-    clip = _clip(datasets["pan"])
-    summary = _export(datasets["pan"], "cotracker", tmp_path)
+@pytest.mark.parametrize("which", ["pan", "deform"])
+def test_cotracker_round_trip(datasets, tmp_path, which):
+    clip = _clip(datasets[which])
+    summary = _export(datasets[which], "cotracker", tmp_path)
     assert summary["written"] == 1 and not summary["notes"]
     data = read_cotracker(tmp_path, clip.key)
     np.testing.assert_array_equal(data["rgbs"], clip.video)
@@ -236,9 +237,10 @@ def read_tapvid3d(path: Path) -> dict:
     return data
 
 
-def test_tapvid3d_round_trip(datasets, tmp_path):
-    clip = _clip(datasets["pan"])
-    _export(datasets["pan"], "tapvid3d", tmp_path)
+@pytest.mark.parametrize("which", ["pan", "deform"])
+def test_tapvid3d_round_trip(datasets, tmp_path, which):
+    clip = _clip(datasets[which])
+    _export(datasets[which], "tapvid3d", tmp_path)
     data = read_tapvid3d(tmp_path / f"{clip.key}.npz")
     keep = (~clip.occluded).any(axis=1)
     assert data["video"].shape == clip.video.shape
