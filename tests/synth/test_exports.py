@@ -284,3 +284,18 @@ def test_export_command_line(datasets, tmp_path):
 
     assert main(["synth", "export", str(datasets["pan"]), "--to", "cotracker", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "README.md").is_file()
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "above"])
+def test_an_export_overlapping_its_dataset_is_refused_before_anything_is_written(tmp_path, where):
+    from tapforge.base.errors import TapforgeError
+    from tapforge.synth.exports import export_dataset
+
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    (dataset / "manifest.json").write_text("{}")
+    out = {"same": dataset, "inside": dataset / "export", "above": tmp_path}[where]
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(TapforgeError, match="overlaps the dataset .*export into a folder of its own"):
+        export_dataset(dataset, "cotracker", out)
+    assert sorted(tmp_path.rglob("*")) == before

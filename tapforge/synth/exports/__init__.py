@@ -37,6 +37,12 @@ def export_dataset(dataset: Path, name: str, out: Path) -> dict:
     if name not in FORMATS:
         raise TapforgeError(f"--to {name}: unknown format; use one of {', '.join(FORMATS)}")
     module = FORMATS[name]
+    source, target = dataset.resolve(), out.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise TapforgeError(
+            f"--out {out} overlaps the dataset {dataset} (an export there would mix its files into the dataset, or "
+            "clean the dataset's temporaries); fix: export into a folder of its own, outside the dataset"
+        )
     written = kept = without_depth = 0
     out.mkdir(parents=True, exist_ok=True)
     for folder in (out, *(p for p in out.glob("**/") if p != out)):  # what a killed export left half-written
