@@ -13,8 +13,8 @@ import statistics
 import time
 
 from tapforge.synth.config import load_config
-from tapforge.synth.pipeline import SceneRenderer, make_clip
-from tapforge.synth.schema import encode_clip
+from tapforge.synth.pipeline import SceneRenderer
+from tapforge.synth.render_job import render_scene
 
 
 def main() -> None:
@@ -36,14 +36,7 @@ def main() -> None:
             totals, cycles, breakdowns = [], [], []
             for scene in range(args.repeats):
                 start = time.perf_counter()
-                rendered = renderer.render(scene)
-                timing = dict(rendered.timing)
-                gt_start = time.perf_counter()
-                clip = make_clip(rendered, config)
-                timing["ground_truth"] = time.perf_counter() - gt_start
-                encode_start = time.perf_counter()
-                encode_clip(clip)
-                timing["encode"] = time.perf_counter() - encode_start
+                _, timing = render_scene(renderer, config, scene)  # what a render job's worker does per scene
                 totals.append(time.perf_counter() - start)
                 cycles.append(timing["path_tracing"])
                 breakdowns.append(timing)

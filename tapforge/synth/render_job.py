@@ -183,8 +183,9 @@ def plan_workers(workers: int | None, threads: int, num_scenes: int, cores: int)
     return workers, threads or max(1, cores // workers)
 
 
-def _render_scene(renderer, config: SynthConfig, index: int) -> tuple[dict, dict[str, float]]:
-    """Render and encode scene `index`; return the shard sample and its timing breakdown (seconds)."""
+def render_scene(renderer, config: SynthConfig, index: int) -> tuple[dict, dict[str, float]]:
+    """Render and encode scene `index` as a render job's worker does; return the shard sample and its timing
+    breakdown (seconds, per stage; `bench/render.py` reports the same)."""
     rendered = renderer.render(index)
     timing = dict(rendered.timing)
     start = time.perf_counter()
@@ -210,7 +211,7 @@ def _render_in_worker(config: SynthConfig, threads: int, index: int) -> tuple[di
 
         _worker_renderer = SceneRenderer(config, threads)
         note = _worker_renderer.blender.device_note
-    return (*_render_scene(_worker_renderer, config, index), note)
+    return (*render_scene(_worker_renderer, config, index), note)
 
 
 def _die_with_parent(parent: int) -> None:
