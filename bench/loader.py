@@ -30,6 +30,7 @@ from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch
 from tapforge.train.data import TrainClipStream
+from tapforge.train.dataset import ShardDataset
 from tapforge.train.procedural import write_shards
 from tapforge.train.sampling import sample_queries, subclip_indices
 from tapforge.train.shards import CorruptShardHandler, expand_shards, read_samples
@@ -100,9 +101,8 @@ def per_clip_parts(samples: list[dict], args) -> dict[str, float]:
 
 
 def stream(urls, args, epoch_length):
-    return TrainClipStream(
-        urls, args.batch_size, epoch_length, args.num_frames, [1], args.num_queries, shuffle_buffer=16
-    )
+    dataset = ShardDataset(urls, num_frames=args.num_frames, num_queries=args.num_queries, on_corrupt="skip")
+    return TrainClipStream(dataset, args.batch_size, epoch_length, shuffle_buffer=16)
 
 
 def loader_rate(urls, args, workers: int) -> tuple[float, float]:

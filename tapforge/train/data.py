@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from tapforge.synth.schema import SchemaError
 from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.augment_config import AugmentConfig
 from tapforge.train.batches import ClipBatch, EvalBatch, ReaderCounts, RealClipBatch, TrainBatch
-from tapforge.train.dataset import UnusableClip, make_training_example
+from tapforge.train.dataset import ShardDataset, UnusableClip
 from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from tapforge.train.readers import Reader, ReaderStream
 from tapforge.train.real_videos import RealClipStream
@@ -50,42 +50,33 @@ def collate(examples: list[dict], counts: ReaderCounts | None = None) -> ClipBat
 
 
 class TrainClipStream(ReaderStream):
-    """Endless, resampled stream of training batches; one epoch = exactly ``epoch_length`` batches.
+    """Endless, resampled stream of training batches of a `ShardDataset`; one epoch = exactly ``epoch_length``
+    batches.
 
-    Per reader (``tapforge.train.readers``): webdataset's stages (resampled shards, shuffle, batched) around two of
-    its own: reading that counts damaged shards once each however often they are drawn, and example making that
-    counts unusable clips and stops with a clear error when nothing in a row can be used.
+    The examples are the dataset's own (`ShardDataset.example`: sub-clip, queries, optional resize), so
+    ``tapforge train`` and a plain loop over the dataset make them the same way; the augmentation runs later, on
+    the device. Per reader (``tapforge.train.readers``): webdataset's stages (resampled shards, shuffle, batched)
+    around two of its own: reading that counts damaged shards once each however often they are drawn, and example
+    making that counts unusable clips and stops with a clear error when nothing in a row can be used.
     """
 
     stream = "synthetic"
 
     def __init__(
         self,
-        urls: Sequence[str],
+        dataset: ShardDataset,
         batch_size: int,
         epoch_length: int,
-        num_frames: int,
-        frame_strides: Sequence[int],
-        num_queries: int,
-        frame_size: tuple[int, int] | None = None,
-        background_share: float | None = None,
         shuffle_buffer: int = 64,
-        on_corrupt: str = "skip",
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
         max_consecutive_skips: int = 200,
     ):
         super().__init__(epoch_length, seed, rank, world_size)
-        self.urls = list(urls)
+        self.dataset = dataset
         self.batch_size = batch_size
-        self.num_frames = num_frames
-        self.frame_strides = list(frame_strides)
-        self.num_queries = num_queries
-        self.frame_size = frame_size
-        self.background_share = background_share
         self.shuffle_buffer = shuffle_buffer
-        self.on_corrupt = on_corrupt
         self.max_consecutive_skips = max_consecutive_skips
 
     def _examples(
@@ -95,15 +86,7 @@ class TrainClipStream(ReaderStream):
         skips = 0
         for sample in samples:
             try:
-                example = make_training_example(
-                    sample,
-                    self.num_frames,
-                    self.frame_strides,
-                    self.num_queries,
-                    rng,
-                    self.frame_size,
-                    self.background_share,
-                )
+                example = self.dataset.example(sample, rng)
             except (SchemaError, UnusableClip) as err:
                 if isinstance(err, SchemaError):
                     handler.sample_error(sample.get("__key__", "?"), sample.get("__url__", "?"), err)
@@ -125,8 +108,10 @@ class TrainClipStream(ReaderStream):
 
     def stages(self, reader: Reader) -> list:
         """This reader's shards, resampled -> samples -> examples -> shuffled -> batches."""
-        urls = reader.share(self.urls)
-        handler = CorruptShardHandler(self.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls))
+        urls = reader.share(self.dataset.urls)
+        handler = CorruptShardHandler(
+            self.dataset.on_corrupt, max_consecutive=self.max_consecutive_skips + 3 * len(urls)
+        )
         counts = reader.counts()
         rng = reader.rng("clips")
         return [
@@ -355,16 +340,19 @@ class TAPIRDataModule(LightningDataModule):
         if self.train_urls:
             loaders["synthetic"] = self._loader(
                 TrainClipStream(
-                    self.train_urls,
+                    ShardDataset(
+                        self.train_urls,
+                        self.resolution,
+                        self.num_frames,
+                        self.frame_strides,
+                        self.num_queries,
+                        background_share=self.background_share,
+                        on_corrupt=self.on_corrupt,
+                        frame_size=self.frame_size,
+                    ),
                     self.batch_size,
                     self.epoch_length,
-                    self.num_frames,
-                    self.frame_strides,
-                    self.num_queries,
-                    self.frame_size,
-                    self.background_share,
                     self.shuffle_buffer,
-                    self.on_corrupt,
                     seed=seed,
                     rank=rank,
                     world_size=world,

@@ -12,6 +12,9 @@ dimension in front):
   is visible); ``query_points`` float32 [Q,3] (t, y, x) of the query; ``object_ids`` int64 [Q] (0: background).
 
 Each loader worker reads its share of the shards once per pass (every ``num_workers``-th shard), in order.
+``tapforge train`` makes its examples with the same `ShardDataset.example` and wraps the dataset in what a cluster
+needs on top (``tapforge.train.data.TrainClipStream``: resampled shards, fixed epoch lengths, DDP shares, shuffling,
+the augmentation on the device).
 """
 
 from __future__ import annotations
@@ -88,8 +91,9 @@ def make_training_example(
 class ShardDataset(IterableDataset):
     """Training examples from shards (a folder, file, glob, brace pattern or URL, or a list of them); see the
     module docstring for the layout. ``augment`` None: no augmentation (only the resize to ``resolution``);
-    ``on_corrupt`` ``fail`` or ``skip`` (damaged shards and samples). Clips too short for ``num_frames`` or without
-    a visible track are skipped. Call `set_epoch` between passes for new draws."""
+    ``on_corrupt`` ``fail`` or ``skip`` (damaged shards and samples); ``frame_size`` (height, width): resize the
+    decoded frames to it before the augmentation (for shards that mix frame sizes). Clips too short for
+    ``num_frames`` or without a visible track are skipped. Call `set_epoch` between passes for new draws."""
 
     def __init__(
         self,
@@ -102,8 +106,10 @@ class ShardDataset(IterableDataset):
         background_share: float | None = None,
         seed: int = 0,
         on_corrupt: str = "fail",
+        frame_size: tuple[int, int] | None = None,
     ):
         self.urls = expand_shards(shards, key="shards")
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.num_frames, self.frame_strides, self.num_queries = num_frames, list(frame_strides), num_queries
         self.augment = Sim2RealAugment(augment or AugmentConfig(enabled=False), self.resolution)
@@ -114,6 +120,20 @@ class ShardDataset(IterableDataset):
         """Draw other sub-clips, queries and augmentations on the next pass."""
         self.epoch = int(epoch)
 
+    def example(self, sample: dict, rng: np.random.Generator) -> dict:
+        """The unaugmented example (uint8 video, see `make_training_example`) of one raw shard sample.
+
+        Raises SchemaError for a damaged sample, UnusableClip for a clip that cannot give an example."""
+        return make_training_example(
+            sample,
+            self.num_frames,
+            self.frame_strides,
+            self.num_queries,
+            rng,
+            self.frame_size,
+            self.background_share,
+        )
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -122,9 +142,7 @@ class ShardDataset(IterableDataset):
         handler = CorruptShardHandler(self.on_corrupt)
         for sample in read_samples(split_urls(self.urls, worker, workers), handler):
             try:
-                example = make_training_example(
-                    sample, self.num_frames, self.frame_strides, self.num_queries, rng, None, self.background_share
-                )
+                example = self.example(sample, rng)
             except UnusableClip:
                 continue
             except SchemaError as err:

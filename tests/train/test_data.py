@@ -12,12 +12,13 @@ from torch.utils.data import DataLoader
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.schema import encode_clip
 from tapforge.tapir import tapvid
-from tapforge.train.data import TAPIRDataModule, TrainClipStream, UnusableClip, make_training_example
+from tapforge.train.data import TAPIRDataModule, TrainClipStream
+from tapforge.train.dataset import ShardDataset, UnusableClip, make_training_example
 from tapforge.train.evaluation import MetricAccumulator, SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from tapforge.train.procedural import make_clip, write_shards
 from tapforge.train.readers import Reader
 from tapforge.train.sampling import balanced_counts, object_counts, sample_queries, subclip_indices
-from tapforge.train.shards import expand_shards
+from tapforge.train.shards import CorruptShardHandler, expand_shards, read_samples
 
 torch.set_num_threads(1)
 
@@ -114,10 +115,11 @@ def test_training_example_tracks_match_the_clip(shard_dir):
         make_training_example(encode_clip(clip), 12, [1], 16, rng)
 
 
-def stream(urls, **kw):
-    args = dict(batch_size=2, epoch_length=5, num_frames=6, frame_strides=[1, 2], num_queries=16, shuffle_buffer=4)
+def stream(urls, on_corrupt="skip", num_frames=6, **kw):
+    args = dict(batch_size=2, epoch_length=5, shuffle_buffer=4)
     args.update(kw)
-    return TrainClipStream(urls, **args)
+    dataset = ShardDataset(urls, num_frames=num_frames, frame_strides=[1, 2], num_queries=16, on_corrupt=on_corrupt)
+    return TrainClipStream(dataset, **args)
 
 
 def test_every_rank_gets_epoch_length_batches_from_its_own_shards(shard_dir):
@@ -304,3 +306,17 @@ def test_remote_shards_through_fsspec(shard_dir):
     assert [u.startswith("memory://") and u.endswith(f"shard-00000{i}.tar") for i, u in enumerate(urls)] == [True, True]
     batches = list(stream(urls, epoch_length=2))
     assert len(batches) == 2 and (batches[-1].counts.bad_shards, batches[-1].counts.bad_samples) == (0, 0)
+
+
+def test_the_data_module_streams_the_plain_datasets_examples(shard_dir):
+    """One path: ``tapforge train`` batches are `ShardDataset.example` of the data module's settings."""
+    dm = TAPIRDataModule(shard_dir, batch_size=2, num_frames=5, num_queries=8, frame_size=(40, 48), num_workers=0)
+    dm.setup("fit")
+    train_stream = dm.train_dataloader().dataset
+    dataset = train_stream.dataset
+    assert isinstance(dataset, ShardDataset) and dataset.frame_size == (40, 48) and dataset.num_frames == 5
+    batch = next(iter(train_stream))
+    assert batch.video.shape == (2, 5, 40, 48, 3) and batch.tracks.shape == (2, 8, 5, 2)
+    sample = next(iter(read_samples(dataset.urls[:1], CorruptShardHandler("fail"))))
+    one, two = (dataset.example(sample, np.random.default_rng(3)) for _ in range(2))
+    assert one["video"].shape == (5, 40, 48, 3) and np.array_equal(one["tracks"], two["tracks"])
