@@ -17,6 +17,7 @@ from tapforge.base.errors import TapforgeError
 from tapforge.base.video import IMAGE_SUFFIXES
 from tapforge.synth.config import HDRI_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.mesh_files import BlenderMeshReader
+from tapforge.synth.motion import motion_statistics
 from tapforge.synth.physics import PyBullet
 from tapforge.synth.poses import pose_matrices
 from tapforge.synth.scene import AssetFiles, Scene
@@ -181,6 +182,16 @@ def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
         "down -Z, +Y up); world is Z-up, metres",
     }
     positions, quaternions = scene.object_poses()
+    radii = np.array([np.linalg.norm(o.mesh()[0], axis=-1).max() for o in scene.objects])
+    motion = motion_statistics(
+        gt.tracks,
+        gt.occluded,
+        gt.tracks_3d,
+        scene.resolution,
+        rendered.poses,
+        radii,
+        [surface.vertices for surface in rendered.surfaces.values()],
+    )
     meta = {
         "seed": scene.seed,
         "scene_index": rendered.scene_index,
@@ -188,6 +199,7 @@ def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
         "fps": scene.frame_rate,
         "script": {"name": config.scene.script, "sha256": config.scene.script_sha256},
         "scene": scene.describe(),
+        "motion": motion,
         "object_poses": {
             "positions": positions.round(6).tolist(),
             "quaternions_xyzw": quaternions.round(6).tolist(),
