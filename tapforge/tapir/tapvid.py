@@ -3,7 +3,8 @@
 Follows the official evaluation code (``tapnet/tapvid/evaluation_datasets.py``): the pickle
 formats, the query sampling (``first`` and ``strided`` with stride 5), the 256x256 resize and
 ``compute_tapvid_metrics`` give the same keys and values, plus two that split occlusion accuracy by
-the ground truth (``visible_recall``, ``occluded_recall``).
+the ground truth (``visible_recall``, ``occluded_recall``); ``compute_redetection_metrics`` is TAPNext++'s
+re-detection AJ (``AJ_RD``, ``tapnet/tapnextpp/metrics/aj_rd.py``) on the same inputs.
 
 Conventions: query points are (t, y, x), tracks are (x, y), both in raster pixels of the resized
 video; ``occluded`` is True where the point is not visible; ``video`` is float32 in [-1, 1].
@@ -106,6 +107,109 @@ def compute_tapvid_metrics(
     metrics["average_jaccard"] = np.mean(np.stack(all_jaccard, axis=1), axis=1)
     metrics["average_pts_within_thresh"] = np.mean(np.stack(all_frac_within, axis=1), axis=1)
     return metrics
+
+
+REDETECTION_MIN_GAPS = (1, 4, 16, 64, 256)  # d_min: the official AJ_RD's minimum hidden-gap lengths (frames)
+REDETECTION_KEYS = (
+    tuple(f"AJ_RD_D{t}_dmin{d}" for d in REDETECTION_MIN_GAPS for t in THRESHOLDS)
+    + tuple(f"AJ_RD_dmin{d}" for d in REDETECTION_MIN_GAPS)
+    + ("AJ_RD",)
+)
+
+
+def _suffix_sum(x: np.ndarray) -> np.ndarray:
+    """sum over frames s >= t of x[..., s], for every t."""
+    return np.cumsum(x[..., ::-1], axis=-1, dtype=np.int64)[..., ::-1]
+
+
+def _mean_of_finite(values: list[np.ndarray]) -> np.ndarray:
+    """Element-wise mean of the finite entries of ``values`` (NaN where none is finite), without warnings."""
+    stacked = np.stack(values)
+    finite = np.isfinite(stacked)
+    count = finite.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(finite, stacked, 0.0).sum(axis=0) / count, np.nan)
+
+
+def compute_redetection_metrics(
+    query_points: np.ndarray,
+    gt_occluded: np.ndarray,
+    gt_tracks: np.ndarray,
+    pred_occluded: np.ndarray,
+    pred_tracks: np.ndarray,
+    query_mode: str,
+    get_trackwise_metrics: bool = False,
+) -> dict[str, np.ndarray]:
+    """TAPNext++'s re-detection Average Jaccard (AJ_RD), per video, with the inputs of `compute_tapvid_metrics`.
+
+    The official definition (``tapnet/tapnextpp/metrics/aj_rd.py``, ``compute_redetection_metrics``), per track:
+    a re-appearance is a frame t_r >= 1 where the point is visible and was hidden on frame t_r - 1; its gap d is the
+    number of hidden frames just before t_r (counted from the clip's start when the track starts hidden). Only the
+    first re-appearance and those whose gap is longer than every earlier one's are eligible. An eligible event scores
+    the Jaccard of frames t_r .. T-1 at distance D: TP = predicted visible, visible and within D (inclusive, ``<=``:
+    unlike TAP-Vid's strict ``<``), divided by visible frames + predicted-visible frames that are hidden or farther
+    than D (NaN, left out, where that is zero). ``AJ_RD_D{D}_dmin{d}`` is the mean over eligible events with gap >= d,
+    ``AJ_RD_dmin{d}`` its mean over D = 1, 2, 4, 8, 16 and ``AJ_RD`` the mean of those over d = 1, 4, 16, 64, 256
+    (NaN entries left out). So a track never hidden after its first frame contributes nothing, one that re-appears
+    on the last frame scores that frame alone (1 if predicted visible within D, else 0), and a video (or track) with
+    no eligible re-appearance gets NaN for every key (`mean_metrics` leaves it out of the mean over videos).
+
+    Query modes, as the TAP-Vid evaluation frames: 'first' runs the definition on the clip from each query frame on
+    (frames before it do not exist for the tracker, so neither does a gap there, and the query frame is never
+    scored); 'strided' on the whole clip, with each query frame left out of the counts. The official function pools
+    the events of its whole batch; here each video (batch row) is its own pool, the official result on that video
+    alone, and ``get_trackwise_metrics`` gives [b, n] with each track its own pool. Coordinates as in
+    `compute_tapvid_metrics` (256x256 raster pixels for paper numbers). Returns arrays [b] for `REDETECTION_KEYS`.
+    """
+    visible = np.logical_not(gt_occluded)
+    pred_visible = np.logical_not(pred_occluded)
+    num_frames = visible.shape[-1]
+    frames = np.arange(num_frames)
+    query_frame = np.round(query_points[..., 0]).astype(np.int64)[..., None]
+    if query_mode == "first":
+        start, scored = query_frame, frames > query_frame
+    elif query_mode == "strided":
+        start, scored = np.zeros_like(query_frame), frames != query_frame
+    else:
+        raise ValueError("Unknown query mode " + query_mode)
+    in_clip = frames >= start
+    # the last visible frame before each frame (start - 1 when none), hence the hidden gap just before it
+    last_seen = np.maximum.accumulate(np.where(visible & in_clip, frames, -1), axis=-1)
+    before = np.maximum(np.concatenate([np.full_like(last_seen[..., :1], -1), last_seen[..., :-1]], axis=-1), start - 1)
+    gap = frames - 1 - before
+    event = visible & (frames > start) & (gap > 0)
+    longest = np.maximum.accumulate(np.where(event, gap, -1), axis=-1)
+    longest_before = np.concatenate([np.full_like(longest[..., :1], -1), longest[..., :-1]], axis=-1)
+    eligible = event & (gap > longest_before)
+
+    summing_axis = (2,) if get_trackwise_metrics else (1, 2)
+    distance = np.sqrt(np.sum(np.square(pred_tracks - gt_tracks), axis=-1))
+    gt_positives = _suffix_sum(visible & scored)
+    jaccards = {}
+    for thresh in THRESHOLDS:
+        within = distance <= thresh
+        true_positives = _suffix_sum(within & visible & pred_visible & scored)
+        false_positives = _suffix_sum(pred_visible & (~visible | ~within) & scored)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jaccards[thresh] = true_positives / (gt_positives + false_positives)  # of the segment from each frame on
+
+    metrics = {}
+    for min_gap in REDETECTION_MIN_GAPS:
+        selected = eligible & (gap >= min_gap)
+        for thresh in THRESHOLDS:
+            counted = selected & np.isfinite(jaccards[thresh])
+            total = np.sum(np.where(counted, jaccards[thresh], 0.0), axis=summing_axis)
+            count = np.sum(counted, axis=summing_axis)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                metrics[f"AJ_RD_D{thresh}_dmin{min_gap}"] = np.where(count > 0, total / count, np.nan)
+        metrics[f"AJ_RD_dmin{min_gap}"] = _mean_of_finite([metrics[f"AJ_RD_D{t}_dmin{min_gap}"] for t in THRESHOLDS])
+    metrics["AJ_RD"] = _mean_of_finite([metrics[f"AJ_RD_dmin{d}"] for d in REDETECTION_MIN_GAPS])
+    return metrics
+
+
+def compute_all_metrics(*args, **kwargs) -> dict[str, np.ndarray]:
+    """`compute_tapvid_metrics` and `compute_redetection_metrics` (same arguments) in one dict."""
+    return {**compute_tapvid_metrics(*args, **kwargs), **compute_redetection_metrics(*args, **kwargs)}
 
 
 def stay_put_prediction(query_points: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -448,9 +552,11 @@ def iter_tapvid(
 
 def mean_metrics(per_video: list[Mapping[str, np.ndarray]]) -> dict[str, float]:
     """Benchmark score: the simple mean over videos of each per-video metric, as the paper reports
-    (a video whose metric is NaN, e.g. no hidden point for occluded_recall, is left out of that mean)."""
+    (a video whose metric is NaN, e.g. no hidden point for occluded_recall or no re-appearance for AJ_RD, is left out
+    of that mean). Keys: `METRIC_KEYS`, and `REDETECTION_KEYS` where every video has them."""
     if not per_video:
         raise TapforgeError("no videos were evaluated; fix: check that the TAP-Vid pickle holds examples")
+    keys = METRIC_KEYS + tuple(k for k in REDETECTION_KEYS if all(k in m for m in per_video))
     with warnings.catch_warnings():  # a metric NaN in every video (no hidden point anywhere) stays NaN, unannounced
         warnings.simplefilter("ignore", RuntimeWarning)
-        return {k: float(np.nanmean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in METRIC_KEYS}
+        return {k: float(np.nanmean(np.concatenate([np.ravel(m[k]) for m in per_video]))) for k in keys}

@@ -5,6 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from tapforge.base.errors import TapforgeError
@@ -247,6 +249,158 @@ def test_occlusion_recalls_split_the_accuracy_by_ground_truth():
     assert np.isnan(m2["occluded_recall"][0])
     assert tapvid.mean_metrics([m, m2])["occluded_recall"] == pytest.approx(2 / 3)
     assert tapvid.mean_metrics([m, m2])["visible_recall"] == pytest.approx((4 / 5 + 1) / 2)
+
+
+# -- re-detection AJ (TAPNext++'s AJ_RD) ---------------------------------------------------------------------------
+
+
+def _one_track(visible, pred_visible=None, error=None, y=50.0, x=60.0):
+    """One video of one static track from a visibility pattern: query at frame 0, prediction exact unless ``error``
+    (per-frame x offsets) and visible where ``pred_visible`` (default: everywhere)."""
+    visible = np.array(visible, bool)
+    num_frames = visible.size
+    gt = np.zeros((1, 1, num_frames, 2)) + [x, y]
+    pred = gt.copy()
+    if error is not None:
+        pred[0, 0, :, 0] += error
+    pred_visible = np.ones(num_frames, bool) if pred_visible is None else np.array(pred_visible, bool)
+    query = np.array([[[0.0, y, x]]])
+    return query, ~visible[None, None], gt, ~pred_visible[None, None], pred
+
+
+def _aj_rd(query, occ, gt, pred_occ, pred, mode="first", **kw):
+    return tapvid.compute_redetection_metrics(query, occ, gt, pred_occ, pred, mode, **kw)
+
+
+@pytest.mark.parametrize("mode", ["first", "strided"])
+def test_aj_rd_of_a_perfect_prediction_is_one(mode):
+    query, occ, gt, _, pred = _one_track([1, 1, 0, 0, 1, 1, 0, 1])
+    m = _aj_rd(query, occ, gt, occ.copy(), pred, mode)
+    assert set(m) == set(tapvid.REDETECTION_KEYS) and all(m[k].shape == (1,) for k in m)
+    # events: frame 4 (gap 2, eligible) and frame 7 (gap 1, not longer: not eligible); only d_min 1 has an event
+    assert m["AJ_RD"][0] == 1.0 and m["AJ_RD_dmin1"][0] == 1.0 and np.isnan(m["AJ_RD_dmin4"][0])
+
+
+def test_aj_rd_right_before_the_gap_and_off_after_it():
+    visible = [1, 1, 1, 1, 0, 0, 1, 1, 1, 1]  # re-appears on frame 6 after a 2-frame gap
+    wrong_after = [0] * 6 + [3.0] * 4  # 3 px off on frames 6..9, exact before
+    m = _aj_rd(*_one_track(visible, visible, wrong_after))
+    # segment 6..9: 4 visible frames, all predicted visible 3 px off: within D = 4, 8, 16 (J = 4 / 4), not within
+    # D = 1, 2 (TP 0, FP 4: J = 0 / 8); AJ_RD_dmin1 = mean(0, 0, 1, 1, 1) = 0.6, no event has a gap >= 4
+    assert m["AJ_RD_D1_dmin1"][0] == 0.0 and m["AJ_RD_D4_dmin1"][0] == 1.0
+    assert m["AJ_RD"][0] == pytest.approx(0.6) and m["AJ_RD_dmin1"][0] == pytest.approx(0.6)
+    for d_min in (4, 16, 64, 256):
+        assert np.isnan(m[f"AJ_RD_dmin{d_min}"][0])
+    # the distance threshold is inclusive (the official <=), unlike TAP-Vid's strict <: 2 px off counts at D = 2
+    m = _aj_rd(*_one_track(visible, visible, [0] * 6 + [2.0] * 4))
+    assert m["AJ_RD_D2_dmin1"][0] == 1.0 and m["AJ_RD"][0] == pytest.approx(0.8)
+    # predicting the track hidden after the gap: TP 0 of GT 4 with no false positive, J = 0 at every D
+    m = _aj_rd(*_one_track(visible, [1] * 6 + [0] * 4))
+    assert m["AJ_RD"][0] == 0.0
+
+
+def test_aj_rd_counts_only_re_appearances_after_longer_gaps():
+    # frames 0-1 seen, 2-4 hidden (gap 3), 5-6 seen, 7 hidden (gap 1), 8 seen, 9-13 hidden (gap 5), 14-15 seen
+    visible = [1, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 1]
+    error = [0.0] * 16
+    error[5] = error[6] = 100.0  # far on frames 5 and 6, exact elsewhere, predicted visible everywhere
+    m = _aj_rd(*_one_track(visible, error=error))
+    # eligible: frame 5 (first) and frame 14 (gap 5 > 3); frame 8 (gap 1) is not.
+    # frame 5 -> 15: GT visible 5, 6, 8, 14, 15 = 5; TP 8, 14, 15 = 3; FP 2 far + 6 hidden = 8: J = 3 / 13
+    # frame 14 -> 15: J = 2 / 2 = 1. d_min 1: mean(3/13, 1) = 8/13; d_min 4: frame 14 alone = 1; 16+: no event
+    assert m["AJ_RD_dmin1"][0] == pytest.approx(8 / 13)
+    assert m["AJ_RD_dmin4"][0] == pytest.approx(1.0) and np.isnan(m["AJ_RD_dmin16"][0])
+    assert m["AJ_RD"][0] == pytest.approx((8 / 13 + 1) / 2)
+
+
+def test_aj_rd_edges_never_hidden_last_frame_and_hidden_start():
+    # a track never hidden contributes nothing: beside a re-appearing one, the video's value is the other's alone
+    query, occ, gt, pred_occ, pred = (
+        np.concatenate(parts, axis=1)
+        for parts in zip(
+            _one_track([1, 1, 0, 1, 1], error=[0, 0, 0, 50, 0]), _one_track([1] * 5, error=[0, 99, 99, 99, 99])
+        )
+    )
+    both = _aj_rd(query, occ, gt, pred_occ, pred)
+    alone = _aj_rd(*_one_track([1, 1, 0, 1, 1], error=[0, 0, 0, 50, 0]))
+    assert both["AJ_RD"][0] == alone["AJ_RD"][0] == pytest.approx(1 / 3)  # TP 1 / (GT 2 + FP 1 far)
+    # ... and a video with no re-appearance gets NaN everywhere, which the mean over videos leaves out
+    never = _aj_rd(*_one_track([1] * 5))
+    assert all(np.isnan(never[k][0]) for k in tapvid.REDETECTION_KEYS)
+    assert tapvid.mean_metrics(
+        [{**tapvid.compute_tapvid_metrics(*_one_track([1] * 5), "first"), **m} for m in (never, alone)]
+    )["AJ_RD"] == pytest.approx(1 / 3)
+    # re-appearing on the last frame scores that frame alone: 1 if predicted visible and within D, else 0
+    assert _aj_rd(*_one_track([1, 1, 0, 1]))["AJ_RD"][0] == 1.0
+    assert _aj_rd(*_one_track([1, 1, 0, 1], [1, 1, 1, 0]))["AJ_RD"][0] == 0.0
+    # strided: the query frame is not scored, so a re-appearance on the last frame queried there scores nothing
+    query, occ, gt, pred_occ, pred = _one_track([1, 1, 0, 1])
+    query[..., 0] = 3
+    assert np.isnan(_aj_rd(query, occ, gt, pred_occ, pred, "strided")["AJ_RD"][0])
+    # a track that starts hidden (frames 0-2) and is queried on frame 5: strided counts its first appearance on
+    # frame 3 as a re-appearance after a gap of 3 (frames 3, 4, 6, 7 scored; far on frame 3: J = 3 / (4 + 1));
+    # first mode starts the clip at the query frame, so there is no gap and no event
+    query, occ, gt, pred_occ, pred = _one_track([0, 0, 0, 1, 1, 1, 1, 1], error=[0, 0, 0, 40, 0, 0, 0, 0])
+    query[..., 0] = 5
+    m = _aj_rd(query, occ, gt, pred_occ, pred, "strided")
+    assert m["AJ_RD"][0] == pytest.approx(3 / 5) and np.isnan(m["AJ_RD_dmin4"][0])
+    assert np.isnan(_aj_rd(query, occ, gt, pred_occ, pred, "first")["AJ_RD"][0])
+    # first mode: a gap before the query frame is not the tracker's; one after it is
+    query, occ, gt, pred_occ, pred = _one_track([1, 0, 0, 0, 0, 1, 1, 0, 1, 1])
+    query[..., 0] = 5
+    m = _aj_rd(query, occ, gt, pred_occ, pred, "first")
+    assert m["AJ_RD"][0] == 1.0 and np.isnan(m["AJ_RD_dmin4"][0])  # only the gap of 1 (frame 8) counts, not the 4
+    with pytest.raises(ValueError):
+        _aj_rd(query, occ, gt, pred_occ, pred, "sideways")
+
+
+def test_aj_rd_batches_videos_and_tracks_separately():
+    one = _one_track([1, 0, 1, 1], error=[0, 0, 50, 0])  # J = 1 / (2 + 1)
+    two = _one_track([1, 0, 0, 0, 1], error=[0, 0, 0, 0, 0])  # gap 3, J = 1
+    per_track = _aj_rd(
+        *(np.concatenate(p, axis=1) for p in zip(one, _one_track([1, 0, 1, 1]))), get_trackwise_metrics=True
+    )
+    assert per_track["AJ_RD"].shape == (1, 2)
+    np.testing.assert_allclose(per_track["AJ_RD"], [[1 / 3, 1.0]])
+    batch = _aj_rd(*(np.concatenate(p, axis=0) for p in zip(one, _one_track([1, 0, 1, 1]))))
+    np.testing.assert_allclose(batch["AJ_RD"], [1 / 3, 1.0])  # each video its own pool of events
+    assert _aj_rd(*two)["AJ_RD"][0] == 1.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 6),
+    st.lists(st.booleans(), min_size=0, max_size=25),
+    st.data(),
+)
+def test_aj_rd_of_one_re_appearance_is_plain_aj_from_that_frame_on(seen, gap, tail, data):
+    # one eligible event: seen for `seen` frames, hidden for `gap`, then seen, then gaps shorter than `gap` only
+    tail = [True] + tail
+    run = 0
+    for i, flag in enumerate(tail):
+        run = 0 if flag else run + 1
+        if run == gap:
+            tail[i], run = True, 0
+    visible = [True] * seen + [False] * gap + tail
+    num_frames, t_r = len(visible), seen + gap
+    # integer x errors with a 0.5 px y error: no distance lies exactly on a threshold, where < and <= differ
+    error = data.draw(st.lists(st.integers(0, 20), min_size=num_frames, max_size=num_frames))
+    pred_visible = data.draw(st.lists(st.booleans(), min_size=num_frames, max_size=num_frames))
+    query, occ, gt, pred_occ, pred = _one_track(visible, pred_visible, error)
+    pred[..., 1] += 0.5
+    m = _aj_rd(query, occ, gt, pred_occ, pred)
+    # plain AJ restricted to frames t_r .. T-1: first mode with the query on the frame before them
+    restricted = query.copy()
+    restricted[..., 0] = t_r - 1
+    plain = tapvid.compute_tapvid_metrics(restricted, occ, gt, pred_occ, pred, "first")
+    assert m["AJ_RD"][0] == pytest.approx(plain["average_jaccard"][0])
+    for thresh in tapvid.THRESHOLDS:
+        assert m[f"AJ_RD_D{thresh}_dmin1"][0] == pytest.approx(plain[f"jaccard_{thresh}"][0])
+    # and predictions before the re-appearance change nothing
+    pred[..., :t_r, :] += 1000.0
+    pred_occ[..., :t_r] = ~pred_occ[..., :t_r]
+    assert _aj_rd(query, occ, gt, pred_occ, pred)["AJ_RD"][0] == m["AJ_RD"][0]
 
 
 def _bad(change):
