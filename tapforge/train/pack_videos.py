@@ -12,12 +12,14 @@ Its own: ``num_samples`` and ``num_complete_samples`` (clips planned and written
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import webdataset as wds
@@ -28,7 +30,7 @@ from tapforge.base.atomic import atomic_write, atomic_write_bytes, remove_stale_
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import resize_frames
 from tapforge.synth.schema import encode_frame, frame_entry
-from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, read_frames
+from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, iter_clips
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +107,23 @@ def read_manifest(out: str) -> dict | None:
     return manifest
 
 
-def _clip_frames(spec: ClipSpec) -> np.ndarray:
-    """A planned clip's frames, or one TapforgeError line naming the source that failed to decode after planning."""
-    try:
-        return read_frames(spec.source, spec.start + spec.stride * np.arange(spec.count))
-    except (UnreadableVideo, ShortVideo) as err:
-        raise TapforgeError(
-            f"{spec.source} failed while packing frames {spec.start}.. ({err}); the shards written so far are kept; "
-            "fix: repair the file, or remove it from the sources and pack into a new folder"
-        ) from None
+def _clip_frames(specs: Sequence[ClipSpec]) -> Iterator[np.ndarray]:
+    """The frames of each planned clip in turn, a source decoded once for the run of clips cut from it (clips come
+    in the plan's order: by source, then by first frame), or one TapforgeError line naming the source that failed to
+    decode after planning."""
+    for source, run in itertools.groupby(specs, key=lambda spec: spec.source):
+        run = list(run)
+        indices = [spec.start + spec.stride * np.arange(spec.count) for spec in run]
+        with contextlib.closing(iter_clips(source, indices)) as clips:
+            for spec in run:
+                try:
+                    frames = next(clips)
+                except (UnreadableVideo, ShortVideo) as err:
+                    raise TapforgeError(
+                        f"{spec.source} failed while packing frames {spec.start}.. ({err}); the shards written so far "
+                        "are kept; fix: repair the file, or remove it from the sources and pack into a new folder"
+                    ) from None
+                yield frames
 
 
 def pack_videos(
@@ -182,34 +192,43 @@ def pack_videos(
         atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
         return manifest
 
-    for index, group in enumerate(tqdm(groups, desc=f"packing {len(specs)} clips", unit="shard")):
-        name = f"shard-{index:06d}.tar"
-        path = os.path.join(out, name)
-        if name in done and os.path.isfile(path) and os.path.getsize(path) == done[name]["bytes"]:
-            shards.append(done[name])
-            continue
-        keys = [f"clip{index:06d}_{k:04d}" for k in range(len(group))]
+    names = [f"shard-{index:06d}.tar" for index in range(len(groups))]
+    kept = {
+        name
+        for name in names
+        if name in done
+        and os.path.isfile(os.path.join(out, name))
+        and os.path.getsize(os.path.join(out, name)) == done[name]["bytes"]
+    }
+    todo = [spec for name, group in zip(names, groups) if name not in kept for spec in group]
+    with contextlib.closing(_clip_frames(todo)) as clips:  # one decoder per source, across shards
+        for index, group in enumerate(tqdm(groups, desc=f"packing {len(specs)} clips", unit="shard")):
+            name, path = names[index], os.path.join(out, names[index])
+            if name in kept:
+                shards.append(done[name])
+                continue
+            keys = [f"clip{index:06d}_{k:04d}" for k in range(len(group))]
 
-        def write(tmp: str, group=group, keys=keys) -> None:
-            with wds.TarWriter(tmp) as sink:
-                for key, spec in zip(keys, group):
-                    frames = _clip_frames(spec)
-                    if size:
-                        frames = resize_frames(frames, size)
-                    sample = {
-                        "__key__": key,
-                        "meta.json": json.dumps(
-                            {"source": os.path.basename(spec.source), "start": spec.start, "stride": spec.stride}
-                        ).encode(),
-                    }
-                    for t, frame in enumerate(frames):
-                        sample[frame_entry(t, codec)] = encode_frame(frame, codec, jpeg_quality)
-                    sink.write(sample)
+            def write(tmp: str, group=group, keys=keys) -> None:
+                with wds.TarWriter(tmp) as sink:
+                    for key, spec in zip(keys, group):
+                        frames = next(clips)
+                        if size:
+                            frames = resize_frames(frames, size)
+                        sample = {
+                            "__key__": key,
+                            "meta.json": json.dumps(
+                                {"source": os.path.basename(spec.source), "start": spec.start, "stride": spec.stride}
+                            ).encode(),
+                        }
+                        for t, frame in enumerate(frames):
+                            sample[frame_entry(t, codec)] = encode_frame(frame, codec, jpeg_quality)
+                        sink.write(sample)
 
-        atomic_write(path, write)
-        with open(path, "rb") as f:
-            data = f.read()
-        record = {"name": name, "num_samples": len(group), "keys": keys, "bytes": len(data)}
-        shards.append({**record, "sha256": hashlib.sha256(data).hexdigest()})
-        write_manifest()
+            atomic_write(path, write)
+            with open(path, "rb") as f:
+                data = f.read()
+            record = {"name": name, "num_samples": len(group), "keys": keys, "bytes": len(data)}
+            shards.append({**record, "sha256": hashlib.sha256(data).hexdigest()})
+            write_manifest()
     return write_manifest()
