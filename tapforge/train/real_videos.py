@@ -3,9 +3,10 @@
 Its sources are those ``data.real_videos`` names (``tapforge.train.video_sources``). Each loader reader (a DDP
 rank's worker) takes its own share of the sources (every n-th, split by rank then worker; all of them when there are
 fewer sources than readers), draws from it with replacement, and cuts a random clip of ``num_frames`` frames at a
-random stride from each draw, resized to the training resolution. A video that cannot be decoded, or is shorter
-than a clip, is logged once, counted (``data/bad_videos``, ``data/short_videos``) and not drawn again; a reader with
-nothing left readable stops the run with one error line.
+random stride from each draw, resized to the training resolution. A video file is read from a seek to the clip
+where its frame timestamps allow it (``video_sources.read_frames``), so a draw costs the same early or late in a long
+video. A video that cannot be decoded, or is shorter than a clip, is logged once, counted (``data/bad_videos``,
+``data/short_videos``) and not drawn again; a reader with nothing left readable stops the run with one error line.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tapforge.train.batches import ReaderCounts, RealClipBatch
 from tapforge.train.readers import Reader, ReaderStream
 from tapforge.train.sampling import subclip_indices
 from tapforge.train.shards import CorruptShardHandler, read_samples
-from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, read_frames
+from tapforge.train.video_sources import ShortVideo, UnreadableVideo, count_frames, frame_grid, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,18 @@ class RealClipStream(ReaderStream):
         return frames if frames.shape[1:3] == self.resolution else resize_frames(frames, self.resolution)
 
     def _from_videos(self, videos: list[str], counts: ReaderCounts, rng: np.random.Generator) -> Iterator[dict]:
-        lengths: dict[str, int] = {}
+        found: dict[str, tuple[int, tuple[float, float] | None]] = {}  # path -> (frames, seek grid), once per reader
         while videos:
             path = videos[int(rng.integers(len(videos)))]
             try:
-                if path not in lengths:
-                    lengths[path] = count_frames(path)
-                indices = subclip_indices(lengths[path], self.num_frames, self.frame_strides, rng)
+                if path not in found:
+                    total = count_frames(path)
+                    found[path] = total, frame_grid(path, total)
+                total, grid = found[path]
+                indices = subclip_indices(total, self.num_frames, self.frame_strides, rng)
                 if indices is None:
-                    raise ShortVideo(f"{lengths[path]} frames, fewer than data.num_frames={self.num_frames}")
-                frames = read_frames(path, indices)
+                    raise ShortVideo(f"{total} frames, fewer than data.num_frames={self.num_frames}")
+                frames = read_frames(path, indices, grid)  # a seek to the clip where the grid allows it
             except (UnreadableVideo, ShortVideo) as err:
                 short = isinstance(err, ShortVideo)
                 counts.short_videos += short
