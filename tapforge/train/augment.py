@@ -2,13 +2,14 @@
 
 Applied after the batch reaches the accelerator. Geometry first (``warp``: a crop window per frame that drifts and
 zooms smoothly over the clip, flips, resampled to the training resolution with antialiased bilinear weights that
-keep tracks exact), then occluder patches (``occluders``), then photometric changes (``photometric``: colour, blur,
-sensor noise; ``jpeg``: JPEG-style compression). Every augmentation has its own probability (drawn per clip) and
-range (``augment_config``).
+keep tracks exact; then, off by default, TAPNext++'s camera roll and homography sequence), then occluder patches
+(``occluders``), then photometric changes (``photometric``: colour, blur, sensor noise; ``jpeg``: JPEG-style
+compression). Every augmentation has its own probability (drawn per clip) and range (``augment_config``).
 
-Ground truth stays exact: tracks go through the same per-frame affine map as the pixels
-(raster convention, (0,0) = top-left corner of the top-left pixel), points that leave the frame
-or fall under an occluder patch become occluded, and every query is moved to a frame where its
+Ground truth stays exact: tracks go through the same per-frame map as the pixels (the crop's affine map, then the
+roll's wrap and rotation and the homography; raster convention, (0,0) = top-left corner of the top-left pixel),
+points that leave the frame at any of these stages or fall under an occluder patch become occluded, and every
+query is moved to a frame where its
 point is still visible, or the point is replaced by another visible point of the same clip (``queries``).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from tapforge.train.augment_config import AugmentConfig, validate_augment_config
+from tapforge.train.augment_config import AugmentConfig, HomographyConfig, RollConfig, validate_augment_config
 from tapforge.train.batches import ClipBatch, TrainBatch
 from tapforge.train.draws import coin
 from tapforge.train.jpeg import jpeg_compress
@@ -24,7 +25,18 @@ from tapforge.train.occluders import paste_occluders
 from tapforge.train.photometric import color_jitter, gaussian_blur, gray, motion_blur, sensor_noise
 from tapforge.train.queries import query_points, repair_queries
 from tapforge.train.sampling import outside_frame
-from tapforge.train.warp import map_tracks, sample_windows, warp_frames, window_maps
+from tapforge.train.warp import (
+    homography_frames,
+    homography_motion,
+    homography_points,
+    map_tracks,
+    roll_frames,
+    roll_motion,
+    roll_points,
+    sample_windows,
+    warp_frames,
+    window_maps,
+)
 
 
 def _apply_some(x: torch.Tensor, p: float, fn, gen) -> torch.Tensor:
@@ -37,6 +49,35 @@ def _apply_some(x: torch.Tensor, p: float, fn, gen) -> torch.Tensor:
     out = x.clone()
     out[chosen] = fn(x[chosen]).to(x.dtype)
     return out
+
+
+def _camera_motion(
+    x: torch.Tensor, tracks: torch.Tensor, occluded: torch.Tensor, roll: RollConfig, homography: HomographyConfig, gen
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """TAPNext++'s camera roll, then its homography sequence, each on the clips of x [B,T,3,H,W] that win its coin
+    toss; tracks [B,N,T,2] move with the pixels, and a point is occluded from the first stage that takes it out of the
+    frame (the homography can bring an outside point back in, over the black border). Draws nothing for an
+    augmentation whose probability is 0."""
+    batch_n, frames_n, _, height, width = x.shape
+    if roll.p > 0:
+        chosen = torch.nonzero(coin(batch_n, roll.p, gen, x.device)).flatten()
+        shift, angle = roll_motion(roll, batch_n, frames_n, gen, x.device)
+        if chosen.numel():
+            shift, angle = shift[chosen], angle[chosen]
+            x, tracks = x.clone(), tracks.clone()
+            x[chosen] = roll_frames(x[chosen], shift, angle)
+            tracks[chosen] = roll_points(tracks[chosen], shift[:, None], angle[:, None], (height, width))
+            occluded = occluded | outside_frame(tracks, height, width)
+    if homography.p > 0:
+        chosen = torch.nonzero(coin(batch_n, homography.p, gen, x.device)).flatten()
+        warps = homography_motion(homography, batch_n, frames_n, (height, width), gen, x.device)
+        if chosen.numel():
+            warps = warps[chosen]
+            x, tracks = x.clone(), tracks.clone()
+            x[chosen] = homography_frames(x[chosen], warps, homography.fill)
+            tracks[chosen] = homography_points(tracks[chosen], warps[:, None])
+            occluded = occluded | outside_frame(tracks, height, width)
+    return x, tracks, occluded
 
 
 class Sim2RealAugment:
@@ -75,6 +116,8 @@ class Sim2RealAugment:
         x = x.reshape(batch_n, frames_n, 3, out_h, out_w)
 
         if cfg.enabled:
+            if cfg.roll.p > 0 or cfg.homography.p > 0:
+                x, tracks, occluded = _camera_motion(x, tracks, occluded, cfg.roll, cfg.homography, gen)
             if cfg.occluder.p > 0:
                 x, occluded = paste_occluders(x, tracks, occluded, cfg.occluder, gen)
             x = _apply_some(x, cfg.color.p, lambda v: color_jitter(v, cfg.color, gen), gen)

@@ -77,12 +77,54 @@ class OccluderConfig:
 
 
 @dataclass(frozen=True)
+class RollConfig:
+    """TAPNext++'s camera roll (off by default; TAPNext++ trains with p 0.8): every frame is shifted by whole pixels,
+    wrapping around on the frame padded with black to its diagonal, then rotated about the frame's centre.
+
+    The x shift, y shift and angle each follow a sum of ``waves`` slow and ``waves`` fast sinusoids over the clip that
+    starts at 0 on the first frame (see `tapforge.train.draws.wave_signal`). The amplitude pairs are the largest
+    amplitude of one slow and of one fast sinusoid, times ``strength``; the defaults are TAPNext++'s (256x256 frames).
+    """
+
+    p: float = 0.0
+    strength: float = 1.0  # scales every amplitude
+    waves: int = 5  # sinusoids per band (slow, fast) and per quantity
+    shift_x: tuple[float, float] = (30.0, 10.0)  # (slow, fast) max amplitude, pixels at the training resolution
+    shift_y: tuple[float, float] = (20.0, 7.0)  # (slow, fast) max amplitude, pixels at the training resolution
+    angle: tuple[float, float] = (10.0, 5.0)  # (slow, fast) max amplitude, degrees (counter-clockwise on screen)
+    slow_freq: tuple[float, float] = (1.0, 4.0)  # angular frequency range of a slow sinusoid, in pi per clip
+    fast_freq: tuple[float, float] = (8.0, 16.0)  # angular frequency range of a fast sinusoid, in pi per clip
+
+
+@dataclass(frozen=True)
+class HomographyConfig:
+    """TAPNext++'s homography sequence (off by default; TAPNext++ trains with p 0.8): every frame is warped by the
+    homography that moves the frame's corners inwards, each corner coordinate by a sum of ``waves`` slow and ``waves``
+    fast sinusoids over the clip (its absolute value, times the frame side) that starts at 0 on the first frame.
+
+    A corner that would move further in than ``margin`` of the frame side is reflected back (so the frame never
+    folds over); pixels from outside the frame are black (``fill: black``) or the nearest edge pixel (``edge``).
+    """
+
+    p: float = 0.0
+    strength: float = 1.0  # scales every amplitude
+    waves: int = 3  # sinusoids per band (slow, fast) and per corner coordinate
+    corner: tuple[float, float] = (0.05, 0.02)  # (slow, fast) max amplitude, fraction of the frame side
+    slow_freq: tuple[float, float] = (1.0, 4.0)  # angular frequency range of a slow sinusoid, in pi per clip
+    fast_freq: tuple[float, float] = (8.0, 16.0)  # angular frequency range of a fast sinusoid, in pi per clip
+    margin: float = 0.3  # how far in a corner may move, fraction of the frame side
+    fill: str = "black"  # black | edge
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     """All sim2real augmentations; set a probability to 0 to turn that one off."""
 
     enabled: bool = True
     crop: CropConfig = field(default_factory=CropConfig)
     flip: FlipConfig = field(default_factory=FlipConfig)
+    roll: RollConfig = field(default_factory=RollConfig)
+    homography: HomographyConfig = field(default_factory=HomographyConfig)
     occluder: OccluderConfig = field(default_factory=OccluderConfig)
     color: ColorConfig = field(default_factory=ColorConfig)
     blur: BlurConfig = field(default_factory=BlurConfig)
@@ -102,6 +144,15 @@ _RANGE_LIMITS = {
     "aspect": (1e-2, 100.0),
     "zoom": (0.1, 10.0),
     "size": (1e-3, 1.0),
+    "slow_freq": (0.0, 1000.0),
+    "fast_freq": (0.0, 1000.0),
+}
+# (slow, fast) amplitude pairs: each entry in the limits, in no particular order
+_PAIR_LIMITS = {
+    "shift_x": (0.0, 1000.0),
+    "shift_y": (0.0, 1000.0),
+    "angle": (0.0, 180.0),
+    "corner": (0.0, 1.0),
 }
 _SCALAR_LIMITS = {
     "brightness": (0.0, 1.0),
@@ -109,7 +160,11 @@ _SCALAR_LIMITS = {
     "drift": (0.0, 1.0),
     "max_speed": (0.0, 1.0),
     "max_patches": (1, 64),
+    "strength": (0.0, 100.0),
+    "waves": (1, 64),
+    "margin": (1e-3, 0.45),  # below 0.5 the warped frame stays convex
 }
+_CHOICES = {"fill": ("black", "edge")}
 
 
 def validate_augment_config(config: AugmentConfig, prefix: str = "data.augment") -> None:
@@ -126,7 +181,16 @@ def validate_augment_config(config: AugmentConfig, prefix: str = "data.augment")
             low, high = _RANGE_LIMITS[f.name]
             if len(value) != 2 or not low <= value[0] <= value[1] <= high:
                 raise TapforgeError(f"{key} is {value}; fix: set it to [low, high] with {low} <= low <= high <= {high}")
+        elif f.name in _PAIR_LIMITS:
+            low, high = _PAIR_LIMITS[f.name]
+            if len(value) != 2 or not all(low <= v <= high for v in value):
+                raise TapforgeError(f"{key} is {value}; fix: set it to [slow, fast] with each in [{low}, {high}]")
         elif f.name in _SCALAR_LIMITS:
             low, high = _SCALAR_LIMITS[f.name]
+            if f.name == "waves" and not isinstance(value, int):
+                raise TapforgeError(f"{key} is {value}; fix: set it to a whole number in [{low}, {high}]")
             if not low <= value <= high:
                 raise TapforgeError(f"{key} is {value}; fix: set it to a value in [{low}, {high}]")
+        elif f.name in _CHOICES:
+            if value not in _CHOICES[f.name]:
+                raise TapforgeError(f"{key} is {value!r}; fix: set it to one of {', '.join(_CHOICES[f.name])}")
