@@ -8,13 +8,17 @@ visibility with the official postprocess::
 
 Queries are (t, y, x) and tracks (x, y), in raster pixels of the input frames ((0, 0) is the
 top-left corner of the top-left pixel).
+
+Long videos: with ``chunk_frames`` a TAPIR runs over windows of that many frames plus its temporal reach
+(`temporal_reach`) on each side, so that memory is bounded by the window rather than the clip, and the
+outputs equal the whole-clip run's (up to float rounding).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,7 +26,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tapforge.base.errors import TapforgeError
-from tapforge.tapir.model import postprocess
+from tapforge.tapir import nets
+from tapforge.tapir.model import TAPIR, FeatureGrids, QueryFeatures, postprocess
 
 
 @dataclass
@@ -88,6 +93,66 @@ def check_queries(queries: np.ndarray, num_frames: int, height: int, width: int)
     return queries
 
 
+def temporal_reach(model: torch.nn.Module, resolution: tuple[int, int]) -> tuple[int, int] | None:
+    """(frames before, frames after) that one output frame of ``model`` depends on, run at ``resolution``; None for
+    a model whose reach is not known here (TAP-Net: it runs on the whole clip).
+
+    In TAPIR only the refinement mixes frames: each mixer block has two temporal convs, each reaching (K - 1) / 2
+    frames to either side ((K - 1) back when causal), and every refinement iteration reads the previous one's output
+    on the same frame. So the reach is iterations x blocks x 2 x that: 96 frames each side for TAPIR and BootsTAPIR
+    at 256x256 (4 x 12 x 2 x 1), 192 back and none ahead for causal BootsTAPIR.
+    """
+    if not isinstance(model, TAPIR):
+        return None
+    levels = len(nets.generate_default_resolutions(resolution, model.initial_resolution))
+    convs = model.num_pips_iter * levels * model.num_mixer_blocks * 2
+    k = model.mixer_kernel_shape
+    return (convs * (k - 1), 0) if model.use_casual_conv else (convs * ((k - 1) // 2), convs * ((k - 1) // 2))
+
+
+def _query_slice(features: QueryFeatures, part: slice) -> QueryFeatures:
+    return QueryFeatures(
+        tuple(f[:, part] for f in features.lowres), tuple(f[:, part] for f in features.hires), features.resolutions
+    )
+
+
+class _WindowGrids:
+    """TAPIR feature grids of a sliding window of frames, held in one buffer per distinct grid: moving the window on
+    keeps the frames it still covers and encodes only the new ones."""
+
+    def __init__(self, model: TAPIR, capacity: int):
+        self.model, self.capacity = model, capacity  # the most frames a window holds
+        self.buffers: list[torch.Tensor] = []
+        self.shared: list[bool] = []  # per level: its grids are the previous level's (same resolution)
+        self.resolutions: tuple = ()
+        self.first = self.stop = 0  # the window's frames [first, stop)
+
+    def advance(self, first: int, stop: int, encode: Callable[[int, int], torch.Tensor]) -> FeatureGrids:
+        """Move the window on to frames [first, stop); ``encode(a, b)`` gives frames a..b-1 as a model input."""
+        keep = max(0, self.stop - first)
+        for buffer in self.buffers:
+            if keep:
+                buffer[:, :keep] = buffer[:, first - self.first : self.stop - self.first].clone()
+        begin = max(first, self.stop)
+        if stop > begin:
+            new = self.model.get_feature_grids(encode(begin, stop))
+            if not self.buffers:
+                self.resolutions = new.resolutions
+                self.shared = [i > 0 and new.lowres[i] is new.lowres[i - 1] for i in range(len(new.lowres))]
+            grids = [g for i, pair in enumerate(zip(new.lowres, new.hires)) if not self.shared[i] for g in pair]
+            if not self.buffers:
+                self.buffers = [g.new_empty((g.shape[0], self.capacity, *g.shape[2:])) for g in grids]
+            for buffer, grid in zip(self.buffers, grids):
+                buffer[:, keep : stop - first] = grid
+        self.first, self.stop = first, stop
+        views = iter(buffer[:, : stop - first] for buffer in self.buffers)
+        lowres, hires = [], []
+        for shared in self.shared:
+            lowres.append(lowres[-1] if shared else next(views))
+            hires.append(hires[-1] if shared else next(views))
+        return FeatureGrids(tuple(lowres), tuple(hires), self.resolutions)
+
+
 class Tracker:
     """A TAPIR model on a device, ready to track points in videos of any size and length.
 
@@ -98,6 +163,9 @@ class Tracker:
       resolution: (height, width) the frames are resized to; default the model's initial_resolution.
       query_chunk_size: queries per cost-volume chunk inside the model (bounds memory).
       query_batch_size: queries per forward pass (bounds output memory; shows progress).
+      chunk_frames: run a TAPIR over a longer video in windows of this many frames plus its
+        `temporal_reach` on each side (equal outputs, memory bounded by the window; the refinement
+        runs again on the overlaps); None or 0: the whole clip in one pass.
     """
 
     def __init__(
@@ -108,6 +176,7 @@ class Tracker:
         resolution: tuple[int, int] | None = None,
         query_chunk_size: int = 64,
         query_batch_size: int = 256,
+        chunk_frames: int | None = None,
     ):
         self.device = resolve_device(device)
         if bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -120,6 +189,13 @@ class Tracker:
         self.bf16 = bf16
         self.query_chunk_size = int(query_chunk_size)
         self.query_batch_size = int(query_batch_size)
+        if chunk_frames is not None and (
+            isinstance(chunk_frames, bool) or int(chunk_frames) != chunk_frames or chunk_frames < 0
+        ):
+            raise TapforgeError(
+                f"chunk_frames {chunk_frames!r} is not a whole number >= 0; fix: e.g. 256, or 0 for the whole clip"
+            )
+        self.chunk_frames = int(chunk_frames or 0)
 
     @classmethod
     def from_checkpoint(
@@ -167,29 +243,118 @@ class Tracker:
         queries = check_queries(queries, num_frames, height, width)
         res_h, res_w = self.resolution
         to_model = np.array([1.0, res_h / height, res_w / width])
-        video = self._video_tensor(frames)
         model_queries = torch.from_numpy(queries * to_model).float().to(self.device)[None]
-
-        tracks, occlusion, expected_dist = [], [], []
-        batches = range(0, len(queries), self.query_batch_size)
-        for start in tqdm(
-            batches, desc="tracking", unit="batch", disable=not progress or len(batches) < 2, leave=False
-        ):
-            batch = model_queries[:, start : start + self.query_batch_size]
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                out = self.model(video, batch, is_training=False, query_chunk_size=self.query_chunk_size)
-            tracks.append(out["tracks"][0].float())
-            occlusion.append(out["occlusion"][0].float())
-            if "expected_dist" in out:  # TAP-Net has no uncertainty head
-                expected_dist.append(out["expected_dist"][0].float())
-        visibility, occluded = postprocess(torch.cat(occlusion), torch.cat(expected_dist) if expected_dist else None)
+        reach = temporal_reach(self.model, self.resolution) if self.chunk_frames else None
+        if reach is not None and num_frames > self.chunk_frames + sum(reach):
+            tracks, occlusion, expected_dist = self._track_in_windows(frames, model_queries, reach, progress)
+        else:
+            tracks, occlusion, expected_dist = self._track_whole(frames, model_queries, progress)
+        visibility, occluded = postprocess(occlusion, expected_dist)
         scale = torch.tensor([width / res_w, height / res_h], device=self.device)
         return TrackResult(
-            tracks=(torch.cat(tracks) * scale).cpu().numpy().astype(np.float32),
+            tracks=(tracks * scale).cpu().numpy().astype(np.float32),
             occluded=occluded.cpu().numpy(),
             visibility=visibility.cpu().numpy().astype(np.float32),
             queries=queries.astype(np.float32),
         )
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def _track_whole(self, frames: np.ndarray, model_queries: torch.Tensor, progress: bool):
+        """The whole clip in one forward pass per query batch -> tracks [N,T,2], occlusion and expected_dist [N,T]
+        (None for TAP-Net, which has no uncertainty head) at the model resolution."""
+        video = self._video_tensor(frames)
+        tracks, occlusion, expected_dist = [], [], []
+        batches = range(0, model_queries.shape[1], self.query_batch_size)
+        for start in tqdm(
+            batches, desc="tracking", unit="batch", disable=not progress or len(batches) < 2, leave=False
+        ):
+            batch = model_queries[:, start : start + self.query_batch_size]
+            with self._autocast():
+                out = self.model(video, batch, is_training=False, query_chunk_size=self.query_chunk_size)
+            tracks.append(out["tracks"][0].float())
+            occlusion.append(out["occlusion"][0].float())
+            if "expected_dist" in out:
+                expected_dist.append(out["expected_dist"][0].float())
+        return torch.cat(tracks), torch.cat(occlusion), torch.cat(expected_dist) if expected_dist else None
+
+    def _query_features(self, frames: np.ndarray, model_queries: torch.Tensor) -> QueryFeatures:
+        """The TAPIR query features, encoding only the frames the queries lie on (each query's frame and the next:
+        features are sampled trilinearly in time), at most ``chunk_frames`` of them at a time."""
+        model, num_frames = self.model, frames.shape[0]
+        times = model_queries[0, :, 0].double().cpu().numpy()
+        floor = np.floor(times).astype(np.int64)
+        floors = np.unique(floor)
+        group = max(1, self.chunk_frames // 2)
+        parts = []
+        for start in range(0, len(floors), group):
+            chosen = floors[start : start + group]
+            on = np.unique(np.concatenate([chosen, np.minimum(chosen + 1, num_frames - 1)]))
+            index = np.flatnonzero(np.isin(floor, chosen))
+            local = model_queries[:, index].clone()
+            local[0, :, 0] = torch.from_numpy(np.searchsorted(on, floor[index]) + (times[index] - floor[index])).to(
+                local
+            )
+            with self._autocast():
+                video = self._video_tensor(frames[on])
+                parts.append((index, model.get_query_features(video, False, local, model.get_feature_grids(video))))
+        order = torch.from_numpy(np.argsort(np.concatenate([index for index, _ in parts]))).to(self.device)
+        first = parts[0][1]
+
+        def join(kind: str, level: int) -> torch.Tensor:
+            return torch.cat([getattr(f, kind)[level] for _, f in parts], dim=1)[:, order]
+
+        return QueryFeatures(
+            tuple(join("lowres", i) for i in range(len(first.lowres))),
+            tuple(join("hires", i) for i in range(len(first.hires))),
+            first.resolutions,
+        )
+
+    def _track_in_windows(
+        self, frames: np.ndarray, model_queries: torch.Tensor, reach: tuple[int, int], progress: bool
+    ):
+        """`_track_whole` for a TAPIR, ``chunk_frames`` output frames at a time.
+
+        The query features come first (`_query_features`). Then each window of ``chunk_frames`` frames is run with
+        ``reach`` frames of context before and after it (their grids kept from the previous window where it covered
+        them), and only its own frames' outputs are kept: nothing further away reaches them in the whole-clip run
+        either.
+        """
+        model, num_frames = self.model, frames.shape[0]
+        features = self._query_features(frames, model_queries)
+        num_queries = model_queries.shape[1]
+        tracks = torch.empty((num_queries, num_frames, 2), device=self.device)
+        occlusion = torch.empty((num_queries, num_frames), device=self.device)
+        expected_dist = torch.empty((num_queries, num_frames), device=self.device)
+        before, after = reach
+        window = _WindowGrids(model, min(num_frames, self.chunk_frames + before + after))
+        starts = range(0, num_frames, self.chunk_frames)
+        for start in tqdm(starts, desc="tracking", unit="chunk", disable=not progress, leave=False):
+            stop = min(num_frames, start + self.chunk_frames)
+            first, last = max(0, start - before), min(num_frames, stop + after)
+            with self._autocast():
+                grids = window.advance(first, last, lambda a, b: self._video_tensor(frames[a:b]))
+            # window-local query frames, rounded first: the model pins each estimate on round(t), and rounding
+            # half to even is not unchanged by an odd shift
+            shifted = model_queries.clone()
+            shifted[..., 0] = torch.round(shifted[..., 0]) - first
+            own = slice(start - first, stop - first)
+            for part in (slice(i, i + self.query_batch_size) for i in range(0, num_queries, self.query_batch_size)):
+                with self._autocast():
+                    trajectories = model.estimate_trajectories(
+                        self.resolution,
+                        False,
+                        grids,
+                        _query_slice(features, part),
+                        shifted[:, part],
+                        self.query_chunk_size,
+                    )
+                    out = model.combine_iterates(trajectories)
+                tracks[part, start:stop] = out["tracks"][0, :, own].float()
+                occlusion[part, start:stop] = out["occlusion"][0, :, own].float()
+                expected_dist[part, start:stop] = out["expected_dist"][0, :, own].float()
+        return tracks, occlusion, expected_dist
 
 
 def track(

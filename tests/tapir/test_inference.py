@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tapforge.base.errors import TapforgeError
-from tapforge.tapir.inference import Tracker, check_queries, grid_queries, track
+from tapforge.tapir.inference import Tracker, check_queries, grid_queries, temporal_reach, track
 
 
 class EchoModel(torch.nn.Module):
@@ -105,3 +105,55 @@ def test_real_tapir_tracks_a_tiny_video():
     again = Tracker(model, device="cpu", query_chunk_size=64, query_batch_size=2).track(frames, queries)
     np.testing.assert_allclose(again.tracks, result.tracks, atol=1e-3)
     np.testing.assert_array_equal(again.occluded, result.occluded)
+
+
+def _tiny_tapir(**kw):
+    from tapforge.tapir import TAPIR
+
+    torch.manual_seed(0)
+    config = dict(initial_resolution=(32, 32), num_pips_iter=2, num_mixer_blocks=2, mixer_hidden_dim=32)
+    return TAPIR(**{**config, "blocks_per_group": (1, 1, 1, 1), **kw})
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_long_videos_run_in_windows_with_the_whole_clips_outputs(causal):
+    model = _tiny_tapir(use_casual_conv=causal)
+    encoded = []
+    get_feature_grids = model.get_feature_grids
+    model.get_feature_grids = lambda video, *a, **kw: (
+        encoded.append(video.shape[1]) or get_feature_grids(video, *a, **kw)
+    )
+    rng = np.random.default_rng(1)
+    frames = _frames(num_frames=41, height=40, width=48)
+    queries = np.stack([rng.integers(0, 41, 7).astype(float), rng.uniform(0, 40, 7), rng.uniform(0, 48, 7)], -1)
+    queries[:3, 0] = [0, 40, 3.5]  # the first and last frames, and between two frames (sampled trilinearly)
+    whole = Tracker(model, device="cpu").track(frames, queries)
+    assert encoded == [41]
+    encoded.clear()
+    # 2 iterations x 2 blocks x 2 convs reach 8 frames each side (16 back, none ahead when causal)
+    reach = temporal_reach(model, (32, 32))
+    assert reach == ((16, 0) if causal else (8, 8))
+    chunked = Tracker(model, device="cpu", chunk_frames=5, query_batch_size=3).track(frames, queries)
+    np.testing.assert_allclose(chunked.tracks, whole.tracks, atol=1e-4)
+    np.testing.assert_allclose(chunked.visibility, whole.visibility, atol=1e-5)
+    np.testing.assert_array_equal(chunked.occluded, whole.occluded)
+    # no pass encodes more than a window's new frames: the query frames (and the next ones) first, then each frame
+    # of the clip once, 5 per window after the first
+    assert max(encoded) <= 5 + reach[1] and sum(encoded) <= 41 + 2 * len(queries)
+    # a clip no longer than a window and its reach runs whole, as before
+    encoded.clear()
+    Tracker(model, device="cpu", chunk_frames=41 - sum(reach)).track(frames, queries)
+    assert encoded == [41]
+
+
+def test_temporal_reach_of_the_official_configs_and_bad_chunk_sizes():
+    from tapforge.tapir import TAPIR
+    from tapforge.tapir.tapnet import TAPNet
+
+    assert temporal_reach(TAPIR(), (256, 256)) == (96, 96)
+    assert temporal_reach(TAPIR(pyramid_level=1, extra_convs=True, use_casual_conv=True), (256, 256)) == (192, 0)
+    assert temporal_reach(TAPIR(), (512, 512)) == (192, 192)  # two refinement resolutions
+    assert temporal_reach(TAPNet(), (256, 256)) is None  # runs on the whole clip
+    for bad in (-1, 2.5, True):
+        with pytest.raises(TapforgeError, match="chunk_frames"):
+            Tracker(EchoModel(), device="cpu", chunk_frames=bad)
