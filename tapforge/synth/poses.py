@@ -103,8 +103,11 @@ def pose_matrices(positions: np.ndarray, quaternions: np.ndarray) -> np.ndarray:
     return mats
 
 
-def look_at_matrices(positions: np.ndarray, lookats: np.ndarray) -> np.ndarray:
-    """Camera-to-world 4x4 matrices [T,4,4] in Blender's convention (camera looks down -Z, +Y up)."""
+def look_at_matrices(positions: np.ndarray, lookats: np.ndarray, roll: Any = 0.0) -> np.ndarray:
+    """Camera-to-world 4x4 matrices [T,4,4] in Blender's convention (camera looks down -Z, +Y up), world +Z up in
+    the picture; ``roll`` (radians, one or one per frame [T]) then turns each camera about its own z axis: the
+    matrix is the unrolled one times that rotation, so a positive roll turns the camera counter-clockwise as seen
+    from behind it (its right side rises) and the picture's content clockwise."""
     forward = lookats - positions
     forward /= np.linalg.norm(forward, axis=-1, keepdims=True)
     up = np.array([0.0, 0.0, 1.0])
@@ -113,6 +116,10 @@ def look_at_matrices(positions: np.ndarray, lookats: np.ndarray) -> np.ndarray:
     right[degenerate] = [1.0, 0.0, 0.0]
     right /= np.linalg.norm(right, axis=-1, keepdims=True)
     true_up = np.cross(right, forward)
+    roll = np.asarray(roll, float)
+    if roll.any():
+        cos, sin = np.cos(roll)[..., None], np.sin(roll)[..., None]
+        right, true_up = cos * right + sin * true_up, cos * true_up - sin * right
     mats = np.tile(np.eye(4), (len(positions), 1, 1))
     mats[:, :3, 0], mats[:, :3, 1], mats[:, :3, 2], mats[:, :3, 3] = right, true_up, -forward, positions
     return mats

@@ -952,37 +952,69 @@ def _apart(other: Any, other_name: str) -> Rule:
     return rule
 
 
+ROLLS = array((), "an angle in radians or one per frame [num_frames]")
+
+
+def _rolls(value: Any) -> np.ndarray:
+    """A roll angle or one per frame [T] -> [1] or [T] radians."""
+    try:
+        one = np.ndim(value) == 0
+    except (ValueError, TypeError):  # ragged
+        one = False
+    return ROLLS(np.atleast_1d(value) if one else value)
+
+
+def _frames_of(*per_frame: np.ndarray) -> Rule:
+    """One value, or as many as the per-frame arrays among ``per_frame`` have frames."""
+    lengths = {len(a) for a in per_frame} - {1}
+
+    def rule(value: Any) -> Any:
+        if lengths and len(value) not in {1} | lengths:
+            raise Refused(f"one value or one per frame of the positions and targets ({max(lengths)} frames)")
+        return value
+
+    return rule
+
+
 @dataclass(eq=False)
 class Camera(_Checked):
     """A pinhole camera (Kubric's PerspectiveCamera): focal length and sensor width in mm, horizontal fit.
 
     Its path: `look_at` with one position and target or per-frame arrays [T,3], or `keyframe` per frame
-    (linear between keys)."""
+    (linear between keys). Both take a ``roll`` in radians about the camera's viewing axis (one, or one per frame):
+    the camera-to-world matrix is the unrolled one (world +Z up in the picture) times a rotation about the camera's
+    own z axis, so a positive roll turns the camera counter-clockwise as seen from behind it and the picture's
+    content clockwise."""
 
     focal_length: float = 35.0
     sensor_width: float = 32.0
-    _path: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-    _keys: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _path: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _keys: dict[int, tuple[np.ndarray, np.ndarray, float]] = field(default_factory=dict, repr=False)
     checks: ClassVar[dict[str, Rule]] = {
         "focal_length": number(1.0, LIMIT, unit="mm; Blender's least is 1"),
         "sensor_width": number(1.0, LIMIT, unit="mm; Blender's least is 1"),
     }
 
-    def look_at(self, position: Any, target: Any = (0.0, 0.0, 0.0)) -> Camera:
-        """Place the camera at ``position`` looking at ``target``: each a point [3] or one per frame [T,3]."""
+    def look_at(self, position: Any, target: Any = (0.0, 0.0, 0.0), roll: Any = 0.0) -> Camera:
+        """Place the camera at ``position`` looking at ``target`` (each a point [3] or one per frame [T,3]), turned
+        by ``roll`` radians about its viewing axis (one angle or one per frame [T])."""
         points = self._argument("look_at", "position", position, _points)
         targets = self._argument("look_at", "target", target, _points)
         self._argument("look_at", "target", target, _apart(points, "position"))
-        self._path, self._keys = (points, targets), {}
+        rolls = self._argument("look_at", "roll", roll, _rolls)
+        self._argument("look_at", "roll", rolls, _frames_of(points, targets))
+        self._path, self._keys = (points, targets, rolls), {}
         return self
 
-    def keyframe(self, frame: int, position: Vector, look_at: Vector = (0.0, 0.0, 0.0)) -> Camera:
-        """Pin the camera at ``frame``; frames between keys are interpolated linearly."""
+    def keyframe(self, frame: int, position: Vector, look_at: Vector = (0.0, 0.0, 0.0), roll: float = 0.0) -> Camera:
+        """Pin the camera at ``frame``; frames between keys are interpolated linearly (the roll too, in radians,
+        unwrapped: keys 0 and 2 pi make a full turn)."""
         frame = self._argument("keyframe", "frame", frame, FRAME)
         position = self._argument("keyframe", "position", position, POINT)
         look_at = self._argument("keyframe", "look_at", look_at, POINT)
         self._argument("keyframe", "look_at", look_at, _apart(position, "position"))
-        self._keys[frame] = (np.array(position), np.array(look_at))
+        roll = self._argument("keyframe", "roll", roll, number(unit="radians"))
+        self._keys[frame] = (np.array(position), np.array(look_at), roll)
         self._path = None
         return self
 
@@ -990,25 +1022,37 @@ class Camera(_Checked):
         """Per-frame positions and look-at points [T,3], [T,3]."""
         frames = np.arange(num_frames)
         if self._keys:
-            positions = interpolate_keys({k: p for k, (p, _) in self._keys.items()}, frames)
-            return positions, interpolate_keys({k: t for k, (_, t) in self._keys.items()}, frames)
+            positions = interpolate_keys({k: p for k, (p, _, _) in self._keys.items()}, frames)
+            return positions, interpolate_keys({k: t for k, (_, t, _) in self._keys.items()}, frames)
+        positions, targets, _ = self._placed(num_frames)
+        return np.broadcast_to(positions, (num_frames, 3)).copy(), np.broadcast_to(targets, (num_frames, 3)).copy()
+
+    def roll(self, num_frames: int) -> np.ndarray:
+        """Per-frame roll [T] in radians about the viewing axis (positive: the camera turns counter-clockwise as
+        seen from behind it)."""
+        if self._keys:
+            keys = {k: np.array([r]) for k, (_, _, r) in self._keys.items()}
+            return interpolate_keys(keys, np.arange(num_frames))[:, 0]
+        return np.broadcast_to(self._placed(num_frames)[2], (num_frames,)).copy()
+
+    def _placed(self, num_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`look_at`'s positions, targets and rolls, each of one or ``num_frames`` entries."""
         if self._path is None:
             raise TapforgeError(
                 "the scene's camera has no position: call scene.camera.look_at(position, target) "
                 "or scene.camera.keyframe(frame, position, look_at) in the script"
             )
-        positions, targets = self._path
-        for name, points in (("position", positions), ("target", targets)):
-            if len(points) not in (1, num_frames):
+        for name, values in zip(("position", "target", "roll"), self._path):
+            if len(values) not in (1, num_frames):
                 raise TapforgeError(
-                    f"camera.look_at: {len(points)} {name}s for a clip of {num_frames} frames; "
+                    f"camera.look_at: {len(values)} {name}s for a clip of {num_frames} frames; "
                     "give one, or one per frame"
                 )
-        return np.broadcast_to(positions, (num_frames, 3)).copy(), np.broadcast_to(targets, (num_frames, 3)).copy()
+        return self._path
 
     def matrices(self, num_frames: int) -> np.ndarray:
-        """Camera-to-world matrices [T,4,4] (Blender convention)."""
-        return look_at_matrices(*self.path(num_frames))
+        """Camera-to-world matrices [T,4,4] (Blender convention), roll included."""
+        return look_at_matrices(*self.path(num_frames), self.roll(num_frames))
 
     def intrinsics(self, resolution: tuple[int, int]) -> np.ndarray:
         """Pixel intrinsics K (OpenCV convention, pixel centres at +0.5), horizontal sensor fit."""

@@ -61,6 +61,66 @@ def test_the_renderer_renders_at_the_scenes_resolution_which_the_intrinsics_use(
     assert np.allclose(scene.camera.intrinsics(scene.resolution)[:2, 2], [24, 16])  # the same pixels
 
 
+def _about_own_z(roll):
+    """[T,4,4] rotations about a camera's own z axis by ``roll`` [T] radians."""
+    turn = np.tile(np.eye(4), (len(roll), 1, 1))
+    turn[:, 0, 0], turn[:, 0, 1], turn[:, 1, 0], turn[:, 1, 1] = np.cos(roll), -np.sin(roll), np.sin(roll), np.cos(roll)
+    return turn
+
+
+def test_a_rolled_camera_is_the_unrolled_one_turned_about_its_own_z_axis():
+    frames = 5
+    positions = np.stack([np.linspace(6, 8, frames), np.full(frames, -6.0), np.full(frames, 4.0)], -1)
+    roll = np.linspace(-0.4, 0.6, frames)
+    unrolled = Camera().look_at(positions, (0, 0, 1)).matrices(frames)
+    rolled = Camera().look_at(positions, (0, 0, 1), roll=roll).matrices(frames)
+    assert np.allclose(rolled, unrolled @ _about_own_z(roll))
+    assert np.allclose(Camera().look_at(positions[0], (0, 0, 1), 0.3).matrices(2), unrolled[:1] @ _about_own_z([0.3]))
+    # keyframed: the roll is interpolated linearly between keys, like the position
+    keyed = Camera().keyframe(0, positions[0], (0, 0, 1), roll=-0.4).keyframe(4, positions[-1], (0, 0, 1), roll=0.6)
+    assert np.allclose(keyed.roll(frames), roll) and np.allclose(keyed.matrices(frames), rolled)
+    # the stated sign: a positive roll turns the picture clockwise (a point right of the centre moves down)
+    from tapforge.synth.tracks import world_to_opencv
+
+    camera = Camera().look_at(positions[0], (0, 0, 1))
+    point = np.append(positions[0] + 8 * -unrolled[0, :3, 2] + unrolled[0, :3, 0], 1.0)  # ahead and to the right
+    K = camera.intrinsics((64, 64))
+    for roll_angle, moves_down in ((0.0, False), (0.2, True), (-0.2, False)):
+        camera.look_at(positions[0], (0, 0, 1), roll=roll_angle)
+        x, y, z = (world_to_opencv(camera.matrices(1)) @ point)[0, :3]
+        u, v = (K @ [x, y, z])[:2] / z
+        assert u > 32 and ((v > 32.5) if moves_down else (v <= 32.0 + 1e-9)), (roll_angle, u, v)
+
+
+def test_camera_roll_is_refused_with_one_line_naming_it():
+    for bad in ("a", None, np.zeros((2, 2)), float("nan"), True, [0.1, np.inf]):
+        with pytest.raises(TapforgeError, match="^Camera.look_at roll .*: roll must be an angle in radians") as err:
+            Camera().look_at((5, 5, 5), (0, 0, 0), roll=bad)
+        assert "\n" not in str(err.value) and "test_scene.py:" in str(err.value)
+    with pytest.raises(TapforgeError, match="roll must be one value or one per frame of the positions .*4 frames"):
+        Camera().look_at(np.ones((4, 3)) * 5, (0, 0, 0), roll=[0.1, 0.2])
+    with pytest.raises(TapforgeError, match="^Camera.keyframe roll 'x': roll must be in"):
+        Camera().keyframe(0, (5, 5, 5), roll="x")
+    with pytest.raises(TapforgeError, match="3 rolls for a clip of 4 frames; give one, or one per frame"):
+        Camera().look_at((5, 5, 5), (0, 0, 0), roll=[0.1, 0.2, 0.3]).matrices(4)
+
+
+def test_the_renderer_keys_the_rolled_camera_with_its_matrices():
+    pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed")
+    from tapforge.synth.blender_scene import BlenderRenderer
+
+    settings = load_config("movi_e", ["render.resolution=32", "render.device=cpu"]).render
+    scene = Scene((32, 32), num_frames=4)
+    roll = np.array([0.0, 0.5, -0.7, 1.2])
+    scene.camera = Camera().look_at(np.array([[5.0, -5.0, 3.0]] * 4) + np.arange(4)[:, None], (0, 0, 0), roll)
+    renderer = BlenderRenderer(settings)
+    renderer.build(scene)
+    blender = renderer.scene
+    for t, expected in enumerate(scene.camera.matrices(4)):
+        blender.frame_set(t)
+        assert np.allclose(np.array(blender.camera.matrix_world), expected, atol=1e-5)
+
+
 class _FakeCyclesPrefs:
     """Cycles add-on preferences as bpy shows them, with a chosen build and chosen GPUs."""
 

@@ -248,17 +248,23 @@ def test_set_poses_is_refused_or_gives_finite_unit_poses(positions, quaternions)
 
 
 @FAST
-@given(position=st.one_of(arrays(3), sequences(3), anything), target=st.one_of(arrays(3), sequences(3)))
-def test_camera_look_at_is_refused_or_gives_finite_matrices(position, target):
+@given(
+    position=st.one_of(arrays(3), sequences(3), anything),
+    target=st.one_of(arrays(3), sequences(3)),
+    roll=st.one_of(st.just(0.0), scalars, wrong_types, sequences(1), sequences(3)),
+)
+def test_camera_look_at_is_refused_or_gives_finite_matrices(position, target, roll):
     try:
-        camera = Camera().look_at(position, target)
+        camera = Camera().look_at(position, target, roll)
     except TapforgeError as err:
         refused_in_one_line(err, "look_at")
         return
-    frames = max(len(camera._path[0]), len(camera._path[1]))
-    if len(camera._path[0]) in (1, frames) and len(camera._path[1]) in (1, frames):
+    frames = max(len(values) for values in camera._path)
+    if all(len(values) in (1, frames) for values in camera._path):
         matrices = camera.matrices(frames)
         assert np.isfinite(matrices).all()
+        rotations = matrices[:, :3, :3]  # still rotations, whatever the roll
+        assert np.allclose(rotations @ rotations.transpose(0, 2, 1), np.eye(3), atol=1e-9)
         assert np.isfinite(camera.intrinsics((64, 48))).all()
 
 
