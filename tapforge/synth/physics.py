@@ -1,5 +1,7 @@
 """PyBullet simulation of a `tapforge.synth.scene.Scene` (Kubric's simulator): placement without overlap, settling, tossing,
-scripted (kinematic) objects pushing simulated ones, and the exact per-frame object poses."""
+scripted (kinematic) objects pushing simulated ones, objects released later (held as kinematic colliders until
+their ``release_frame``), and the exact per-frame object poses. A clip costs time linear in its length: each
+physics step reads the scripted poses in O(log T)."""
 
 from __future__ import annotations
 
@@ -73,7 +75,9 @@ class PyBullet:
     The Python objects hold the state: every `run` first copies each object's pose, velocity, friction and
     restitution into its PyBullet body (bodies are made when an object is first placed or run) and afterwards
     copies the simulated poses and velocities back. Static objects are fixed colliders; scripted ones are
-    kinematic: moved along their script every physics step, they push what they hit."""
+    kinematic: moved along their script every physics step, they push what they hit. An object with a
+    ``release_frame`` is kinematic before it (held at its pose, or on its script; runs before the clip count as
+    before it) and gets its mass at the start of that frame, with its ``velocity`` and ``angular_velocity``."""
 
     def __init__(self, scene: Scene):
         pb = import_pybullet()
@@ -82,6 +86,7 @@ class PyBullet:
         self.client = pb.connect(pb.DIRECT)
         self._scratch = tempfile.TemporaryDirectory(prefix="tapforge-physics-")
         self.bodies: dict[int, int] = {}  # instance id -> body
+        self.massless: set[int] = set()  # instance ids of the bodies without mass (static, scripted or held)
         self.floor_body: int | None = None
         self.recorded = False  # the clip's frames have been simulated and stored in the objects
         self.frame = 0.0  # scene time in frames; settling runs happen before frame 0
@@ -96,6 +101,16 @@ class PyBullet:
     def steps_per_frame(self) -> int:
         return self.scene.physics_rate // self.scene.frame_rate
 
+    def _held(self, obj: Object) -> bool:
+        """Moved or held by its script or its release frame now, not by physics: scripted and never released, or
+        before its release."""
+        if obj.release_frame is not None:  # the frame count adds up steps: allow for its rounding
+            return self.frame < obj.release_frame - 1e-6
+        return obj.scripted
+
+    def _mass(self, obj: Object) -> float:
+        return obj.mass if obj.mass is not None else DENSITY * obj.mesh()[2]
+
     def _body(self, obj: Object) -> int:
         pb = self.pb
         if obj not in self.scene.objects:
@@ -107,24 +122,48 @@ class PyBullet:
             )
         if obj.instance_id in self.bodies:
             return self.bodies[obj.instance_id]
-        volume = obj.mesh()[2]
         shape = _collision_shape(self.client, obj, Path(self._scratch.name))
-        fixed = obj.static or obj.scripted
-        mass = 0.0 if fixed else (obj.mass if obj.mass is not None else DENSITY * volume)
-        body = pb.createMultiBody(mass, shape, physicsClientId=self.client)
+        fixed = obj.static or self._held(obj)
+        body = pb.createMultiBody(0.0 if fixed else self._mass(obj), shape, physicsClientId=self.client)
         self.bodies[obj.instance_id] = body
+        if fixed:
+            self.massless.add(obj.instance_id)
+        elif obj.scripted:  # released before its body was made: physics starts from its script's pose now
+            self._take_script_pose(obj)
         self._push(obj)
         return body
+
+    def _take_script_pose(self, obj: Object) -> None:
+        position, quaternion = (a[0] for a in obj.pose_at(max(self.frame, 0.0)))
+        obj.position, obj.quaternion_xyzw = tuple(position.tolist()), tuple(quaternion.tolist())
+
+    def _give_mass(self, obj: Object) -> None:
+        """Give the body the mass its object has now: none while static or held, its own from its release on (or
+        once it is neither); a scripted object released now starts from its script's pose."""
+        fixed = obj.static or self._held(obj)
+        if fixed == (obj.instance_id in self.massless):
+            return
+        if fixed:
+            self.massless.add(obj.instance_id)
+        else:
+            self.massless.discard(obj.instance_id)
+            if obj.scripted:
+                self._take_script_pose(obj)
+        mass = 0.0 if fixed else self._mass(obj)
+        self.pb.changeDynamics(self.bodies[obj.instance_id], -1, mass=mass, physicsClientId=self.client)
 
     def _push(self, obj: Object) -> None:
         """Copy the object's state into its body."""
         pb, body = self.pb, self.bodies[obj.instance_id]
-        if obj.scripted:
+        held = self._held(obj)
+        if held and obj.scripted:
             position, quaternion = (a[0] for a in obj.pose_at(max(self.frame, 0.0)))
         else:
             position, quaternion = obj.position, obj.quaternion_xyzw
         pb.resetBasePositionAndOrientation(body, list(position), list(quaternion), physicsClientId=self.client)
-        pb.resetBaseVelocity(body, list(obj.velocity), list(obj.angular_velocity), physicsClientId=self.client)
+        still = held and not obj.scripted  # held in place: a velocity would push what touches it
+        velocity, angular = ((0.0,) * 3,) * 2 if still else (obj.velocity, obj.angular_velocity)
+        pb.resetBaseVelocity(body, list(velocity), list(angular), physicsClientId=self.client)
         pb.changeDynamics(
             body, -1, lateralFriction=obj.friction, restitution=obj.restitution, physicsClientId=self.client
         )
@@ -143,21 +182,26 @@ class PyBullet:
                 physicsClientId=self.client,
             )
         for obj in self._rigid():
-            if obj.instance_id in self.bodies:
-                self._push(obj)
-            else:
+            if obj.instance_id not in self.bodies:
                 self._body(obj)
+            else:
+                self._give_mass(obj)
+                self._push(obj)
 
     def _sync_out(self) -> None:
         pb = self.pb
         for obj in self._rigid():
-            if obj.static or obj.scripted:
+            if obj.static or self._held(obj):
                 continue
             body = self.bodies[obj.instance_id]
             position, quaternion = pb.getBasePositionAndOrientation(body, physicsClientId=self.client)
             velocity, angular = pb.getBaseVelocity(body, physicsClientId=self.client)
             obj.position, obj.quaternion_xyzw = tuple(position), tuple(quaternion)
             obj.velocity, obj.angular_velocity = tuple(velocity), tuple(angular)
+
+    def _scripted(self) -> list[Object]:
+        """The objects that follow their script now (moved every step; held objects stay put by themselves)."""
+        return [o for o in self._rigid() if o.scripted and self._held(o)]
 
     def _step(self, scripted: list[Object]) -> None:
         """One physics step; scripted bodies first move to their pose at the step's end."""
@@ -211,22 +255,31 @@ class PyBullet:
         in the render; a number: that many frames before the clip (e.g. to let objects settle), not recorded."""
         if self.recorded:
             raise TapforgeError("scene.simulator.run(): the clip is already simulated; run it once, after placing")
+        self.frame = 0.0 if frames is None else -float(frames)
         self._sync_in()
-        scripted = [o for o in self._rigid() if o.scripted]
-        moving = [o for o in self._rigid() if not o.static and not o.scripted]
         if frames is not None:
-            self.frame = -float(frames)
+            scripted = self._scripted()
             for _ in range(int(frames) * self.steps_per_frame):
                 self._step(scripted)
             self.frame = 0.0
             self._sync_out()
             return
-        self.frame = 0.0
         num_frames = self.scene.num_frames
+        moving = [o for o in self._rigid() if o.simulated]
+        later = [o for o in moving if self._held(o)]  # released during the clip
         positions = np.zeros((len(moving), num_frames, 3))
         quaternions = np.zeros((len(moving), num_frames, 4))
+        scripted = self._scripted()
         for t in range(num_frames):
+            if later and any(o.release_frame <= t for o in later):
+                for obj in [o for o in later if o.release_frame <= t]:
+                    self._give_mass(obj)
+                    self._push(obj)  # its velocity and angular velocity
+                later, scripted = [o for o in later if o.release_frame > t], self._scripted()
             for i, obj in enumerate(moving):
+                if self._held(obj):  # before its release: exactly its held or scripted pose
+                    (positions[i, t],), (quaternions[i, t],) = obj.pose_at(t)
+                    continue
                 position, quaternion = self.pb.getBasePositionAndOrientation(
                     self.bodies[obj.instance_id], physicsClientId=self.client
                 )

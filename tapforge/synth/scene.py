@@ -18,9 +18,13 @@ Kubric-manifest folder (`Asset`). Surfaces may deform, with exact tracks: proced
 (``deform=(Deform(...),)``), per-frame vertices from the script (`Object.animate_vertices`), a file's own skinned
 or shape-key animation (`AnimatedMesh`), cloth (`Cloth`) and soft bodies (`SoftBody`). An object moves by physics (the default; ``static=True`` keeps it in place
 as a collider) or by script: `Object.keyframe` (linear position, spherical rotation between keys) or
-`Object.set_poses` (per-frame arrays); a scripted object pushes simulated ones. The camera moves the same
-way (`Camera.look_at` with per-frame arrays, or `Camera.keyframe`). Whatever moves, the renderer is keyed with
-the exact per-frame poses that the ground truth uses.
+`Object.set_poses` (per-frame arrays); a scripted object pushes simulated ones. ``release_frame`` makes an object
+arrive later: it is held at its pose (or follows its script) as a collider until that frame, then physics moves it
+from its ``velocity``. The camera moves the same way (`Camera.look_at` with per-frame arrays, or
+`Camera.keyframe`) and rolls about its viewing axis (``roll`` in radians, one or one per frame: positive turns the
+camera counter-clockwise as seen from behind it, the picture clockwise). Whatever moves, the renderer is keyed
+with the exact per-frame poses that the ground truth uses. Poses cost time linear in the clip's length: scripted
+keys are sorted once, not per physics step.
 
 Coordinates: world Z-up, metres; quaternions (x, y, z, w), hence ``quaternion_xyzw`` (Kubric's ``quaternion`` is
 (w, x, y, z): a ported script that uses it gets one line naming the new spelling); frames 0 .. num_frames - 1.
@@ -63,10 +67,10 @@ from tapforge.synth.checks import (
 )
 from tapforge.synth.checks import color as _color
 from tapforge.synth.meshes import volume_and_centroid
+from tapforge.synth.poses import Keys, interpolate_keys, look_at_matrices, sample_frames, unit_quaternion
 
 # "x as x": re-exported, scene scripts import the rotation helpers from here
 from tapforge.synth.poses import about_z as about_z
-from tapforge.synth.poses import interpolate_keys, look_at_matrices, unit_quaternion
 from tapforge.synth.poses import quaternion_product as quaternion_product
 from tapforge.synth.poses import slerp as slerp
 from tapforge.synth.shapes import SHAPES, Mesh, make_shape, torus_sectors
@@ -372,8 +376,11 @@ class Object(_Checked):
     """Something solid in the scene. Its frame is its centre of mass; ``size`` is its longest side.
 
     Physics (PyBullet) moves it unless ``static`` (then it stays, and others collide with it) or scripted
-    (`keyframe` / `set_poses`: it follows the script, and pushes what it hits). ``deform``: procedural
-    deformations of its surface (`Deform`), applied in order; physics sees the undeformed shape."""
+    (`keyframe` / `set_poses`: it follows the script, and pushes what it hits). ``release_frame``: it arrives
+    later; until that frame it is held at ``position`` / ``quaternion_xyzw`` (or follows its script) as a collider
+    that pushes what it hits and is not pushed, and from that frame on physics moves it, starting with its
+    ``velocity`` and ``angular_velocity`` (a release at or after the clip's end holds it all clip long). ``deform``:
+    procedural deformations of its surface (`Deform`), applied in order; physics sees the undeformed shape."""
 
     rigid: ClassVar[bool] = True  # PyBullet moves it; False: Blender's own simulation does (cloth)
     renamed: ClassVar[tuple[str, ...]] = ("quaternion",)
@@ -384,6 +391,7 @@ class Object(_Checked):
     velocity: Vector = (0.0, 0.0, 0.0)
     angular_velocity: Vector = (0.0, 0.0, 0.0)
     static: bool = False
+    release_frame: int | None = None  # None: physics from the start (scripted: never); k: held or scripted before k
     mass: float | None = None  # kg; None: density 1 times the mesh volume
     friction: float = 0.5
     restitution: float = 0.5
@@ -394,6 +402,7 @@ class Object(_Checked):
     instance_id: int = 0  # set by Scene.add: >= 1, the id in segmentation and object_ids
     _keys: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=dict, repr=False)
     _poses: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # set_poses: scripted
+    _compiled: tuple[Keys | None, Keys | None] | None = field(default=None, repr=False)  # pose_at's sorted keys
     _recorded: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # by the simulator
     _mesh: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, repr=False)
     _vertex_positions: np.ndarray | None = field(default=None, repr=False)  # animate_vertices: [T,V,3]
@@ -406,6 +415,7 @@ class Object(_Checked):
         "velocity": VELOCITY,
         "angular_velocity": vector(what="(x, y, z) in radians per second"),
         "static": flag,
+        "release_frame": optional(integer(0, int(LIMIT), "the frame from which physics moves it")),
         "mass": optional(positive(1e6, "kg")),
         "friction": FRICTION,
         "restitution": UNIT,
@@ -415,6 +425,24 @@ class Object(_Checked):
         "metadata": json_value("metadata"),
         "instance_id": integer(0, 65535),  # segmentation ids are uint16
     }
+
+    def check_together(self) -> None:
+        if self.release_frame is None:
+            return
+        if self.static:
+            raise refuse(
+                type(self).__name__,
+                "release_frame",
+                self.release_frame,
+                "None for a static object (it never moves); set static=False to release it",
+            )
+        if not self.rigid:
+            raise refuse(
+                type(self).__name__,
+                "release_frame",
+                self.release_frame,
+                f"None for a {type(self).__name__} (Blender moves it, not PyBullet); leave release_frame unset",
+            )
 
     # ---- scripted motion
     def keyframe(
@@ -433,6 +461,7 @@ class Object(_Checked):
             None if position is None else np.array(position),
             None if quaternion is None else unit_quaternion(quaternion),
         )
+        self._compiled = None
         return self
 
     def set_poses(self, positions: Any, quaternions_xyzw: Any = None, **renamed: Any) -> Object:
@@ -451,11 +480,17 @@ class Object(_Checked):
             )
             quaternions = self._argument("set_poses", "quaternions_xyzw", quaternions_xyzw, rule)
         self._poses = (positions, quaternions / np.linalg.norm(quaternions, axis=-1, keepdims=True))
+        self._compiled = None
         return self
 
     @property
     def scripted(self) -> bool:
         return bool(self._keys) or self._poses is not None
+
+    @property
+    def simulated(self) -> bool:
+        """PyBullet moves it in some frames: a rigid object, not static, and not scripted or released later."""
+        return self.rigid and not self.static and (not self.scripted or self.release_frame is not None)
 
     @property
     def deforms(self) -> bool:
@@ -493,18 +528,24 @@ class Object(_Checked):
         return False
 
     def pose_at(self, frames: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Scripted pose at (fractional) frames: positions [N,3], quaternions [N,4]."""
+        """Scripted pose at (fractional) frames: positions [N,3], quaternions [N,4] (unscripted: its pose).
+
+        The keys are sorted once per change of the script, so a call costs O(log T) (the simulator calls it every
+        physics step)."""
         frames = np.atleast_1d(np.asarray(frames, float))
+        if self._compiled is None:
+            if self._poses is not None:
+                self._compiled = (None, Keys(dict(enumerate(self._poses[1]))))
+            else:
+                positions = {f: p for f, (p, _) in self._keys.items() if p is not None}
+                rotations = {f: q for f, (_, q) in self._keys.items() if q is not None}
+                self._compiled = (Keys(positions) if positions else None, Keys(rotations) if rotations else None)
+        positions, rotations = self._compiled
         if self._poses is not None:
-            index = np.arange(len(self._poses[0]))
-            positions = np.stack([np.interp(frames, index, self._poses[0][:, k]) for k in range(3)], -1)
-            keys = {int(i): q for i, q in enumerate(self._poses[1])}
-            return positions, interpolate_keys(keys, frames, rotation=True)
-        positions = {f: p for f, (p, _) in self._keys.items() if p is not None}
-        rotations = {f: q for f, (_, q) in self._keys.items() if q is not None}
+            return sample_frames(self._poses[0], frames), rotations.at(frames, rotation=True)
         return (
-            interpolate_keys(positions, frames) if positions else np.tile(self.position, (len(frames), 1)),
-            interpolate_keys(rotations, frames, True)
+            positions.at(frames) if positions else np.tile(self.position, (len(frames), 1)),
+            rotations.at(frames, True)
             if rotations
             else np.tile(unit_quaternion(self.quaternion_xyzw), (len(frames), 1)),
         )
@@ -571,12 +612,15 @@ class Object(_Checked):
         base = {f.name for f in dataclasses.fields(Object)}
         own = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base}
         motion = "scripted" if self.scripted else ("static" if self.static or not self.rigid else "physics")
+        if self.scripted and self.release_frame is not None:
+            motion = "scripted, then physics"
         return {
             "instance_id": self.instance_id,
             "name": self.name,
             "kind": type(self).__name__,
             "size": self.size,
             "motion": motion,
+            "release_frame": self.release_frame,
             "friction": self.friction,
             "restitution": self.restitution,
             "material": _describe(self.material),
@@ -614,6 +658,8 @@ class Shape(Object):
     checks: ClassVar[dict[str, Rule]] = {"shape": one_of(SHAPES), "params": _params}
 
     def check_together(self) -> None:
+        super().check_together()
+
         def rule(params: dict[str, Any]) -> dict[str, Any]:
             takes = SHAPE_PARAMS.get(self.shape, {})
             missing = [name for name in REQUIRED_PARAMS.get(self.shape, ()) if name not in params]
@@ -1201,7 +1247,7 @@ class Scene(_Checked):
 
     def simulate_if_needed(self) -> None:
         """Run the clip's physics when objects move by physics and the script has not run the clip itself."""
-        moving = [o for o in self.objects if o.rigid and not o.static and not o.scripted]
+        moving = [o for o in self.objects if o.simulated]
         if moving and (self._simulator is None or not self._simulator.recorded):
             self.simulator.run()
 

@@ -69,6 +69,7 @@ NUMBER_FIELDS = [
     (Camera, "sensor_width", within(1, 1e5)),
     (Shape, "size", within(0, 1e3, True)),
     (Shape, "mass", optional_(within(0, 1e6, True))),
+    (Shape, "release_frame", optional_(whole(0, 100000))),
     (Shape, "friction", within(0, 10)),
     (Shape, "restitution", within(0, 1)),
     (Principled, "roughness", within(0, 1)),

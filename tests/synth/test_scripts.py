@@ -126,6 +126,90 @@ def test_physics_is_deterministic_and_settled_objects_stay_on_the_floor():
     assert np.allclose(np.linalg.norm(quaternions, axis=-1), 1.0)
 
 
+def _release_scene(num_frames=36, **ball):
+    from tapforge.synth.physics import PyBullet
+
+    scene = Scene(num_frames=num_frames, frame_rate=12, physics_rate=240, simulator_factory=PyBullet)
+    scene.floor = Floor()
+    ball = scene.add(Shape("sphere", size=0.8, **ball))
+    return scene, ball
+
+
+def test_an_object_released_later_is_held_until_its_frame_then_falls_and_is_pushed_like_the_others():
+    pytest.importorskip("pybullet")
+    scene, ball = _release_scene(position=(0.0, 0.0, 2.5), release_frame=6, velocity=(0.3, 0.0, 0.0))
+    sweep = np.linspace(-4.0, 3.0, 36)  # reaches the ball's landing place around frame 20
+    scene.add(Shape("cube", size=1.0).set_poses(np.stack([sweep, np.zeros(36), np.full(36, 0.5)], -1)))
+    scene.simulate_if_needed()  # the held ball counts as simulated: the pipeline runs the clip for it
+    positions, quaternions = scene.object_poses()
+    held = positions[0, :7]  # frames 0..6: held where it was put, up to its release frame
+    assert (held == [0.0, 0.0, 2.5]).all() and (quaternions[0, :7] == [0, 0, 0, 1]).all()
+    assert positions[0, 7, 2] < 2.5 and positions[0, 7, 0] > 0  # then it falls, with its own velocity
+    assert abs(positions[0, 16, 2] - 0.4) < 0.05  # lands on the floor
+    assert positions[0, -1, 0] - positions[0, 16, 0] > 1.0  # and the scripted cube pushes it along +x
+    assert ball.describe()["release_frame"] == 6 and ball.describe()["motion"] == "physics"
+    scene.close()
+
+
+def test_a_held_object_is_a_collider_and_a_scripted_one_is_released_from_its_script():
+    pytest.importorskip("pybullet")
+    scene, shelf = _release_scene(position=(0.0, 0.0, 2.0), release_frame=1000)  # never released in the clip
+    dropped = scene.add(Shape("cube", size=0.6, position=(0.0, 0.0, 3.5)))
+    scene.simulator.run(12)  # runs before the clip hold it too
+    scene.simulator.run()
+    positions, _ = scene.object_poses()
+    assert (positions[0] == [0.0, 0.0, 2.0]).all()  # not pushed down by what lands on it
+    assert 2.6 < positions[1, -1, 2] < 2.8 and dropped.position[2] > 2.6  # the cube rests on it
+    scene.close()
+    scene, ball = _release_scene(24, release_frame=10, velocity=(0.0, 0.0, 0.0))
+    ball.keyframe(0, position=(-2.0, 0.0, 3.0)).keyframe(10, position=(0.0, 0.0, 3.0)).keyframe(20, (2.0, 0.0, 3.0))
+    scene.simulator.run()
+    positions, _ = scene.object_poses()
+    assert np.allclose(positions[0, :11], ball.pose_at(np.arange(11))[0])  # on its script until the release
+    assert np.allclose(positions[0, 10], [0.0, 0.0, 3.0])
+    assert positions[0, -1, 2] < 0.5 and abs(positions[0, -1, 0]) < 0.1  # then it falls where it was let go
+    assert ball.describe()["motion"] == "scripted, then physics"
+    scene.close()
+
+
+def test_release_frame_is_refused_where_nothing_would_release_it():
+    from tapforge.synth.scene import Cloth
+
+    with pytest.raises(TapforgeError, match="^Shape release_frame 5: release_frame must be None for a static object"):
+        Shape("cube", static=True, release_frame=5)
+    cube = Shape("cube", release_frame=5)
+    with pytest.raises(TapforgeError, match="release_frame must be None for a static object .*set static=False"):
+        cube.static = True
+    with pytest.raises(TapforgeError, match="^Cloth release_frame 3: release_frame must be None for a Cloth"):
+        Cloth(release_frame=3)
+    with pytest.raises(
+        TapforgeError, match="^Shape release_frame -1: release_frame must be None or an integer in \\[0, 100000\\]"
+    ):
+        Shape("cube", release_frame=-1)
+
+
+def test_scripted_poses_are_sorted_once_per_change_not_per_physics_step(monkeypatch):
+    import tapforge.synth.scene as scene_module
+
+    built = []
+    original = scene_module.Keys.__init__
+    monkeypatch.setattr(
+        scene_module.Keys, "__init__", lambda self, keys: built.append(len(keys)) or original(self, keys)
+    )
+    frames = 1000
+    path = np.stack([np.linspace(0, 10, frames), np.zeros(frames), np.ones(frames)], -1)
+    obj = Shape("cube").set_poses(path, about_z(np.linspace(0, 3, frames)))
+    for step in np.arange(0, frames - 1, 0.1):  # as the simulator asks, every physics step
+        obj.pose_at([step, step + 0.1])
+    assert built == [frames]  # the quaternion keys, sorted once
+    assert np.allclose(obj.pose_at(500.5)[0], [(500.5 / 999) * 10, 0, 1])  # np.interp's values, exactly
+    assert np.array_equal(obj.pose_at([3.25])[0][:, 0], [np.interp(3.25, np.arange(frames), path[:, 0])])
+    keyed = Shape("cube").keyframe(0, (0, 0, 0)).keyframe(10, (10, 0, 0))
+    assert np.allclose(keyed.pose_at(5)[0], [5, 0, 0])
+    keyed.keyframe(20, (10, 10, 0))  # a new key invalidates the sorted keys
+    assert np.allclose(keyed.pose_at(15)[0], [10, 5, 0])
+
+
 def test_movi_variants_are_explicit_keys():
     pytest.importorskip("pybullet")
     from tapforge.synth.pipeline import build_scene
