@@ -2,9 +2,12 @@
 
     tapforge eval --checkpoint FILE --tapvid-davis tapvid_davis.pkl [--query-mode first|strided] [--json out.json]
 
-Videos are resized to 256x256 and scored with ``tapforge.tapir.tapvid.compute_tapvid_metrics``; the
-benchmark number is the mean over videos. The stay-put baseline (every point stays at its query
-position and is always visible) is always scored too, so a run without --checkpoint scores only it.
+Videos are resized to 256x256 and scored with ``tapforge.tapir.tapvid.compute_tapvid_metrics`` and
+TAPNext++'s re-detection AJ (``compute_redetection_metrics``, AJ_RD: NaN for a video where no point
+re-appears, which the mean leaves out); the benchmark number is the mean over videos. The stay-put
+baseline (every point stays at its query position and is always visible) is always scored too, so a
+run without --checkpoint scores only it. A TAPIR runs over a video longer than --chunk-frames (plus
+its temporal reach) in windows, with the whole clip's outputs and memory bounded by the window.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ DATASET_FLAGS = (
 )
 TABLE_COLUMNS = (
     ("AJ", "average_jaccard"),
+    ("AJ_RD", "AJ_RD"),
     ("<d_avg", "average_pts_within_thresh"),
     ("OA", "occlusion_accuracy"),
     ("vis ok", "visible_recall"),
@@ -49,23 +53,34 @@ TABLE_COLUMNS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="tapforge eval", description="TAP-Vid metrics (AJ, <delta_avg, OA) of a TAPIR checkpoint.")
+    p = Parser(prog="tapforge eval", description="TAP-Vid metrics (AJ, AJ_RD, <delta_avg, OA) of a TAPIR checkpoint.")
     p.add_argument("--checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors (omit to score only stay-put)")
     for dest, flag, help_ in DATASET_FLAGS:
         p.add_argument(flag, dest=dest, metavar="PATH", help=help_)
     p.add_argument("--query-mode", choices=tapvid.QUERY_MODES, default="first", help="query sampling (default first)")
     p.add_argument("--json", help="write all numbers (means and per-video) to this JSON file")
     add_number(p, "--max-videos", int, 1, help="evaluate only the first N videos of each dataset")
+    add_number(
+        p,
+        "--chunk-frames",
+        int,
+        0,
+        default=256,
+        help="run a TAPIR over longer videos this many frames at a time, plus its temporal reach on each side "
+        "(same outputs, bounded memory; default 256; 0: whole clips)",
+    )
     add_run_options(p)
     return p
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """Metrics x100 as a fixed-width table, one row per method."""
+    """Metrics x100 as a fixed-width table, one row per method ("-" for a metric no video has, e.g. AJ_RD where no
+    point re-appears)."""
     width = max(len(name) for name in rows) + 2
     lines = [" " * width + "".join(f"{c:>8}" for c, _ in TABLE_COLUMNS)]
     for name, metrics in rows.items():
-        lines.append(f"{name:<{width}}" + "".join(f"{100 * metrics[k]:8.1f}" for _, k in TABLE_COLUMNS))
+        cells = (f"{100 * metrics[k]:8.1f}" if math.isfinite(metrics[k]) else f"{'-':>8}" for _, k in TABLE_COLUMNS)
+        lines.append(f"{name:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
 
@@ -85,11 +100,11 @@ def evaluate(samples, query_mode: str, tracker=None, max_videos: int | None = No
         names.append(sample["name"])
         args = (sample["query_points"], sample["occluded"], sample["target_points"])
         stay_tracks, stay_occ = tapvid.stay_put_prediction(sample["query_points"], sample["occluded"].shape[-1])
-        per_video["stay_put"].append(tapvid.compute_tapvid_metrics(*args, stay_occ, stay_tracks, query_mode))
+        per_video["stay_put"].append(tapvid.compute_all_metrics(*args, stay_occ, stay_tracks, query_mode))
         if tracker is not None:
             result = tracker.track(sample["video"][0], sample["query_points"][0])
             per_video["model"].append(
-                tapvid.compute_tapvid_metrics(*args, result.occluded[None], result.tracks[None], query_mode)
+                tapvid.compute_all_metrics(*args, result.occluded[None], result.tracks[None], query_mode)
             )
     if not names:
         raise TapforgeError(
@@ -102,7 +117,9 @@ def evaluate(samples, query_mode: str, tracker=None, max_videos: int | None = No
         if metrics:
             report[method] = {
                 "mean": tapvid.mean_metrics(metrics),
-                "per_video": {k: [float(m[k][0]) for m in metrics] for k in tapvid.METRIC_KEYS},
+                "per_video": {
+                    k: [float(m[k][0]) for m in metrics] for k in tapvid.METRIC_KEYS + tapvid.REDETECTION_KEYS
+                },
             }
     return report
 
@@ -134,7 +151,7 @@ def main(argv: list[str]) -> int:
         tapvid.tapvid_pickle_paths(path)
     tracker = None
     if args.checkpoint:
-        tracker = tracker_from_args(args)
+        tracker = tracker_from_args(args, chunk_frames=args.chunk_frames)
     results = {"checkpoint": args.checkpoint, "datasets": {}}
     for dest, path in datasets:
         start = time.perf_counter()

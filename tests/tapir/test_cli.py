@@ -330,6 +330,60 @@ def test_eval_refuses_a_bad_pickle_before_scoring_and_writes_nothing(tmp_path, c
     assert message in line and "'car'" in line and "AJ" not in printed and not out.exists()
 
 
+def test_eval_reports_the_re_detection_aj_beside_aj(tmp_path, capsys):
+    # static points, so staying put is exact; track 0 is hidden on frames 1 and 3, track 1 never
+    occluded = np.zeros((2, 6), bool)
+    occluded[0, [1, 3]] = True
+    video = {
+        "video": np.zeros((6, 16, 16, 3), np.uint8),
+        "points": np.repeat(np.array([[[0.25, 0.5]], [[0.75, 0.5]]], np.float32), 6, axis=1),
+        "occluded": occluded,
+    }
+    path = tmp_path / "d.pkl"
+    path.write_bytes(pickle.dumps({"still": video, "no_gap": {**video, "occluded": np.zeros((2, 6), bool)}}))
+    assert tapforge(["eval", "--tapvid-davis", str(path), "--json", str(tmp_path / "m.json")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(lines) if "AJ_RD" in line)
+    assert lines[header].split()[:2] == ["AJ", "AJ_RD"] and lines[header + 1].split()[2] == "75.0"
+    stay_put = json.loads((tmp_path / "m.json").read_text())["datasets"]["tapvid_davis"]["stay_put"]
+    # the eligible re-appearance is frame 2 (frame 4's gap is no longer): frames 2..5 hold 3 visible points, all
+    # exact, and frame 3 is predicted visible while hidden: 3 / (3 + 1) at every distance. The video without a
+    # gap has none (null), and the mean over videos leaves it out.
+    assert stay_put["per_video"]["AJ_RD"] == [0.75, None] and stay_put["mean"]["AJ_RD"] == 0.75
+    assert stay_put["per_video"]["AJ_RD_D1_dmin1"] == [0.75, None] and stay_put["mean"]["AJ_RD_dmin4"] is None
+
+
+def test_eval_runs_long_videos_in_windows_with_the_same_metrics(tmp_path, capsys, monkeypatch):
+    from tapforge.tapir.inference import Tracker
+
+    windowed = []
+    in_windows = Tracker._track_in_windows
+    monkeypatch.setattr(Tracker, "_track_in_windows", lambda *a: windowed.append(1) or in_windows(*a))
+    torch.manual_seed(0)
+    small = TAPIR(
+        initial_resolution=(64, 64), num_pips_iter=1, num_mixer_blocks=1, mixer_hidden_dim=32, blocks_per_group=[1] * 4
+    )
+    checkpoint = str(ck.save_safetensors(small, tmp_path / "small.safetensors"))  # reach: 2 frames each side
+    rng = np.random.default_rng(2)
+    occluded = rng.random((4, 20)) < 0.3
+    occluded[:, 0] = False
+    points = np.clip(0.5 + np.cumsum(rng.normal(0, 0.03, (4, 20, 2)), axis=1), 0.05, 0.95).astype(np.float32)
+    path = tmp_path / "d.pkl"
+    path.write_bytes(
+        pickle.dumps(
+            {"long": {"video": rng.integers(0, 256, (20, 32, 32, 3), np.uint8), "points": points, "occluded": occluded}}
+        )
+    )
+    reports = []
+    for chunk in ("0", "4"):
+        argv = ["eval", "--checkpoint", checkpoint, "--tapvid-davis", str(path), "--device", "cpu"]
+        assert tapforge(argv + ["--chunk-frames", chunk, "--json", str(tmp_path / f"{chunk}.json")]) == 0
+        reports.append(json.loads((tmp_path / f"{chunk}.json").read_text())["datasets"]["tapvid_davis"]["model"])
+    assert windowed == [1]  # --chunk-frames 4 ran the 20 frames in windows, 0 whole
+    for key, value in reports[0]["mean"].items():
+        assert reports[1]["mean"][key] == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
 def test_eval_scores_a_float_video_in_0_1_as_its_uint8_original(tmp_path, capsys):
     as_uint8 = _davis(tmp_path / "a.pkl")
     as_float = _davis(tmp_path / "b.pkl", lambda e: e.__setitem__("video", e["video"] / 255.0))
