@@ -178,17 +178,22 @@ class SyntheticEvalSet(IterableDataset):
                     yield _as_batch(sample_out, self.name, mode, clip.key)
 
 
+LOGGED_KEYS = tapvid.METRIC_KEYS + ("AJ_RD",)
+"""What validation logs per set: the TAP-Vid metrics and TAPNext++'s re-detection AJ (`tapvid.compute_all_metrics`)."""
+
+
 class MetricAccumulator:
-    """Sums of per-video TAP-Vid metrics per set, the sets named as their videos come in; :meth:`reduce` gives
-    means over all ranks' videos."""
+    """Sums of per-video metrics (`LOGGED_KEYS`) per set, the sets named as their videos come in; :meth:`reduce` gives
+    means over all ranks' videos (a metric NaN or absent for a video, e.g. AJ_RD where no point re-appears, is left
+    out of its mean)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, np.ndarray] = {}  # set -> metric sums, finite-value counts, videos
 
     def add(self, set_name: str, metrics: dict) -> None:
         """Add one video's metrics (arrays of shape [1] as compute_tapvid_metrics returns)."""
-        num_keys = len(tapvid.METRIC_KEYS)
-        values = np.array([float(np.ravel(metrics[k])[0]) for k in tapvid.METRIC_KEYS])
+        num_keys = len(LOGGED_KEYS)
+        values = np.array([float(np.ravel(metrics[k])[0]) if k in metrics else np.nan for k in LOGGED_KEYS])
         finite = np.isfinite(values)  # a video without evaluable points has NaN metrics
         row = self.rows.setdefault(set_name, np.zeros(2 * num_keys + 1))
         row[:num_keys] += np.where(finite, values, 0.0)
@@ -197,7 +202,7 @@ class MetricAccumulator:
 
     def packed(self, set_names: Sequence[str]) -> torch.Tensor:
         """The sums of ``set_names`` as one float64 tensor (zeros for a set this process saw no video of)."""
-        empty = np.zeros(2 * len(tapvid.METRIC_KEYS) + 1)
+        empty = np.zeros(2 * len(LOGGED_KEYS) + 1)
         return torch.from_numpy(np.stack([self.rows.get(name, empty) for name in set_names]))
 
     def reduce(
@@ -214,14 +219,14 @@ class MetricAccumulator:
         if not names:
             return {}
         packed = sum_over_ranks(self.packed(names)).cpu().numpy()
-        num_keys = len(tapvid.METRIC_KEYS)
+        num_keys = len(LOGGED_KEYS)
         sums, counts, videos = packed[:, :num_keys], packed[:, num_keys:-1], packed[:, -1]
         out = {}
         for row, name in enumerate(names):
             if videos[row] == 0:
                 continue
             out[f"{name}/num_videos"] = float(videos[row])
-            for col, key in enumerate(tapvid.METRIC_KEYS):
+            for col, key in enumerate(LOGGED_KEYS):
                 if counts[row, col]:
                     out[f"{name}/{key}"] = float(sums[row, col] / counts[row, col])
         return out

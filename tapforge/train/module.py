@@ -332,10 +332,10 @@ class TAPIRModule(LightningModule):
         pred_tracks = outputs["tracks"].float().cpu().numpy()
         pred_occluded = pred_occluded.cpu().numpy()
         mode, set_name = batch.mode, batch.set_name
-        metrics = tapvid.compute_tapvid_metrics(query, gt_occluded, gt_tracks, pred_occluded, pred_tracks, mode)
+        metrics = tapvid.compute_all_metrics(query, gt_occluded, gt_tracks, pred_occluded, pred_tracks, mode)
         self._metrics.add(set_name, metrics)
         stay_tracks, stay_occluded = tapvid.stay_put_prediction(query, gt_tracks.shape[2])
-        stay = tapvid.compute_tapvid_metrics(query, gt_occluded, gt_tracks, stay_occluded, stay_tracks, mode)
+        stay = tapvid.compute_all_metrics(query, gt_occluded, gt_tracks, stay_occluded, stay_tracks, mode)
         self._metrics.add(f"{set_name}_stay_put", stay)
         return {"tracks": pred_tracks[0], "occluded": pred_occluded[0]}
 

@@ -275,7 +275,9 @@ def test_metric_reduction_over_ranks_is_the_mean_over_videos():
         gt = rng.random((1, 6, 8, 2)) * 20
         query = np.concatenate([np.zeros((1, 6, 1)), gt[:, :, 0, ::-1]], axis=-1)
         pred = gt + rng.normal(0, 3, gt.shape)
-        per_video.append(tapvid.compute_tapvid_metrics(query, gt_occ, gt, rng.random((1, 6, 8)) < 0.3, pred, "first"))
+        args = (query, gt_occ, gt, rng.random((1, 6, 8)) < 0.3, pred, "first")
+        aj_rd = tapvid.compute_redetection_metrics(*args)["AJ_RD"]  # validation logs AJ_RD beside AJ
+        per_video.append({**tapvid.compute_tapvid_metrics(*args), "AJ_RD": aj_rd})
     ranks = [MetricAccumulator(), MetricAccumulator()]
     for i, metrics in enumerate(per_video):
         ranks[0 if i < 4 else 1].add("synthetic_first", metrics)  # uneven split over ranks
@@ -291,6 +293,7 @@ def test_metric_reduction_over_ranks_is_the_mean_over_videos():
     reduced = ranks[0].reduce(all_reduce_sum, gather_names)
     expected = tapvid.mean_metrics(per_video)
     assert reduced["synthetic_first/num_videos"] == 5 and reduced["davis_first/num_videos"] == 1
+    assert "AJ_RD" in expected
     for key, value in expected.items():
         assert reduced[f"synthetic_first/{key}"] == pytest.approx(value)
 
