@@ -15,21 +15,44 @@ query mode: per dataset the mean and the spread (max - min) over the seeds, then
 
 Resumes in --out: rendering renders only missing shards, procedural shards are kept, a training
 whose scores are logged is not rerun and one cut short resumes from its ``last.ckpt``.
+
+    python bench/sim2real.py --augment-cost --resolution 256 --frames 24      # the augmentation's cost, nothing else
+
+``--augment-cost`` prints what each sim2real augmentation option (``data.augment``) costs per batch of
+--augment-batch clips on one CPU thread, applied to every clip (p 1), beside the crop and flip that always run,
+and the defaults with and without TAPNext++'s roll and homography at their p 0.8: median and spread over
+--augment-repeats batches.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import os
 import shutil
+import statistics
+import time
 
 import numpy as np
+import torch
 from learn import ROOT, fit, logged_metrics, train_args, validate, write_procedural
 
 from tapforge.cli import main as tapforge_main
 from tapforge.tapir.cli_eval import TABLE_COLUMNS
 from tapforge.tapir.tapvid import write_tapvid_pickle
+from tapforge.train.augment import Sim2RealAugment
+from tapforge.train.augment_config import (
+    AugmentConfig,
+    BlurConfig,
+    ColorConfig,
+    HomographyConfig,
+    JpegConfig,
+    NoiseConfig,
+    OccluderConfig,
+    RollConfig,
+)
+from tapforge.train.batches import ClipBatch
 from tapforge.train.photo_clips import make_clips
 
 DATASETS = ("procedural", "legacy", "natural")
@@ -64,6 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--photos", metavar="DIR", help="your own photos for the real-photo clips (default: the bundled ones)"
     )
+    p.add_argument("--augment-cost", action="store_true", help="only time the augmentation options (see above)")
+    p.add_argument("--augment-batch", type=int, default=8, help="clips per timed batch")
+    p.add_argument("--augment-queries", type=int, default=256, help="tracks per timed clip")
+    p.add_argument("--augment-repeats", type=int, default=7, help="timed batches per option")
     return p.parse_args(argv)
 
 
@@ -124,8 +151,72 @@ def row(label: str, runs: list[dict[str, float]], method: str = "") -> str:
     return f"  {label:<18}" + "".join(f"{c:>14}" for c in cells)
 
 
+def augment_options() -> dict[str, AugmentConfig]:
+    """Each option alone at p 1 beside the crop and flip (which always run), and the defaults without and with
+    TAPNext++'s roll and homography."""
+    base = AugmentConfig(
+        occluder=OccluderConfig(p=0.0),
+        color=ColorConfig(p=0.0, grayscale_p=0.0),
+        blur=BlurConfig(gaussian_p=0.0, motion_p=0.0),
+        noise=NoiseConfig(p=0.0),
+        jpeg=JpegConfig(p=0.0),
+    )
+    return {
+        "crop + flip": base,
+        "occluder": dataclasses.replace(base, occluder=OccluderConfig(p=1.0)),
+        "color": dataclasses.replace(base, color=ColorConfig(p=1.0, grayscale_p=0.0)),
+        "gaussian blur": dataclasses.replace(base, blur=BlurConfig(gaussian_p=1.0, motion_p=0.0)),
+        "motion blur": dataclasses.replace(base, blur=BlurConfig(gaussian_p=0.0, motion_p=1.0)),
+        "noise": dataclasses.replace(base, noise=NoiseConfig(p=1.0)),
+        "jpeg": dataclasses.replace(base, jpeg=JpegConfig(p=1.0)),
+        "roll (new)": dataclasses.replace(base, roll=RollConfig(p=1.0)),
+        "homography (new)": dataclasses.replace(base, homography=HomographyConfig(p=1.0)),
+        "roll + homography": dataclasses.replace(base, roll=RollConfig(p=1.0), homography=HomographyConfig(p=1.0)),
+        "defaults": AugmentConfig(),
+        "defaults + both p 0.8": AugmentConfig(roll=RollConfig(p=0.8), homography=HomographyConfig(p=0.8)),
+    }
+
+
+def augment_cost(args: argparse.Namespace) -> None:
+    """Print the CPU seconds per batch of each augmentation option, options interleaved so that they share the
+    machine's state."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    b, t, s, n = args.augment_batch, args.frames, args.resolution, args.augment_queries
+    query_frame = torch.randint(0, t, (b, n), generator=gen)
+    batch = ClipBatch(
+        video=torch.randint(0, 256, (b, t, s, s, 3), dtype=torch.uint8, generator=gen),
+        tracks=torch.rand(b, n, t, 2, generator=gen) * s,
+        occluded=(torch.rand(b, n, t, generator=gen) < 0.2).scatter_(2, query_frame[..., None], False),
+        query_frame=query_frame,
+        object_ids=torch.zeros(b, n, dtype=torch.int64),
+        keys=[f"clip{i}" for i in range(b)],
+    )
+    augments = {name: Sim2RealAugment(config, (s, s)) for name, config in augment_options().items()}
+    times: dict[str, list[float]] = {name: [] for name in augments}
+    for repeat in range(args.augment_repeats + 1):
+        for name, augment in augments.items():
+            start = time.process_time()
+            augment(batch, gen)
+            if repeat:  # the first round warms up
+                times[name].append(time.process_time() - start)
+    base = statistics.median(times["crop + flip"])
+    print(
+        f"\nsim2real augmentation, batch {b} x {t} frames x {s}x{s}, {n} tracks, 1 CPU thread: CPU-s per batch, "
+        f"median (max - min) of {args.augment_repeats}; each option at p 1 except the defaults"
+    )
+    print(f"  {'option':<22}{'s/batch':>10}{'spread':>10}{'over crop + flip':>18}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        extra = f"{median - base:+.3f}" if name != "crop + flip" else ""
+        print(f"  {name:<22}{median:10.3f}{max(values) - min(values):10.3f}{extra:>18}")
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.augment_cost:
+        augment_cost(args)
+        return
     real = os.path.join(args.out, f"real_{args.real_clips}x{args.real_frames}_{args.resolution}px.pkl")
     clips = make_clips(args.real_clips, args.real_frames, args.resolution, seed=0, photos_dir=args.photos)
     write_tapvid_pickle(real, ((c.name, c.video, c.tracks, c.occluded) for c in clips))
