@@ -12,17 +12,15 @@ floor, box on the dome), so texel density stays even on every face: no UV stretc
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.config import RenderSettings
-from tapforge.synth.exr import read_multilayer_exr
 from tapforge.synth.native import quiet_stdout
+from tapforge.synth.pass_frames import AOV_OBJECT_COORDINATES, AOV_SURFACE, RenderedFrames
 from tapforge.synth.scene import (
     PROCEDURAL_TEXTURES,
     AreaLight,
@@ -40,9 +38,6 @@ from tapforge.synth.shapes import SHARP_ANGLE, uv_sphere
 from tapforge.synth.textures import FAMILIES, generate_texture
 from tapforge.synth.tracks import Surface
 
-AOV_OBJECT_COORDINATES = "object_coordinates"
-# where on a deforming mesh a pixel is: (triangle index, u, v), barycentric (1 - u - v, u, v), from attributes
-AOV_SURFACE = "surface"
 FACE_ATTRIBUTE, CORNER_ATTRIBUTE = "tapforge_face", "tapforge_corner"
 SIMPLE_DEFORM = {"bend": "BEND", "twist": "TWIST", "taper": "TAPER", "stretch": "STRETCH"}
 # Blender's cloth and soft-body solvers take one time unit per frame and scale gravity by 1e-3, whatever the frame
@@ -518,49 +513,17 @@ class BlenderRenderer:
         scene.render.use_motion_blur = saved_blur
         return time.perf_counter() - start
 
-    def render(self, num_frames: int) -> dict[str, np.ndarray]:
-        """Render the built scene: ``rgb`` uint8 [T,H,W,3] plus the aux passes as float arrays.
+    def render(self, num_frames: int, scratch: str | None = None) -> RenderedFrames:
+        """Render the built scene into files (a folder under ``scratch``, or the system's temporary folder): the
+        rgb frames and the exact aux passes, read back frame by frame through the returned `RenderedFrames`.
 
-        Records ``self.timing``: 'path_tracing' (the rgb layer) and 'aux_passes' / 'exr_read' seconds.
+        Records ``self.timing``: 'path_tracing' (the rgb layer) and 'aux_passes' seconds.
         """
-        with tempfile.TemporaryDirectory(prefix="tapforge-render-") as tmp:
-            out_dir = Path(tmp)
-            self.timing = {"path_tracing": self._render_layers(out_dir, rgb=True, aux=False)}
-            # aux passes always without motion blur: Cycles has no vector pass with blur on
-            self.timing["aux_passes"] = self._render_layers(out_dir, rgb=False, aux=True, motion_blur=False)
-            start = time.perf_counter()
-            frames = [
-                (
-                    np.asarray(Image.open(out_dir / f"rgb_{t:04d}.png").convert("RGB")),
-                    read_multilayer_exr(out_dir / f"aux_{t:04d}.exr"),
-                )
-                for t in range(num_frames)
-            ]
-            self.timing["exr_read"] = time.perf_counter() - start
-        return stack_passes(frames)
-
-
-def stack_passes(frames: list[tuple[np.ndarray, dict]]) -> dict[str, np.ndarray]:
-    """Per-frame (uint8 rgb [H,W,3], aux EXR channel dict) -> stacked [T,H,W(,C)] arrays with tapforge's pass
-    names."""
-
-    def channels(layer: dict, name: str, suffixes: str) -> np.ndarray:
-        return np.stack([layer[f"{name}.{s}"] for s in suffixes], -1)
-
-    out: dict[str, list] = {
-        k: []
-        for k in ("rgb", "depth_z", "position", "normal", "vector", "object_index", "object_coordinates", "surface")
-    }
-    for rgb, aux in frames:
-        out["rgb"].append(rgb)
-        out["depth_z"].append(aux["aux.Depth.Z"])
-        out["position"].append(channels(aux, "aux.Position", "XYZ"))
-        out["normal"].append(channels(aux, "aux.Normal", "XYZ"))
-        out["vector"].append(channels(aux, "aux.Vector", "XYZW"))
-        out["object_index"].append(np.round(aux["aux.Object Index.X"]).astype(np.uint16))
-        out["object_coordinates"].append(channels(aux, f"aux.{AOV_OBJECT_COORDINATES}", "RGB"))
-        out["surface"].append(channels(aux, f"aux.{AOV_SURFACE}", "RGB"))
-    return {k: np.stack(v) for k, v in out.items()}
+        frames = RenderedFrames(num_frames, scratch)
+        self.timing = {"path_tracing": self._render_layers(frames.folder, rgb=True, aux=False)}
+        # aux passes always without motion blur: Cycles has no vector pass with blur on
+        self.timing["aux_passes"] = self._render_layers(frames.folder, rgb=False, aux=True, motion_blur=False)
+        return frames
 
 
 def _select_device(bpy, device: str) -> tuple[str, str | None]:

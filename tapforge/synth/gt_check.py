@@ -58,7 +58,7 @@ def surface_reconstruction_error(passes: dict, surfaces: dict) -> dict[int, floa
     for instance_id, surface in surfaces.items():
         flat = np.flatnonzero(seg.reshape(-1) == instance_id)
         frame = flat // (seg.shape[1] * seg.shape[2])
-        face, weights = surface_spots(passes["surface"], flat, len(surface.triangles))
+        face, weights = surface_spots(passes["surface"].reshape(-1, 3)[flat], len(surface.triangles))
         spots = np.einsum("nk,nkc->nc", weights, surface.vertices[frame[:, None], surface.triangles[face]])
         distance = np.linalg.norm(spots - positions[flat], axis=-1)
         errors[instance_id] = float(np.percentile(distance, 99)) if len(flat) else 0.0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import time
 import traceback
@@ -18,6 +19,7 @@ from tapforge.base.video import IMAGE_SUFFIXES
 from tapforge.synth.config import HDRI_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.mesh_files import BlenderMeshReader
 from tapforge.synth.motion import motion_statistics
+from tapforge.synth.pass_frames import PassFrames, stack
 from tapforge.synth.physics import PyBullet
 from tapforge.synth.poses import pose_matrices
 from tapforge.synth.scene import AssetFiles, Scene
@@ -102,10 +104,15 @@ class RenderedScene:
 
     scene_index: int  # the global scene index; the scene's seed is ``scene.seed``
     scene: Scene  # the scene as rendered, its physics run
-    passes: dict[str, np.ndarray]  # ``rgb`` uint8 [T,H,W,3] and the exact 1-sample passes (see `compute_tracks`)
+    frames: PassFrames  # the rgb frames and exact 1-sample passes, read frame by frame (`tapforge.synth.pass_frames`)
     surfaces: dict[int, Surface]  # the deforming objects' evaluated meshes, by instance id
     poses: np.ndarray  # object-to-world [O,T,4,4] of ``scene.objects``
     timing: dict[str, float]  # seconds per stage: scene_script, scene_build, deformation, path_tracing, ...
+
+    @functools.cached_property
+    def passes(self) -> dict[str, np.ndarray]:
+        """Every frame's passes as [T,...] arrays: the whole clip in memory, for checks on short clips."""
+        return stack(self.frames)
 
 
 class SceneRenderer:
@@ -115,9 +122,17 @@ class SceneRenderer:
     of the dataset's identity (`tapforge.synth.config.config_hash` leaves it out).
     """
 
-    def __init__(self, config: SynthConfig, threads: int | None = None, share: SceneRenderer | None = None):
+    def __init__(
+        self,
+        config: SynthConfig,
+        threads: int | None = None,
+        share: SceneRenderer | None = None,
+        scratch: str | None = None,
+    ):
         """``share``: render in that renderer's Blender session (one per process), which must have the same
-        render settings (e.g. to compare two presets side by side)."""
+        render settings (e.g. to compare two presets side by side); ``scratch``: the folder under which each
+        render's frame files go (default: the system's temporary folder)."""
+        self.scratch = scratch
         from tapforge.synth.blender_scene import BlenderRenderer
 
         self.config = config
@@ -140,20 +155,31 @@ class SceneRenderer:
         surfaces = self.blender.read_surfaces(scene.num_frames)  # runs the simulations, before the render
         if surfaces:
             timing["deformation"] = time.perf_counter() - start
-        passes = self.blender.render(scene.num_frames)
+        frames = self.blender.render(scene.num_frames, self.scratch)
         timing.update(self.blender.timing)
-        return RenderedScene(scene_index, scene, passes, surfaces, pose_matrices(*scene.object_poses()), timing)
+        return RenderedScene(scene_index, scene, frames, surfaces, pose_matrices(*scene.object_poses()), timing)
 
 
 def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
     """The shard clip of a rendered scene: ground-truth tracks, the optional passes, camera and meta.
 
-    Pure numpy (no Blender): the same result and config give the same clip."""
-    scene, passes = rendered.scene, rendered.passes
+    Pure numpy (no Blender): the same result and config give the same clip. The passes are read one frame at a
+    time and the clip's video reads its frames when they are encoded, so memory holds the tracks and the optional
+    per-pixel outputs, not the clip's passes."""
+    scene, frames = rendered.scene, rendered.frames
     cam_to_world = scene.camera.matrices(scene.num_frames)
     K = scene.camera.intrinsics(scene.resolution)
+    extra = {name: [None] * frames.num_frames for name in config.outputs.passes}
+
+    def keep_outputs(t: int, aux: dict[str, np.ndarray]) -> None:
+        if "depth" in extra:
+            distance = np.linalg.norm(aux["position"] - cam_to_world[t, :3, 3], axis=-1)
+            extra["depth"][t] = np.where(aux["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
+        if "segmentation" in extra:
+            extra["segmentation"][t] = aux["object_index"].astype(np.uint16)
+
     gt = compute_tracks(
-        passes,
+        frames,
         rendered.poses,
         np.array([o.instance_id for o in scene.objects], np.int64),
         cam_to_world,
@@ -162,13 +188,8 @@ def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
         config.tracks.depth_tolerance,
         seeds.rng(scene.seed, "tracks"),  # not the script's stream: the pixels must not replay its draws
         rendered.surfaces,
+        visit=keep_outputs,
     )
-    extra = {}
-    if "depth" in config.outputs.passes:
-        distance = np.linalg.norm(passes["position"] - cam_to_world[:, None, None, :3, 3], axis=-1)
-        extra["depth"] = np.where(passes["depth_z"] < SKY_DEPTH, distance, np.inf).astype(np.float32)
-    if "segmentation" in config.outputs.passes:
-        extra["segmentation"] = passes["object_index"].astype(np.uint16)
     camera = {
         "K": K.tolist(),
         "width": scene.resolution[0],
@@ -207,7 +228,7 @@ def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
     }
     return Clip(
         key=scene_key(rendered.scene_index),
-        video=passes["rgb"],
+        video=frames.video,
         tracks=gt.tracks,
         occluded=gt.occluded,
         tracks_3d=gt.tracks_3d,
@@ -215,5 +236,5 @@ def make_clip(rendered: RenderedScene, config: SynthConfig) -> Clip:
         query=gt.query,
         camera=camera,
         meta=meta,
-        **extra,
+        **{name: np.stack(planes) for name, planes in extra.items()},
     )

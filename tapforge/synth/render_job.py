@@ -187,13 +187,16 @@ def render_scene(renderer, config: SynthConfig, index: int) -> tuple[dict, dict[
     """Render and encode scene `index` as a render job's worker does; return the shard sample and its timing
     breakdown (seconds, per stage; `bench/render.py` reports the same)."""
     rendered = renderer.render(index)
-    timing = dict(rendered.timing)
-    start = time.perf_counter()
-    clip = make_clip(rendered, config)
-    timing["ground_truth"] = time.perf_counter() - start
-    start = time.perf_counter()
-    sample = encode_clip(clip, config.outputs.video_codec, config.outputs.jpeg_quality)
-    timing["encode"] = time.perf_counter() - start
+    try:
+        timing = dict(rendered.timing)
+        start = time.perf_counter()
+        clip = make_clip(rendered, config)  # reads the passes' files frame by frame
+        timing["ground_truth"] = time.perf_counter() - start
+        start = time.perf_counter()
+        sample = encode_clip(clip, config.outputs.video_codec, config.outputs.jpeg_quality)  # reads the frames
+        timing["encode"] = time.perf_counter() - start
+    finally:
+        rendered.frames.close()  # the clip's frame files, now in the sample
     return sample, {k: round(v, 4) for k, v in timing.items()}
 
 

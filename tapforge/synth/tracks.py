@@ -1,4 +1,6 @@
-"""Exact ground-truth point tracks (Kubric's point-tracking rules), vectorised numpy.
+"""Exact ground-truth point tracks (Kubric's point-tracking rules), vectorised numpy, reading the renderer's passes
+one frame at a time (three passes over the frames: what each shows, the query pixels, the visibility test), so
+memory holds the tracks and one frame whatever the clip's length.
 
 Query points are sampled object-balanced (equal shares for every visible object and the static
 background) among the pixels where each object is visible; the renderer's position pass at the pixel
@@ -22,9 +24,14 @@ Coordinates: tracks are (x, y) raster pixels, (0, 0) = top-left corner of the to
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
+
+from tapforge.synth.pass_frames import ArrayFrames, PassFrames
 
 BLENDER_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 SKY_DEPTH = 1e9  # Cycles' planar depth for rays that hit nothing is ~1e10
@@ -60,9 +67,9 @@ class Surface:
         return points, normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-12)
 
 
-def surface_spots(surface_pass: np.ndarray, flat: np.ndarray, num_faces: int) -> tuple[np.ndarray, np.ndarray]:
-    """(triangle [N], barycentric weights [N,3]) at flat pixel indices of the surface AOV [T,H,W,3] = (face, u, v)."""
-    face_u_v = surface_pass.reshape(-1, 3)[flat].astype(np.float64)
+def surface_spots(face_u_v: np.ndarray, num_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """(triangle [N], barycentric weights [N,3]) of surface AOV values [N,3] = (face, u, v) at the points' pixels."""
+    face_u_v = np.asarray(face_u_v, np.float64).reshape(-1, 3)
     face = np.round(face_u_v[:, 0]).astype(np.int64)
     u, v = face_u_v[:, 1], face_u_v[:, 2]
     weights = np.stack([1.0 - u - v, u, v], -1)
@@ -86,18 +93,69 @@ def project(points_cam: np.ndarray, K: np.ndarray) -> np.ndarray:
     return points_cam[..., :2] / z * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
 
 
-def _balanced_sample(
-    object_index: np.ndarray, valid: np.ndarray, num_tracks: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pick (flat pixel index into [T,H,W], object id) pairs: every visible object (and the background)
-    gets the same expected share, drawn uniformly among its pixels (weight 1 / its pixel count)."""
-    flat = np.flatnonzero(valid)
-    ids = object_index.reshape(-1)[flat]
-    weight = 1.0 / np.maximum(np.bincount(ids), 1)  # float64: the cdf must resolve single pixels
-    cdf = np.cumsum(weight[ids])
+@dataclass
+class _Queries:
+    """The sampled query pixels and what the passes say there."""
+
+    frame: np.ndarray  # [N] query frame t0
+    pixel: np.ndarray  # [N] flat pixel index y * width + x in that frame
+    ids: np.ndarray  # [N] object id at the pixel
+    world: np.ndarray  # [N,3] surface point (position pass)
+    normal: np.ndarray  # [N,3] world normal
+    surface: np.ndarray  # [N,3] (face, u, v) of the surface AOV (deforming objects)
+
+
+def _frame_draws(counts: list[np.ndarray], num_tracks: int, rng: np.random.Generator):
+    """Object-balanced draws over the clip: every object seen (and the background) gets the same expected share,
+    drawn uniformly among its pixels over all frames (weight 1 / its pixel count). From the per-frame pixel counts
+    by id: (query frame [N], the draw's remainder inside that frame [N], weight by id)."""
+    per_frame = np.zeros((len(counts), max(len(c) for c in counts)))
+    for t, c in enumerate(counts):
+        per_frame[t, : len(c)] = c
+    weight = 1.0 / np.maximum(per_frame.sum(0), 1)  # float64: the cdf must resolve single pixels
+    mass = per_frame @ weight
+    cdf = np.cumsum(mass)
+    if cdf[-1] <= 0:
+        raise RuntimeError("no frame of the clip shows a surface (only sky): there is nothing to track")
     draws = rng.uniform(0, cdf[-1], num_tracks)
-    picked = flat[np.searchsorted(cdf, draws, side="right").clip(0, len(flat) - 1)]
-    return picked, object_index.reshape(-1)[picked]
+    frame = np.searchsorted(cdf, draws, side="right").clip(0, len(counts) - 1)
+    return frame, draws - (cdf[frame] - mass[frame]), weight
+
+
+def _pick_pixels(aux: dict[str, np.ndarray], remainder: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Flat pixel indices of one frame's draws: the remainders walk its valid pixels weighted by object."""
+    flat = np.flatnonzero(aux["depth_z"] < SKY_DEPTH)
+    cdf = np.cumsum(weight[aux["object_index"].reshape(-1)[flat]])
+    return flat[np.searchsorted(cdf, remainder, side="right").clip(0, len(flat) - 1)]
+
+
+def _sample_queries(frames: PassFrames, num_tracks: int, rng: np.random.Generator, scratch: Path, visit) -> _Queries:
+    """Pass 1 counts what every frame shows (and keeps its ids and depth in ``scratch`` for the visibility test);
+    pass 2 reads the query frames again for the passes at the drawn pixels."""
+    counts = []
+    for t in range(frames.num_frames):
+        aux = frames.aux(t)
+        if visit is not None:
+            visit(t, aux)
+        object_index, depth_z = aux["object_index"], aux["depth_z"]
+        counts.append(np.bincount(object_index[depth_z < SKY_DEPTH].ravel()))
+        np.save(scratch / f"ids_{t}.npy", object_index)
+        np.save(scratch / f"depth_{t}.npy", depth_z)
+    frame, remainder, weight = _frame_draws(counts, num_tracks, rng)
+    n = len(frame)
+    q = _Queries(
+        frame, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 3))
+    )
+    for t in np.unique(frame):
+        rows = np.flatnonzero(frame == t)
+        aux = frames.aux(int(t))
+        pixel = _pick_pixels(aux, remainder[rows], weight)
+        q.pixel[rows], q.ids[rows] = pixel, aux["object_index"].reshape(-1)[pixel]
+        q.world[rows] = aux["position"].reshape(-1, 3)[pixel]
+        q.normal[rows] = aux["normal"].reshape(-1, 3)[pixel]
+        if "surface" in aux:
+            q.surface[rows] = aux["surface"].reshape(-1, 3)[pixel]
+    return q
 
 
 def _rigid_motion(
@@ -116,7 +174,7 @@ def _rigid_motion(
 
 
 def compute_tracks(
-    passes: dict[str, np.ndarray],
+    frames: PassFrames | dict[str, np.ndarray],
     object_to_world: np.ndarray,
     instance_ids: np.ndarray,
     cam_to_world: np.ndarray,
@@ -125,57 +183,65 @@ def compute_tracks(
     depth_tolerance: float,
     rng: np.random.Generator,
     surfaces: dict[int, Surface] | None = None,
+    visit: Callable[[int, dict[str, np.ndarray]], None] | None = None,
 ) -> TrackSet:
-    """Ground-truth tracks for one rendered scene.
+    """Ground-truth tracks for one rendered scene, reading its passes one frame at a time (memory: the tracks and
+    one frame, whatever the clip's length).
 
-    passes: ``position`` [T,H,W,3] world, ``normal`` [T,H,W,3] world, ``object_index`` [T,H,W] int,
-    ``depth_z`` [T,H,W] planar camera depth (pixels of other ids than 0 and ``instance_ids`` must not occur) (exact 1-sample passes sampled at pixel centres).
+    frames: the clip's passes (`tapforge.synth.pass_frames`; or a dict of stacked arrays): ``position`` world,
+    ``normal`` world, ``object_index`` int, ``depth_z`` planar camera depth (pixels of other ids than 0 and
+    ``instance_ids`` must not occur) (exact 1-sample passes sampled at pixel centres).
     object_to_world: [O,T,4,4] poses of the objects whose ids are ``instance_ids`` [O]; id 0 is static.
-    surfaces: the deforming objects' meshes by instance id; then ``surface`` [T,H,W,3] (face, u, v) is a pass too.
+    surfaces: the deforming objects' meshes by instance id; then ``surface`` (face, u, v) is a pass too.
+    visit: called with (t, passes of frame t) for every frame, in order, as the frames are first read.
     """
-    num_frames, height, width = passes["object_index"].shape
-    object_index, depth_z = passes["object_index"], passes["depth_z"]
-    valid = depth_z < SKY_DEPTH  # a surface was hit (the sky is not trackable)
-    flat, ids = _balanced_sample(object_index, valid, num_tracks, rng)
-    t0, rest = np.divmod(flat, height * width)
-    y0, x0 = np.divmod(rest, width)
-    world0 = passes["position"].reshape(-1, 3)[flat].astype(np.float64)
-    normal0 = passes["normal"].reshape(-1, 3)[flat].astype(np.float64)
+    if isinstance(frames, dict):
+        frames = ArrayFrames(frames)
+    num_frames = frames.num_frames
+    with tempfile.TemporaryDirectory(prefix="tapforge-gt-") as tmp:
+        scratch = Path(tmp)
+        q = _sample_queries(frames, num_tracks, rng, scratch, visit)
+        height, width = np.load(scratch / "ids_0.npy").shape
+        t0, ids = q.frame, q.ids
+        y0, x0 = np.divmod(q.pixel, width)
 
-    # object-to-camera transforms per (object, frame); slot 0 is the static background (identity pose)
-    poses = np.concatenate([np.tile(np.eye(4), (1, num_frames, 1, 1)), object_to_world], 0)
-    world_to_cam = world_to_opencv(cam_to_world)
-    object_to_cam = world_to_cam[None] @ poses  # [O+1,T,4,4]
-    lookup = np.zeros(int(max(ids.max(initial=0), instance_ids.max(initial=0))) + 1, int)
-    lookup[instance_ids] = np.arange(len(instance_ids)) + 1
-    slot = lookup[ids]
-    pose_at_query = poses[slot, t0]
-    inv_query = np.linalg.inv(pose_at_query)
-    local = (inv_query[:, :3, :3] * world0[:, None, :]).sum(-1) + inv_query[:, :3, 3]
-    local_normal = (pose_at_query[:, :3, :3] * normal0[:, :, None]).sum(1)  # R^T n
-    points_cam, normal_cam = _rigid_motion(object_to_cam, slot, local, local_normal)
-    two_sided = np.zeros(len(flat), bool)
-    for instance_id, surface in (surfaces or {}).items():
-        rows = np.flatnonzero(ids == instance_id)
-        if not len(rows):
-            continue
-        face, weights = surface_spots(passes["surface"], flat[rows], len(surface.triangles))
-        points, normals = surface.follow(face, weights)
-        points_cam[rows] = np.einsum("tij,ntj->nti", world_to_cam[:, :3, :3], points) + world_to_cam[:, :3, 3]
-        normal_cam[rows] = np.einsum("tij,ntj->nti", world_to_cam[:, :3, :3], normals)
-        two_sided[rows] = surface.two_sided
+        # object-to-camera transforms per (object, frame); slot 0 is the static background (identity pose)
+        poses = np.concatenate([np.tile(np.eye(4), (1, num_frames, 1, 1)), object_to_world], 0)
+        world_to_cam = world_to_opencv(cam_to_world)
+        object_to_cam = world_to_cam[None] @ poses  # [O+1,T,4,4]
+        lookup = np.zeros(int(max(ids.max(initial=0), instance_ids.max(initial=0))) + 1, int)
+        lookup[instance_ids] = np.arange(len(instance_ids)) + 1
+        slot = lookup[ids]
+        pose_at_query = poses[slot, t0]
+        inv_query = np.linalg.inv(pose_at_query)
+        local = (inv_query[:, :3, :3] * q.world[:, None, :]).sum(-1) + inv_query[:, :3, 3]
+        local_normal = (pose_at_query[:, :3, :3] * q.normal[:, :, None]).sum(1)  # R^T n
+        points_cam, normal_cam = _rigid_motion(object_to_cam, slot, local, local_normal)
+        two_sided = np.zeros(len(ids), bool)
+        for instance_id, surface in (surfaces or {}).items():
+            rows = np.flatnonzero(ids == instance_id)
+            if not len(rows):
+                continue
+            face, weights = surface_spots(q.surface[rows], len(surface.triangles))
+            points, normals = surface.follow(face, weights)
+            points_cam[rows] = np.einsum("tij,ntj->nti", world_to_cam[:, :3, :3], points) + world_to_cam[:, :3, 3]
+            normal_cam[rows] = np.einsum("tij,ntj->nti", world_to_cam[:, :3, :3], normals)
+            two_sided[rows] = surface.two_sided
 
-    xy = project(points_cam, K)
-    z = points_cam[..., 2]
-    behind = z <= 1e-6
-    outside = (xy[..., 0] < 0) | (xy[..., 0] >= width) | (xy[..., 1] < 0) | (xy[..., 1] >= height)
-    # the camera centre is the origin; within GRAZING of the silhouette the depth test decides instead
-    cosine = (normal_cam * points_cam).sum(-1) / np.maximum(np.linalg.norm(points_cam, axis=-1), 1e-12)
-    facing_away = (cosine > GRAZING) & ~two_sided[:, None]
-    hidden = ~_visible_in_4_neighbours(xy, z, ids, object_index, depth_z, depth_tolerance)
+        xy = project(points_cam, K)
+        z = points_cam[..., 2]
+        behind = z <= 1e-6
+        outside = (xy[..., 0] < 0) | (xy[..., 0] >= width) | (xy[..., 1] < 0) | (xy[..., 1] >= height)
+        # the camera centre is the origin; within GRAZING of the silhouette the depth test decides instead
+        cosine = (normal_cam * points_cam).sum(-1) / np.maximum(np.linalg.norm(points_cam, axis=-1), 1e-12)
+        facing_away = (cosine > GRAZING) & ~two_sided[:, None]
+        hidden = np.empty(z.shape, bool)
+        for t in range(num_frames):  # pass 3: each frame's ids and depth against the points
+            object_index, depth_z = np.load(scratch / f"ids_{t}.npy"), np.load(scratch / f"depth_{t}.npy")
+            hidden[:, t] = ~_visible_in_4_neighbours(xy[:, t], z[:, t], ids, object_index, depth_z, depth_tolerance)
     occluded = behind | outside | facing_away | hidden
     # the query frame is visible by construction (the pixel showed this point)
-    occluded[np.arange(len(flat)), t0] = False
+    occluded[np.arange(len(ids)), t0] = False
     query = np.stack([t0, y0 + 0.5, x0 + 0.5], -1)
     return TrackSet(
         xy.astype(np.float32), occluded, points_cam.astype(np.float32), ids.astype(np.int32), query.astype(np.float32)
@@ -185,24 +251,24 @@ def compute_tracks(
 def _visible_in_4_neighbours(
     xy: np.ndarray, z: np.ndarray, ids: np.ndarray, object_index: np.ndarray, depth_z: np.ndarray, tolerance: float
 ) -> np.ndarray:
-    """True where the rendered surface around the point is its object at its depth (within ``tolerance``):
-    one of the 4 pixel centres around it shows it there, or all 4 show its object and their depth, interpolated
-    to the point (bilinearly in 1 / depth, exact for a plane), is the point's. The second case keeps points on
-    surfaces seen at a grazing angle, whose depth changes by more than the tolerance from pixel to pixel."""
-    num_frames, height, width = object_index.shape
+    """In one frame (points xy [N,2], depth z [N]; the frame's object_index and depth_z [H,W]): True where the
+    rendered surface around the point is its object at its depth (within ``tolerance``): one of the 4 pixel
+    centres around it shows it there, or all 4 show its object and their depth, interpolated to the point
+    (bilinearly in 1 / depth, exact for a plane), is the point's. The second case keeps points on surfaces seen at
+    a grazing angle, whose depth changes by more than the tolerance from pixel to pixel."""
+    height, width = object_index.shape
     fx = np.floor(xy[..., 0] - 0.5).astype(np.int64)  # pixel-centre coordinates
     fy = np.floor(xy[..., 1] - 0.5).astype(np.int64)
     ax, ay = xy[..., 0] - 0.5 - fx, xy[..., 1] - 0.5 - fy  # position between the 4 centres, [0, 1)
-    frame_offset = (np.arange(num_frames) * height * width)[None, :]
     seg_flat, depth_flat = object_index.reshape(-1), depth_z.reshape(-1)
     visible = np.zeros(z.shape, bool)
     all_same = np.ones(z.shape, bool)
     inverse_depth = np.zeros(z.shape)
     for dy in (0, 1):
         for dx in (0, 1):
-            index = frame_offset + np.clip(fy + dy, 0, height - 1) * width + np.clip(fx + dx, 0, width - 1)
+            index = np.clip(fy + dy, 0, height - 1) * width + np.clip(fx + dx, 0, width - 1)
             depth = depth_flat[index]
-            same = seg_flat[index] == ids[:, None]
+            same = seg_flat[index] == ids
             visible |= same & (np.abs(z - depth) <= tolerance * depth)
             all_same &= same
             inverse_depth += (ax if dx else 1 - ax) * (ay if dy else 1 - ay) / np.maximum(depth, 1e-9)
