@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tapforge.base.errors import TapforgeError
 from tapforge.synth.schema import iter_tar_samples
 from tapforge.train.augment_config import AugmentConfig
-from tapforge.train.dataset import ShardDataset
+from tapforge.train.dataset import ShardDataset, make_training_example
 from tapforge.train.shards import expand_shards
 
 torch.set_num_threads(1)
@@ -62,3 +62,26 @@ def test_importing_the_dataset_does_not_import_lightning():
     code = "import sys, tapforge.train.dataset; print('lightning' in sys.modules, 'bpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_window_of_a_long_clip_decodes_only_its_own_frames():
+    import dataclasses
+    from unittest import mock
+
+    from tapforge.synth import schema
+    from tapforge.train.procedural import make_clip
+
+    rng = np.random.default_rng(0)
+    base = make_clip(rng, "long", num_frames=8, size=(32, 32))
+    loop = np.arange(300) % 8
+    long = dataclasses.replace(
+        base,
+        video=base.video[loop],
+        tracks=base.tracks[:, loop],
+        occluded=base.occluded[:, loop],
+        tracks_3d=base.tracks_3d[:, loop],
+    )
+    sample = schema.encode_clip(long)
+    with mock.patch.object(schema, "decode_frame", wraps=schema.decode_frame) as decode:
+        example = make_training_example(sample, 6, [1, 4], 8, rng)
+    assert decode.call_count == 6 and example["video"].shape[0] == 6
