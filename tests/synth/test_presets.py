@@ -5,7 +5,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip", "movi_deform"]
+PRESETS = ["movi_a", "movi_b", "movi_e", "panning_movi_e", "movi_f", "long_clip", "movi_deform", "long_movi"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -14,16 +14,11 @@ def test_preset_renders_a_scene(preset):
     from tapforge.synth.config import load_config
     from tapforge.synth.pipeline import SceneRenderer, make_clip
 
-    frames = 12 if preset == "long_clip" else 3
+    frames = 12 if preset in ("long_clip", "long_movi") else 3
+    few = "scene.num_initial_objects=[2,3]" if preset == "long_movi" else "scene.num_static_objects=[2,3]"
     config = load_config(
         preset,
-        [
-            "render.resolution=[40,32]",
-            "render.samples=1",
-            f"scene.num_frames={frames}",
-            "tracks.num_tracks=64",
-            "scene.num_static_objects=[2,3]",
-        ],
+        ["render.resolution=[40,32]", "render.samples=1", f"scene.num_frames={frames}", "tracks.num_tracks=64", few],
     )
     rendered = SceneRenderer(config).render(0)
     clip, timing = make_clip(rendered, config), rendered.timing
@@ -40,6 +35,9 @@ def test_preset_renders_a_scene(preset):
         assert any(o["kind"] == "Cloth" for o in objects) and all(
             o["deforms"] == bool(o["deform"]) or o["kind"] == "Cloth" for o in objects
         )
-    if preset in ("movi_e", "panning_movi_e", "long_clip", "movi_deform"):
+    if preset in ("movi_e", "panning_movi_e", "long_clip", "movi_deform", "long_movi"):
         cams = np.array(clip.camera["cam_to_world_blender"])
         assert not np.allclose(cams[0], cams[-1])  # the camera moves
+    if preset == "long_movi":  # it rolls: the camera's x axis leaves the floor's plane
+        assert np.abs(np.array(clip.camera["cam_to_world_blender"])[:, 2, 0]).max() > 0.01
+        assert any(o["metadata"].get("mover") for o in clip.meta["scene"]["objects"])

@@ -225,6 +225,78 @@ def test_movi_variants_are_explicit_keys():
     assert np.allclose(cameras[0], cameras[-1])  # MOVi-A's fixed camera
 
 
+LONG = [  # long_movi with fewer objects: 1024 frames of physics in a few seconds
+    "scene.num_initial_objects=3",
+    "scene.max_arrivals=4",
+    "scene.arrival_interval=[4, 8]",
+    "scene.num_movers=1",
+    "scene.shapes=[cube,sphere,cylinder,cone,torus]",
+]
+
+
+def test_long_movi_keeps_a_1024_frame_clip_alive():
+    pytest.importorskip("pybullet")
+    from tapforge.synth.motion import moving_frames
+    from tapforge.synth.pipeline import build_scene
+    from tapforge.synth.poses import pose_matrices
+
+    config = load_config("long_movi", LONG)
+    assert config.scene.num_frames == 1024 and config.scene.frame_rate == 24
+    ci = load_config("long_movi_test")  # the small variant for CI renders
+    assert ci.scene.num_frames < 256 and ci.render.resolution == (32, 32) and ci.tracks.num_tracks <= 64
+    scene = build_scene(config, 0)  # script and physics, no Blender
+    positions, quaternions = scene.object_poses()
+    radii = np.array([np.linalg.norm(o.mesh()[0], axis=-1).max() for o in scene.objects])
+    assert moving_frames(pose_matrices(positions, quaternions), radii).mean() > 0.95  # something moves all along
+    movers = [k for k, o in enumerate(scene.objects) if o.metadata.get("mover")]
+    assert movers and all(np.ptp(positions[k, :, :2], axis=0).max() > 4 for k in movers)  # loops over the floor
+    assert (positions[movers, 0] != positions[movers, -1]).any()
+    arrivals = [(k, o.release_frame) for k, o in enumerate(scene.objects) if o.release_frame is not None]
+    assert len(arrivals) == 4 and all(0 < frame < 1000 for _, frame in arrivals)
+    for k, frame in arrivals:
+        assert (positions[k, :frame] == positions[k, 0]).all()  # held until its release...
+        assert positions[k, frame + 48, 2] < positions[k, frame, 2] - 1.0  # ...then tossed in: it falls
+    still = [k for k, o in enumerate(scene.objects) if o.release_frame is None and not o.scripted]
+    assert max(np.linalg.norm(np.diff(positions[k], axis=0), axis=-1).sum() for k in still) > 1.0  # pushed around
+    assert (positions[..., 2] > -0.05).all()  # nothing falls through the floor
+    roll = np.degrees(scene.camera.roll(1024))
+    assert np.ptp(roll) > 20 and np.abs(roll).max() <= 25.0 + 1e-9  # rolls smoothly, within its amplitude
+    assert np.abs(np.diff(roll)).max() < 1.0
+    cameras, targets = scene.camera.path(1024)
+    distance = np.linalg.norm(cameras - targets, axis=-1)
+    assert distance.max() / distance.min() > 1.3  # approaches and retreats
+    side = cameras - targets
+    assert np.ptp(np.unwrap(np.arctan2(side[:, 1], side[:, 0]))) > 2 * np.pi  # orbits: sees every side
+    view = side[:, :2] / np.linalg.norm(side[:, :2], axis=-1, keepdims=True)
+    turned = np.degrees(np.arccos(np.clip(view @ view[0], -1, 1)))
+    assert turned.max() > 170 and turned[np.argmax(turned) :].min() < 10  # leaves its first view, and comes back
+
+
+def test_long_movi_refuses_a_clip_where_nothing_would_move():
+    still = [
+        "scene.arrival_interval=0",
+        "scene.num_movers=0",
+        "scene.orbit_period=0",
+        "scene.camera_distance=10",
+        "scene.camera_elevation=30",
+        "scene.target_wander=0",
+        "scene.roll_amplitude=0",
+    ]
+    with pytest.raises(TapforgeError) as err:
+        load_config("long_movi", still)
+    message = str(err.value)
+    assert message.startswith("a problem in the config: scene: nothing in this long_movi clip would move")
+    assert "set scene.arrival_interval" in message
+    load_config("long_movi", still[1:])  # arrivals alone keep it alive
+    load_config("long_movi", [*still[:-1], "scene.roll_amplitude=10"])  # and so does a rolling camera
+    with pytest.raises(TapforgeError) as err:
+        load_config("long_movi", ["scene.arrival_interval=-1", "scene.num_movers=[2, 1]", "scene.num_static_objects=3"])
+    message = str(err.value)
+    assert "3 problem(s)" in message and "scene.arrival_interval: bad value -1; use seconds between arrivals" in message
+    assert "scene.num_movers: bad value [2, 1]" in message
+    assert "scene.num_static_objects: unknown key for this scene script" in message
+
+
 def test_a_script_with_a_bad_or_unknown_key_gets_one_line_per_problem(tmp_path):
     config = tmp_path / "scene.yaml"
     config.write_text(f"inherit: base\nscene:\n  script: {EXAMPLES / 'turntable.py'}\n  num_objects: 99\n  wobble: 2\n")

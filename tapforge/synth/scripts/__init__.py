@@ -2,7 +2,8 @@
 
 ``scene.script`` is one of:
 
-- a script shipped here, by name: ``movi`` (the MOVi presets, Kubric's ``challenges/movi`` workers);
+- a script shipped here, by name: ``movi`` (the MOVi presets, Kubric's ``challenges/movi`` workers) or
+  ``long_movi`` (the long_movi presets: MOVi's objects in clips where something happens all the time);
 - a Python file, ``path/to/my_scene.py`` (its ``build``) or ``path/to/my_scene.py:function``;
 - an importable module, ``package.module:function``.
 
@@ -30,7 +31,7 @@ from typing import Any, Callable
 
 from tapforge.base.errors import TapforgeError
 
-BUILTIN = {"movi": "tapforge.synth.scripts.movi"}
+BUILTIN = {"movi": "tapforge.synth.scripts.movi", "long_movi": "tapforge.synth.scripts.long_movi"}
 RENAMED = {"synth": "tapforge.synth", "train": "tapforge.train", "tapir": "tapforge.tapir", "tapbase": "tapforge.base"}
 
 
