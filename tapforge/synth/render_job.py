@@ -34,6 +34,7 @@ from tapforge.base.errors import TapforgeError
 from tapforge.base.video import IMAGE_SUFFIXES
 from tapforge.synth.config import HDRI_SUFFIXES, SynthConfig, folder_files
 from tapforge.synth.pipeline import make_clip, scene_key, scene_seed
+from tapforge.synth.resources import check_render_size, fit_workers_in_memory
 from tapforge.synth.schema import encode_clip
 from tapforge.synth.shards import (
     DATASET_VERSION,
@@ -288,78 +289,6 @@ def _worker_pool(workers: int, scratch: str) -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(wait=True)
 
 
-# peak memory of a render worker rendering one scene, an upper estimate (measured peaks with bpy 5.0.1 on CPU, tiny
-# preset, 2-48 frames of 64-512 px: 0.4-3.4 GB): a Blender session with the scene's textures (their side grows with
-# the resolution up to 1024 px: ~1 GB), then per pixel and frame the frames and exact passes read back and stacked
-# plus the ground truth's work (~180-260 B measured)
-SESSION_BYTES = 1 << 30
-BYTES_PER_PIXEL_FRAME = 200
-MAX_SCENES = 10_000_000  # per dataset: 1000 times MOVi's largest; beyond it is a typo, not a plan
-
-
-def _human(num_bytes: float) -> str:
-    units = ("B", "KB", "MB", "GB", "TB", "PB")
-    power = 0
-    while num_bytes >= 1000 and power < len(units) - 1:
-        num_bytes, power = num_bytes / 1000, power + 1
-    return f"{num_bytes:.0f} B" if power == 0 else f"{num_bytes:.1f} {units[power]}"
-
-
-def scene_memory(config: SynthConfig) -> int:
-    """Estimated peak bytes of one render worker rendering one scene of ``config``."""
-    width, height = config.render.resolution
-    return SESSION_BYTES + width * height * config.scene.num_frames * BYTES_PER_PIXEL_FRAME
-
-
-def machine_memory() -> int | None:
-    """Bytes of memory on this machine, capped by a cgroup memory limit (Kubernetes, Docker, SLURM); None if
-    unknown."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-    for limit_file in ("memory.max", "memory/memory.limit_in_bytes"):
-        with contextlib.suppress(OSError, ValueError):
-            total = min(total, int((Path("/sys/fs/cgroup") / limit_file).read_text()))
-    return total
-
-
-def check_render_size(config: SynthConfig, num_scenes: int) -> None:
-    """Refuse up front, with the estimate, a scene count that is a typo and a scene whose frames and passes cannot
-    fit in this machine's memory even with one worker."""
-    width, height = config.render.resolution
-    if num_scenes > MAX_SCENES:
-        per_scene = width * height * 3 * config.scene.num_frames
-        raise TapforgeError(
-            f"--num-scenes {num_scenes}: over {MAX_SCENES} scenes in one dataset (it would be up to "
-            f"{_human(per_scene * num_scenes)} of frames at {_human(per_scene)} per scene); give fewer scenes, or "
-            "render several datasets"
-        )
-    need, have = scene_memory(config), machine_memory()
-    if have is not None and need > have:
-        raise TapforgeError(
-            f"a scene of {width}x{height} pixels x {config.scene.num_frames} frames needs about {_human(need)} of "
-            f"memory to render (its frames and exact passes), this machine has {_human(have)}; fix: lower "
-            "render.resolution or scene.num_frames"
-        )
-
-
-def fit_workers_in_memory(config: SynthConfig, workers: int, automatic: bool) -> int:
-    """The worker count whose scenes fit in this machine's memory: ``workers`` when they fit, fewer when the count
-    is automatic, else one error line naming the count that fits."""
-    need, have = scene_memory(config), machine_memory()
-    if have is None or workers * need <= have:
-        return workers
-    fits = max(1, have // need)
-    if automatic:
-        return fits
-    raise TapforgeError(
-        f"--workers {workers}: each worker needs about {_human(need)} of memory for its scene "
-        f"({config.render.resolution[0]}x{config.render.resolution[1]} x {config.scene.num_frames} frames), "
-        f"{_human(workers * need)} in all, this machine has {_human(have)}; fix: --workers {fits} or fewer (or auto)"
-    )
-
-
 # errors that mean "this folder cannot take what we write", not a bug: full disk or quota, file-size limit,
 # read-only file system, no permission
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -413,7 +342,7 @@ def render_dataset(
         raise TapforgeError(f"--num-scenes {num_scenes}: give at least 1")
     if workers is not None and workers < 1:
         raise TapforgeError(f"--workers {workers}: give a positive number of worker processes, or auto")
-    check_render_size(config, num_scenes)
+    check_render_size(config, num_scenes, tempfile.gettempdir())
     with _output_folder(out_dir):
         return _render_into(config, out_dir, num_scenes, job_index, num_jobs, progress, workers)
 
@@ -439,7 +368,7 @@ def _render_into(
     scenes = {s: list(range(s * per_shard, min((s + 1) * per_shard, num_scenes))) for s in todo}
     num_scenes_todo = sum(len(v) for v in scenes.values())
     num_workers, threads = plan_workers(workers, config.render.threads, max(1, num_scenes_todo), usable_cores())
-    num_workers = fit_workers_in_memory(config, num_workers, automatic=workers is None)
+    num_workers = fit_workers_in_memory(config, num_workers, workers is None, tempfile.gettempdir())
     summary = {
         "job": [job_index, num_jobs],
         "shards_in_slice": len(mine),

@@ -445,21 +445,40 @@ def test_a_script_float_key_refuses_nan_and_infinity(tmp_path):
 
 
 def test_renders_that_cannot_fit_in_memory_or_absurd_scene_counts_are_refused_up_front(tmp_path, monkeypatch):
-    from tapforge.synth import render_job
+    from tapforge.synth import render_job, resources
 
     out = tmp_path / "data"
     huge = load_config("tiny", ["render.resolution=8192", "scene.num_frames=2000"])
-    with pytest.raises(TapforgeError, match=r"8192x8192 pixels x 2000 frames needs about [\d.]+ TB of memory"):
+    with pytest.raises(TapforgeError, match=r"8192x8192 pixels x 2000 frames with 256 tracks needs about [\d.]+ [GT]B"):
         render_job.render_dataset(huge, out, 1, progress=False)
     small = load_config("tiny", TINY)
     with pytest.raises(TapforgeError, match=r"--num-scenes 100000000000: over 10000000 scenes .* up to [\d.]+ [TP]B"):
         render_job.render_dataset(small, out, 10**11, progress=False)
-    need = render_job.scene_memory(small)
-    monkeypatch.setattr(render_job, "machine_memory", lambda: 3 * need)
-    assert render_job.fit_workers_in_memory(small, 8, automatic=True) == 3
-    with pytest.raises(TapforgeError, match="--workers 8: each worker needs about .* fix: --workers 3 or fewer"):
-        render_job.fit_workers_in_memory(small, 8, automatic=False)
+    need = resources.scene_memory(small)
+    monkeypatch.setattr(resources, "machine_memory", lambda: 3 * need)
+    assert resources.fit_workers_in_memory(small, 8, automatic=True) == 3
+    with pytest.raises(TapforgeError, match="--workers 8: each worker needs about .* of memory .* fix: --workers 3 or"):
+        resources.fit_workers_in_memory(small, 8, automatic=False)
     assert not out.exists()
+
+
+def test_a_long_clip_is_held_by_its_tracks_not_its_passes_and_needs_scratch_disk(tmp_path, monkeypatch):
+    from tapforge.synth import render_job, resources
+
+    short = load_config("tiny", ["render.resolution=256", "scene.num_frames=24", "tracks.num_tracks=2048"])
+    long = load_config("tiny", ["render.resolution=256", "scene.num_frames=1024", "tracks.num_tracks=2048"])
+    grown = resources.scene_memory(long) - resources.scene_memory(short)
+    assert grown <= 1000 * (256 * 256 * 6 + 2048 * 120)  # tracks and the encoded frames, no passes
+    assert resources.scene_memory(long) < 2 * resources.SESSION_BYTES
+    monkeypatch.setattr(resources, "scratch_free", lambda folder: resources.scene_disk(long) // 2)
+    with pytest.raises(
+        TapforgeError, match=r"256x256 pixels x 1024 frames needs about [\d.]+ GB of scratch disk.*TMPDIR"
+    ):
+        render_job.render_dataset(long, tmp_path / "data", 1, progress=False)
+    assert resources.fit_workers_in_memory(short, 4, True, str(tmp_path)) == 4
+    assert resources.fit_workers_in_memory(long, 4, True, str(tmp_path)) == 1
+    with pytest.raises(TapforgeError, match=r"--workers 4: .* of scratch disk .*--workers 1 or fewer"):
+        resources.fit_workers_in_memory(long, 4, False, str(tmp_path))
 
 
 # ---------------------------------------------------------------------------------------- a scene script that raises
