@@ -101,11 +101,15 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     verify = sub.add_parser("verify", help="check manifest, checksums and schema of every shard")
     verify.add_argument("dir", type=Path)
-    preview = sub.add_parser("preview", help="write a GIF/MP4 of one scene with its tracks drawn")
+    preview = sub.add_parser(
+        "preview",
+        help="write a GIF/MP4 of one scene with its tracks drawn (a clip over 240 frames: every k-th frame, numbered)",
+    )
     preview.add_argument("dir", type=Path)
     preview.add_argument("--out", required=True, type=Path, help="clip.gif or clip.mp4 (or .webm, .mkv, .mov, .avi)")
     preview.add_argument("--index", type=int, default=0, help="which scene of the dataset (in shard order)")
     preview.add_argument("--max-tracks", type=int, default=64, help="draw at most this many tracks (default 64)")
+    preview.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     to_tapvid = sub.add_parser("to-tapvid", help="write the clips as a TAP-Vid DAVIS-format pickle for evaluation")
     to_tapvid.add_argument("dir", type=Path)
     to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")
@@ -171,5 +175,5 @@ def main(argv: list[str]) -> int:
     from tapforge.synth.preview import write_preview
 
     check_output_file(args.out, "--out", tuple(WRITE_SUFFIXES))
-    print(write_preview(args.dir, args.out, args.index, args.max_tracks))
+    print(write_preview(args.dir, args.out, args.index, args.max_tracks, progress=not args.no_progress))
     return 0
