@@ -4,7 +4,8 @@ Both the writer (``synth``) and the reader (``train``) use this module, so it mu
 webdataset. A shard is a plain tar (`write_tar_samples`, `iter_tar_samples`): sample ``key`` is the members
 ``key.ENTRY``, one per entry, in entry order. Entries are plain ``.npy`` (no pickle), JSON and per-frame images,
 so plain ``webdataset`` reads a shard without tapforge: ``wds.WebDataset(url).decode("rgb8")`` yields the frames
-as ``video.000.png`` ... and the arrays as ``tracks.npy`` etc.
+as ``video.000.png`` ... (three digits; from frame 1000 on four: order them by number) and the arrays as
+``tracks.npy`` etc.
 
 ==========================  ===================  =============================================================
 entry                       dtype, shape         meaning
@@ -122,9 +123,15 @@ def decode_frame(data: bytes, name: str) -> np.ndarray:
         raise SchemaError(f"entry {name} is not a decodable image ({err})") from err
 
 
+def _frame_order(name: str) -> tuple[int, str]:
+    number = name.split(".")[1]
+    return len(number), number  # numeric order of the names `frame_entry` writes: video.999 < video.1000
+
+
 def frame_names(sample: Mapping[str, Any]) -> list[str]:
-    """The frame entries of a raw sample (``video.000.png`` ...), in frame order."""
-    return sorted(k for k in sample if k.startswith("video."))
+    """The frame entries of a raw sample (``video.000.png`` ...), in frame order: by frame number, so that
+    ``video.1000.png`` (frame 1000 on, the names have four digits) comes after ``video.999.png``."""
+    return sorted((k for k in sample if k.startswith("video.")), key=_frame_order)
 
 
 def decode_frames(sample: Mapping[str, Any], indices: Sequence[int]) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The CoTracker Kubric layout (``--to cotracker``), as CoTracker's Kubric MOVi-F dataset class reads it.
 
-``OUT/<seq>/frames/NNN.png`` (sorted by name: the frame order) and ``OUT/<seq>/<seq>.npy``, a pickled dict
-(``np.load(..., allow_pickle=True).item()``) with, in the released data's conventions:
+``OUT/<seq>/frames/NNN.png`` (sorted by name: the frame order; four digits in clips of over 1000 frames) and
+``OUT/<seq>/<seq>.npy``, a pickled dict (``np.load(..., allow_pickle=True).item()``) with, in the released data's
+conventions:
 
 - ``coords`` float32 [N,T,2]: (x, y) pixels, (0, 0) the top-left corner of the top-left pixel.
 - ``visibility`` bool [N,T]: True where the point is OCCLUDED. The name is the released data's and the loader
@@ -98,11 +99,12 @@ def done(out: Path, key: str) -> bool:
 def write(clip: Clip, out: Path) -> None:
     """Write one clip's folder; the annotation file last, so a killed export leaves the clip incomplete."""
     folder = out / clip.key
+    digits = max(3, len(str(clip.num_frames - 1)))  # one width per clip: the loader orders the frames by name
     for t, frame in enumerate(clip.video):
-        save_image(folder / "frames" / f"{t:03d}.png", frame, compress_level=1)
+        save_image(folder / "frames" / f"{t:0{digits}d}.png", frame, compress_level=1)
     if clip.depth is not None:
         for t, distance in enumerate(clip.depth):
-            save_npy(folder / "depths" / f"{t:03d}.npy", no_surface_zero(distance))
+            save_npy(folder / "depths" / f"{t:0{digits}d}.npy", no_surface_zero(distance))
     annotations = {
         "coords": clip.tracks.astype(np.float32),
         "visibility": clip.occluded.astype(bool),  # occlusion flags under the released data's name
