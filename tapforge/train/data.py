@@ -9,7 +9,9 @@ afterwards (``on_after_batch_transfer``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 from typing import Iterable, Iterator
 
@@ -30,7 +32,7 @@ from tapforge.train.dataset import ShardDataset, UnusableClip
 from tapforge.train.evaluation import SyntheticEvalSet, TapVidEvalSet, TapVidPaths
 from tapforge.train.readers import Reader, ReaderStream
 from tapforge.train.real_videos import RealClipStream
-from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, read_samples
+from tapforge.train.shards import ON_CORRUPT, CorruptShardHandler, expand_shards, is_remote, read_samples
 from tapforge.train.video_sources import expand_video_sources
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,22 @@ class DataStats:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise TapforgeError(message)
+
+
+def manifest_clip_frames(urls: Iterable[str]) -> dict[str, int]:
+    """The clip length of each local folder among ``urls``' folders whose ``manifest.json`` (`tapforge synth
+    render`'s) states one (its config's ``scene.num_frames``), by folder; folders without one, remote URLs and
+    unreadable manifests are left out (their clips' lengths are known only when read)."""
+    lengths = {}
+    for folder in sorted({os.path.dirname(url.removeprefix("file://")) or "." for url in urls if not is_remote(url)}):
+        try:
+            with open(os.path.join(folder, "manifest.json")) as f:
+                frames = json.load(f).get("config", {}).get("scene", {}).get("num_frames")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(frames, int) and not isinstance(frames, bool) and frames > 0:
+            lengths[folder] = frames
+    return lengths
 
 
 class TAPIRDataModule(LightningDataModule):
@@ -307,6 +325,7 @@ class TAPIRDataModule(LightningDataModule):
             if not self.train_shards:
                 return
             self.train_urls = expand_shards(self.train_shards, "data.train_shards")
+            self._check_window_fits(self.train_urls)
             readers = world * max(1, self.num_workers)
             if len(self.train_urls) < readers and rank == 0:
                 log.warning(
@@ -320,6 +339,21 @@ class TAPIRDataModule(LightningDataModule):
             raise TapforgeError(
                 f"nothing to {getattr(stage, 'value', stage)}: no held-out shards and no TAP-Vid pickle found; "
                 "fix: set data.val_shards and/or data.tapvid.davis (kinetics, rgb_stacking, robotap)"
+            )
+
+    def _check_window_fits(self, urls: list[str]) -> None:
+        """Refuse, before training, a training window (``num_frames`` at the smallest stride) longer than the clips
+        of a dataset folder whose manifest states their length; other shards are checked as they are read."""
+        stride = min(self.frame_strides)
+        span = (self.num_frames - 1) * stride + 1
+        for folder, frames in manifest_clip_frames(urls).items():
+            _check(
+                frames >= span,
+                f"data.train_shards: the clips in {folder} have {frames} frames (its manifest.json), fewer than a "
+                f"training window of data.num_frames={self.num_frames} at stride {stride} ({span} frames); fix: "
+                f"lower data.num_frames to at most {(frames - 1) // stride + 1}"
+                + (f" or data.frame_strides (at stride 1: {frames})" if stride > 1 else "")
+                + ", or train on longer clips",
             )
 
     def _loader(self, stream: IterableDataset) -> DataLoader:

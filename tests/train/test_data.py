@@ -1,5 +1,6 @@
 """Training data path: shard lists, query sampling, resampled batches, corrupt shards, eval sets."""
 
+import json
 import os
 import pickle
 
@@ -201,6 +202,27 @@ def test_unusable_clips_stop_with_a_clear_error(shard_dir, tmp_path):
     junk.write_bytes(b"junk" * 100)
     with pytest.raises(TapforgeError, match="in a row failed"):
         list(stream([str(junk)], max_consecutive_skips=5))
+
+
+def test_a_window_longer_than_a_rendered_folders_clips_is_refused_at_setup(shard_dir, tmp_path):
+    write_shards(str(tmp_path), num_clips=2, clips_per_shard=1, num_frames=10, size=(16, 16), num_objects=1)
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {"scene": {"num_frames": 10}}, "shards": []}))
+
+    def setup(shards=str(tmp_path), **kwargs):
+        TAPIRDataModule(shards, num_workers=0, **kwargs).setup("fit")
+
+    with pytest.raises(TapforgeError) as info:
+        setup(num_frames=11)
+    assert str(info.value) == (
+        f"data.train_shards: the clips in {tmp_path} have 10 frames (its manifest.json), fewer than a training window "
+        "of data.num_frames=11 at stride 1 (11 frames); fix: lower data.num_frames to at most 10, or train on longer "
+        "clips"
+    )
+    with pytest.raises(TapforgeError, match=r"at stride 2 \(11 frames\).* at most 5 or data.frame_strides"):
+        setup(f"{tmp_path}/shard-*.tar", num_frames=6, frame_strides=[3, 2])  # a glob inside the folder too
+    setup(num_frames=10)  # windows that fit, at the smallest stride
+    setup(num_frames=6, frame_strides=[1, 2])
+    setup(shard_dir, num_frames=30)  # no manifest: known only when the clips are read (the error above)
 
 
 @pytest.mark.parametrize(
