@@ -71,7 +71,7 @@ class Config:
     num_cloths: int | list[int] = option(0, integer_range(0, 10), "an integer or [min, max] in [0, 10]")
     # --- movers
     num_movers: int | list[int] = option([1, 2], integer_range(0, 4), "an integer or [min, max] in [0, 4]")
-    mover_size: float | list[float] = option([2.0, 3.5], *_bounds(0.5, 10, "metres"))
+    mover_size: float | list[float] = option([1.5, 3.0], *_bounds(0.5, 10, "metres"))
     mover_speed: float | list[float] = option([1.0, 2.5], *_bounds(0.1, 10, "metres per second"))
     # --- camera
     orbit_period: float | list[float] = option(
