@@ -6,7 +6,7 @@ imported only when ``TAPIR`` (or another model symbol) is first accessed, e.g. `
 
 from __future__ import annotations
 
-__all__ = ["TAPIR", "TAPNet", "Tracker", "track"]
+__all__ = ["TAPIR", "TAPNet", "TAPNext", "Tracker", "track"]
 
 
 def __getattr__(name: str):
@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from tapforge.tapir.tapnet import TAPNet
 
         return TAPNet
+    if name == "TAPNext":
+        from tapforge.tapir.tapnext import TAPNext
+
+        return TAPNext
     if name in ("Tracker", "track"):
         from tapforge.tapir import inference
 
