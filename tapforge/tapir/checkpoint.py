@@ -8,7 +8,10 @@ Formats read by :func:`load_model` (sniffed from the content, not the suffix):
 * our ``.safetensors``: the TAPIR config as JSON in the metadata under ``tapir_config``
   (a safetensors file without it is treated like a tapnet ``.pt``);
 * the official TAP-Net ``checkpoint.npy`` (Haiku parameters and batch-norm state): a TAP-Net, see
-  ``tapforge.tapir.tapnet``.
+  ``tapforge.tapir.tapnet``;
+* TAPNext: the official JAX ``.npz`` (TAPNext, BootsTAPNext) and torch state dicts, bare or under
+  ``state_dict`` with keys prefixed ``tapnext.`` (TAPNext++), their configuration read from the shapes; see
+  ``tapforge.tapir.tapnext_checkpoint``.
 
 Config inference for bare state_dicts: ``pyramid_level`` comes from the width of
 ``torch_pips_mixer.linear.weight`` (388 + 49 * (pyramid_level + 2) inputs); ``extra_convs`` from the
@@ -38,6 +41,8 @@ from tapforge.base.atomic import atomic_write
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir.model import TAPIR, postprocess
 from tapforge.tapir.tapnet import TAPNet, load_tapnet_checkpoint
+from tapforge.tapir.tapnext import TAPNext
+from tapforge.tapir.tapnext_checkpoint import infer_torch_config, is_tapnext_state_dict, read_jax_npz, strip_prefix
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
 MIXER_BASE_INPUTS = 4 + 128 + 256
@@ -81,6 +86,15 @@ def _is_numpy_file(path: str) -> bool:
         return f.read(6) == b"\x93NUMPY"
 
 
+def _is_npz(path: str) -> bool:
+    """True for a numpy ``.npz`` archive (a zip of ``.npy`` files: the official TAPNext checkpoint format)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return bool(names) and all(name.endswith(".npy") for name in names)
+
+
 def _read_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str]:
     """(state_dict, stored config or None, format name) for any supported file."""
     if not os.path.isfile(path):
@@ -118,6 +132,9 @@ def _read_torch(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | No
             f"cannot read checkpoint {path!r} ({type(err).__name__}: {err}); fix: re-download or re-export it"
         ) from None
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        tapnext = strip_prefix(obj["state_dict"])
+        if is_tapnext_state_dict(tapnext):  # TAPNext++: keys under "tapnext."
+            return tapnext, None, "tapnext-pt"
         state_dict = {
             k[len(LIGHTNING_PREFIX) :]: v for k, v in obj["state_dict"].items() if k.startswith(LIGHTNING_PREFIX)
         }
@@ -160,7 +177,12 @@ def _read_safetensors(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any
     return state_dict, config, "safetensors"
 
 
-ARCHITECTURES = {"tapir": TAPIR, "tapnet": TAPNet}
+ARCHITECTURES = {"tapir": TAPIR, "tapnet": TAPNet, "tapnext": TAPNext}
+# what to check when a state dict does not fit the model built for it
+_FIT_HINTS = {
+    "TAPNext": "a TAPNext checkpoint of this configuration (image_size, width, patch_size, num_heads, lru_width, "
+    "depth)",
+}
 
 
 def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
@@ -210,13 +232,18 @@ def load_state_dict_strict(
         raise TapforgeError(
             f"{source} does not fit {type(model).__name__}({_format_config(config)}): "
             + "; ".join(problems)
-            + "; fix: pass the matching config overrides (e.g. pyramid_level, extra_convs) or a TAPIR checkpoint"
+            + "; fix: pass "
+            + _FIT_HINTS.get(
+                type(model).__name__,
+                "the matching config overrides (e.g. pyramid_level, extra_convs) or a TAPIR checkpoint",
+            )
         )
     model.load_state_dict(state_dict, strict=True)
 
 
 def _format_config(config: Mapping[str, Any]) -> str:
     keys = ("pyramid_level", "extra_convs", "softmax_temperature", "use_casual_conv", "initial_resolution")
+    keys += ("image_size", "width", "patch_size", "num_heads", "lru_width", "depth")  # TAPNext
     return ", ".join(f"{k}={config[k]!r}" for k in keys if k in config)
 
 
@@ -231,8 +258,9 @@ def config_overrides(softmax_temperature: float | None = None, causal: bool | No
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **overrides: Any) -> torch.nn.Module:
-    """TAPIR in eval mode from a tapnet ``.pt``, tapforge ``.ckpt`` or ``.safetensors`` file, or TAP-Net from
-    the official JAX ``checkpoint.npy`` (see ``tapforge.tapir.tapnet.load_tapnet_checkpoint``).
+    """TAPIR in eval mode from a tapnet ``.pt``, tapforge ``.ckpt`` or ``.safetensors`` file, TAP-Net from
+    the official JAX ``checkpoint.npy`` (see ``tapforge.tapir.tapnet.load_tapnet_checkpoint``), or TAPNext from
+    its official ``.npz`` or torch checkpoints (see ``tapforge.tapir.tapnext_checkpoint``).
 
     ``overrides`` (TAPIR keyword arguments, e.g. ``softmax_temperature=10.0`` or
     ``use_casual_conv=True``) replace stored or inferred config values.
@@ -245,8 +273,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **ov
                 f"({', '.join(sorted(overrides))}); fix: leave those options out"
             )
         return load_tapnet_checkpoint(path, device)
-    state_dict, config, kind = _read_file(path)
-    if config is None:
+    if _is_npz(path):
+        state_dict, config = read_jax_npz(path)
+        kind = "TAPNext .npz"
+    else:
+        state_dict, config, kind = _read_file(path)
+    if config is None and is_tapnext_state_dict(state_dict):
+        config, kind = infer_torch_config(state_dict, repr(path)), "TAPNext state-dict"
+    elif config is None:
         config = infer_config(state_dict, path)
     config = {**config, **overrides}
     model = build_model(config)
