@@ -22,6 +22,9 @@ Constructor arguments, module names and ``state_dict()`` keys and shapes are tho
   then ``sigmoid(visible) * certainty``, the official "visible and certain" rule;
 * ``coordinate_logits`` [B,Q,T,2,256]: the position logits, x first (the official head emits y first).
 
+The two heads run at the model's parameter precision even under autocast (the JAX model reads out in float32;
+the official torch code only casts the position head's input).
+
 Query frames are rounded to whole frames (a fractional frame, which the official code silently drops, is never
 shown as a query). Queries attend to each other and to the video, so the outputs of one query depend on the
 others: unlike TAPIR, TAPNext cannot split its queries into chunks without changing its answers.
@@ -280,7 +283,10 @@ class TAPNext(nn.Module):
 
     def _heads(self, x: torch.Tensor, frame_size: Sequence[int]) -> dict[str, torch.Tensor]:
         """Outputs [B,Q,T,...] from the point tokens [B,T,Q,C] of frames of ``frame_size`` (height, width)."""
-        logits = self.coordinate_head(x.float())  # y bins, then x bins
+        dtype = self.coordinate_head[0].weight.dtype  # the heads run at full precision, also under autocast
+        with torch.autocast(x.device.type, enabled=False):
+            logits = self.coordinate_head(x.to(dtype))  # y bins, then x bins
+            visible_logits = self.visible_head(x.to(dtype))[..., 0]
         index = torch.arange(NUM_BINS, device=x.device)
         axes = []
         for axis_logits in logits.chunk(2, dim=-1):
@@ -291,7 +297,6 @@ class TAPNext(nn.Module):
         bins_yx = torch.stack(axes, dim=-1) + 0.5
         certainty = tracker_certainty(bins_yx, logits)
         scale = torch.tensor([frame_size[1], frame_size[0]], device=x.device, dtype=bins_yx.dtype) / NUM_BINS
-        visible_logits = self.visible_head(x)[..., 0]
         return {
             "tracks": (bins_yx.flip(-1) * scale).transpose(1, 2),
             "occlusion": (-visible_logits).transpose(1, 2),
@@ -308,7 +313,8 @@ def tracker_certainty(
     size = 2 * radius + 1
     offsets = torch.arange(size, device=logits.device)
     windows, centres = [], []
-    for coord, axis_logits in zip(bins_yx.unbind(-1), logits.float().chunk(2, dim=-1)):
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    for coord, axis_logits in zip(bins_yx.unbind(-1), logits.chunk(2, dim=-1)):
         start = torch.floor(coord - radius - 0.5).long().clamp(0, num_bins - size)
         index = start[..., None] + offsets
         windows.append(F.softmax(axis_logits, dim=-1).gather(-1, index))

@@ -153,6 +153,26 @@ def test_online_in_any_chunks_equals_offline(model, inputs):
             np.testing.assert_allclose(out["expected_dist"].numpy(), offline["expected_dist"].numpy(), atol=1e-3)
 
 
+def test_float64_online_and_parallel_scan_equal_offline(model, inputs):
+    video, queries = (x.double() for x in inputs)
+    exact = TAPNext(**TINY).double().eval()
+    exact.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        offline = exact(video, queries)
+        streamed = online(exact, video, queries, [1, 3, 2])
+        exact.train()
+        parallel = exact(video, queries)
+    for out in (streamed, parallel):
+        for key in ("tracks", "occlusion", "coordinate_logits"):
+            np.testing.assert_allclose(out[key].numpy(), offline[key].numpy(), atol=1e-10, err_msg=key)
+
+
+def test_heads_read_out_at_full_precision_under_autocast(model, inputs):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*inputs)
+    assert all(out[k].dtype == torch.float32 for k in ("tracks", "occlusion", "expected_dist", "coordinate_logits"))
+
+
 def test_queries_added_on_later_frames(model, inputs):
     video, queries = inputs
     with torch.no_grad():
