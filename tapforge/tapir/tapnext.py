@@ -323,6 +323,26 @@ def tracker_certainty(
     return (windows[0][..., :, None] * windows[1][..., None, :] * inside).sum(dim=(-2, -1))
 
 
+def track_both_ways(model: TAPNext, video: torch.Tensor, query_points: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``model(video, query_points)`` with every frame before a query's frame tracked on the time-reversed video
+    instead (the query on frame T - 1 - t there), as the official strided evaluation does: TAPNext only looks back
+    in time, so one pass knows nothing of a point before its query shows it. Queries on frame 0 need no second
+    pass, and none is run when all are there (outside tracing)."""
+    forward = model(video, query_points)
+    query_frame = torch.round(query_points[..., 0])  # as embed_queries rounds it
+    if not torch.jit.is_tracing() and not bool((query_frame > 0).any()):
+        return forward
+    num_frames = video.shape[1]
+    reversed_queries = torch.cat([num_frames - 1 - query_frame[..., None], query_points[..., 1:]], dim=-1)
+    backward = model(video.flip(1), reversed_queries)
+    before = torch.arange(num_frames, device=video.device) < query_frame[..., None]  # [B,Q,T]
+    out = {}
+    for key, value in forward.items():
+        mask = before.reshape(before.shape + (1,) * (value.dim() - before.dim()))
+        out[key] = torch.where(mask, backward[key].flip(2), value)
+    return out
+
+
 def _add_tokens(cache: BlockCache, batch: int, count: int) -> BlockCache:
     """The recurrent state with ``count`` fresh (zero) point tokens appended to each batch element."""
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import TAPNext
 from tapforge.tapir.checkpoint import load_model
-from tapforge.tapir.tapnext import NUM_BINS, tracker_certainty
+from tapforge.tapir.tapnext import NUM_BINS, track_both_ways, tracker_certainty
 from tapforge.tapir.tapnext_blocks import parallel_scan, rnn_scan, sequential_scan
 from tapforge.tapir.tapnext_checkpoint import jax_arrays, jax_layout
 from tests.tapir.tapnext_layout import TINY, layout_text, random_parameters, reference_inputs
@@ -191,6 +191,24 @@ def test_queries_added_on_later_frames(model, inputs):
             model.online_step(video[:, 1:2], state, queries[:, :1])
         with pytest.raises(TapforgeError, match="do not continue the stream"):
             model.online_step(video[:1, 1:2], state)
+
+
+def test_frames_before_a_query_are_tracked_on_the_reversed_video(model, inputs):
+    video, queries = inputs
+    with torch.no_grad():
+        both = track_both_ways(model, video, queries)
+        forward = model(video, queries)
+        reversed_queries = torch.cat([5 - queries[..., :1], queries[..., 1:]], dim=-1)
+        backward = model(video.flip(1), reversed_queries)
+    before = torch.arange(6) < queries[..., :1]  # [B,Q,T]: frames before each query's frame
+    assert bool(before.any()) and not bool(before.all())
+    for key, value in both.items():
+        mask = before.reshape(before.shape + (1,) * (value.dim() - 3))
+        torch.testing.assert_close(value, torch.where(mask, backward[key].flip(2), forward[key]), msg=key)
+    first = queries.clone()
+    first[..., 0] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(track_both_ways(model, video, first), model(video, first))
 
 
 def test_bad_inputs_are_named(model, inputs):
