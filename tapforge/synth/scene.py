@@ -67,7 +67,14 @@ from tapforge.synth.checks import (
 )
 from tapforge.synth.checks import color as _color
 from tapforge.synth.meshes import volume_and_centroid
-from tapforge.synth.poses import Keys, interpolate_keys, look_at_matrices, sample_frames, unit_quaternion
+from tapforge.synth.poses import (
+    Keys,
+    interpolate_keys,
+    look_at_matrices,
+    pose_matrices,
+    sample_frames,
+    unit_quaternion,
+)
 
 # "x as x": re-exported, scene scripts import the rotation helpers from here
 from tapforge.synth.poses import about_z as about_z
@@ -1107,6 +1114,107 @@ class Camera(_Checked):
         return np.array([[fx, 0.0, width / 2.0], [0.0, fx, height / 2.0], [0.0, 0.0, 1.0]])
 
 
+# ----------------------------------------------------------------------------------------------------- views
+def ring_views(
+    count: int,
+    radius: float,
+    height: float,
+    center: Vector = (0.0, 0.0, 0.0),
+    focal_length: float = 35.0,
+    sensor_width: float = 32.0,
+    azimuth: float = 0.0,
+) -> list[Camera]:
+    """``count`` still cameras evenly spaced on a horizontal circle of ``radius`` metres around ``center``, ``height``
+    metres above it, each looking at ``center``; the first at ``azimuth`` radians (from +x towards +y), the others
+    counter-clockwise seen from above."""
+    count = check("ring_views", "count", count, integer(1, 1000, "cameras"))
+    radius = check("ring_views", "radius", radius, positive(unit="metres"))
+    height = check("ring_views", "height", height, number(unit="metres above the centre"))
+    center = np.asarray(check("ring_views", "center", center, POINT), float)
+    angles = azimuth + 2 * np.pi * np.arange(count) / count
+    return [
+        Camera(focal_length, sensor_width).look_at(center + (radius * np.cos(a), radius * np.sin(a), height), center)
+        for a in angles
+    ]
+
+
+def hemisphere_views(
+    count: int,
+    radius: float,
+    rng: np.random.Generator,
+    center: Vector = (0.0, 0.0, 0.0),
+    elevation: tuple[float, float] = (15.0, 60.0),
+    focal_length: float = 35.0,
+    sensor_width: float = 32.0,
+) -> list[Camera]:
+    """``count`` still cameras at random on the upper hemisphere of ``radius`` metres around ``center`` (uniform on
+    its area between ``elevation`` degrees above the horizon, any azimuth), each looking at ``center``; drawn
+    from ``rng``."""
+    count = check("hemisphere_views", "count", count, integer(1, 1000, "cameras"))
+    radius = check("hemisphere_views", "radius", radius, positive(unit="metres"))
+    center = np.asarray(check("hemisphere_views", "center", center, POINT), float)
+    low, high = np.radians(np.asarray(elevation, float))
+    if not 0 <= low <= high <= np.pi / 2:
+        raise refuse("hemisphere_views", "elevation", elevation, "(low, high) degrees with 0 <= low <= high <= 90")
+    azimuth = rng.uniform(0, 2 * np.pi, count)
+    up = np.arcsin(rng.uniform(np.sin(low), np.sin(high), count))  # uniform in sin(elevation): uniform on the area
+    offsets = radius * np.stack([np.cos(up) * np.cos(azimuth), np.cos(up) * np.sin(azimuth), np.sin(up)], -1)
+    return [Camera(focal_length, sensor_width).look_at(center + offset, center) for offset in offsets]
+
+
+def stereo_views(camera: Camera, num_frames: int, baseline: float, convergence: float = 0.0) -> list[Camera]:
+    """A stereo pair on ``camera``'s path (its lens and roll): the left and the right camera, ``baseline`` metres
+    apart along its x axis at every frame. ``convergence`` 0: parallel optical axes, pointing as ``camera`` does
+    (rectified stereo); > 0: the axes cross that many metres ahead of ``camera`` (toe-in)."""
+    baseline = check("stereo_views", "baseline", baseline, positive(unit="metres between the two cameras"))
+    convergence = check("stereo_views", "convergence", convergence, number(0.0, LIMIT, unit="metres (0: parallel)"))
+    matrices = camera.matrices(num_frames)
+    positions, targets = camera.path(num_frames)
+    right, forward = matrices[:, :3, 0], -matrices[:, :3, 2]
+    if convergence:
+        targets = positions + convergence * forward
+    pair = []
+    for side in (-0.5, 0.5):
+        shift = side * baseline * right
+        aim = targets if convergence else targets + shift
+        pair.append(
+            Camera(camera.focal_length, camera.sensor_width).look_at(positions + shift, aim, camera.roll(num_frames))
+        )
+    return pair
+
+
+def _views(value: Any) -> list[Camera] | None:
+    """None (the one camera ``scene.camera``) or a non-empty list of cameras."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, Camera) for c in value):
+        raise Refused("a list of Camera, one per view (or None: the one camera scene.camera)")
+    if not value:
+        raise Refused(
+            "at least one Camera: zero views render nothing (leave scene.views unset, or None, for scene.camera)"
+        )
+    return list(value)
+
+
+def _inside_mesh(point: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> bool:
+    """Whether ``point`` lies inside the closed mesh (ray parity: a ray from it crosses the surface an odd number of
+    times; the ray is skewed off the axes so that it misses edges and vertices of axis-aligned meshes)."""
+    direction = np.array([1.0, 1e-3 * np.pi, 1e-3 * np.e])
+    a, b, c = (vertices[faces[:, k]] for k in range(3))
+    ab, ac = b - a, c - a
+    p = np.cross(direction, ac)
+    det = (ab * p).sum(-1)
+    ok = np.abs(det) > 1e-12
+    inverse = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    s = point - a
+    u = (s * p).sum(-1) * inverse
+    q = np.cross(s, ab)
+    v = (q * direction).sum(-1) * inverse
+    distance = (ac * q).sum(-1) * inverse
+    hits = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (distance > 0)
+    return bool(hits.sum() % 2)
+
+
 # ----------------------------------------------------------------------------------------------------- scene
 @dataclass
 class AssetFiles:
@@ -1144,7 +1252,12 @@ class Scene(_Checked):
     (``simulator_factory``: `tapforge.synth.physics.PyBullet`) and its mesh reader (`MeshReader`), and hands it to
     the script's ``build``. ``scene.add(thing)`` (or ``scene += thing``) adds objects and lights; ``scene.camera``,
     ``scene.floor``, ``scene.background``, ``scene.motion_blur``, ``scene.view_transform`` and ``scene.metadata``
-    are set directly (each checked when set)."""
+    are set directly (each checked when set).
+
+    Views: ``scene.views = [Camera(...).look_at(...), ...]`` renders the one simulated scene from each camera (a
+    multi-view clip: one view per camera, each on its own path, all on the same frames, at the one resolution of
+    the config); left unset, ``scene.camera`` is the one view. `ring_views`, `hemisphere_views` and `stereo_views`
+    make the common rigs (the config's ``render.views`` applies them)."""
 
     checks: ClassVar[dict[str, Rule]] = {
         "num_frames": integer(1, LIMIT, "frames"),
@@ -1153,6 +1266,7 @@ class Scene(_Checked):
         "seed": SEED,
         "assets": instance(AssetFiles),
         "camera": instance(Camera),
+        "views": _views,
         "floor": instance(Floor, optional=True),
         "background": instance(Dome, Sky, Environment, optional=True),
         "motion_blur": number(0.0, 1.0, unit="the shutter, as a fraction of a frame"),
@@ -1179,6 +1293,7 @@ class Scene(_Checked):
         self.objects: list[Object] = []
         self.lights: list[Light] = []
         self.camera = Camera()
+        self.views: list[Camera] | None = None  # several cameras: one view each (None: the one camera above)
         self.floor: Floor | None = None
         self.background: Background | None = None
         self.motion_blur = 0.0  # shutter as a fraction of a frame
@@ -1229,6 +1344,53 @@ class Scene(_Checked):
                 )
         return things[-1] if things else None
 
+    @property
+    def cameras(self) -> list[Camera]:
+        """The views' cameras: ``scene.views``, or the one ``scene.camera``."""
+        return list(self.views) if self.views else [self.camera]
+
+    def check_views(self) -> None:
+        """Refuse, with one line naming the view, the frame and the fix, views that cannot make a clip: a camera
+        inside an object (its rest shape at its pose) or below the floor, and a view that shows none of the
+        scene's objects (their bounding spheres) in any frame. The pipeline calls it for multi-view scenes, after
+        the physics and before anything renders."""
+        positions, quaternions = self.object_poses()
+        poses = pose_matrices(positions, quaternions)  # [O,T,4,4]
+        solid = [(o, pose) for o, pose in zip(self.objects, poses) if o.rigid]
+        for v, camera in enumerate(self.cameras):
+            matrices = camera.matrices(self.num_frames)
+            where = matrices[:, :3, 3]
+            fix = "move it (render.views, or the camera's look_at in the script)"
+            if self.floor is not None and (where[:, 2] < 0).any():
+                t = int(np.argmax(where[:, 2] < 0))
+                raise TapforgeError(
+                    f"view {v}: its camera is below the floor at frame {t} (z = {where[t, 2]:.2f} m); {fix}"
+                )
+            for obj, pose in solid:
+                vertices, faces, _ = obj.mesh()
+                inverse = np.linalg.inv(pose)
+                local = np.einsum("tij,tj->ti", inverse[:, :3, :3], where) + inverse[:, :3, 3]
+                boxed = ((local >= vertices.min(0)) & (local <= vertices.max(0))).all(-1)
+                for t in np.flatnonzero(boxed):
+                    if _inside_mesh(local[t], vertices, faces):
+                        raise TapforgeError(
+                            f"view {v}: its camera is inside {obj.label()} at frame {t} (camera at "
+                            f"{tuple(np.round(where[t], 2).tolist())}); {fix}"
+                        )
+            if not self.objects:
+                continue
+            K = camera.intrinsics(self.resolution)
+            if not _sees_any(matrices, K, self.resolution, positions, self._radii()):
+                raise TapforgeError(
+                    f"view {v} shows none of the scene's {len(self.objects)} objects in any frame (camera at "
+                    f"{tuple(np.round(where[0], 2).tolist())} at frame 0); aim it at them (render.views center, radius "
+                    "and height, or the camera's look_at in the script)"
+                )
+
+    def _radii(self) -> np.ndarray:
+        """Each object's bounding radius about its origin (metres)."""
+        return np.array([np.linalg.norm(o.mesh()[0], axis=-1).max(initial=0.0) for o in self.objects])
+
     def __iadd__(self, thing: Object | Light) -> Scene:
         self.add(thing)
         return self
@@ -1271,6 +1433,11 @@ class Scene(_Checked):
             "resolution": list(self.resolution),
             "objects": [o.describe() for o in self.objects],
             "camera": {"focal_length": self.camera.focal_length, "sensor_width": self.camera.sensor_width},
+            **(
+                {"views": [{"focal_length": c.focal_length, "sensor_width": c.sensor_width} for c in self.views]}
+                if self.views
+                else {}
+            ),
             "floor": None if self.floor is None else {"material": _describe(self.floor.material)},
             "background": None if self.background is None else _describe(self.background),
             "lights": [_describe(light) for light in self.lights],
@@ -1278,6 +1445,24 @@ class Scene(_Checked):
             "view_transform": self.view_transform,
             "metadata": _json_metadata("scene", self.metadata),
         }
+
+
+def _sees_any(
+    cam_to_world: np.ndarray, K: np.ndarray, resolution: tuple[int, int], centres: np.ndarray, radii: np.ndarray
+) -> bool:
+    """Whether any sphere (centres [O,T,3], radii [O]) meets the view frustum of the camera (Blender camera-to-world
+    [T,4,4], pixel intrinsics K) in any frame: in front of the camera and within every side plane by its radius."""
+    width, height = resolution
+    offset = centres - cam_to_world[None, :, :3, 3]
+    local = np.einsum("tji,otj->oti", cam_to_world[:, :3, :3], offset) * [1.0, -1.0, -1.0]  # OpenCV camera axes
+    x, y, z = np.moveaxis(local, -1, 0)
+    r = radii[:, None]
+    inside = z > -r
+    for coordinate, half in ((x, (width / 2) / K[0, 0]), (y, (height / 2) / K[1, 1])):
+        norm = np.sqrt(1 + half**2)
+        inside &= (coordinate - half * z) / norm <= r
+        inside &= (-coordinate - half * z) / norm <= r
+    return bool(inside.any())
 
 
 def _json_metadata(owner: str, metadata: Any) -> Any:
