@@ -1,7 +1,8 @@
 """Synth configuration: YAML presets with `inherit:`, `--set key=value` overrides, up-front validation.
 
 A config has the sections ``seed``, ``scene`` (the scene script and the clip's frames, plus the script's own
-keys, see `tapforge.synth.scripts`), ``render``, ``tracks``, ``outputs`` and ``assets``. Every problem in a config is
+keys, see `tapforge.synth.scripts`), ``render`` (with the optional ``render.views``: a rig of cameras that sees
+the one simulated scene, `VIEW_RIGS`), ``tracks``, ``outputs`` and ``assets``. Every problem in a config is
 collected and reported at once, each with its fix, before anything renders; `load_config` then returns a frozen
 `SynthConfig`, one typed dataclass per section, whose ``tree`` is the plain resolved config the manifest stores.
 Presets are package data (``tapforge/synth/presets``), so a preset name works from any folder after any install.
@@ -30,6 +31,14 @@ SECTIONS = ("scene", "render", "tracks", "outputs", "assets")  # mappings of key
 SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script's identity
 IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
 HDRI_SUFFIXES = (".hdr", ".exr")
+VIEWS_KEY = "render.views"  # optional: absent (the scene script's camera or cameras) leaves a config's hash as it was
+# render.views rigs -> their keys and defaults (lengths in metres, angles in degrees); `count` cameras each
+VIEW_RIGS: dict[str, dict[str, Any]] = {
+    "ring": {"count": 4, "radius": 12.0, "height": 6.0, "center": [0.0, 0.0, 0.0], "azimuth": 0.0},
+    "hemisphere": {"count": 4, "radius": 13.0, "center": [0.0, 0.0, 0.0], "elevation": [15.0, 60.0]},
+    "stereo": {"baseline": 0.5, "convergence": 0.0},
+}
+MAX_VIEWS = 64
 
 
 def _optional_dir(v: Any) -> bool:
@@ -82,6 +91,51 @@ def _resolution(v: Any) -> bool:
     return isinstance(v, list) and len(v) == 2 and all(is_int(x) and 16 <= x <= 8192 for x in v)
 
 
+def _is_point(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 3 and all(is_number(x) for x in v)
+
+
+VIEW_KEY_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "count": (lambda v: is_int(v) and 1 <= v <= MAX_VIEWS, f"an integer in [1, {MAX_VIEWS}] (cameras)"),
+    "radius": (lambda v: is_number(v) and 0 < v <= 1e4, "a number of metres in (0, 10000]"),
+    "height": (lambda v: is_number(v) and abs(v) <= 1e4, "a number of metres above the centre"),
+    "center": (_is_point, "[x, y, z] in metres: the point the cameras look at"),
+    "azimuth": (is_number, "a number of degrees: where the first camera stands, from +x towards +y"),
+    "elevation": (
+        lambda v: isinstance(v, list) and len(v) == 2 and all(is_number(x) for x in v) and 0 <= v[0] <= v[1] <= 90,
+        "[low, high] degrees above the horizon, 0 <= low <= high <= 90",
+    ),
+    "baseline": (lambda v: is_number(v) and 0 < v <= 1e3, "a number of metres in (0, 1000]: between the cameras"),
+    "convergence": (lambda v: is_number(v) and 0 <= v <= 1e4, "metres ahead where the axes cross (0: parallel)"),
+}
+
+
+def view_rig_problems(views: Any) -> list[str]:
+    """The problems of a ``render.views`` mapping (each a line with its fix); none for null."""
+    if not isinstance(views, dict):
+        return []
+    rig = views.get("rig")
+    if rig not in VIEW_RIGS:
+        return [f"{VIEWS_KEY}.rig: bad value {rig!r}; use one of {', '.join(VIEW_RIGS)}"]
+    problems = []
+    if views.get("count") == 0:
+        problems.append(
+            f"{VIEWS_KEY}.count: 0 views render nothing; give at least 1 camera (or remove {VIEWS_KEY} for the scene "
+            "script's own camera)"
+        )
+    for key in sorted(set(views) - {"rig"}):
+        if key == "resolution":
+            problems.append(
+                f"{VIEWS_KEY}.resolution: every view renders at render.resolution (one resolution for all views: "
+                "they are one Blender scene, and multi-view loaders stack them); remove it"
+            )
+        elif key not in VIEW_RIGS[rig]:
+            problems.append(f"{VIEWS_KEY}.{key}: not a key of the {rig} rig; its keys: {', '.join(VIEW_RIGS[rig])}")
+        elif not VIEW_KEY_RULES[key][0](views[key]) and not (key == "count" and views[key] == 0):
+            problems.append(f"{VIEWS_KEY}.{key}: bad value {views[key]!r}; use {VIEW_KEY_RULES[key][1]}")
+    return problems
+
+
 # key -> (check, fix shown when the check fails); the scene script's own keys are checked by its Config
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (is_int, "an integer"),
@@ -100,6 +154,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
     "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
     "render.noise_threshold": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
+    VIEWS_KEY: (
+        lambda v: v is None or isinstance(v, dict),
+        "null or a rig, e.g. {rig: ring, count: 4} (rigs: " + ", ".join(VIEW_RIGS) + ")",
+    ),
     "render.threads": (
         lambda v: is_int(v) and 0 <= v <= 1024,
         "an integer in [0, 1024] (0 = cores split between the workers)",
@@ -234,6 +292,14 @@ def _apply_override(tree: dict, key: str, value: Any) -> str | None:
     if key in SECTIONS:
         example = next((k for k in RULES if k.startswith(key + ".")), key + ".KEY")
         return f"--set {key}: {key} is a section of keys, not a value; set one of its keys, e.g. --set {example}=..."
+    if key.startswith(VIEWS_KEY + ".") and key.count(".") == 2:  # one key of the rig: --set render.views.count=8
+        render = tree.setdefault("render", {})
+        if not isinstance(render, dict):
+            return f"--set {key}: render is a value ({render!r}), not a section of keys; set render itself"
+        if not isinstance(render.get("views"), dict):
+            render["views"] = {}
+        render["views"][key.rsplit(".", 1)[1]] = value
+        return None
     if key == SCRIPT_HASH_KEY or (key not in RULES and not key.startswith("scene.")):
         return (
             f"--set {key}: unknown key; known keys: {', '.join(sorted(RULES))}, and the scene script's own scene.* keys"
@@ -264,6 +330,9 @@ def load_config(preset: str | Path, overrides: list[str] | tuple[str, ...] = ())
     validate(tree, problems)
     if isinstance(tree["render"]["resolution"], int):
         tree["render"]["resolution"] = [tree["render"]["resolution"]] * 2
+    views = tree["render"].pop("views", None)
+    if views is not None:  # the rig's defaults filled in: the manifest says exactly which cameras rendered
+        tree["render"]["views"] = {"rig": views["rig"], **VIEW_RIGS[views["rig"]], **views}
     return SynthConfig.of(tree)
 
 
@@ -279,6 +348,30 @@ class SceneSettings:
 
 
 @dataclass(frozen=True)
+class ViewRig:
+    """``render.views``, typed: a rig of cameras (`VIEW_RIGS`) that renders the scene instead of the script's
+    camera or cameras (ring, hemisphere) or around it (stereo: a pair on the script's camera path)."""
+
+    rig: str  # ring | hemisphere | stereo
+    count: int = 2  # cameras (a stereo pair: 2)
+    radius: float = 0.0  # ring, hemisphere: metres from the centre
+    height: float = 0.0  # ring: metres above the centre
+    center: tuple[float, float, float] = (0.0, 0.0, 0.0)  # ring, hemisphere: where the cameras look
+    azimuth: float = 0.0  # ring: degrees, where the first camera stands (from +x towards +y)
+    elevation: tuple[float, float] = (15.0, 60.0)  # hemisphere: degrees above the horizon
+    baseline: float = 0.0  # stereo: metres between the two cameras
+    convergence: float = 0.0  # stereo: metres ahead where the optical axes cross (0: parallel)
+
+    @classmethod
+    def of(cls, views: dict | None) -> ViewRig | None:
+        """From a validated ``render.views`` mapping with its defaults (None: no rig)."""
+        if views is None:
+            return None
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in views.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
 class RenderSettings:
     """The ``render:`` section, typed: what the renderer is given."""
 
@@ -288,6 +381,7 @@ class RenderSettings:
     denoise: bool
     noise_threshold: float
     threads: int  # 0: the cores split between the workers; changes no pixel
+    views: ViewRig | None = None  # render.views: several cameras of one scene (None: the script's)
 
 
 @dataclass(frozen=True)
@@ -350,6 +444,7 @@ class SynthConfig:
                 bool(r["denoise"]),
                 float(r["noise_threshold"]),
                 int(r["threads"]),
+                ViewRig.of(r.get("views")),
             ),
             TrackSettings(int(t["num_tracks"]), float(t["depth_tolerance"])),
             OutputSettings(
@@ -399,9 +494,11 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
         if key.split(".")[0] in sections:
             continue
         if key not in flat:
-            problems.append(f"{key}: missing; set it to {fix}")
+            if key != VIEWS_KEY:  # optional
+                problems.append(f"{key}: missing; set it to {fix}")
         elif not check(flat[key]):
             problems.append(f"{key}: bad value {flat[key]!r}; use {fix}")
+    problems += view_rig_problems(flat.get(VIEWS_KEY))
     if "script_sha256" in scene:
         problems.append("scene.script_sha256: set by tapforge from the script's source; remove it")
     rates = scene.get("physics_rate"), scene.get("frame_rate")
