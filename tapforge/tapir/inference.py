@@ -129,13 +129,14 @@ class _WindowGrids:
 
     def advance(self, first: int, stop: int, encode: Callable[[int, int], torch.Tensor]) -> FeatureGrids:
         """Move the window on to frames [first, stop); ``encode(a, b)`` gives frames a..b-1 as a model input."""
-        keep = max(0, self.stop - first)
+        keep, shift = max(0, self.stop - first), first - self.first
         for buffer in self.buffers:
-            if keep:
-                buffer[:, :keep] = buffer[:, first - self.first : self.stop - self.first].clone()
-        begin = max(first, self.stop)
-        if stop > begin:
-            new = self.model.get_feature_grids(encode(begin, stop))
+            for i in range(0, keep if shift else 0, max(shift, 1)):  # copies of <= shift frames: no overlap
+                buffer[:, i : min(keep, i + shift)] = buffer[:, shift + i : shift + min(keep, i + shift)]
+        step = self.model.feature_extractor_chunk_size or 32  # new grids straight into the buffer, a few at a time
+        for begin in range(max(first, self.stop), stop, step):
+            end = min(stop, begin + step)
+            new = self.model.get_feature_grids(encode(begin, end))
             if not self.buffers:
                 self.resolutions = new.resolutions
                 self.shared = [i > 0 and new.lowres[i] is new.lowres[i - 1] for i in range(len(new.lowres))]
@@ -143,7 +144,7 @@ class _WindowGrids:
             if not self.buffers:
                 self.buffers = [g.new_empty((g.shape[0], self.capacity, *g.shape[2:])) for g in grids]
             for buffer, grid in zip(self.buffers, grids):
-                buffer[:, keep : stop - first] = grid
+                buffer[:, begin - first : end - first] = grid
         self.first, self.stop = first, stop
         views = iter(buffer[:, : stop - first] for buffer in self.buffers)
         lowres, hires = [], []
