@@ -41,7 +41,7 @@ from tapforge.base.atomic import atomic_write
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir.model import TAPIR, postprocess
 from tapforge.tapir.tapnet import TAPNet, load_tapnet_checkpoint
-from tapforge.tapir.tapnext import TAPNext
+from tapforge.tapir.tapnext import TAPNext, track_both_ways
 from tapforge.tapir.tapnext_checkpoint import infer_torch_config, is_tapnext_state_dict, read_jax_npz, strip_prefix
 
 MIXER_INPUT_KEY = "torch_pips_mixer.linear.weight"
@@ -183,6 +183,33 @@ _FIT_HINTS = {
     "TAPNext": "a TAPNext checkpoint of this configuration (image_size, width, patch_size, num_heads, lru_width, "
     "depth)",
 }
+
+
+def tracking_outputs(
+    model: torch.nn.Module, video: torch.Tensor, query_points: torch.Tensor, query_chunk_size: int = 64
+) -> dict[str, torch.Tensor]:
+    """The outputs that tracking reads, in eval mode: the model's own, and for a TAPNext those of
+    :func:`tapforge.tapir.tapnext.track_both_ways` (frames before a query's frame tracked on the reversed video)."""
+    if isinstance(model, TAPNext):
+        return track_both_ways(model, video, query_points)
+    return model(video, query_points, is_training=False, query_chunk_size=query_chunk_size)
+
+
+def visibility_uncertainty(model: torch.nn.Module, outputs: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """The ``expected_dist`` logits that enter the visibility beside the occlusion logits (``postprocess``), or None:
+    TAPIR's (visible where (1 - sigmoid(occlusion)) * (1 - sigmoid(expected_dist)) > 0.5); TAP-Net has none; a
+    TAPNext is visible where its visibility logit is positive, the official evaluation's default
+    (``use_certainty=False``), and its certainty stays in ``expected_dist`` for the stricter rule."""
+    if isinstance(model, TAPNext) or "expected_dist" not in outputs:
+        return None
+    return outputs["expected_dist"].float()
+
+
+def model_resolution(model: torch.nn.Module) -> tuple[int, int]:
+    """(height, width) the model was trained at: TAPIR's ``initial_resolution``, TAPNext's ``image_size``, else
+    256 x 256."""
+    config = getattr(model, "config", None) or {}
+    return tuple(int(v) for v in config.get("initial_resolution", config.get("image_size", (256, 256))))
 
 
 def build_model(config: Mapping[str, Any]) -> torch.nn.Module:
@@ -361,7 +388,9 @@ class TrackingGraph(torch.nn.Module):
     its pixels. Outputs: tracks [1,N,T,2] (x,y), occlusion and expected_dist logits [1,N,T] and
     visibility = (1 - sigmoid(occlusion)) * (1 - sigmoid(expected_dist)) [1,N,T] (visible > 0.5).
     TAP-Net has no uncertainty head: its expected_dist output is the constant logit ``CERTAIN_LOGIT``
-    (sigmoid 0), so the four outputs and their meaning are the same for both models.
+    (sigmoid 0), so the four outputs and their meaning are the same for both models. A TAPNext's are those
+    of :func:`tracking_outputs` (both ways in time), its visibility 1 - sigmoid(occlusion) (see
+    :func:`visibility_uncertainty`); its expected_dist is logit(1 - certainty).
     """
 
     def __init__(self, model: torch.nn.Module, query_chunk_size: int):
@@ -370,11 +399,11 @@ class TrackingGraph(torch.nn.Module):
         self.query_chunk_size = query_chunk_size
 
     def forward(self, video: torch.Tensor, query_points: torch.Tensor):
-        out = self.model(video, query_points, is_training=False, query_chunk_size=self.query_chunk_size)
+        out = tracking_outputs(self.model, video, query_points, self.query_chunk_size)
         expected_dist = (
             out["expected_dist"] if "expected_dist" in out else torch.full_like(out["occlusion"], CERTAIN_LOGIT)
         )
-        visibility, _ = postprocess(out["occlusion"], expected_dist)
+        visibility, _ = postprocess(out["occlusion"], visibility_uncertainty(self.model, out))
         return out["tracks"], out["occlusion"], expected_dist, visibility
 
 
@@ -403,7 +432,7 @@ def example_inputs(
     model: torch.nn.Module, num_frames: int, num_queries: int, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A random video in [-1,1] at the model resolution and queries inside it, for tracing and checks."""
-    height, width = model_config(model).get("initial_resolution", (256, 256))
+    height, width = model_resolution(model)
     gen = torch.Generator().manual_seed(seed)
     video = torch.rand(1, num_frames, height, width, 3, generator=gen) * 2 - 1
     t = torch.randint(0, num_frames, (1, num_queries, 1), generator=gen).float()

@@ -70,6 +70,9 @@ class TAPNextLossConfig:
             raise TapforgeError(f"model.tapnext_loss.huber_delta is {self.huber_delta}; fix: use a positive value (1)")
 
 
+RELEASED_LOSS = TAPNextLossConfig()  # the released weights (a frozen default for signatures)
+
+
 def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum(values * weight) / sum(weight), and 0 where the weights sum to 0."""
     return (values * weight).sum() / weight.sum().clamp(min=1e-12)
@@ -107,7 +110,7 @@ def tapnext_loss(
     image_size: Sequence[int],
     query_frame: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
-    config: TAPNextLossConfig = TAPNextLossConfig(),
+    config: TAPNextLossConfig = RELEASED_LOSS,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The TAPNext loss of one forward pass (see the module docstring).
 

@@ -1,8 +1,8 @@
-"""The LightningModule: TAPIR (or TAP-Net) + the TAPIR loss, tapnet's optimiser, TAP-Vid validation.
+"""The LightningModule: TAPIR, TAP-Net or TAPNext + its loss, tapnet's optimiser, TAP-Vid validation.
 
 Checkpoint contract (read by ``tapforge.tapir.checkpoint.load_model``): the model is ``self.model``, so
 state_dict keys are ``model.<official key>``, and ``hyper_parameters["model"]`` is the full
-keyword-argument dict (``model.config``; TAP-Net's carries ``architecture: tapnet``).
+keyword-argument dict (``model.config``; TAP-Net's and TAPNext's carry ``architecture: tapnet`` / ``tapnext``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ from lightning.pytorch import LightningModule
 from tapforge.base import seeds
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import tapvid
-from tapforge.tapir.checkpoint import ARCHITECTURES, load_model, load_state_dict_strict
+from tapforge.tapir.checkpoint import (
+    ARCHITECTURES,
+    load_model,
+    load_state_dict_strict,
+    tracking_outputs,
+    visibility_uncertainty,
+)
 from tapforge.tapir.losses import tapir_loss
 from tapforge.tapir.model import postprocess
+from tapforge.tapir.tapnext_losses import RELEASED_LOSS, TAPNextLossConfig, tapnext_loss
 from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.batches import EvalBatch, RealClipBatch, TrainBatch
 from tapforge.train.bootstrap import SelfSupervisedConfig, ema_update, make_teacher, pseudo_labels, self_supervised_loss
@@ -40,6 +47,12 @@ STRUCTURAL_KEYS = (
     "mixer_kernel_shape",
     "patch_size",
     "blocks_per_group",
+    # TAPNext
+    "image_size",
+    "width",
+    "num_heads",
+    "lru_width",
+    "depth",
 )
 
 
@@ -53,13 +66,16 @@ def _all_ranks_names(names: list[str]) -> list[str]:
 
 
 class TAPIRModule(LightningModule):
-    """Trains ``tapir.TAPIR`` (or ``tapir.TAPNet``) on augmented synthetic batches and scores it TAP-Vid style.
+    """Trains ``tapir.TAPIR`` (or ``tapir.TAPNet``, ``tapir.TAPNext``) on augmented synthetic batches and scores it
+    TAP-Vid style.
 
     Args:
       model: the model's keyword arguments (TAPIR: ``pyramid_level``, ``extra_convs``, ``softmax_temperature``,
         ``initial_resolution`` ...); saved in checkpoints as the complete ``model.config``.
-      architecture: ``tapir`` or ``tapnet`` (TAP-Net, trained with the same loss on its one prediction and
-        without an expected-distance term, as tapnet's training code does).
+      architecture: ``tapir``, ``tapnet`` (TAP-Net, trained with the same loss on its one prediction and
+        without an expected-distance term, as tapnet's training code does) or ``tapnext`` (TAPNext, trained with
+        its own loss, ``tapforge.tapir.tapnext_losses``, and validated with the frames before each query tracked
+        on the reversed video).
       lr: peak learning rate; betas, eps: AdamW; weight_decay: decoupled decay (tapnet exclusions).
       warmup_steps: linear warmup from 0; then cosine decay to ``end_lr_factor * lr`` at
         ``total_steps`` (default: the trainer's ``max_steps`` / estimated steps).
@@ -71,6 +87,9 @@ class TAPIRModule(LightningModule):
       query_chunk_size: queries per cost-volume chunk in validation (memory bound).
       self_supervised: the BootsTAP term on unlabeled real clips (``tapforge.train.bootstrap``), used when the data module
         gives real batches (``data.real_videos``); its EMA teacher is saved in checkpoints and resumes with them.
+        TAPIR and TAP-Net only.
+      tapnext_loss: TAPNext's loss weights (``tapforge.tapir.tapnext_losses.TAPNextLossConfig``; the released
+        ones by default); read only with ``architecture: tapnext``.
     """
 
     def __init__(
@@ -89,6 +108,7 @@ class TAPIRModule(LightningModule):
         expected_dist_thresh: float = 6.0,
         query_chunk_size: int = 64,
         self_supervised: SelfSupervisedConfig = SelfSupervisedConfig(),
+        tapnext_loss: TAPNextLossConfig = RELEASED_LOSS,
     ):
         super().__init__()
         checks = [
@@ -120,6 +140,10 @@ class TAPIRModule(LightningModule):
         self.self_supervised = self_supervised
         # checkpoints hold plain values only, so that they load with torch.load(weights_only=True)
         self.hparams.self_supervised = dataclasses.asdict(self_supervised)
+        if isinstance(tapnext_loss, dict):  # as a checkpoint's hyper_parameters hold it
+            tapnext_loss = TAPNextLossConfig(**tapnext_loss)
+        self.tapnext_loss = tapnext_loss
+        self.hparams.tapnext_loss = dataclasses.asdict(tapnext_loss)
         model_cls = ARCHITECTURES[architecture]
         kwargs = dict(model or {})
         stated = kwargs.pop("architecture", architecture)  # a checkpoint's model.config names its architecture
@@ -176,7 +200,7 @@ class TAPIRModule(LightningModule):
         if differ:
             wanted = ", ".join(f"{k}: {source.config[k]!r}" for k in differ)
             raise TapforgeError(
-                f"model.init_from {path!r} is a TAPIR with {wanted}, but model.model has "
+                f"model.init_from {path!r} is a {type(source).__name__} with {wanted}, but model.model has "
                 + ", ".join(f"{k}: {self.model.config[k]!r}" for k in differ)
                 + f"; fix: set model.model to {{{wanted}}} (or use a matching checkpoint)"
             )
@@ -239,10 +263,20 @@ class TAPIRModule(LightningModule):
         return {k: [v.float() for v in val] if isinstance(val, list) else val.float() for k, val in outputs.items()}
 
     def supervised_loss(self, batch: TrainBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The TAPIR loss of a synthetic batch against its ground truth."""
+        """The model's loss (TAPIR's, or TAPNext's) of a synthetic batch against its ground truth."""
         outputs = self._student_outputs(batch.video, batch.query_points)
         # a clip that augmentation left without any visible point has no valid query: leave it out
         mask = (~batch.no_visible_track).float()[:, None, None].expand(batch.occluded.shape)
+        if self.hparams.architecture == "tapnext":
+            return tapnext_loss(
+                outputs,
+                batch.tracks,
+                batch.occluded,
+                image_size=tuple(batch.video.shape[2:4]),
+                query_frame=batch.query_points[..., 0],
+                mask=mask,
+                config=self.tapnext_loss,
+            )
         return tapir_loss(
             outputs,
             batch.tracks,
@@ -272,6 +306,11 @@ class TAPIRModule(LightningModule):
 
     def bootstrap_loss(self, clips: RealClipBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The self-supervised (BootsTAP) loss of a batch of unlabeled real clips."""
+        if self.hparams.architecture == "tapnext":
+            raise TapforgeError(
+                "self-supervised fine-tuning on real videos (data.real_videos) trains TAPIR and TAP-Net with their "
+                "loss, not TAPNext; fix: leave out data.real_videos with model.architecture tapnext"
+            )
         config = self.self_supervised
         resolution = tuple(clips.video.shape[2:4])
         if self._student_view is None or self._student_view.resolution != resolution:
@@ -321,11 +360,8 @@ class TAPIRModule(LightningModule):
 
     def _eval_step(self, batch: EvalBatch) -> dict[str, np.ndarray]:
         """Score one clip (model and stay-put); returns its predicted ``tracks`` and ``occluded`` (for callbacks)."""
-        outputs = self.model(
-            batch.video, batch.query_points, is_training=False, query_chunk_size=self.hparams.query_chunk_size
-        )
-        expected_dist = outputs["expected_dist"].float() if "expected_dist" in outputs else None  # none in TAP-Net
-        _, pred_occluded = postprocess(outputs["occlusion"].float(), expected_dist)
+        outputs = tracking_outputs(self.model, batch.video, batch.query_points, self.hparams.query_chunk_size)
+        _, pred_occluded = postprocess(outputs["occlusion"].float(), visibility_uncertainty(self.model, outputs))
         query = batch.query_points.cpu().numpy()
         gt_occluded = batch.occluded.cpu().numpy()
         gt_tracks = batch.target_points.cpu().numpy()

@@ -21,6 +21,7 @@ from tapforge.train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = os.path.join(ROOT, "configs", "train", "cpu_smoke.yaml")
+TAPNEXT_SMOKE = os.path.join(ROOT, "configs", "train", "tapnext_cpu_smoke.yaml")
 
 
 class RankReport(Callback):
@@ -54,8 +55,8 @@ class RankReport(Callback):
             json.dump(report, f)
 
 
-def _fit(tmp_path, config: dict) -> list[dict]:
-    """``tapforge train fit`` with cpu_smoke and ``config`` on 2 CPU processes; each rank's report."""
+def _fit(tmp_path, config: dict, base: str = SMOKE) -> list[dict]:
+    """``tapforge train fit`` with ``base`` (cpu_smoke) and ``config`` on 2 CPU processes; each rank's report."""
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(config))
     env = dict(
         os.environ,
@@ -71,7 +72,7 @@ def _fit(tmp_path, config: dict) -> list[dict]:
             "train",
             "fit",
             "--config",
-            SMOKE,
+            base,
             "--config",
             str(tmp_path / "ddp.yaml"),
         ],
@@ -222,3 +223,52 @@ def test_two_process_ddp_mixes_synthetic_and_self_supervised_real_batches(tmp_pa
     assert sum(r["bad_videos"] for r in reports) == 1  # the broken file fell to one rank's reader, counted there
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert "self_supervised_teacher" in saved and not any(k.startswith("_teacher") for k in saved["state_dict"])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_trains_tapnext(tmp_path):
+    """TAPNext through the same DDP path: equal steps, validation reduced over the ranks, one checkpoint."""
+    kw = dict(num_frames=6, size=(32, 32), num_objects=2, points_per_object=8, background_points=8)
+    write_shards(str(tmp_path / "train"), num_clips=4, clips_per_shard=1, seed=0, **kw)
+    write_shards(str(tmp_path / "val"), num_clips=3, clips_per_shard=3, seed=9, **kw)
+    config = {
+        "trainer": {
+            "max_steps": 2,
+            "default_root_dir": str(tmp_path / "run"),
+            "enable_progress_bar": False,
+            "strategy": "ddp",
+            "accelerator": "cpu",
+            "devices": 2,
+            "callbacks": [
+                {"class_path": "tests.train.test_ddp.RankReport"},
+                {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+            ],
+        },
+        "model": {
+            "model": {"image_size": [32, 32], "width": 32, "num_heads": 2, "lru_width": 32, "depth": 1},
+            "warmup_steps": 1,
+        },
+        "data": {
+            "train_shards": str(tmp_path / "train"),
+            "val_shards": str(tmp_path / "val"),
+            "query_modes": ["strided"],
+            "batch_size": 1,
+            "num_frames": 4,
+            "num_queries": 8,
+            "resolution": [32, 32],
+            "epoch_length": 2,
+            "num_workers": 1,
+            "val_num_workers": 0,
+            "val_max_tracks": 8,
+            "shuffle_buffer": 1,
+        },
+    }
+    reports = _fit(tmp_path, config, base=TAPNEXT_SMOKE)
+    assert reports[0]["step"] == reports[1]["step"] == 2 and reports[0]["batches"] == reports[1]["batches"] == 2
+    local = [r["local_val_videos"].get("synthetic_strided", 0) for r in reports]
+    assert sum(local) == 3 and max(local) < 3
+    for r in reports:
+        assert r["metrics"]["val/synthetic_strided/num_videos"] == 3
+    assert reports[0]["metrics"] == reports[1]["metrics"]
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert saved["hyper_parameters"]["model"]["architecture"] == "tapnext"

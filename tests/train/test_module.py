@@ -1,8 +1,9 @@
-"""Optimiser recipe, skipped non-finite steps and init_from, on the real (tiny) TAPIR."""
+"""Optimiser recipe, skipped non-finite steps and init_from, on the real (tiny) TAPIR; TAPNext's training."""
 
 import math
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -143,3 +144,82 @@ def test_init_from_copies_weights_and_rejects_other_architectures(tiny_shards, t
     other = TAPIRModule(model={**TINY, "num_mixer_blocks": 2}, init_from=path)
     with pytest.raises(TapforgeError, match="num_mixer_blocks: 1"):
         other.setup("fit")
+
+
+TINY_TAPNEXT = dict(image_size=[32, 32], width=32, patch_size=[8, 8], num_heads=2, lru_width=32, depth=1)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_tapnext_trains_with_its_own_loss(tiny_shards, tmp_path, precision):
+    module = TAPIRModule(architecture="tapnext", model=TINY_TAPNEXT, warmup_steps=0, lr=1e-3)
+    before = [p.detach().clone() for p in module.parameters()]
+    losses = []
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+    trainer = Trainer(
+        max_steps=2,
+        accelerator="cpu",
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+        default_root_dir=str(tmp_path),
+    )
+    with mock.patch("tapforge.train.module.tapir_loss", side_effect=AssertionError("TAPIR's loss")):
+        trainer.fit(module, datamodule=tiny_data(tiny_shards))
+    assert trainer.global_step == 2 and module.skipped_steps == 0
+    assert {"train/huber", "train/coordinate_softmax", "train/occlusion"} <= set(losses[-1])
+    assert all(math.isfinite(v) for v in losses[-1].values())
+    changed = [not torch.equal(a, b) for a, b in zip(before, module.parameters())]
+    assert all(changed)  # every parameter, the tokens and both heads included, was trained
+    assert module.model.config["architecture"] == "tapnext"
+
+
+def test_tapnext_validation_tracks_frames_before_the_query_backwards():
+    from tapforge.tapir.tapnext import track_both_ways
+    from tapforge.train.batches import EvalBatch
+    from tapforge.train.evaluation import MetricAccumulator
+
+    torch.manual_seed(0)
+    module = TAPIRModule(architecture="tapnext", model=TINY_TAPNEXT).eval()
+    video = torch.rand(1, 5, 32, 32, 3) * 2 - 1
+    queries = torch.tensor([[[0.0, 10.0, 12.0], [3.0, 20.0, 5.0]]])
+    batch = EvalBatch(
+        video, queries, torch.rand(1, 2, 5, 2) * 32, torch.zeros(1, 2, 5, dtype=torch.bool), "s", "first", "v"
+    )
+    module._metrics = MetricAccumulator()
+    with torch.no_grad():
+        scored = module._eval_step(batch)
+        expected = track_both_ways(module.model, video, queries)
+    np.testing.assert_allclose(scored["tracks"], expected["tracks"][0].numpy())
+    # visible where the visibility logit is positive (the official evaluation's default), certainty aside
+    np.testing.assert_array_equal(scored["occluded"], (expected["occlusion"][0] >= 0).numpy())
+
+
+def test_init_from_official_tapnext_checkpoints(tmp_path):
+    from tapforge.tapir import TAPNext
+    from tapforge.tapir.tapnext_checkpoint import jax_arrays
+
+    torch.manual_seed(1)
+    source = TAPNext(**TINY_TAPNEXT)
+    npz = tmp_path / "tapnext_ckpt.npz"
+    np.savez(npz, **jax_arrays(source))
+    pt = tmp_path / "tapnextpp_ckpt.pt"
+    torch.save({"state_dict": {f"tapnext.{k}": v for k, v in source.state_dict().items()}}, pt)
+    for path in (npz, pt):
+        target = TAPIRModule(architecture="tapnext", model=TINY_TAPNEXT, init_from=str(path))
+        target.setup("fit")
+        for name, value in source.state_dict().items():
+            torch.testing.assert_close(target.model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+    wider = TAPIRModule(architecture="tapnext", model={**TINY_TAPNEXT, "width": 64, "lru_width": 64}, init_from=str(pt))
+    with pytest.raises(
+        TapforgeError, match=r"is a TAPNext with width: 32, lru_width: 32, but model.model has width: 64"
+    ):
+        wider.setup("fit")
+    with pytest.raises(TapforgeError, match="is a TAPNext, but model.architecture is 'tapir'"):
+        TAPIRModule(model=TINY, init_from=str(npz)).setup("fit")
