@@ -7,7 +7,9 @@ TAPNext++'s re-detection AJ (``compute_redetection_metrics``, AJ_RD: NaN for a v
 re-appears, which the mean leaves out); the benchmark number is the mean over videos. The stay-put
 baseline (every point stays at its query position and is always visible) is always scored too, so a
 run without --checkpoint scores only it. A TAPIR runs over a video longer than --chunk-frames (plus
-its temporal reach) in windows, with the whole clip's outputs and memory bounded by the window.
+its temporal reach) in windows, with the whole clip's outputs and memory bounded by the window; a TAPNext
+runs online, --chunk-frames frames at a time with its recurrent state carried (the frames before a query's
+frame on the reversed video, as the official strided evaluation does).
 """
 
 from __future__ import annotations
@@ -53,8 +55,15 @@ TABLE_COLUMNS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="tapforge eval", description="TAP-Vid metrics (AJ, AJ_RD, <delta_avg, OA) of a TAPIR checkpoint.")
-    p.add_argument("--checkpoint", help="tapnet .pt, tapforge .ckpt or .safetensors (omit to score only stay-put)")
+    p = Parser(
+        prog="tapforge eval",
+        description="TAP-Vid metrics (AJ, AJ_RD, <delta_avg, OA) of a TAPIR, TAP-Net or TAPNext checkpoint.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        help="tapnet .pt or checkpoint.npy, TAPNext .npz or .pt, tapforge .ckpt or .safetensors (omit to score only "
+        "stay-put)",
+    )
     for dest, flag, help_ in DATASET_FLAGS:
         p.add_argument(flag, dest=dest, metavar="PATH", help=help_)
     p.add_argument("--query-mode", choices=tapvid.QUERY_MODES, default="first", help="query sampling (default first)")
@@ -66,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         int,
         0,
         default=256,
-        help="run a TAPIR over longer videos this many frames at a time, plus its temporal reach on each side "
-        "(same outputs, bounded memory; default 256; 0: whole clips)",
+        help="run a TAPIR over longer videos this many frames at a time, plus its temporal reach on each side, "
+        "a TAPNext online this many frames at a time (same outputs, bounded memory; default 256; 0: whole clips)",
     )
     add_run_options(p)
     return p

@@ -32,11 +32,15 @@ SAVE_SUFFIXES = (".npz", ".csv")
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="tapforge track",
-        description="Track points through a video (file or image folder) with TAPIR.",
+        description="Track points through a video (file or image folder) with TAPIR, TAP-Net or TAPNext.",
         epilog="--points CSV needs a header naming t, x, y (any order); NPZ holds queries [N,3] as (t,y,x).",
     )
     p.add_argument("video", help="video file (mp4/avi/mov/mkv/webm/gif) or a folder of frame images")
-    p.add_argument("--checkpoint", required=True, help="tapnet .pt, tapforge .ckpt or .safetensors")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="tapnet .pt or checkpoint.npy, TAPNext .npz or .pt, tapforge .ckpt or .safetensors",
+    )
     q = p.add_mutually_exclusive_group()
     add_number(
         q, "--grid", int, 1, 256, what="K", metavar="K", help="track a KxK grid of points on --grid-frame (default 8)"

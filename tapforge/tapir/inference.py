@@ -1,4 +1,4 @@
-"""Track points through a video with a TAPIR model.
+"""Track points through a video with a TAPIR, TAP-Net or TAPNext model.
 
 ``Tracker`` holds a model on a device; ``Tracker.track(frames, queries)`` resizes the frames to the
 model resolution, scales the queries there and the tracks back, and turns the logits into
@@ -12,6 +12,12 @@ top-left corner of the top-left pixel).
 Long videos: with ``chunk_frames`` a TAPIR runs over windows of that many frames plus its temporal reach
 (`temporal_reach`) on each side, so that memory is bounded by the window rather than the clip, and the
 outputs equal the whole-clip run's (up to float rounding).
+
+TAPNext: all queries go through one pass (they attend to one another, so splitting them would change the
+answers); frames before a query's frame are tracked on the time-reversed video, as the official strided
+evaluation does; visible where the visibility logit is positive (``checkpoint.visibility_uncertainty``). With
+``chunk_frames`` it runs online, that many frames at a time with its recurrent state carried (the whole clip's
+outputs up to float rounding, memory bounded by the chunk).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from tqdm.auto import tqdm
 
 from tapforge.base.errors import TapforgeError
 from tapforge.tapir import nets
+from tapforge.tapir.checkpoint import model_resolution, tracking_outputs
 from tapforge.tapir.model import TAPIR, FeatureGrids, QueryFeatures, postprocess
+from tapforge.tapir.tapnext import TAPNext
 
 
 @dataclass
@@ -155,18 +163,21 @@ class _WindowGrids:
 
 
 class Tracker:
-    """A TAPIR model on a device, ready to track points in videos of any size and length.
+    """A TAPIR, TAP-Net or TAPNext model on a device, ready to track points in videos of any size and length.
 
     Args:
-      model: a ``tapir.TAPIR`` (put in eval mode and moved to ``device``).
+      model: a ``tapir.TAPIR``, ``tapir.TAPNet`` or ``tapir.TAPNext`` (put in eval mode and moved to ``device``).
       device: "cpu", "cuda", "cuda:1" or None/"auto".
       bf16: run under bfloat16 autocast (CUDA with bf16 support, or CPU).
-      resolution: (height, width) the frames are resized to; default the model's initial_resolution.
+      resolution: (height, width) the frames are resized to; default the model's initial_resolution (TAPNext:
+        its image_size).
       query_chunk_size: queries per cost-volume chunk inside the model (bounds memory).
-      query_batch_size: queries per forward pass (bounds output memory; shows progress).
+      query_batch_size: queries per forward pass (bounds output memory; shows progress); a TAPNext takes all
+        queries in one pass.
       chunk_frames: run a TAPIR over a longer video in windows of this many frames plus its
         `temporal_reach` on each side (equal outputs, memory bounded by the window; the refinement
-        runs again on the overlaps); None or 0: the whole clip in one pass.
+        runs again on the overlaps), a TAPNext online this many frames at a time; None or 0: the whole clip in
+        one pass.
     """
 
     def __init__(
@@ -183,8 +194,7 @@ class Tracker:
         if bf16 and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise TapforgeError("this GPU does not support bfloat16; fix: drop --bf16")
         self.model = model.to(self.device).eval()
-        config = getattr(model, "config", {}) or {}
-        self.resolution = tuple(int(v) for v in (resolution or config.get("initial_resolution", (256, 256))))
+        self.resolution = tuple(int(v) for v in (resolution or model_resolution(model)))
         if len(self.resolution) != 2 or any(v <= 0 or v % 8 for v in self.resolution):
             raise TapforgeError(f"resolution {self.resolution} must be two positive multiples of 8; fix: e.g. 256 256")
         self.bf16 = bf16
@@ -246,7 +256,10 @@ class Tracker:
         to_model = np.array([1.0, res_h / height, res_w / width])
         model_queries = torch.from_numpy(queries * to_model).float().to(self.device)[None]
         reach = temporal_reach(self.model, self.resolution) if self.chunk_frames else None
-        if reach is not None and num_frames > self.chunk_frames + sum(reach):
+        if isinstance(self.model, TAPNext):
+            tracks, occlusion = self._track_tapnext(frames, model_queries, progress)
+            expected_dist = None  # visible where its visibility logit is positive (checkpoint.visibility_uncertainty)
+        elif reach is not None and num_frames > self.chunk_frames + sum(reach):
             tracks, occlusion, expected_dist = self._track_in_windows(frames, model_queries, reach, progress)
         else:
             tracks, occlusion, expected_dist = self._track_whole(frames, model_queries, progress)
@@ -279,6 +292,43 @@ class Tracker:
             if "expected_dist" in out:
                 expected_dist.append(out["expected_dist"][0].float())
         return torch.cat(tracks), torch.cat(occlusion), torch.cat(expected_dist) if expected_dist else None
+
+    def _track_tapnext(self, frames: np.ndarray, model_queries: torch.Tensor, progress: bool):
+        """A TAPNext over the whole clip, all queries at once -> tracks [N,T,2] and occlusion [N,T] at the model
+        resolution; with ``chunk_frames``, online that many frames at a time, forwards and (for the frames before
+        each query's frame) backwards in time."""
+        num_frames = frames.shape[0]
+        if not self.chunk_frames or num_frames <= self.chunk_frames:
+            with self._autocast():
+                out = tracking_outputs(self.model, self._video_tensor(frames), model_queries)
+            return out["tracks"][0].float(), out["occlusion"][0].float()
+        query_frame = torch.round(model_queries[0, :, 0])
+        passes = [(np.arange(num_frames), model_queries)]
+        if bool((query_frame > 0).any()):
+            backward = model_queries.clone()
+            backward[..., 0] = num_frames - 1 - query_frame
+            passes.append((np.arange(num_frames)[::-1], backward))
+        starts = range(0, num_frames, self.chunk_frames)
+        results = []
+        with tqdm(
+            total=len(passes) * len(starts), desc="tracking", unit="chunk", disable=not progress, leave=False
+        ) as bar:
+            for order, queries in passes:
+                state, tracks, occlusion = None, [], []
+                for start in starts:
+                    chunk = self._video_tensor(frames[order[start : start + self.chunk_frames]])
+                    with self._autocast():
+                        out, state = self.model.online_step(chunk, state, queries if state is None else None)
+                    tracks.append(out["tracks"][0].float())
+                    occlusion.append(out["occlusion"][0].float())
+                    bar.update()
+                results.append((torch.cat(tracks, dim=1), torch.cat(occlusion, dim=1)))
+        tracks, occlusion = results[0]
+        if len(results) > 1:
+            before = (torch.arange(num_frames, device=self.device) < query_frame[:, None])[..., None]
+            tracks = torch.where(before, results[1][0].flip(1), tracks)
+            occlusion = torch.where(before[..., 0], results[1][1].flip(1), occlusion)
+        return tracks, occlusion
 
     def _query_features(self, frames: np.ndarray, model_queries: torch.Tensor) -> QueryFeatures:
         """The TAPIR query features, encoding only the frames the queries lie on (each query's frame and the next:
@@ -365,7 +415,8 @@ def track(
     model: torch.nn.Module | None = None,
     **tracker_kwargs: Any,
 ) -> TrackResult:
-    """One-call tracking: ``track(frames, queries, checkpoint="tapir.pt")`` (or ``model=...``).
+    """One-call tracking: ``track(frames, queries, checkpoint="tapir.pt")`` (or ``model=...``; TAPIR, TAP-Net or
+    TAPNext).
 
     ``tracker_kwargs`` go to :class:`Tracker` (device, bf16, resolution, query_chunk_size, ...).
     """

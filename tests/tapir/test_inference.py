@@ -157,3 +157,26 @@ def test_temporal_reach_of_the_official_configs_and_bad_chunk_sizes():
     for bad in (-1, 2.5, True):
         with pytest.raises(TapforgeError, match="chunk_frames"):
             Tracker(EchoModel(), device="cpu", chunk_frames=bad)
+
+
+def test_tapnext_tracks_both_ways_all_queries_at_once_and_online_in_chunks():
+    from tapforge.tapir import TAPNext
+    from tapforge.tapir.tapnext import track_both_ways
+
+    torch.manual_seed(0)
+    model = TAPNext(image_size=(32, 32), width=32, num_heads=2, lru_width=32, depth=2).eval()
+    rng = np.random.default_rng(2)
+    frames = _frames(num_frames=9, height=32, width=32)
+    queries = np.stack([rng.integers(0, 9, 6).astype(float), rng.uniform(0, 32, 6), rng.uniform(0, 32, 6)], -1)
+    queries[:2, 0] = [0, 8]
+    whole = Tracker(model, device="cpu", query_batch_size=2).track(frames, queries)
+    assert Tracker(model, device="cpu").resolution == (32, 32)  # its image_size
+    video = torch.from_numpy(frames).float()[None] / 127.5 - 1
+    with torch.no_grad():
+        expected = track_both_ways(model, video, torch.from_numpy(queries).float()[None])
+    # all six queries in one pass (they attend to one another) and the frames before each query backwards
+    np.testing.assert_allclose(whole.tracks, expected["tracks"][0].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(whole.occluded, (expected["occlusion"][0] >= 0).numpy())  # its visibility logit
+    chunked = Tracker(model, device="cpu", chunk_frames=4).track(frames, queries)  # online, 4 frames at a time
+    np.testing.assert_allclose(chunked.tracks, whole.tracks, atol=1e-4)
+    np.testing.assert_allclose(chunked.visibility, whole.visibility, atol=1e-5)
