@@ -4,7 +4,9 @@ One Blender process renders many scenes: `BlenderRenderer` sets the render setti
 layers once ("rgb" at the configured samples; "aux" at 1 sample with exact Vector, Position, Normal,
 Object Index, Depth and an object-coordinates AOV), and `build` clears the previous scene's objects before
 building the next. The rgb layer comes back as 8-bit PNG through the scene's view transform, the aux passes
-as float arrays via multilayer EXR.
+as float arrays via multilayer EXR. A scene with several views (`Scene.cameras`) is built once, with one camera
+object per view, and each view renders the same built scene with its camera made the active one (`render`'s
+``view``), into its own folder of frame files.
 
 Textures are projected from the object's own coordinates (box projection for objects, planar on the
 floor, box on the dome), so texel density stays even on every face: no UV stretching at poles or caps.
@@ -96,6 +98,7 @@ class BlenderRenderer:
             aov.type = "COLOR"
         self.rgb_layer, self.aux_layer = rgb, aux
         self.deforming: list[tuple[object, object]] = []  # (tapforge.synth.scene object, bpy object) of the built scene
+        self.cameras: list = []  # the built scene's camera objects, one per view
         self.timing: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------- building
@@ -279,7 +282,8 @@ class BlenderRenderer:
         self.scene.collection.objects.link(obj)
 
     def build(self, scene_spec: Scene) -> None:
-        """Create floor, background, objects and camera (keyed at every frame with their exact poses) and lights."""
+        """Create floor, background, objects and cameras, one per view (keyed at every frame with their exact poses),
+        and lights."""
         from mathutils import Matrix
 
         bpy = self.bpy
@@ -333,19 +337,23 @@ class BlenderRenderer:
             for collider in colliders:
                 collider.modifiers.new("collision", "COLLISION")
                 collider.collision.thickness_outer = 0.005
-        cam_data = bpy.data.cameras.new("camera")
-        cam_data.lens = spec.camera.focal_length
-        cam_data.sensor_fit = "HORIZONTAL"
-        cam_data.sensor_width = spec.camera.sensor_width
-        cam_data.clip_start, cam_data.clip_end = 0.01, 1000.0
-        camera = bpy.data.objects.new("camera", cam_data)
-        camera.rotation_mode = "QUATERNION"
-        scene.collection.objects.link(camera)
-        scene.camera = camera
-        for t, matrix in enumerate(spec.camera.matrices(spec.num_frames)):
-            camera.matrix_world = Matrix(matrix.tolist())
-            camera.keyframe_insert("location", frame=t)
-            camera.keyframe_insert("rotation_quaternion", frame=t)
+        self.cameras = []
+        for index, view in enumerate(spec.cameras):  # one camera object per view, keyed at every frame
+            name = "camera" if index == 0 else f"camera_{index}"
+            cam_data = bpy.data.cameras.new(name)
+            cam_data.lens = view.focal_length
+            cam_data.sensor_fit = "HORIZONTAL"
+            cam_data.sensor_width = view.sensor_width
+            cam_data.clip_start, cam_data.clip_end = 0.01, 1000.0
+            camera = bpy.data.objects.new(name, cam_data)
+            camera.rotation_mode = "QUATERNION"
+            scene.collection.objects.link(camera)
+            for t, matrix in enumerate(view.matrices(spec.num_frames)):
+                camera.matrix_world = Matrix(matrix.tolist())
+                camera.keyframe_insert("location", frame=t)
+                camera.keyframe_insert("rotation_quaternion", frame=t)
+            self.cameras.append(camera)
+        scene.camera = self.cameras[0]
         for index, light in enumerate(spec.lights):
             self._light(index, light)
 
@@ -513,12 +521,14 @@ class BlenderRenderer:
         scene.render.use_motion_blur = saved_blur
         return time.perf_counter() - start
 
-    def render(self, num_frames: int, scratch: str | None = None) -> RenderedFrames:
-        """Render the built scene into files (a folder under ``scratch``, or the system's temporary folder): the
-        rgb frames and the exact aux passes, read back frame by frame through the returned `RenderedFrames`.
+    def render(self, num_frames: int, scratch: str | None = None, view: int = 0) -> RenderedFrames:
+        """Render the built scene from view ``view``'s camera into files (a folder under ``scratch``, or the system's
+        temporary folder): the rgb frames and the exact aux passes, read back frame by frame through the returned
+        `RenderedFrames`. The views share the built scene: only the active camera changes between them.
 
         Records ``self.timing``: 'path_tracing' (the rgb layer) and 'aux_passes' seconds.
         """
+        self.scene.camera = self.cameras[view]
         frames = RenderedFrames(num_frames, scratch)
         self.timing = {"path_tracing": self._render_layers(frames.folder, rgb=True, aux=False)}
         # aux passes always without motion blur: Cycles has no vector pass with blur on

@@ -2,7 +2,8 @@
 
 The tracks come from poses and the camera (or, for deforming surfaces, the evaluated meshes); the passes come
 from Cycles. At the pixel under each point, `render_pass_agreement` compares the two: segmentation and position
-for visible points, what covers hidden ones, and the vector pass against the track motion.
+for visible points, what covers hidden ones, and the vector pass against the track motion. A multi-view scene is
+checked view by view, each view's clip against its own passes (`view_agreement`).
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ def render_pass_agreement(clip: Clip, passes: dict, object_ids=None) -> dict[str
         "flow_error_px": _or_nan(np.median, flow_error),
         "median_motion_px": _or_nan(np.median, np.abs(motion[both])),
     }
+
+
+def view_agreement(clips: list[Clip], rendered) -> list[dict[str, float]]:
+    """`render_pass_agreement` of each view of a rendered scene (`tapforge.synth.pipeline.RenderedScene`): view
+    v's clip (``make_clips``' order) against view v's passes."""
+    return [render_pass_agreement(clip, rendered.view_passes(v)) for v, clip in enumerate(clips)]
 
 
 def _or_nan(statistic, values: np.ndarray) -> float:

@@ -33,7 +33,7 @@ from tapforge.base import __version__
 from tapforge.base.errors import TapforgeError
 from tapforge.base.video import IMAGE_SUFFIXES
 from tapforge.synth.config import HDRI_SUFFIXES, SynthConfig, folder_files
-from tapforge.synth.pipeline import make_clip, scene_key, scene_seed
+from tapforge.synth.pipeline import make_clips, scene_seed
 from tapforge.synth.resources import check_render_size, fit_workers_in_memory
 from tapforge.synth.schema import encode_clip
 from tapforge.synth.shards import (
@@ -184,30 +184,40 @@ def plan_workers(workers: int | None, threads: int, num_scenes: int, cores: int)
     return workers, threads or max(1, cores // workers)
 
 
-def render_scene(renderer, config: SynthConfig, index: int) -> tuple[dict, dict[str, float]]:
-    """Render and encode scene `index` as a render job's worker does; return the shard sample and its timing
-    breakdown (seconds, per stage; `bench/render.py` reports the same)."""
+def render_views(renderer, config: SynthConfig, index: int) -> tuple[list[dict], dict[str, float]]:
+    """Render and encode scene `index` as a render job's worker does; return its shard samples (one per view, in
+    view order; one for a single camera) and its timing breakdown (seconds, per stage, all views together;
+    `bench/render.py` reports the same)."""
     rendered = renderer.render(index)
     try:
         timing = dict(rendered.timing)
         start = time.perf_counter()
-        clip = make_clip(rendered, config)  # reads the passes' files frame by frame
+        clips = make_clips(rendered, config)  # reads the passes' files frame by frame
         timing["ground_truth"] = time.perf_counter() - start
         start = time.perf_counter()
-        sample = encode_clip(clip, config.outputs.video_codec, config.outputs.jpeg_quality)  # reads the frames
+        codec, quality = config.outputs.video_codec, config.outputs.jpeg_quality
+        samples = [encode_clip(clip, codec, quality) for clip in clips]  # reads the frames
         timing["encode"] = time.perf_counter() - start
     finally:
-        rendered.frames.close()  # the clip's frame files, now in the sample
-    return sample, {k: round(v, 4) for k, v in timing.items()}
+        rendered.close()  # the clips' frame files, now in the samples
+    return samples, {k: round(v, 4) for k, v in timing.items()}
+
+
+def render_scene(renderer, config: SynthConfig, index: int) -> tuple[dict, dict[str, float]]:
+    """`render_views` of a single-view scene: its one shard sample and its timing."""
+    samples, timing = render_views(renderer, config, index)
+    if len(samples) != 1:
+        raise TapforgeError(f"render_scene: scene {index} has {len(samples)} views; use render_views")
+    return samples[0], timing
 
 
 _worker_renderer = None
 
 
-def _render_in_worker(config: SynthConfig, threads: int, index: int) -> tuple[dict, dict[str, float], str | None]:
-    """Worker side: render one scene in this process's Blender session (started on the first scene); the sample,
-    its timing, and on the session's first scene the line saying which device renders (for the main process to
-    show once: a worker's own print would land inside the progress bar)."""
+def _render_in_worker(config: SynthConfig, threads: int, index: int) -> tuple[list[dict], dict[str, float], str | None]:
+    """Worker side: render one scene in this process's Blender session (started on the first scene); its samples
+    (one per view), its timing, and on the session's first scene the line saying which device renders (for the main
+    process to show once: a worker's own print would land inside the progress bar)."""
     global _worker_renderer
     note = None
     if _worker_renderer is None:
@@ -215,7 +225,7 @@ def _render_in_worker(config: SynthConfig, threads: int, index: int) -> tuple[di
 
         _worker_renderer = SceneRenderer(config, threads)
         note = _worker_renderer.blender.device_note
-    return (*render_scene(_worker_renderer, config, index), note)
+    return (*render_views(_worker_renderer, config, index), note)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -400,14 +410,15 @@ def _render_into(
                 queue.submit()
             header = manifest_header(config, num_scenes, version.result(), identity["assets_sha256"])
             for shard, rendered in queue.finished_shards():
+                samples = [sample for views, _ in rendered for sample in views]  # a scene's views side by side
                 record = {
                     **identity,
-                    "num_samples": len(rendered),
-                    "keys": [scene_key(i) for i in scenes[shard]],
+                    "num_samples": len(samples),
+                    "keys": [sample["__key__"] for sample in samples],
                     "seeds": [scene_seed(config.seed, i) for i in scenes[shard]],
                     "timing_seconds": {"scenes": [timing for _, timing in rendered]},
                 }
-                if write_shard(out_dir, shard, [sample for sample, _ in rendered], record, header) is None:
+                if write_shard(out_dir, shard, samples, record, header) is None:
                     summary["shards_skipped"] += 1  # another job (the same slice started twice) committed it first
                 else:
                     summary["shards_rendered"] += 1
@@ -448,7 +459,7 @@ class _SceneQueue:
         self.queued: deque[int] = deque()
         self.in_flight: dict[Future, int] = {}
         self.shard_of = {index: shard for shard, indices in scenes.items() for index in indices}
-        self.done: dict[int, dict[int, tuple[dict, dict]]] = {}
+        self.done: dict[int, dict[int, tuple[list[dict], dict]]] = {}
         self.notes: set[str] = set()  # the workers' lines for the user, each shown once
 
     def submit(self) -> None:
@@ -465,19 +476,19 @@ class _SceneQueue:
             index = self.queued.popleft()
             self.in_flight[self.pool.submit(_render_in_worker, self.config, self.threads, index)] = index
 
-    def finished_shards(self) -> Iterator[tuple[int, list[tuple[dict, dict]]]]:
-        """(shard, its scenes' (sample, timing) in scene order) as each shard's last scene comes back."""
+    def finished_shards(self) -> Iterator[tuple[int, list[tuple[list[dict], dict]]]]:
+        """(shard, its scenes' (samples, timing) in scene order) as each shard's last scene comes back."""
         self.submit()
         while self.in_flight:
             finished, _ = wait(self.in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
                 index = self.in_flight.pop(future)
                 shard = self.shard_of[index]
-                sample, timing, note = future.result()
+                samples, timing, note = future.result()
                 if note and note not in self.notes:
                     self.notes.add(note)
                     self.bar.write(note, file=sys.stderr)
-                self.done[shard][index] = (sample, timing)
+                self.done[shard][index] = (samples, timing)
                 self.bar.update(1)
                 if len(self.done[shard]) == len(self.scenes[shard]):
                     result = self.done.pop(shard)

@@ -15,15 +15,26 @@ tracks.npy                  float32 [N,T,2]      (x, y) raster pixels of each po
 occluded.npy                bool [N,T]           True where the point is hidden, behind the camera or outside
 tracks_3d.npy               float32 [N,T,3]      the point in OpenCV camera coordinates per frame (TAPVid-3D)
 object_ids.npy              int32 [N]            the object each track lies on (0 = static background)
-query.npy (optional)        float32 [N,3]        (t, y, x) of a frame where the point is visible
+query.npy (optional)        float32 [N,3]        (t, y, x) of a frame where the point is visible (NaN: never, in a
+                                                 view of a multi-view scene that does not see the point)
+tracks_world.npy (views)    float32 [N,T,3]      the point in world coordinates (Z up, metres) per frame; the same
+                                                 array and rows in every view of a multi-view scene
 depth.npy (optional)        float32 [T,H,W]      Euclidean distance to the camera centre (inf: sky)
 segmentation.npy (opt.)     uint16 [T,H,W]       instance ids, in the id space of ``object_ids``
 camera.json                                      intrinsics ``K`` and per-frame extrinsics, conventions stated
 meta.json                                        seed, config hash, scene (objects, materials ...), fps,
-                                                 ``schema_version``, ``video_codec``
+                                                 ``schema_version``, ``video_codec``; ``view`` in multi-view
 ==========================  ===================  =============================================================
 
 The optional per-pixel passes (`OPTIONAL_PASSES`) are written when ``outputs.passes`` names them.
+
+Multi-view scenes (one simulation seen by several cameras): a view is a clip. Each view is a sample of its own,
+with every entry above for its camera (its video, 2D tracks, occlusion by its own passes, camera-frame 3D tracks,
+``camera.json``), so any single-view reader reads a multi-view dataset as single-view clips. Its key is the
+scene's key and the view, ``scene-0000003_view-01`` (no dot: webdataset's sample key is a member's name up to its
+first dot); its ``meta.json`` has ``view``: ``{"scene": "scene-0000003", "index": 1, "count": 4}``; its
+``camera.json`` adds ``look_at_world`` [T,3]; ``tracks_world.npy`` holds the world tracks, row n the same surface
+point in every view of the scene. The views of a scene are consecutive samples of one shard, in view order.
 
 Conventions (TAP-Vid): tracks are (x, y) raster pixels with (0, 0) the top-left corner of the
 top-left pixel; queries are (t, y, x); ``occluded`` is True where the point is not visible.
@@ -52,6 +63,7 @@ ARRAY_ENTRIES = {
     "tracks_3d": (np.float32, 3),
     "object_ids": (np.int32, 1),
     "query": (np.float32, 2),
+    "tracks_world": (np.float32, 3),
     "depth": (np.float32, 3),
     "segmentation": (np.uint16, 3),
 }
@@ -77,6 +89,7 @@ class Clip:
     query: np.ndarray | None = None  # float32 [N,3] (t, y, x)
     depth: np.ndarray | None = None  # float32 [T,H,W] Euclidean distance to the camera centre
     segmentation: np.ndarray | None = None  # uint16 [T,H,W] instance ids, same space as object_ids
+    tracks_world: np.ndarray | None = None  # float32 [N,T,3] world points: multi-view scenes, the same in every view
 
     @property
     def num_frames(self) -> int:
@@ -226,6 +239,7 @@ def validate_clip(clip: Clip, check_frame_size: bool = True) -> None:
         "tracks_3d": (num_tracks, num_frames, 3),
         "object_ids": (num_tracks,),
         "query": (num_tracks, 3),
+        "tracks_world": (num_tracks, num_frames, 3),
     }
     if check_frame_size:
         expected.update({name: tuple(video.shape[:3]) for name in OPTIONAL_PASSES})
