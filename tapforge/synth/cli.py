@@ -115,10 +115,14 @@ def _parser() -> argparse.ArgumentParser:
     to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")
     to_tapvid.add_argument("--max-tracks", type=int, help="keep at most this many tracks per clip (random)")
     export = sub.add_parser(
-        "export", help="write the dataset in another trainer's layout (CoTracker Kubric, PointOdyssey, TAPVid-3D)"
+        "export",
+        help="write the dataset in another trainer's layout (CoTracker Kubric, PointOdyssey, TAPVid-3D, MVTracker's "
+        "MV-Kubric)",
     )
     export.add_argument("dir", type=Path)
-    export.add_argument("--to", required=True, choices=("cotracker", "pointodyssey", "tapvid3d"), help="the layout")
+    export.add_argument(
+        "--to", required=True, choices=("cotracker", "pointodyssey", "tapvid3d", "mvtracker"), help="the layout"
+    )
     export.add_argument("--out", required=True, type=Path, help="output folder (a rerun keeps finished clips)")
     return parser
 
@@ -169,7 +173,8 @@ def main(argv: list[str]) -> int:
         summary = export_dataset(args.dir, args.to, args.out)
         for note in summary["notes"]:
             print(f"note: {note}")
-        print(f"wrote {summary['written']} clips ({summary['kept']} kept from an earlier run) to {args.out}")
+        unit = "scenes" if args.to == "mvtracker" else "clips"
+        print(f"wrote {summary['written']} {unit} ({summary['kept']} kept from an earlier run) to {args.out}")
         return 0
     from tapforge.base.video import WRITE_SUFFIXES
     from tapforge.synth.preview import write_preview

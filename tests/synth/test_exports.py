@@ -7,6 +7,7 @@ tests are the formats' specification: a transposed matrix, an inverted flag or a
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -262,6 +263,142 @@ def test_tapvid3d_round_trip(datasets, tmp_path, which):
     world = camera_points[0] @ np.linalg.inv(w2c[0])[:3, :3].T + np.linalg.inv(w2c[0])[:3, 3]
     _check_extrinsics(w2c, np.broadcast_to(world, camera_points.shape), camera_points)
     assert np.abs(np.diff(w2c, axis=0)).max() > 1e-3, "the test clip's camera must move"
+
+
+# --- MVTracker: mvtracker/datasets/kubric_multiview_dataset.py (KubricMultiViewDataset: __init__'s scene list,
+# getitem_raw_datapoint, depth_from_euclidean_to_z) ---
+
+
+def read_mvtracker(root: Path) -> list[dict]:
+    """Every scene of an MV-Kubric folder, read as the loader reads it (scene folders sorted by int(name), views
+    by int(suffix), frame files by name; K and the Blender poses turned into OpenCV pixels and world-to-camera)."""
+    names = sorted((d for d in os.listdir(root) if (root / d).is_dir() and d[0] not in "._"), key=int)
+    scenes = []
+    for name in names:
+        scene = root / name
+        tracks_3d = np.load(scene / "tracks_3d.npz")["tracks_3d"]
+        ids = np.load(scene / "tracks_segmentation_ids.npz")["tracks_segmentation_ids"]
+        objects = json.loads((scene / "tracked_objects.json").read_text())
+        cameras = np.load(scene / "cameras.npz")
+        n_frames, n_tracks = tracks_3d.shape[:2]
+        n_views = cameras["camera_positions"].shape[0]
+        assert tracks_3d.shape == (n_frames, n_tracks, 3) and ids.shape == (n_tracks,)
+        assert cameras["lookat_positions"].shape == (n_views, 3)
+        folders = sorted((d for d in os.listdir(scene) if d.startswith("view_")), key=lambda d: int(d.split("_")[-1]))
+        assert len(folders) == n_views
+        views = []
+        for folder in folders:
+            path = scene / folder
+            files = sorted(os.listdir(path))
+            rgba = np.stack([np.array(Image.open(path / f)) for f in files if f.startswith("rgba_")])
+            depth = np.stack([np.array(Image.open(path / f))[..., None] for f in files if f.startswith("depth_")])
+            assert len(rgba) == n_frames and len(depth) == n_frames
+            tracks_2d = np.load(path / "tracks_2d.npz")
+            metadata = json.loads((path / "metadata.json").read_text())
+            json.loads((path / "object_id_to_segmentation_id.json").read_text())
+            camera = metadata["camera"]
+            K = np.asarray(camera["K"], np.float64)
+            w, x, y, z = np.moveaxis(np.asarray(camera["quaternions"], np.float64), -1, 0)  # kornia's (w, x, y, z)
+            rotation = np.stack(
+                [
+                    np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                    np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                    np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+                ],
+                -2,
+            )
+            extrinsics_inv = np.zeros((n_frames, 4, 4))
+            extrinsics_inv[:, :3, :3], extrinsics_inv[:, :3, 3] = rotation, camera["positions"]
+            extrinsics_inv[:, 3, 3] = 1
+            extrinsics = np.linalg.inv(extrinsics_inv)[:, :3, :]
+            width, height = metadata["metadata"]["resolution"]
+            views.append(
+                {
+                    "rgbs": rgba[..., :3],
+                    "depth_z": _mvtracker_depth_to_z(depth, camera["sensor_width"], camera["focal_length"]),
+                    "tracks_2d": tracks_2d["tracks_2d"],
+                    "visibility": ~tracks_2d["occlusion"],
+                    "intrinsics": np.diag([width, height, 1]) @ K @ np.diag([1, -1, -1]),
+                    "extrinsics": np.diag([1, -1, -1]) @ extrinsics,
+                }
+            )
+        scenes.append({"name": name, "tracks_3d": tracks_3d, "ids": ids, "objects": objects, "views": views})
+    return scenes
+
+
+def _mvtracker_depth_to_z(depth: np.ndarray, sensor_width: float, focal_length: float) -> np.ndarray:
+    """The loader's depth_from_euclidean_to_z: pixel centres on the sensor in millimetres, the centre at W/2."""
+    _, h, w, _ = depth.shape
+    sensor_height = sensor_width / w * h
+    x = (np.arange(-w / 2, w / 2, dtype=np.float32) + 0.5) / w * sensor_width
+    y = (np.arange(-h / 2, h / 2, dtype=np.float32) + 0.5) / h * sensor_height
+    x, y = np.meshgrid(x, y, indexing="xy")
+    return depth / np.sqrt(1 + (x**2 + y**2) / focal_length**2)[..., None]
+
+
+@pytest.fixture(scope="module")
+def stereo(tmp_path_factory):
+    """Two panning MOVi scenes, each seen by a stereo pair on its moving camera path (depth pass on)."""
+    pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed to render")
+    sets = [s for s in SETS if not s.startswith("render.resolution")] + ["render.resolution=[48,40]"]
+    sets += ["render.views.rig=stereo", "render.views.baseline=0.6", "render.views.convergence=8"]
+    return _render_scenes(tmp_path_factory.mktemp("exports") / "stereo", 2, sets)
+
+
+def _render_scenes(out: Path, num_scenes: int, sets: list[str]) -> Path:
+    result = subprocess.run(render_command(out, num_scenes, sets), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("which", ["stereo", "pan"])
+def test_mvtracker_round_trip(stereo, datasets, tmp_path, which):
+    from tapforge.synth.exports.common import tracks_world
+    from tapforge.synth.shards import iter_dataset_clips
+
+    dataset = stereo if which == "stereo" else datasets["pan"]
+    clips = list(iter_dataset_clips(dataset))
+    summary = _export(dataset, "mvtracker", tmp_path)
+    num_views = 2 if which == "stereo" else 1
+    assert summary["written"] == len(clips) // num_views and not summary["notes"]
+    scenes = read_mvtracker(tmp_path)
+    assert [s["name"] for s in scenes] == [str(c.meta["scene_index"]) for c in clips[::num_views]]
+    for k, scene in enumerate(scenes):
+        views = clips[k * num_views : (k + 1) * num_views]
+        first = views[0]
+        world = first.tracks_world if which == "stereo" else tracks_world(first).transpose(1, 0, 2)
+        # float64 as the generator wrote them: the loader's projection check (torch) does not mix dtypes
+        assert scene["tracks_3d"].dtype == np.float64 and scene["views"][0]["tracks_2d"].dtype == np.float64
+        np.testing.assert_allclose(scene["tracks_3d"], world.transpose(1, 0, 2), atol=1e-5)
+        np.testing.assert_array_equal(scene["ids"], first.object_ids)
+        assert set(scene["objects"]["ids"]) >= set(first.object_ids.tolist())
+        for clip, view in zip(views, scene["views"]):
+            np.testing.assert_array_equal(view["rgbs"], clip.video)
+            np.testing.assert_array_equal(view["tracks_2d"], clip.tracks.transpose(1, 0, 2))
+            np.testing.assert_array_equal(view["visibility"], ~clip.occluded.T)
+            np.testing.assert_allclose(view["intrinsics"], np.asarray(clip.camera["K"]), atol=1e-9)
+            np.testing.assert_allclose(
+                view["extrinsics"], np.asarray(clip.camera["world_to_cam_opencv"])[:, :3, :], atol=1e-9
+            )
+            # the loader's sanity check, on every point and frame: intrinsics @ extrinsics @ world = tracks_2d
+            homogeneous = np.concatenate([scene["tracks_3d"], np.ones_like(scene["tracks_3d"][..., :1])], -1)
+            camera_points = np.einsum("tij,tnj->tni", view["extrinsics"], homogeneous)
+            front = camera_points[..., 2] > 0.1
+            assert np.abs(_project(view["intrinsics"], camera_points) - view["tracks_2d"])[front].max() < 1e-3
+            _check_depth_at_tracks(
+                view["depth_z"][..., 0], view["tracks_2d"], view["visibility"], camera_points[..., 2]
+            )
+        if which == "stereo":
+            positions = [np.asarray(c.camera["cam_to_world_blender"])[:, :3, 3] for c in views]
+            np.testing.assert_allclose(np.linalg.norm(positions[1] - positions[0], axis=-1), 0.6, atol=1e-6)
+            assert np.ptp(positions[0], axis=0).max() > 0.05, "the test scene's cameras must move"
+
+
+def test_mvtracker_needs_the_depth_pass(datasets, tmp_path):
+    from tapforge.base.errors import TapforgeError
+
+    with pytest.raises(TapforgeError, match="no depth pass.*outputs.passes"):
+        _export(datasets["no_depth"], "mvtracker", tmp_path)
 
 
 def test_export_is_resumable_and_writes_a_readme(datasets, tmp_path):
