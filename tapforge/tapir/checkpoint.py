@@ -25,6 +25,7 @@ Loading is always strict: a mismatch names the missing, unexpected and shape-mis
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -309,6 +310,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", **ov
         config, kind = infer_torch_config(state_dict, repr(path)), "TAPNext state-dict"
     elif config is None:
         config = infer_config(state_dict, path)
+    if config.get("architecture") == "tapnext" and overrides:
+        raise TapforgeError(
+            f"{path} is a TAPNext checkpoint, which takes no TAPIR settings ({', '.join(sorted(overrides))}); "
+            "fix: leave those options out"
+        )
     config = {**config, **overrides}
     model = build_model(config)
     load_state_dict_strict(model, state_dict, source=f"{kind} checkpoint {path!r}")
@@ -332,12 +338,19 @@ def _cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def tapnet_pt_differences(model: torch.nn.Module) -> list[str]:
     """Settings of ``model`` that a tapnet ``.pt`` (a bare state_dict) cannot carry: those where it differs from
-    what a loader infers from the weights or assumes (TAPIR's defaults), load-time options aside."""
+    what a loader infers from the weights or assumes (TAPIR's defaults), load-time options aside. A TAPNext's
+    configuration is read from the shapes alone (its image size from a square patch grid)."""
+    own = model_config(model)
+    if isinstance(model, TAPNext):
+        try:
+            assumed = json.loads(json.dumps(infer_torch_config(model.state_dict())))
+        except TapforgeError:
+            return [f"image_size={own['image_size']!r} (a bare TAPNext state_dict tells only square patch grids)"]
+        return [f"{k}={own[k]!r} (a tapnet .pt means {assumed[k]!r})" for k in sorted(assumed) if own[k] != assumed[k]]
     defaults = {
         n: p.default for n, p in inspect.signature(TAPIR).parameters.items() if p.default is not inspect.Parameter.empty
     }
     assumed = json.loads(json.dumps({**defaults, **infer_config(model.state_dict())}))
-    own = model_config(model)
     return [
         f"{k}={own[k]!r} (a tapnet .pt means {assumed.get(k)!r})"
         for k in sorted(own)
@@ -346,19 +359,20 @@ def tapnet_pt_differences(model: torch.nn.Module) -> list[str]:
 
 
 def save_tapnet_pt(model: torch.nn.Module, path: str | os.PathLike) -> str:
-    """A bare float32 state_dict that the official tapnet TAPIR loads with strict=True.
+    """A bare float32 state_dict that the official tapnet TAPIR (or torch TAPNext) loads with strict=True.
 
     Refused, writing nothing, for a model whose settings the bare format would lose (see tapnet_pt_differences).
     """
-    if not isinstance(model, TAPIR):
+    if not isinstance(model, (TAPIR, TAPNext)):
         raise TapforgeError(
-            f"a tapnet .pt holds a TAPIR, and this is a {type(model).__name__}; fix: export --to "
+            f"a tapnet .pt holds a TAPIR or a TAPNext, and this is a {type(model).__name__}; fix: export --to "
             "safetensors (or onnx, torchscript)"
         )
     differences = tapnet_pt_differences(model)
     if differences:
         raise TapforgeError(
-            "a tapnet .pt is a bare state_dict without a config, and this model is not the official TAPIR layout: "
+            "a tapnet .pt is a bare state_dict without a config, and this model is not the official "
+            f"{type(model).__name__} layout: "
             + ", ".join(differences)
             + "; fix: export --to safetensors (or onnx, torchscript), which keep the config, "
             "or use the .ckpt itself"
@@ -407,6 +421,46 @@ class TrackingGraph(torch.nn.Module):
         return out["tracks"], out["occlusion"], expected_dist, visibility
 
 
+class OnlineTrackingGraph(torch.nn.Module):
+    """The exported online step of a TAPNext (``TAPNext.tensor_step``): one frame in, the recurrent state carried.
+
+    Inputs: frame [1,1,H,W,3] float32 in [-1,1] at the model resolution; query_points [1,N,3] (t,y,x) pixels, t the
+    stream's frame index (a query is shown on its frame; its outputs before it mean nothing); step [] float32, the
+    frame's index (0 starts a stream: the state is then not read); rg_lru_state [depth,S,lru_width] and
+    conv1d_state [depth,S,3,lru_width] float32 (S = patches of a frame + N; zeros to start). Outputs: tracks
+    [1,N,2] (x,y), occlusion, expected_dist and visibility (1 - sigmoid(occlusion)) [1,N] on this frame, and the
+    next rg_lru_state and conv1d_state.
+    """
+
+    def __init__(self, model: TAPNext):
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame, query_points, step, rg_lru_state, conv1d_state):
+        out, rg_lru_state, conv1d_state = self.model.tensor_step(frame, query_points, step, rg_lru_state, conv1d_state)
+        visibility, _ = postprocess(out["occlusion"], None)
+        first = [out[k][:, :, 0] for k in ("tracks", "occlusion", "expected_dist")]
+        return (*first, visibility[:, :, 0], rg_lru_state, conv1d_state)
+
+
+def online_example_inputs(model: TAPNext, num_queries: int) -> tuple[torch.Tensor, ...]:
+    """Inputs of :class:`OnlineTrackingGraph` for the first frame of a random stream (for tracing)."""
+    video, queries = example_inputs(model, 1, num_queries)
+    queries[..., 0] = 0
+    return (video, queries, torch.zeros(()), *model.initial_state(1, num_queries, model_resolution(model)))
+
+
+@contextlib.contextmanager
+def _unfused_attention():
+    """Attention as plain ops while tracing (the fused kernel of nn.MultiheadAttention has no ONNX form)."""
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 class _ShapeGuard(torch.nn.Module):
     """Refuses inputs of another shape than the traced one (a trace would silently misbehave)."""
 
@@ -450,7 +504,7 @@ def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, num_fram
     model = _export_copy(model)
     video, queries = example_inputs(model, num_frames, num_queries)
     graph = TrackingGraph(model, num_queries)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), _unfused_attention():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are fixed by design
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is what this format asks for
         traced = torch.jit.trace(graph, (video, queries), check_trace=False)
@@ -459,31 +513,46 @@ def export_torchscript(model: torch.nn.Module, path: str | os.PathLike, num_fram
         return atomic_write(path, lambda tmp: torch.jit.save(guarded, tmp, _extra_files=extra))
 
 
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, num_frames: int, num_queries: int) -> str:
-    """ONNX (opset 20) of :class:`TrackingGraph` with fixed input shapes; config in the metadata."""
+ONLINE_INPUTS = ["frame", "query_points", "step", "rg_lru_state", "conv1d_state"]
+ONLINE_OUTPUTS = ["tracks", "occlusion", "expected_dist", "visibility", "next_rg_lru_state", "next_conv1d_state"]
+
+
+def export_onnx(
+    model: torch.nn.Module, path: str | os.PathLike, num_frames: int, num_queries: int, online: bool = False
+) -> str:
+    """ONNX (opset 20) of :class:`TrackingGraph` with fixed input shapes, or with ``online`` (TAPNext) of
+    :class:`OnlineTrackingGraph` (one frame, the recurrent state as inputs and outputs); config in the metadata."""
     import onnx
 
     model = _export_copy(model)
-    video, queries = example_inputs(model, num_frames, num_queries)
-    graph = TrackingGraph(model, num_queries)
+    if online:
+        if not isinstance(model, TAPNext):
+            raise TapforgeError(
+                f"an online ONNX step carries TAPNext's recurrent state, and this is a {type(model).__name__}; "
+                "fix: leave out --online (or export a TAPNext)"
+            )
+        graph, inputs = OnlineTrackingGraph(model), online_example_inputs(model, num_queries)
+        names, outputs = ONLINE_INPUTS, ONLINE_OUTPUTS
+        described = "one frame of a stream; see tapforge.tapir.checkpoint.OnlineTrackingGraph"
+    else:
+        graph, inputs = TrackingGraph(model, num_queries), example_inputs(model, num_frames, num_queries)
+        names, outputs = ["video", "query_points"], ["tracks", "occlusion", "expected_dist", "visibility"]
+        described = "video [1,T,H,W,3] float32 in [-1,1]; query_points [1,N,3] (t,y,x) pixels"
 
     def write(tmp: str) -> None:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _unfused_attention():
             warnings.simplefilter("ignore")  # tracer and legacy-exporter notices; shapes are fixed
             torch.onnx.export(
                 graph,
-                (video, queries),
+                inputs,
                 tmp,
                 dynamo=False,
                 opset_version=ONNX_OPSET,
-                input_names=["video", "query_points"],
-                output_names=["tracks", "occlusion", "expected_dist", "visibility"],
+                input_names=names,
+                output_names=outputs,
             )
         proto = onnx.load(tmp)
-        for key, value in (
-            (SAFETENSORS_CONFIG_KEY, json.dumps(model_config(model))),
-            ("inputs", "video [1,T,H,W,3] float32 in [-1,1]; query_points [1,N,3] (t,y,x) pixels"),
-        ):
+        for key, value in ((SAFETENSORS_CONFIG_KEY, json.dumps(model_config(model))), ("inputs", described)):
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, tmp)

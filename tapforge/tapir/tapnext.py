@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tapforge.base.errors import TapforgeError
-from tapforge.tapir.tapnext_blocks import BlockCache, TRecViTBlock
+from tapforge.tapir.tapnext_blocks import CONV1D_TEMPORAL_WIDTH, BlockCache, TRecViTBlock
 
 NUM_BINS = 256  # position bins per axis: the coordinate head's 512 outputs are y bins then x bins
 SOFT_ARGMAX_THRESHOLD = 20
@@ -223,6 +223,46 @@ class TAPNext(nn.Module):
         relative = torch.cat([queries[..., :1] - step, queries[..., 1:]], dim=-1)
         out, hidden = self._run(frames, relative, hidden)
         return out, TAPNextState(step + frames.shape[1], queries, hidden, frame_size)
+
+    def initial_state(
+        self, batch: int, num_queries: int, frame_size: Sequence[int], dtype: torch.dtype = torch.float32
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero recurrent state for :meth:`tensor_step`: [depth, batch * (patches + queries), lru_width] and
+        [depth, batch * (patches + queries), 3, lru_width], for frames of ``frame_size`` (height, width)."""
+        patches = (frame_size[0] // self.patch_size[0]) * (frame_size[1] // self.patch_size[1])
+        tokens = batch * (patches + num_queries)
+        return (
+            torch.zeros(self.depth, tokens, self.lru_width, dtype=torch.promote_types(dtype, torch.float32)),
+            torch.zeros(self.depth, tokens, CONV1D_TEMPORAL_WIDTH - 1, self.lru_width, dtype=dtype),
+        )
+
+    def tensor_step(
+        self,
+        frames: torch.Tensor,
+        query_points: torch.Tensor,
+        step: torch.Tensor,
+        rg_lru_state: torch.Tensor,
+        conv1d_state: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """:meth:`online_step` for a fixed set of queries, with the state as plain tensors (what a traced or exported
+        graph carries): ``frames`` [B,t,H,W,3]; ``query_points`` [B,Q,3] (t, y, x), t the stream's frame index;
+        ``step`` a 0-d tensor, the frames seen so far (at 0 the stream starts and the given state is not read);
+        the state as :meth:`initial_state` lays it out. Returns the outputs for these frames and the new state; a
+        stream of calls gives the outputs of :meth:`online_step` with the queries on its first call."""
+        _check_inputs(frames, query_points, self.patch_size)
+        start = step.reshape(()) == 0
+        fresh = start.expand(rg_lru_state.shape[1])
+        hidden = [
+            BlockCache(
+                torch.where(start, torch.zeros_like(rg_lru_state[i]), rg_lru_state[i]),
+                torch.where(start, torch.zeros_like(conv1d_state[i]), conv1d_state[i]),
+                fresh,
+            )
+            for i in range(self.depth)
+        ]
+        relative = torch.cat([query_points[..., :1] - step.to(query_points.dtype), query_points[..., 1:]], dim=-1)
+        out, hidden = self._run(frames, relative, hidden)
+        return out, torch.stack([c.rg_lru_state for c in hidden]), torch.stack([c.conv1d_state for c in hidden])
 
     # -- the model ---------------------------------------------------------------------------------------
 

@@ -25,10 +25,13 @@ CONV1D_TEMPORAL_WIDTH = 4
 
 class BlockCache(NamedTuple):
     """One block's recurrent state: RG-LRU state [tokens, lru_width] (float32 or wider) and the last
-    ``CONV1D_TEMPORAL_WIDTH - 1`` inputs of the temporal convolution [tokens, 3, lru_width]."""
+    ``CONV1D_TEMPORAL_WIDTH - 1`` inputs of the temporal convolution [tokens, 3, lru_width]. ``fresh`` (bool
+    [tokens], or None) marks tokens whose stream starts at this call although a state is given (all zeros): they
+    take their first step as without a cache, which lets an exported step graph always carry a state."""
 
     rg_lru_state: torch.Tensor
     conv1d_state: torch.Tensor
+    fresh: torch.Tensor | None = None
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -150,15 +153,24 @@ class RGLRU(nn.Module):
         self.a_gate = BlockDiagonalLinear(width, num_heads, w_init_variance_scale)
 
     def forward(
-        self, x: torch.Tensor, cache: torch.Tensor | None = None, parallel: bool = False
+        self,
+        x: torch.Tensor,
+        cache: torch.Tensor | None = None,
+        parallel: bool = False,
+        fresh: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         gate_x = torch.sigmoid(self.input_gate(x))
         gate_a = torch.sigmoid(self.a_gate(x))
         log_a = -8.0 * gate_a * F.softplus(self.a_param)
         a = torch.exp(log_a)
-        multiplier = SqrtBoundDerivative.apply(1 - torch.exp(2 * log_a))
+        squared = 1 - torch.exp(2 * log_a)
+        # the bounded gradient only matters with gradients; plain sqrt keeps traced graphs free of Python functions
+        multiplier = SqrtBoundDerivative.apply(squared) if torch.is_grad_enabled() else torch.sqrt(squared)
         if cache is None:  # the stream starts here: no decay of an earlier state to make up for
             multiplier = torch.cat([torch.ones_like(multiplier[:, :1]), multiplier[:, 1:]], dim=1)
+        elif fresh is not None:  # so do these tokens' streams
+            first = torch.where(fresh[:, None, None], torch.ones_like(multiplier[:, :1]), multiplier[:, :1])
+            multiplier = torch.cat([first, multiplier[:, 1:]], dim=1)
         return rnn_scan(x * gate_x * multiplier.to(x.dtype), a, cache, parallel)
 
 
@@ -226,7 +238,10 @@ class RecurrentBlock(nn.Module):
     ) -> tuple[torch.Tensor, BlockCache]:
         y = gelu(self.linear_y(x))
         x, conv1d_state = self.conv_1d(self.linear_x(x), None if cache is None else cache.conv1d_state)
-        x, rg_lru_state = self.rg_lru(x, None if cache is None else cache.rg_lru_state, parallel)
+        if cache is None:
+            x, rg_lru_state = self.rg_lru(x, None, parallel)
+        else:
+            x, rg_lru_state = self.rg_lru(x, cache.rg_lru_state, parallel, cache.fresh)
         return self.linear_out(x * y), BlockCache(rg_lru_state, conv1d_state)
 
 

@@ -505,3 +505,70 @@ def test_eval_leaves_out_a_video_without_strided_queries_and_says_so(tmp_path, c
     report = json.loads(out.read_text())["datasets"]["tapvid_davis"]
     assert report["videos"] == ["bear"] and report["videos_without_queries"] == ["car"]
     assert len(report["model"]["per_video"]["average_jaccard"]) == 1
+
+
+@pytest.fixture(scope="module")
+def tapnext_file(tmp_path_factory):
+    """A randomly initialised tiny TAPNext at 64x64, as the official JAX .npz lays it out."""
+    from tapforge.tapir import TAPNext
+    from tapforge.tapir.tapnext_checkpoint import jax_arrays
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tapnext") / "tapnext_ckpt.npz"
+    np.savez(path, **jax_arrays(TAPNext(image_size=(64, 64), width=32, num_heads=2, lru_width=32, depth=2)))
+    return str(path)
+
+
+def test_track_and_eval_take_a_tapnext(tmp_path, tapnext_file, video_file, capsys):
+    save = tmp_path / "tracks.npz"
+    grid = ["--grid", "2", "--grid-frame", "3"]  # queries on frame 3: frames 0-2 are tracked backwards
+    assert tapforge(["track", video_file, "--checkpoint", tapnext_file, *grid, "--save", str(save)]) == 0
+    with np.load(save) as data:
+        assert data["tracks"].shape == (4, NUM_FRAMES, 2) and np.isfinite(data["tracks"]).all()
+    capsys.readouterr()
+    assert tapforge(["track", video_file, "--checkpoint", tapnext_file, "--causal", "--save", str(save)]) == 2
+    assert "is a TAPNext checkpoint, which takes no TAPIR settings (use_casual_conv)" in capsys.readouterr().err
+    rng = np.random.default_rng(1)
+    davis = {
+        "bear": {
+            "video": rng.integers(0, 256, (5, 24, 32, 3), dtype=np.uint8),
+            "points": rng.uniform(0.2, 0.8, (3, 5, 2)).astype(np.float32),
+            "occluded": np.zeros((3, 5), bool),
+        }
+    }
+    with open(tmp_path / "davis.pkl", "wb") as f:
+        pickle.dump(davis, f)
+    out = tmp_path / "metrics.json"
+    args = ["eval", "--checkpoint", tapnext_file, "--tapvid-davis", str(tmp_path / "davis.pkl"), "--json", str(out)]
+    assert tapforge(args + ["--query-mode", "strided", "--chunk-frames", "2"]) == 0
+    report = json.loads(out.read_text())["datasets"]["tapvid_davis"]
+    assert 0.0 <= report["model"]["mean"]["average_jaccard"] <= 1.0 and "AJ_RD" in report["model"]["mean"]
+
+
+@pytest.mark.parametrize("fmt", ["tapnet-pt", "safetensors", "torchscript", "onnx", "onnx-online"])
+def test_export_a_tapnext_verified_against_pytorch(tmp_path, tapnext_file, fmt, capsys):
+    if fmt.startswith("onnx"):
+        pytest.importorskip("onnxruntime")
+    out = tmp_path / f"tapnext.{fmt}"
+    to = ["--to", fmt.removesuffix("-online")] + (["--online"] if fmt == "onnx-online" else [])
+    assert tapforge(["export", tapnext_file, *to, "--out", str(out), "--frames", "4", "--num-queries", "3"]) == 0
+    printed = capsys.readouterr().out
+    diff = float(printed.split("max |exported - pytorch| = ")[1].split()[0])
+    assert diff <= (0.0 if fmt in ("tapnet-pt", "safetensors") else 1e-3)
+    if fmt in ("tapnet-pt", "safetensors"):  # a bare state dict: the official torch TAPNext's keys, config from shapes
+        original, reloaded = ck.load_model(tapnext_file), ck.load_model(out)
+        assert reloaded.config == original.config
+    if fmt == "onnx-online":
+        import onnx
+
+        graph = onnx.load(str(out)).graph
+        assert [i.name for i in graph.input] == ck.ONLINE_INPUTS and [o.name for o in graph.output] == ck.ONLINE_OUTPUTS
+        assert [d.dim_value for d in graph.input[3].type.tensor_type.shape.dim] == [2, 64 + 3, 32]
+
+
+def test_online_export_is_tapnext_and_onnx_only(tmp_path, checkpoint_file, tapnext_file, capsys):
+    out = str(tmp_path / "step.onnx")
+    assert tapforge(["export", tapnext_file, "--to", "torchscript", "--online", "--out", out]) == 2
+    assert "--online writes an ONNX step graph, not torchscript" in capsys.readouterr().err
+    assert tapforge(["export", checkpoint_file, "--to", "onnx", "--online", "--out", out, "--no-verify"]) == 2
+    assert "carries TAPNext's recurrent state, and this is a TAPIR" in capsys.readouterr().err

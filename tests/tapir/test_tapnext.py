@@ -211,6 +211,24 @@ def test_frames_before_a_query_are_tracked_on_the_reversed_video(model, inputs):
         torch.testing.assert_close(track_both_ways(model, video, first), model(video, first))
 
 
+def test_tensor_step_carries_the_state_as_tensors(model, inputs):
+    """The export's step: the state in two tensors, whatever it holds at step 0, gives the offline outputs."""
+    video, queries = inputs
+    rg_lru_state, conv1d_state = model.initial_state(2, 4, (64, 64))
+    assert rg_lru_state.shape == (2, 2 * (64 + 4), 32) and conv1d_state.shape == (2, 2 * (64 + 4), 3, 32)
+    rg_lru_state, conv1d_state = rg_lru_state + 7, conv1d_state - 3  # not read on the first frame
+    outs = []
+    with torch.no_grad():
+        offline = model(video, queries)
+        for t in range(6):
+            out, rg_lru_state, conv1d_state = model.tensor_step(
+                video[:, t : t + 1], queries, torch.tensor(float(t)), rg_lru_state, conv1d_state
+            )
+            outs.append(out)
+    for key in ("tracks", "occlusion"):
+        np.testing.assert_allclose(torch.cat([o[key] for o in outs], 2).numpy(), offline[key].numpy(), atol=1e-4)
+
+
 def test_bad_inputs_are_named(model, inputs):
     video, queries = inputs
     with pytest.raises(TapforgeError, match=r"video \[B,T,H,W,3\] and query_points \[B,Q,3\]"):
