@@ -3,15 +3,20 @@
     python bench/model.py                                # 24 frames, 256x256, 256 queries, CPU fp32
     python bench/model.py --train --bf16 --compile       # also training steps (fp32, bf16), compiled mixer
     python bench/model.py --official-path ~/src/tapnet   # side by side with tapnet/torch (needs einshape, dm-tree)
+    python bench/model.py --models tapir tapnet tapnext  # the three models side by side, forward and training step
 
 Prints medians over ``--repeats`` runs (after one warm-up) and, with ``--official-path``, the
-speed ratio and the largest output differences on identical random weights.
+speed ratio and the largest output differences on identical random weights. ``--models`` times each model's
+forward (eval mode, no gradients) and training step (forward, its own loss, backward) on the same inputs:
+TAPIR as ``--config``, TAP-Net, and TAPNext at the released size (ViT-B/8), which trains with gradient
+checkpointing as configs/train/tapnext.yaml does.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import resource
 import statistics
@@ -21,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from tapforge.tapir import TAPIR
+from tapforge.tapir import TAPIR, TAPNet, TAPNext
 from tapforge.tapir.losses import tapir_loss
+from tapforge.tapir.tapnext_losses import tapnext_loss
 
 CONFIGS = {
     "tapir": dict(pyramid_level=0, extra_convs=False),
@@ -43,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bf16", action="store_true", help="also time bf16 autocast")
     parser.add_argument("--compile", action="store_true", help="also time with the mixer torch.compile'd")
     parser.add_argument("--official-path", type=Path, default=None, help="tapnet checkout to compare against")
+    parser.add_argument(
+        "--models", nargs="+", choices=("tapir", "tapnet", "tapnext"), help="time these models side by side"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -95,10 +104,65 @@ def load_official(path: Path):
         raise SystemExit(f"cannot import the official model ({err}); it needs: pip install einshape dm-tree") from err
 
 
+def _no_grad_forward(model, video, queries):
+    with torch.no_grad():
+        return model(video, queries)
+
+
+def _training_step(model, video, queries, target, occluded, image_size):
+    """Forward, the model's own loss (TAPNext's, or TAPIR's for TAPIR and TAP-Net), backward."""
+    model.zero_grad(set_to_none=True)
+    out = model(video, queries, is_training=True)
+    if isinstance(model, TAPNext):
+        loss, _ = tapnext_loss(out, target, occluded, image_size, query_frame=queries[..., 0])
+    else:
+        loss, _ = tapir_loss(out, target, occluded, image_size)
+    loss.backward()
+    return loss.detach()
+
+
+def compare_models(args: argparse.Namespace) -> int:
+    """Forward and training-step time of each of ``args.models`` on the same inputs, as a table."""
+    device = args.device
+    video, queries, target, occluded = make_inputs(args)
+    image_size = (args.size, args.size)
+    print(
+        f"{args.frames} frames {args.size}x{args.size}, {args.queries} queries, device {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}; medians of {args.repeats} after a warm-up"
+    )
+    rows = []
+    for name in args.models:
+        torch.manual_seed(0)
+        if name == "tapir":
+            model = TAPIR(**CONFIGS[args.config], initial_resolution=image_size)
+        elif name == "tapnet":
+            model = TAPNet()
+        else:
+            model = TAPNext(image_size=image_size, use_checkpointing=True)
+        model = model.to(device).eval()
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        forward_wall, forward_cpu, _ = timed(
+            functools.partial(_no_grad_forward, model, video, queries), args.repeats, device
+        )
+        model.train()
+        step = functools.partial(_training_step, model, video, queries, target, occluded, image_size)
+        train_wall, train_cpu, _ = timed(step, args.repeats, device)
+        rows.append((name, params, forward_wall, forward_cpu, train_wall, train_cpu))
+        print(f"  {name}: forward {forward_wall:.2f} s, training step {train_wall:.2f} s (wall)", flush=True)
+    print(f"\n{'model':<9}{'params':>9}{'forward s':>11}{'(CPU s)':>9}{'train step s':>14}{'(CPU s)':>9}")
+    for name, params, fw, fc, tw, tc in rows:
+        print(f"{name:<9}{params:>8.1f}M{fw:>11.2f}{fc:>9.2f}{tw:>14.2f}{tc:>9.2f}")
+    if device == "cpu":
+        print(f"peak resident memory: {peak_rss_gib():.2f} GiB")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.models:
+        return compare_models(args)
     device = args.device
     video, queries, target, occluded = make_inputs(args)
     image_size = (args.size, args.size)
