@@ -141,9 +141,7 @@ class RenderedScene:
 
     scene_index: int  # the global scene index; the scene's seed is ``scene.seed``
     scene: Scene  # the scene as rendered, its physics run
-    views: list[
-        PassFrames
-    ]  # per view (``scene.cameras``): the rgb frames and exact 1-sample passes, read frame by frame
+    views: list[PassFrames]  # per camera (``scene.cameras``): the rgb frames and exact passes, frame by frame
     surfaces: dict[int, Surface]  # the deforming objects' evaluated meshes, by instance id
     poses: np.ndarray  # object-to-world [O,T,4,4] of ``scene.objects``
     timing: dict[str, float]  # seconds per stage: scene_script, scene_build, deformation, path_tracing, ... (all views)

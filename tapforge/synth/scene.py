@@ -22,8 +22,9 @@ as a collider) or by script: `Object.keyframe` (linear position, spherical rotat
 arrive later: it is held at its pose (or follows its script) as a collider until that frame, then physics moves it
 from its ``velocity``. The camera moves the same way (`Camera.look_at` with per-frame arrays, or
 `Camera.keyframe`) and rolls about its viewing axis (``roll`` in radians, one or one per frame: positive turns the
-camera counter-clockwise as seen from behind it, the picture clockwise). Whatever moves, the renderer is keyed
-with the exact per-frame poses that the ground truth uses. Poses cost time linear in the clip's length: scripted
+camera counter-clockwise as seen from behind it, the picture clockwise). Several cameras (``scene.views``, or the
+rigs `ring_views`, `hemisphere_views`, `stereo_views`) see the one simulated scene: a multi-view clip, one view
+per camera. Whatever moves, the renderer is keyed with the exact per-frame poses that the ground truth uses. Poses cost time linear in the clip's length: scripted
 keys are sorted once, not per physics step.
 
 Coordinates: world Z-up, metres; quaternions (x, y, z, w), hence ``quaternion_xyzw`` (Kubric's ``quaternion`` is

@@ -184,6 +184,13 @@ def test_a_multiview_dataset_is_a_dataset_of_single_view_clips(tmp_path):
     config = load_config("tiny", sets)
     again = build_scene(config, scene_seed(config.seed, 1)).cameras[1].matrices(3)[0]
     np.testing.assert_allclose(again, cams[3], atol=1e-9)
+    pytest.importorskip("torch", reason="training reads the views: torch is needed for tapforge.train")
+    from tapforge.synth.schema import iter_tar_samples
+    from tapforge.train.dataset import make_training_example
+
+    for sample in iter_tar_samples(tmp_path / shard["name"]):  # each view is a training clip, as it is
+        example = make_training_example(sample, 3, (1,), 8, np.random.default_rng(0))
+        assert example["video"].shape == (3, 32, 32, 3) and example["key"] == sample["__key__"]
 
 
 # --- bad views: one line each, before anything renders ---
