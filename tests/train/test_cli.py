@@ -117,6 +117,7 @@ def test_fit_validates_checkpoints_and_resumes_the_schedule(setup, caplog):
         assert 0.0 <= val[f"val/{name}/average_jaccard"] <= 1.0
         assert 0.0 <= val[f"val/{name}_stay_put/occlusion_accuracy"] <= 1.0
     assert val["val/synthetic_first/num_videos"] == 2 and val["val/davis_first/num_videos"] == 1
+    assert 0.0 <= val["val/davis_first/AJ_RD"] <= 1.0  # the re-detection AJ beside AJ (the DAVIS clip has a gap)
     assert any(r.get("train/loss") for r in rows) and any(r.get("train/lr") for r in rows)
     assert any(r.get("data/bad_shards") for r in rows) and any(r.get("data/clips_without_visible_track") for r in rows)
     overlays = glob.glob(os.path.join(run, "tensorboard", "version_*", "overlays", "overlay_*.gif"))
