@@ -36,6 +36,7 @@ def test_synth_count_flags_out_of_range_are_one_line(tmp_path):
         (("preview", str(tmp_path), "--out", "p.gif", "--max-tracks", "0"), "--max-tracks 0: give 1 or more"),
         (("preview", str(tmp_path), "--out", "p.gif", "--index", "-1"), "--index -1: give 0 or more"),
         (("to-tapvid", str(tmp_path), "--out", "x.pkl", "--max-tracks", "-3"), "--max-tracks -3: give 1 or more"),
+        (("to-tapvid", str(tmp_path), "--out", "x", "--clips-per-file", "0"), "--clips-per-file 0: give 1 or more"),
         (("render", "--out", str(tmp_path / "x"), "--num-scenes", "0"), "--num-scenes 0: give 1 or more"),
         (
             ("render", "--out", str(tmp_path / "x"), "--shard-index", "-1", "--num-shards", "2"),

@@ -30,7 +30,14 @@ def _workers(text: str) -> int | None:
 def _check_counts(args: argparse.Namespace) -> None:
     """Numeric flags the parser takes as any integer: refuse values that would silently do the wrong thing (the
     upper bounds that depend on the dataset are checked where it is read: --index, --shard-index)."""
-    for flag, minimum in (("num_scenes", 1), ("max_tracks", 1), ("index", 0), ("num_shards", 1), ("shard_index", 0)):
+    for flag, minimum in (
+        ("num_scenes", 1),
+        ("max_tracks", 1),
+        ("clips_per_file", 1),
+        ("index", 0),
+        ("num_shards", 1),
+        ("shard_index", 0),
+    ):
         value = getattr(args, flag, None)
         if value is not None and value < minimum:
             raise TapforgeError(f"--{flag.replace('_', '-')} {value}: give {minimum} or more")
@@ -112,7 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     to_tapvid = sub.add_parser("to-tapvid", help="write the clips as a TAP-Vid DAVIS-format pickle for evaluation")
     to_tapvid.add_argument("dir", type=Path)
-    to_tapvid.add_argument("--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl")
+    to_tapvid.add_argument(
+        "--out", required=True, type=Path, help="e.g. heldout_tapvid.pkl (a folder with --clips-per-file)"
+    )
+    to_tapvid.add_argument(
+        "--clips-per-file",
+        type=int,
+        help="write a folder of pickles of this many clips each (long clips: 1), read one at a time by tapforge eval",
+    )
     to_tapvid.add_argument("--max-tracks", type=int, help="keep at most this many tracks per clip (random)")
     export = sub.add_parser(
         "export",
@@ -161,8 +175,13 @@ def main(argv: list[str]) -> int:
     if args.command == "to-tapvid":
         from tapforge.synth.tapvid_export import export_tapvid_pickle
 
-        check_output_file(args.out, "--out")
-        count = export_tapvid_pickle(args.dir, args.out, args.max_tracks)
+        if args.clips_per_file is None:
+            check_output_file(args.out, "--out")
+        else:
+            from tapforge.base.atomic import check_output_folder
+
+            check_output_folder(args.out, "--out")
+        count = export_tapvid_pickle(args.dir, args.out, args.max_tracks, clips_per_file=args.clips_per_file)
         print(f"wrote {count} videos to {args.out}")
         return 0
     if args.command == "export":

@@ -104,6 +104,14 @@ def test_verify_to_tapvid_export_and_resume_work_on_a_1024_frame_clip(tmp_path, 
     np.testing.assert_allclose(entry["points"] * 32, clip.tracks, atol=1e-4)
     assert np.array_equal(entry["occluded"], clip.occluded)
 
+    parts = tmp_path / "parts"
+    (parts).mkdir()
+    (parts / "part-00007.pkl").write_bytes(b"left by an earlier run")
+    assert synth_main(["to-tapvid", str(dataset), "--out", str(parts), "--clips-per-file", "1"]) == 0
+    assert sorted(p.name for p in parts.iterdir()) == ["part-00000.pkl"]  # one clip per file, the stale part gone
+    with open(parts / "part-00000.pkl", "rb") as f:
+        assert np.array_equal(pickle.load(f)[clip.key]["video"], clip.video)
+
     export_dataset(dataset, "cotracker", tmp_path / "cotracker")
     read = read_cotracker(tmp_path / "cotracker", clip.key)  # frames ordered by name, as CoTracker's loader does
     assert np.array_equal(read["rgbs"], clip.video) and read["traj_2d"].shape == (1024, clip.num_tracks, 2)
