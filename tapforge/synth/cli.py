@@ -165,12 +165,14 @@ def main(argv: list[str]) -> int:
             for problem in problems:
                 print(f"DAMAGED {problem}", file=sys.stderr)
             return 1
+        from tapforge.synth.pipeline import scene_of
+
         manifest = read_manifest(args.dir)
         shards, planned = manifest["shards"], manifest.get("num_scenes", "?")
-        print(
-            f"ok: {len(shards)} shards, {sum(s['num_samples'] for s in shards)} scenes (of {planned} planned) in "
-            f"{args.dir}"
-        )
+        clips = sum(s["num_samples"] for s in shards)
+        scenes = len({scene_of(key) for s in shards for key in s["keys"]})
+        views = f", {clips} clips (their views)" if clips != scenes else ""
+        print(f"ok: {len(shards)} shards, {scenes} scenes (of {planned} planned){views} in {args.dir}")
         return 0
     if args.command == "to-tapvid":
         from tapforge.synth.tapvid_export import export_tapvid_pickle

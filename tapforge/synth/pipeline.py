@@ -43,10 +43,18 @@ def scene_key(scene_index: int) -> str:
     return f"scene-{scene_index:07d}"
 
 
+VIEW_SEPARATOR = "_view-"
+
+
 def view_key(scene_index: int, view: int) -> str:
     """The sample key of view ``view`` of a multi-view scene: the scene's key and the view (no dot: webdataset
     takes a member's key up to its first dot)."""
-    return f"{scene_key(scene_index)}_view-{view:02d}"
+    return f"{scene_key(scene_index)}{VIEW_SEPARATOR}{view:02d}"
+
+
+def scene_of(key: str) -> str:
+    """The scene key of a sample key (a view's key names its scene; a single-view clip's key is its scene's)."""
+    return key.split(VIEW_SEPARATOR)[0]
 
 
 def rig_views(rig: ViewRig, scene: Scene) -> list[Camera]:

@@ -41,19 +41,27 @@ def human(num_bytes: float) -> str:
     return f"{num_bytes:.0f} B" if power == 0 else f"{num_bytes:.1f} {units[power]}"
 
 
+def view_count(config: SynthConfig) -> int:
+    """Cameras per scene as the config says (its ``render.views`` rig; 1 without one: a script's own
+    ``scene.views`` are known only once it runs)."""
+    rig = config.render.views
+    return 1 if rig is None else (2 if rig.rig == "stereo" else rig.count)
+
+
 def scene_memory(config: SynthConfig) -> int:
-    """Estimated peak bytes of one render worker rendering one scene of ``config``."""
+    """Estimated peak bytes of one render worker rendering one scene of ``config`` (every view's tracks and
+    stored frames; the passes one frame at a time)."""
     width, height = config.render.resolution
-    frames = config.scene.num_frames
+    frames = config.scene.num_frames * view_count(config)
     stored = sum(STORED_BYTES_PER_PIXEL[k] for k in ("video", *config.outputs.passes))
     per_frame = width * height * stored + config.tracks.num_tracks * TRACK_BYTES
     return SESSION_BYTES + width * height * FRAME_BYTES_PER_PIXEL + frames * per_frame
 
 
 def scene_disk(config: SynthConfig) -> int:
-    """Estimated peak bytes of one render worker's frame files on the scratch disk."""
+    """Estimated peak bytes of one render worker's frame files (every view's) on the scratch disk."""
     width, height = config.render.resolution
-    return width * height * config.scene.num_frames * DISK_BYTES_PER_PIXEL
+    return width * height * config.scene.num_frames * view_count(config) * DISK_BYTES_PER_PIXEL
 
 
 def machine_memory() -> int | None:

@@ -5,6 +5,7 @@ view is a clip in the shards, and bad views refused in one line before anything 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,10 @@ def test_a_multiview_dataset_is_a_dataset_of_single_view_clips(tmp_path):
     result = subprocess.run(render_command(tmp_path, 2, sets), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert verify_dataset(tmp_path) == []
+    verified = subprocess.run(
+        [sys.executable, "-m", "tapforge.cli", "synth", "verify", str(tmp_path)], capture_output=True, text=True
+    )
+    assert "ok: 1 shards, 2 scenes (of 2 planned), 4 clips (their views)" in verified.stdout
     (shard,) = read_manifest(tmp_path)["shards"]  # both scenes' views in one shard
     keys = [f"scene-{i:07d}_view-{v:02d}" for i in range(2) for v in range(2)]
     assert shard["keys"] == keys and shard["num_samples"] == 4

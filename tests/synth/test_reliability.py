@@ -470,6 +470,18 @@ def test_a_long_clip_is_held_by_its_tracks_not_its_passes_and_needs_scratch_disk
     grown = resources.scene_memory(long) - resources.scene_memory(short)
     assert grown <= 1000 * (256 * 256 * 6 + 2048 * 120)  # tracks and the encoded frames, no passes
     assert resources.scene_memory(long) < 2 * resources.SESSION_BYTES
+    four = load_config(
+        "tiny",
+        [
+            "render.resolution=256",
+            "scene.num_frames=1024",
+            "render.views.rig=ring",
+            "render.views.count=4",
+            "tracks.num_tracks=2048",
+        ],
+    )
+    assert resources.view_count(four) == 4 and resources.scene_disk(four) == 4 * resources.scene_disk(long)
+    assert resources.scene_memory(four) - resources.scene_memory(long) > 2 * grown  # every view's tracks and frames
     monkeypatch.setattr(resources, "scratch_free", lambda folder: resources.scene_disk(long) // 2)
     with pytest.raises(
         TapforgeError, match=r"256x256 pixels x 1024 frames needs about [\d.]+ GB of scratch disk.*TMPDIR"
