@@ -1,26 +1,33 @@
-"""Render-quality benchmark: which sampling settings give clean frames at the least cost.
+"""Render-quality benchmark: image quality against a high-sample reference, and the cost, of render settings.
 
-    python bench/render_quality.py [--config movi_e] [--scenes 3] [--resolution 128] [--reference-samples 1024]
-                                   [--samples 8 16 32 64] [--thresholds 0 0.02] [--bounces 12 4]
-                                   [--denoise off oidn]
+    python bench/render_quality.py [--configs movi_e:4 movi_deform:2] [--frames 0 12] [--resolution 256]
+                                   [--clip-frames 24] [--reference-samples 1024] [--reference-cache DIR] [--repeats 1]
+                                   [--settings today kubric default] [--add NAME:key=value,key=value ...]
+                                   [--sheet sheet.png]
 
-Renders frame 0 of each of --scenes default scenes once at --reference-samples (no denoising, no adaptive
-sampling, 12 bounces) and then at every combination of samples x {no denoising, OpenImageDenoise} x
-adaptive-sampling noise threshold (0 = off) x bounce limit, and scores each against the reference: PSNR
-(dB, on the 8-bit frames) and SSIM (Gaussian window sigma 1.5 on luminance, as Wang et al. 2004). Cost is
-core-seconds per frame (wall time of the rgb render times the Cycles threads). Prints the medians over the
-scenes, sorted by cost, with the Kubric MOVi anchor (64 spp + denoising) marked, and the cheapest setting
-that matches the anchor's PSNR and SSIM.
+Settings are named sets of ``render.*`` keys over the config: ``today`` (the default before the sampling change:
+64 spp, OpenImageDenoise, adaptive noise threshold 0.02 with Cycles' own minimum of 52 samples, Blender's light
+paths), ``kubric`` (Kubric MOVi's: 64 spp + OpenImageDenoise, no adaptive sampling), ``default`` (the config as it
+is: base.yaml's render section) and any given with ``--add``. ``--configs``: presets with their scene counts.
+
+For every scene (the same scenes for every setting) and every frame of ``--frames``, one reference is rendered at
+``--reference-samples`` (no denoising, no adaptive sampling, Blender's light paths; cached as a PNG under
+``--reference-cache`` by config, scene, frame, resolution and samples, so a rerun only renders the settings), then
+every setting's rgb frame, in turn (``--repeats`` rounds, so that a change in machine load hits every setting
+alike; the first render of a session, which loads the denoiser, is not counted). Each is scored against the
+reference: PSNR (dB, on the 8-bit frames), SSIM (Gaussian window sigma 1.5 on luminance, as Wang et al. 2004) and
+the share of pixels off by more than 32 of 255 in a channel (fireflies, blotches). Cost: core-seconds per frame,
+the wall time of the rgb render times the Cycles threads. Prints per setting the medians over frames, the cost
+ratio to ``today`` and the quality differences, and whether it holds today's quality (PSNR within 0.5 dB, SSIM
+within 0.003). ``--sheet``: a contact sheet of every frame (reference, today, default, |default - reference| x 4).
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import os
+import dataclasses
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +37,16 @@ from scipy.ndimage import gaussian_filter
 from tapforge.synth.config import load_config
 from tapforge.synth.pipeline import SceneRenderer, build_scene, scene_seed
 
-ANCHOR = (64, True, 0.0, 12)  # Kubric MOVi: 64 spp with denoising
+SETTINGS = {
+    "today": "render.samples=64,render.denoise=true,render.noise_threshold=0.02,render.adaptive_min_samples=0,"
+    "render.max_bounces=12,render.diffuse_bounces=4,render.glossy_bounces=4,render.light_tree=true",
+    "kubric": "render.samples=64,render.denoise=true,render.noise_threshold=0,render.max_bounces=12,"
+    "render.diffuse_bounces=4,render.glossy_bounces=4,render.light_tree=true",
+    "default": "",
+}
+REFERENCE = "render.denoise=false,render.noise_threshold=0,render.max_bounces=12,render.diffuse_bounces=4,"
+REFERENCE += "render.glossy_bounces=4,render.light_tree=true"
+EQUAL_PSNR, EQUAL_SSIM = 0.5, 0.003  # "today's quality": within these of today's default
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -51,75 +67,108 @@ def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5) -> float:
     return float(np.mean((2 * mx * my + c1) * (2 * cov + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))
 
 
-def render_frame(blender, samples: int, denoise: bool, threshold: float, bounces: int) -> tuple[np.ndarray, float]:
-    """Frame 0 of the built scene with these settings: (uint8 [H,W,3], wall seconds)."""
-    cycles = blender.scene.cycles
-    cycles.samples = samples
-    cycles.use_denoising = denoise
-    cycles.use_adaptive_sampling = threshold > 0
-    if threshold > 0:
-        cycles.adaptive_threshold = threshold
-    cycles.max_bounces = bounces
-    cycles.diffuse_bounces = cycles.glossy_bounces = min(4, bounces)
+def outliers(a: np.ndarray, b: np.ndarray, level: int = 32) -> float:
+    """Share of pixels with a channel off by more than ``level`` of 255 (fireflies, denoiser blotches)."""
+    return float((np.abs(a.astype(np.int16) - b).max(-1) > level).mean())
+
+
+def overrides(spec: str) -> list[str]:
+    """``key=value,key=value`` -> ["key=value", ...] (a list value stays whole)."""
+    return [item for item in spec.split(",") if item]
+
+
+def render_frame(blender, frame: int) -> tuple[np.ndarray, float]:
+    """One rgb frame of the built scene with the renderer's current settings: (uint8 [H,W,3], wall seconds)."""
+    blender.scene.frame_start = blender.scene.frame_end = frame
     with tempfile.TemporaryDirectory(prefix="tapforge-quality-") as tmp:
         seconds = blender._render_layers(Path(tmp), rgb=True, aux=False)
-        return np.asarray(Image.open(Path(tmp) / "rgb_0000.png").convert("RGB")), seconds
+        with Image.open(Path(tmp) / f"rgb_{frame:04d}.png") as image:
+            return np.asarray(image.convert("RGB")), seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="movi_e")
-    parser.add_argument("--scenes", type=int, default=3)
-    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--configs", nargs="+", default=["movi_e:4", "movi_deform:2"], help="preset:scenes")
+    parser.add_argument("--frames", type=int, nargs="+", default=[0, 12], help="frames of each clip to score")
+    parser.add_argument("--clip-frames", type=int, default=24, help="the clip's length (its camera path depends on it)")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference-samples", type=int, default=1024)
-    parser.add_argument("--samples", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.02])
-    parser.add_argument("--bounces", type=int, nargs="+", default=[12, 4])
-    parser.add_argument("--denoise", nargs="+", choices=("off", "oidn"), default=["off", "oidn"])
+    parser.add_argument("--reference-cache", default=str(Path(tempfile.gettempdir()) / "tapforge-references"))
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"of {list(SETTINGS)}")
+    parser.add_argument("--add", nargs="*", default=[], help="NAME:key=value,key=value (render.* keys)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sheet", help="write a contact sheet PNG here")
     args = parser.parse_args()
-    config = load_config(args.config, [f"render.resolution={args.resolution}", "scene.num_frames=2"])
-    renderer = SceneRenderer(config)
-    blender = renderer.blender
-    threads = blender.scene.render.threads if blender.scene.render.threads_mode == "FIXED" else os.cpu_count()
-    denoise = [mode == "oidn" for mode in args.denoise]
-    settings = list(itertools.product(args.samples, denoise, args.thresholds, args.bounces))
-    if ANCHOR not in settings:
-        settings.append(ANCHOR)
-    scores: dict[tuple, list[tuple[float, float, float]]] = {s: [] for s in settings}
-    for index in range(args.scenes):
-        blender.build(build_scene(config, scene_seed(config.seed, index), renderer.assets))
-        blender.scene.frame_end = 0
-        start = time.perf_counter()
-        reference, _ = render_frame(blender, args.reference_samples, False, 0.0, 12)
-        print(
-            f"scene {index}: reference at {args.reference_samples} spp in {time.perf_counter() - start:.0f} s",
-            flush=True,
-        )
-        for setting in settings:
-            image, seconds = render_frame(blender, *setting)
-            scores[setting].append((seconds * threads, psnr(image, reference), ssim(image, reference)))
-    median = {s: tuple(statistics.median(v[k] for v in runs) for k in range(3)) for s, runs in scores.items()}
+    specs = {name: SETTINGS[name] for name in args.settings}
+    specs.update(dict(item.split(":", 1) for item in args.add))
+    cache = Path(args.reference_cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    common = [f"render.resolution={args.resolution}", f"scene.num_frames={args.clip_frames}"]
+    scores: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in specs}
+    sheet_rows = []
+    for item in args.configs:
+        preset, num_scenes = item.split(":") if ":" in item else (item, "1")
+        base = load_config(preset, common)
+        settings = {name: load_config(preset, common + overrides(spec)).render for name, spec in specs.items()}
+        reference = load_config(preset, common + overrides(REFERENCE)).render
+        renderer = SceneRenderer(base, args.threads)
+        blender = renderer.blender
+        for index in range(int(num_scenes)):
+            blender.build(build_scene(base, scene_seed(base.seed, index), renderer.assets, index))
+            blender.read_surfaces(base.scene.num_frames)  # runs the cloth and soft-body simulations
+            for frame in args.frames:
+                script = base.tree["scene"]["script_sha256"][:12]
+                path = cache / f"{preset}-{script}-{index}-{frame}-{args.resolution}-{args.reference_samples}.png"
+                if path.exists():
+                    with Image.open(path) as image:
+                        truth = np.asarray(image.convert("RGB"))
+                else:
+                    blender.apply_sampling(dataclasses.replace(reference, samples=args.reference_samples))
+                    truth, seconds = render_frame(blender, frame)
+                    Image.fromarray(truth).save(path)
+                    print(f"{preset} scene {index} frame {frame}: reference in {seconds:.0f} s", flush=True)
+                blender.apply_sampling(next(iter(settings.values())))
+                render_frame(blender, frame)  # loads the denoiser; not counted
+                images: dict[str, np.ndarray] = {}
+                seconds: dict[str, list[float]] = {name: [] for name in specs}
+                for _ in range(args.repeats):
+                    for name, render in settings.items():
+                        blender.apply_sampling(render)
+                        images[name], wall = render_frame(blender, frame)
+                        seconds[name].append(wall * args.threads)
+                line = []
+                for name in specs:
+                    image = images[name]
+                    score = (statistics.median(seconds[name]), psnr(image, truth), ssim(image, truth))
+                    scores[name].append((*score, outliers(image, truth)))
+                    line.append(f"{name} {score[0]:.1f} core-s {score[1]:.2f} dB {score[2]:.4f}")
+                print(f"{preset} scene {index} frame {frame}: " + "; ".join(line), flush=True)
+                shown = [truth] + [images[n] for n in ("today", "default") if n in images]
+                error = np.abs(images[list(specs)[-1] if "default" not in images else "default"].astype(int) - truth)
+                sheet_rows.append(np.concatenate([*shown, np.clip(error * 4, 0, 255).astype(np.uint8)], 1))
+    if args.sheet:
+        Image.fromarray(np.concatenate(sheet_rows, 0)).save(args.sheet)
+        print(f"contact sheet: {args.sheet} (rows: frames; reference, today, default, |default - reference| x 4)")
+    frames = len(next(iter(scores.values())))
     print(
-        f"\n{args.scenes} {args.config} scenes at {args.resolution}x{args.resolution}, frame 0, against "
-        f"{args.reference_samples} spp; medians over scenes; {threads} Cycles threads"
+        f"\n{frames} frames ({', '.join(args.configs)}; frames {args.frames}) at {args.resolution}x{args.resolution} "
+        f"against {args.reference_samples} spp; medians over frames; {args.threads} Cycles threads"
     )
-    print(f"{'spp':>5} {'denoise':>8} {'adaptive':>9} {'bounces':>8} {'core-s/frame':>13} {'PSNR dB':>8} {'SSIM':>7}")
-    for setting in sorted(settings, key=lambda s: median[s][0]):
-        spp, denoise, threshold, bounces = setting
-        cost, p, q = median[setting]
-        mark = "  <- Kubric MOVi anchor" if setting == ANCHOR else ""
-        print(
-            f"{spp:>5} {'OIDN' if denoise else 'off':>8} {threshold or 'off':>9} {bounces:>8} {cost:>13.2f} "
-            f"{p:>8.2f} {q:>7.4f}{mark}"
-        )
-    anchor_cost, anchor_psnr, anchor_ssim = median[ANCHOR]
-    matching = [s for s in settings if median[s][1] >= anchor_psnr - 0.1 and median[s][2] >= anchor_ssim - 0.001]
-    best = min(matching, key=lambda s: median[s][0])
+    base_name = "today" if "today" in scores else next(iter(scores))
+    base_cost, base_psnr, base_ssim, _ = (statistics.median(v[k] for v in scores[base_name]) for k in range(4))
     print(
-        f"cheapest setting matching the anchor (PSNR within 0.1 dB, SSIM within 0.001): {best[0]} spp, "
-        f"{'OIDN' if best[1] else 'no denoising'}, adaptive {best[2] or 'off'}, {best[3]} bounces: "
-        f"{median[best][0]:.2f} core-s/frame, {anchor_cost / median[best][0]:.2f}x cheaper than the anchor"
+        f"{'setting':<10} {'core-s/frame':>12} {'x cheaper':>9} {'PSNR dB':>8} {'dPSNR':>6} {'SSIM':>7} "
+        f"{'dSSIM':>7} {'>32/255':>8}  equal quality"
     )
+    for name, runs in scores.items():
+        cost, p, q = (statistics.median(v[k] for v in runs) for k in range(3))
+        worst = max(v[3] for v in runs)
+        equal = p >= base_psnr - EQUAL_PSNR and q >= base_ssim - EQUAL_SSIM
+        print(
+            f"{name:<10} {cost:>12.2f} {base_cost / cost:>9.2f} {p:>8.2f} {p - base_psnr:>+6.2f} {q:>7.4f} "
+            f"{q - base_ssim:>+7.4f} {100 * worst:>7.3f}%  {'yes' if equal else 'no'}   {specs[name]}"
+        )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ SCRIPT_HASH_KEY = "scene.script_sha256"  # filled in by load_config: the script'
 IDENTITY_FREE_KEYS = ("render.threads",)  # keys that change no pixel: not part of the dataset's identity
 HDRI_SUFFIXES = (".hdr", ".exr")
 VIEWS_KEY = "render.views"  # optional: absent (the scene script's camera or cameras) leaves a config's hash as it was
+# optional render keys and the value that an absent key means: the settings from before the key existed, so a
+# config written before them (a manifest's) renders as it did and keeps its hash
+RENDER_KEY_DEFAULTS: dict[str, Any] = {
+    "render.adaptive_min_samples": 0,
+    "render.max_bounces": 12,
+    "render.diffuse_bounces": 4,
+    "render.glossy_bounces": 4,
+    "render.light_tree": True,
+}
 # render.views rigs -> their keys and defaults (lengths in metres, angles in degrees); `count` cameras each
 VIEW_RIGS: dict[str, dict[str, Any]] = {
     "ring": {"count": 4, "radius": 12.0, "height": 6.0, "center": [0.0, 0.0, 0.0], "azimuth": 0.0},
@@ -154,6 +163,14 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "render.device": (lambda v: v in ("auto", "cpu", "cuda", "optix"), "auto, cpu, cuda or optix"),
     "render.denoise": (lambda v: isinstance(v, bool), "true or false"),
     "render.noise_threshold": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1) (0 = no adaptive sampling)"),
+    "render.adaptive_min_samples": (
+        lambda v: is_int(v) and 0 <= v <= 65536,
+        "an integer >= 0: samples every pixel gets before adaptive sampling may stop it (0 = Cycles' own rule)",
+    ),
+    "render.max_bounces": (lambda v: is_int(v) and 0 <= v <= 1024, "an integer in [0, 1024] (light bounces in all)"),
+    "render.diffuse_bounces": (lambda v: is_int(v) and 0 <= v <= 1024, "an integer in [0, 1024]"),
+    "render.glossy_bounces": (lambda v: is_int(v) and 0 <= v <= 1024, "an integer in [0, 1024]"),
+    "render.light_tree": (lambda v: isinstance(v, bool), "true or false (Cycles' light tree for light sampling)"),
     VIEWS_KEY: (
         lambda v: v is None or isinstance(v, dict),
         "null or a rig, e.g. {rig: ring, count: 4} (rigs: " + ", ".join(VIEW_RIGS) + ")",
@@ -382,6 +399,11 @@ class RenderSettings:
     noise_threshold: float
     threads: int  # 0: the cores split between the workers; changes no pixel
     views: ViewRig | None = None  # render.views: several cameras of one scene (None: the script's)
+    adaptive_min_samples: int = 0  # 0: Cycles' rule (e.g. 52 of 64 at noise_threshold 0.02)
+    max_bounces: int = 12  # light paths; the defaults are Blender's, what a config without these keys renders
+    diffuse_bounces: int = 4
+    glossy_bounces: int = 4
+    light_tree: bool = True
 
 
 @dataclass(frozen=True)
@@ -445,6 +467,10 @@ class SynthConfig:
                 float(r["noise_threshold"]),
                 int(r["threads"]),
                 ViewRig.of(r.get("views")),
+                **{
+                    key.split(".")[1]: type(default)(r.get(key.split(".")[1], default))
+                    for key, default in RENDER_KEY_DEFAULTS.items()
+                },
             ),
             TrackSettings(int(t["num_tracks"]), float(t["depth_tolerance"])),
             OutputSettings(
@@ -494,7 +520,7 @@ def validate(tree: dict, problems: list[str] | None = None) -> None:
         if key.split(".")[0] in sections:
             continue
         if key not in flat:
-            if key != VIEWS_KEY:  # optional
+            if key != VIEWS_KEY and key not in RENDER_KEY_DEFAULTS:  # optional
                 problems.append(f"{key}: missing; set it to {fix}")
         elif not check(flat[key]):
             problems.append(f"{key}: bad value {flat[key]!r}; use {fix}")
