@@ -139,4 +139,4 @@ def test_export_of_tapnet_is_verified_on_write(official_npy, tmp_path, fmt, name
     difference = float(printed.split("max |exported - pytorch| = ")[1].split()[0])
     assert difference < 1e-3
     assert tapforge(["export", str(official_npy), "--to", "tapnet-pt", "--out", str(tmp_path / "x.pt")]) == 2
-    assert "a tapnet .pt holds a TAPIR, and this is a TAPNet" in capsys.readouterr().err
+    assert "a tapnet .pt holds a TAPIR or a TAPNext, and this is a TAPNet" in capsys.readouterr().err
