@@ -1,12 +1,15 @@
 """Appearance benchmark: exposure and image statistics of rendered clips, against natural photographs.
 
     python bench/appearance.py [--configs movi_e legacy_movi_e] [--scenes 100] [--resolution 128] [--frames 4]
+                               [--settings today default]
 
 Renders --scenes scenes of each config (--samples spp) and prints per config: the share of blown-out
 pixels (all channels >= 250) and of crushed pixels (all channels <= 5), as the median clip, the worst
 clip and the number of clips over 2%; the mean brightness; the radially averaged power spectrum slope of
 the frames (median over clips); and the seconds per scene. The same slope is printed for the photographs
 that scikit-learn and matplotlib ship (``pip install "tapforge[photos]"``), the reference range.
+``--settings``: render settings of ``bench/render_quality.py`` (today, kubric, default) to compare on the same
+scenes, each at --samples.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import statistics
 import time
 
 import numpy as np
+from render_quality import SETTINGS, overrides
 from tqdm import tqdm
 
 from tapforge.synth.config import load_config
@@ -41,14 +45,16 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--settings", nargs="+", default=["default"], help=f"of {list(SETTINGS)}")
     args = parser.parse_args()
     photos = load_photos()
     slopes = ", ".join(f"{name} {spectrum_slope(pixels):.2f}" for name, pixels in photos)
     print(f"photographs: spectrum slope {slopes}")
-    for name in args.configs:
+    for name, setting in ((c, s) for c in args.configs for s in args.settings):
         config = load_config(
             name,
             [
+                *overrides(SETTINGS[setting]),
                 f"render.resolution={args.resolution}",
                 f"scene.num_frames={args.frames}",
                 f"render.samples={args.samples}",
@@ -57,13 +63,13 @@ def main() -> None:
         )
         renderer = SceneRenderer(config)
         rows, start = [], time.perf_counter()
-        for index in tqdm(range(args.scenes), desc=name, unit="scene"):
+        for index in tqdm(range(args.scenes), desc=f"{name} {setting}", unit="scene"):
             rows.append(clip_statistics(renderer.render(index).passes["rgb"]))
         seconds = (time.perf_counter() - start) / args.scenes
         blown, crushed = (np.array([r[key] for r in rows]) for key in ("blown", "crushed"))
         print(
-            f"{name}: {args.scenes} scenes at {args.resolution}x{args.resolution}, {args.frames} frames, "
-            f"{args.samples} spp, {seconds:.1f} s/scene"
+            f"{name} ({setting} settings): {args.scenes} scenes at {args.resolution}x{args.resolution}, "
+            f"{args.frames} frames, {args.samples} spp, {seconds:.1f} s/scene"
         )
         for label, values in (("blown out (all >= 250)", blown), ("crushed (all <= 5)", crushed)):
             print(

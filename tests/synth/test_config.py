@@ -141,3 +141,41 @@ def test_a_movi_key_used_as_one_number_refuses_a_range():
         "2 problem(s)" in message and "scene.max_camera_movement: bad value [1, 2]; use a number in [0, 100]" in message
     )
     assert "scene.soft_share: bad value [0, 1]; use a fraction in [0, 1]" in message
+
+
+def test_a_config_written_before_the_sampling_keys_keeps_its_meaning_and_its_hash():
+    """A resolved config from before render.adaptive_min_samples and the light-path keys (a manifest's): the keys it
+    lacks mean what Blender then did (Cycles' own adaptive minimum, 12/4/4 bounces, the light tree on), and its hash is
+    that of the tree as it was; the defaults now set them (a new hash)."""
+    from tapforge.synth.config import RENDER_KEY_DEFAULTS, SynthConfig, config_hash
+
+    now = load_config("movi_e")
+    tree = now.tree
+    for key in RENDER_KEY_DEFAULTS:
+        del tree["render"][key.split(".")[1]]
+    tree["render"].update(samples=64, noise_threshold=0.02)
+    before = SynthConfig.of(tree)
+    assert before.hash == config_hash(tree) and "max_bounces" not in before.tree["render"]
+    render = before.render
+    assert (render.adaptive_min_samples, render.max_bounces, render.diffuse_bounces, render.glossy_bounces) == (
+        0,
+        12,
+        4,
+        4,
+    )
+    assert render.light_tree is True and before.hash != now.hash
+    assert (now.render.adaptive_min_samples, now.render.max_bounces, now.render.light_tree) == (16, 4, False)
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("render.adaptive_min_samples=1.5", "render.adaptive_min_samples: bad value 1.5; use an integer >= 0"),
+        ("render.max_bounces=-1", "render.max_bounces: bad value -1; use an integer in [0, 1024]"),
+        ("render.light_tree=2", "render.light_tree: bad value 2; use true or false"),
+    ],
+)
+def test_bad_sampling_keys_are_one_line_with_the_fix(setting, expected):
+    with pytest.raises(TapforgeError) as err:
+        load_config("movi_e", [setting])
+    assert expected in str(err.value)

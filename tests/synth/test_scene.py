@@ -1,5 +1,6 @@
 """Procedural shapes, the MOVi script's rules, the camera and the Cycles device choice, without rendering."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -59,6 +60,22 @@ def test_the_renderer_renders_at_the_scenes_resolution_which_the_intrinsics_use(
     rendered = renderer.scene.render
     assert (rendered.resolution_x, rendered.resolution_y, rendered.resolution_percentage) == (48, 32, 100)
     assert np.allclose(scene.camera.intrinsics(scene.resolution)[:2, 2], [24, 16])  # the same pixels
+
+
+def test_the_renderer_sets_the_configs_sampling_and_light_paths_and_blenders_own_where_a_config_has_none():
+    pytest.importorskip("bpy", reason="bpy (Blender 5 as a Python module) is needed")
+    from tapforge.synth.blender_scene import BlenderRenderer
+    from tapforge.synth.config import RENDER_KEY_DEFAULTS
+
+    settings = load_config("movi_e", ["render.device=cpu"]).render
+    renderer = BlenderRenderer(settings)
+    cycles = renderer.scene.cycles
+    names = ("adaptive_min_samples", "max_bounces", "diffuse_bounces", "glossy_bounces", "use_light_tree")
+    assert (cycles.samples, round(cycles.adaptive_threshold, 6), cycles.use_denoising) == (64, 0.01, True)
+    assert tuple(getattr(cycles, name) for name in names) == (16, 4, 2, 2, False)
+    before = dataclasses.replace(settings, **{k.split(".")[1]: v for k, v in RENDER_KEY_DEFAULTS.items()})
+    renderer.apply_sampling(before)  # a config without these keys: what Blender did before they existed
+    assert all(getattr(cycles, name) == cycles.bl_rna.properties[name].default for name in names)
 
 
 def _about_own_z(roll):
