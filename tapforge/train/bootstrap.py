@@ -7,8 +7,10 @@ and zoom over the clip, and flips), with occluder patches and corruptions (colou
 training augmentation of ``tapforge.train.augment``. Its queries are points of the teacher's own trajectories at another
 frame where the teacher sees them (the paper's query-invariance: a track must not depend on which of its points
 is queried), mapped through the transform, and its targets are the teacher's tracks and occlusion mapped the same
-way. The loss is the supervised one (``tapforge.tapir.losses.tapir_loss``: Huber on positions, occlusion and
-expected-distance cross-entropy, over every iterate), counted only where the pseudo-label is trustworthy:
+way. The loss is the model's supervised one (TAPIR's and TAP-Net's ``tapforge.tapir.losses.tapir_loss``: Huber on
+positions, occlusion and expected-distance cross-entropy, over every iterate; TAPNext's
+``tapforge.tapir.tapnext_losses.tapnext_loss``, on the frames from the query on, as BootsTAPNext), counted only where
+the pseudo-label is trustworthy:
 
 - the teacher is confident: its visibility probability (occlusion and expected-distance heads, as at inference)
   is at least ``confidence`` (a visible label) or at most ``1 - confidence`` (an occluded one);
@@ -26,12 +28,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 
 from tapforge.base.errors import TapforgeError
-from tapforge.tapir.losses import tapir_loss, to_loss_scale
+from tapforge.tapir.checkpoint import tracking_outputs, visibility_uncertainty
+from tapforge.tapir.losses import to_loss_scale
 from tapforge.tapir.model import postprocess
 from tapforge.train.augment import Sim2RealAugment
 from tapforge.train.augment_config import AugmentConfig
@@ -115,10 +118,10 @@ class TeacherTracks(NamedTuple):
 
 @torch.no_grad()
 def run_teacher(teacher: torch.nn.Module, video: torch.Tensor, queries: torch.Tensor, chunk: int = 64) -> TeacherTracks:
-    """Track ``queries`` [B,N,3] (t, y, x) through ``video`` [B,T,H,W,3] in [-1, 1] with the teacher."""
-    out = teacher(video, queries, is_training=False, query_chunk_size=chunk)
-    expected_dist = out["expected_dist"].float() if "expected_dist" in out else None
-    visibility, occluded = postprocess(out["occlusion"].float(), expected_dist)
+    """Track ``queries`` [B,N,3] (t, y, x) through ``video`` [B,T,H,W,3] in [-1, 1] with the teacher, as tracking
+    does (a TAPNext tracks the frames before a query's frame on the reversed video)."""
+    out = tracking_outputs(teacher, video, queries, chunk)
+    visibility, occluded = postprocess(out["occlusion"].float(), visibility_uncertainty(teacher, out))
     return TeacherTracks(out["tracks"].float(), visibility, occluded)
 
 
@@ -204,24 +207,25 @@ def pseudo_labels(
     return PseudoLabels(student, mask, confident, consistent)
 
 
+class ModelLoss(Protocol):
+    """A model's supervised loss of its outputs against a batch's targets: (scalar, logged parts)."""
+
+    def __call__(
+        self, outputs: dict, batch: TrainBatch, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]: ...
+
+
 def self_supervised_loss(
-    outputs: dict, labels: PseudoLabels, expected_dist_thresh: float
+    student: torch.nn.Module, outputs: dict, labels: PseudoLabels, model_loss: ModelLoss
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The supervised loss against the pseudo-labels where they count, and what to log about them."""
+    """The student's supervised loss (``model_loss``) against the pseudo-labels where they count, and what to log
+    about them."""
     batch, mask = labels.batch, labels.mask
     image_size = tuple(batch.video.shape[2:4])
-    loss, parts = tapir_loss(
-        outputs,
-        batch.tracks,
-        batch.occluded,
-        image_size=image_size,
-        mask=mask.float(),
-        expected_dist_thresh=expected_dist_thresh,
-    )
+    loss, parts = model_loss(outputs, batch, mask.float())
     with torch.no_grad():
         error = to_loss_scale(outputs["tracks"].float() - batch.tracks, image_size).norm(dim=-1)
-        expected_dist = outputs["expected_dist"].float() if "expected_dist" in outputs else None
-        _, student_occluded = postprocess(outputs["occlusion"].float(), expected_dist)
+        _, student_occluded = postprocess(outputs["occlusion"].float(), visibility_uncertainty(student, outputs))
         visible = mask & ~batch.occluded
         stats = {
             "kept_share": mask.float().mean(),

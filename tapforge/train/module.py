@@ -267,12 +267,20 @@ class TAPIRModule(LightningModule):
         outputs = self._student_outputs(batch.video, batch.query_points)
         # a clip that augmentation left without any visible point has no valid query: leave it out
         mask = (~batch.no_visible_track).float()[:, None, None].expand(batch.occluded.shape)
+        return self.model_loss(outputs, batch, mask)
+
+    def model_loss(
+        self, outputs: dict, batch: TrainBatch, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The model's loss (TAPIR's, or TAPNext's) of its ``outputs`` against ``batch``'s tracks and occlusion,
+        counted with the weights ``mask`` [B,N,T]."""
+        image_size = tuple(batch.video.shape[2:4])
         if self.hparams.architecture == "tapnext":
             return tapnext_loss(
                 outputs,
                 batch.tracks,
                 batch.occluded,
-                image_size=tuple(batch.video.shape[2:4]),
+                image_size=image_size,
                 query_frame=batch.query_points[..., 0],
                 mask=mask,
                 config=self.tapnext_loss,
@@ -281,7 +289,7 @@ class TAPIRModule(LightningModule):
             outputs,
             batch.tracks,
             batch.occluded,
-            image_size=tuple(batch.video.shape[2:4]),
+            image_size=image_size,
             mask=mask,
             expected_dist_thresh=self.hparams.expected_dist_thresh,
         )
@@ -306,11 +314,6 @@ class TAPIRModule(LightningModule):
 
     def bootstrap_loss(self, clips: RealClipBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The self-supervised (BootsTAP) loss of a batch of unlabeled real clips."""
-        if self.hparams.architecture == "tapnext":
-            raise TapforgeError(
-                "self-supervised fine-tuning on real videos (data.real_videos) trains TAPIR and TAP-Net with their "
-                "loss, not TAPNext; fix: leave out data.real_videos with model.architecture tapnext"
-            )
         config = self.self_supervised
         resolution = tuple(clips.video.shape[2:4])
         if self._student_view is None or self._student_view.resolution != resolution:
@@ -324,7 +327,7 @@ class TAPIRModule(LightningModule):
             self.hparams.query_chunk_size,
         )
         outputs = self._student_outputs(labels.batch.video, labels.batch.query_points)
-        return self_supervised_loss(outputs, labels, self.hparams.expected_dist_thresh)
+        return self_supervised_loss(self.model, outputs, labels, self.model_loss)
 
     def training_step(self, batch: TrainBatch | dict, batch_idx: int) -> torch.Tensor:
         """A synthetic batch, or (with ``data.real_videos``) a dict of a ``synthetic`` and/or a ``real`` batch."""

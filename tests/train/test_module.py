@@ -223,12 +223,3 @@ def test_init_from_official_tapnext_checkpoints(tmp_path):
         wider.setup("fit")
     with pytest.raises(TapforgeError, match="is a TAPNext, but model.architecture is 'tapir'"):
         TAPIRModule(model=TINY, init_from=str(npz)).setup("fit")
-
-
-def test_tapnext_refuses_self_supervised_real_batches():
-    from tapforge.train.batches import RealClipBatch
-
-    module = TAPIRModule(architecture="tapnext", model=TINY_TAPNEXT)
-    clips = RealClipBatch(video=torch.zeros(1, 4, 32, 32, 3, dtype=torch.uint8), keys=["clip@0"])
-    with pytest.raises(TapforgeError, match="trains TAPIR and TAP-Net with their loss, not TAPNext"):
-        module.bootstrap_loss(clips)
