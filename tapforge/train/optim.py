@@ -5,6 +5,11 @@ Weight decay exclusions follow tapnet (``tapnet/utils/optimizers.py`` with
 parameter of a normalisation module whose name contains ``layer_norm``, ``batch_norm``, ``_bn`` or
 ``linear_classifier`` are not decayed. The ResNet's instance norms are named ``instancenorm_*``
 in Haiku, which none of those patterns match, so tapnet decays their scale and offset; so do we.
+
+TAPNext (no training code released) follows the usual ViT and Griffin practice instead: only the weight
+matrices and kernels of its layers (``weight``, ``w``, ``in_proj_weight`` outside normalisations) are decayed;
+its tokens and position embeddings, every bias (``bias``, ``b``, ``in_proj_bias``), the normalisations' scales and
+the RG-LRU's recurrence parameter ``a_param`` (decayed, it would shorten the recurrence's memory) are not.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ import math
 import torch
 from torch import nn
 
+from tapforge.tapir.tapnext import TAPNext
+
 NO_DECAY_MODULE_NAMES = ("layer_norm", "batch_norm", "_bn", "linear_classifier")
 _NO_DECAY_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+TAPNEXT_DECAYED_NAMES = ("weight", "w", "in_proj_weight")
 
 
 def decays(module_name: str, module: nn.Module, param_name: str) -> bool:
@@ -27,13 +35,23 @@ def decays(module_name: str, module: nn.Module, param_name: str) -> bool:
     return param_name != "bias"
 
 
+def tapnext_decays(module: nn.Module, param_name: str) -> bool:
+    """Whether a TAPNext's ``param_name`` of ``module`` is decayed: weight matrices and kernels only."""
+    return param_name in TAPNEXT_DECAYED_NAMES and not isinstance(module, _NO_DECAY_TYPES)
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decayed and not decayed (the latter with ``weight_decay=0``)."""
     decay, no_decay = [], []
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
-            if param.requires_grad:
-                (decay if decays(module_name, module, param_name) else no_decay).append(param)
+            if not param.requires_grad:
+                continue
+            if isinstance(model, TAPNext):
+                decayed = tapnext_decays(module, param_name)
+            else:
+                decayed = decays(module_name, module, param_name)
+            (decay if decayed else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -42,6 +42,28 @@ def test_weight_decay_follows_tapnet_exclusions():
     assert any("layer_norm" in n for n in undecayed) and any(n.endswith("bn_0.bias") for n in decayed)
 
 
+def test_tapnext_weight_decay_leaves_tokens_biases_norms_and_the_recurrence_alone():
+    module = TAPIRModule(architecture="tapnext", model=TINY_TAPNEXT)
+    decay, no_decay = param_groups(module.model, 0.1)
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    undecayed = {names[id(p)] for p in no_decay["params"]}
+    assert len(decayed) + len(undecayed) == len(names)
+    for name in ("mask_token", "unknown_token", "point_query_token", "image_pos_emb", "lin_proj.bias"):
+        assert name in undecayed, name
+    block = "blocks.0.ssm_block.recurrent_block."
+    for name in ("rg_lru.a_param", "rg_lru.a_gate.b", "conv_1d.b", "linear_x.bias"):
+        assert block + name in undecayed, name
+    assert "blocks.0.ssm_block.temporal_pre_norm.scale" in undecayed
+    assert (
+        "blocks.0.vit_block.ln_1.weight" in undecayed and "blocks.0.vit_block.self_attention.in_proj_bias" in undecayed
+    )
+    for name in ("rg_lru.a_gate.w", "conv_1d.w", "linear_x.weight"):
+        assert block + name in decayed, name
+    assert {"lin_proj.weight", "blocks.0.vit_block.self_attention.in_proj_weight"} <= decayed
+    assert "blocks.0.ssm_block.mlp_block.ffw_up.w" in decayed and "blocks.0.ssm_block.mlp_block.ffw_up.b" in undecayed
+
+
 def test_warmup_cosine_matches_the_optax_shape():
     assert warmup_cosine(0, 10, 110) == 0.0
     assert warmup_cosine(5, 10, 110) == pytest.approx(0.5)
