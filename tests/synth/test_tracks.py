@@ -99,3 +99,38 @@ def test_the_clip_is_a_pure_function_of_the_rendered_scene(rendered_scene):
     for name in ("video", "tracks", "occluded", "tracks_3d", "object_ids", "query", "depth", "segmentation"):
         assert np.array_equal(getattr(clip, name), getattr(again, name)), name
     assert clip.camera == again.camera and clip.meta == again.meta and clip.key == again.key == "scene-0000003"
+
+
+def test_the_aux_passes_do_not_depend_on_the_rgb_layers_sampling_and_light_paths(rendered_scene):
+    """Ground truth reads only the aux passes: render settings that make the rgb layer cheaper must leave them
+    bit-identical (here the settings before the cheaper default: Cycles' own adaptive minimum, 12/4/4 bounces, the light
+    tree)."""
+    from tapforge.synth.config import load_config
+    from tapforge.synth.pipeline import SceneRenderer
+
+    config = rendered_scene["config"]
+    before = [
+        "render.resolution=64",
+        "render.samples=8",
+        "render.noise_threshold=0.02",
+        "render.adaptive_min_samples=0",
+        "render.max_bounces=12",
+        "render.diffuse_bounces=4",
+        "render.glossy_bounces=4",
+        "render.light_tree=true",
+        f"scene.num_frames={config.scene.num_frames}",
+        f"tracks.num_tracks={config.tracks.num_tracks}",
+        "scene.num_static_objects=[4,6]",
+        "scene.num_dynamic_objects=[2,3]",
+        "outputs.passes=[depth,segmentation]",
+    ]
+    again = SceneRenderer(load_config("movi_e", before)).render(3)
+    try:
+        passes, expected = again.passes, rendered_scene["passes"]
+        assert not np.array_equal(passes["rgb"], expected["rgb"])  # the rgb layer did change
+        aux = sorted(set(expected) - {"rgb"})
+        assert {"position", "object_index", "depth_z", "vector", "object_coordinates"} <= set(aux), aux
+        for name in aux:
+            np.testing.assert_array_equal(passes[name], expected[name], err_msg=name)
+    finally:
+        again.close()
