@@ -142,13 +142,13 @@ def manifest_header(config: SynthConfig, num_scenes: int, blender: str, assets_s
     }
 
 
-# Cycles threads per worker when the worker count is automatic. A 256x256 24-frame movi_e clip spends ~15 s in
-# single-threaded stages (scene script and physics 2-3 s, textures 8-12 s, ground truth and encoding ~2 s; measured
-# on 2 cores) against ~500 core-s of path tracing (README, What a clip costs). With W workers of T threads on
-# C = W*T cores a clip takes ~15 + 500/(T*e(T)) s per worker, e(T) being Cycles' thread efficiency (sub-linear;
-# not measured above 2 threads here): one worker with 64 threads idles most cores in the serial stages (~15 s
-# against ~500/(64*e) = 8-11 s), 16 workers of 4 reach ~90% of the throughput of 64 single-threaded ones (the best
-# in this model) with a quarter of their memory (each worker is a Blender session of ~0.5-1 GB plus its frames).
+# Cycles threads per worker when the worker count is automatic. A default 256x256 24-frame movi_e clip spends ~20 s in
+# single-threaded stages (textures ~14 s, scene script and physics ~2, aux passes ~4, ground truth and encoding ~1)
+# against ~210 core-s of path tracing (README, What a clip costs). With W workers of T threads on C = W*T cores a
+# clip takes ~20 + 210/(T*e(T)) s per worker, e(T) being Cycles' thread efficiency (sub-linear; not measured above
+# 2 threads here): one worker with 64 threads idles most cores in the serial stages (~20 s against ~210/(64*e) =
+# 4-5 s), 16 workers of 4 reach ~80% of the throughput of 64 single-threaded ones (the best in this model) with a
+# quarter of their memory (each worker is a Blender session of ~0.5-1 GB plus its frames).
 AUTO_THREADS_PER_WORKER = 4
 # the script folders inside the bpy package (bpy/5.0/scripts/...), which `import bpy` puts first on sys.path
 BLENDER_SCRIPTS = re.compile(r"[/\\]bpy[/\\]\d+\.\d+[/\\]scripts([/\\]|$)")
