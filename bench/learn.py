@@ -7,7 +7,8 @@
 Runs ``tapforge train`` three times per model: ``validate`` with the untrained model, ``fit`` for --steps
 steps (no validation during the fit), ``validate`` with the resulting ``last.ckpt``. Prints the
 held-out AJ, <delta_avg and OA (TAP-Vid metrics, query modes first and strided) of the stay-put
-baseline, the untrained and the trained model, and the training time. OA is split into the shares
+baseline, the untrained and the trained model, and the training time (and AJ_RD, the re-detection AJ of TAPNext++,
+for long held-out clips: train on windows with ``--set data.num_frames=24``). OA is split into the shares
 of visible and of hidden points predicted so ("vis ok", "hid ok"): stay-put calls every point
 visible, so its OA is the visible share. ``--model`` picks each model's CPU config (``MODEL_CONFIGS``: the same
 data, clip length, batch and queries for all three), ``--config`` one config of your own.
@@ -26,8 +27,9 @@ from tapforge.train.cli import main as train_main
 from tapforge.train.procedural import write_shards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# AJ, <d_avg, OA and OA's split into visible and hidden points (AJ_RD needs re-appearances: tapforge eval has it)
-COLUMNS = tuple(c for c in TABLE_COLUMNS if c[0] in ("AJ", "<d_avg", "OA", "vis ok", "hid ok"))
+# AJ, TAPNext++'s re-detection AJ (nan where no point re-appears), <d_avg, OA and OA's split into visible and
+# hidden points
+COLUMNS = tuple(c for c in TABLE_COLUMNS if c[0] in ("AJ", "AJ_RD", "<d_avg", "OA", "vis ok", "hid ok"))
 PROCEDURAL = dict(num_objects=4, points_per_object=64, background_points=128)  # 256 tracks per clip
 MODEL_CONFIGS = {
     "tapir": "cpu_smoke.yaml",
