@@ -430,6 +430,9 @@ def test_an_interrupted_fit_saves_a_checkpoint_and_resumes_from_its_step(setup, 
         "--trainer.max_steps",
         "6",
     ]
+    # Python's Ctrl-C handler, as in a foreground shell: a suite run as a background job (`cmd &`) inherits SIGINT
+    # ignored, and Python then installs no handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = tapforge_main(
             args
