@@ -19,7 +19,7 @@ import argparse
 import statistics
 import time
 
-from render_quality import SETTINGS, overrides
+from render_quality import add_setting_arguments, named_settings, overrides
 
 from tapforge.synth.config import load_config
 from tapforge.synth.pipeline import SceneRenderer
@@ -30,15 +30,13 @@ from tapforge.synth.textures import generate_texture
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["movi_e", "movi_deform", "long_movi:48"])
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"of {list(SETTINGS)}")
-    parser.add_argument("--add", nargs="*", default=[], help="NAME:key=value,key=value (render.* keys)")
+    add_setting_arguments(parser)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--scenes", type=int, default=1, help="scenes per config")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    specs = {name: SETTINGS[name] for name in args.settings}
-    specs.update(dict(item.split(":", 1) for item in args.add))
+    specs = named_settings(args)
     results = []
     for item in args.configs:
         preset, frames = item.split(":") if ":" in item else (item, str(args.frames))

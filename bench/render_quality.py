@@ -72,6 +72,17 @@ def outliers(a: np.ndarray, b: np.ndarray, level: int = 32) -> float:
     return float((np.abs(a.astype(np.int16) - b).max(-1) > level).mean())
 
 
+def add_setting_arguments(parser) -> None:
+    """``--settings`` (named in SETTINGS) and ``--add NAME:key=value,...``: the settings a render bench compares."""
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"of {list(SETTINGS)}")
+    parser.add_argument("--add", nargs="*", default=[], help="NAME:key=value,key=value (render.* keys)")
+
+
+def named_settings(args) -> dict[str, str]:
+    """The settings ``add_setting_arguments`` parsed: name -> ``key=value,...`` over the config."""
+    return {name: SETTINGS[name] for name in args.settings} | dict(item.split(":", 1) for item in args.add)
+
+
 def overrides(spec: str) -> list[str]:
     """``key=value,key=value`` -> ["key=value", ...] (a list value stays whole)."""
     return [item for item in spec.split(",") if item]
@@ -95,13 +106,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reference-samples", type=int, default=1024)
     parser.add_argument("--reference-cache", default=str(Path(tempfile.gettempdir()) / "tapforge-references"))
-    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), help=f"of {list(SETTINGS)}")
-    parser.add_argument("--add", nargs="*", default=[], help="NAME:key=value,key=value (render.* keys)")
+    add_setting_arguments(parser)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--sheet", help="write a contact sheet PNG here")
     args = parser.parse_args()
-    specs = {name: SETTINGS[name] for name in args.settings}
-    specs.update(dict(item.split(":", 1) for item in args.add))
+    specs = named_settings(args)
     cache = Path(args.reference_cache)
     cache.mkdir(parents=True, exist_ok=True)
     common = [f"render.resolution={args.resolution}", f"scene.num_frames={args.clip_frames}"]

@@ -398,12 +398,12 @@ class RenderSettings:
     denoise: bool
     noise_threshold: float
     threads: int  # 0: the cores split between the workers; changes no pixel
+    adaptive_min_samples: int  # 0: Cycles' rule (e.g. 52 of 64 at noise_threshold 0.02)
+    max_bounces: int  # light paths; a config without these keys means RENDER_KEY_DEFAULTS (Blender's)
+    diffuse_bounces: int
+    glossy_bounces: int
+    light_tree: bool
     views: ViewRig | None = None  # render.views: several cameras of one scene (None: the script's)
-    adaptive_min_samples: int = 0  # 0: Cycles' rule (e.g. 52 of 64 at noise_threshold 0.02)
-    max_bounces: int = 12  # light paths; the defaults are Blender's, what a config without these keys renders
-    diffuse_bounces: int = 4
-    glossy_bounces: int = 4
-    light_tree: bool = True
 
 
 @dataclass(frozen=True)
@@ -466,11 +466,11 @@ class SynthConfig:
                 bool(r["denoise"]),
                 float(r["noise_threshold"]),
                 int(r["threads"]),
-                ViewRig.of(r.get("views")),
                 **{
                     key.split(".")[1]: type(default)(r.get(key.split(".")[1], default))
                     for key, default in RENDER_KEY_DEFAULTS.items()
                 },
+                views=ViewRig.of(r.get("views")),
             ),
             TrackSettings(int(t["num_tracks"]), float(t["depth_tolerance"])),
             OutputSettings(

@@ -42,16 +42,13 @@ def tapnext_decays(module: nn.Module, param_name: str) -> bool:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two AdamW groups: decayed and not decayed (the latter with ``weight_decay=0``)."""
+    tapnext = isinstance(model, TAPNext)
     decay, no_decay = [], []
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
-                continue
-            if isinstance(model, TAPNext):
-                decayed = tapnext_decays(module, param_name)
-            else:
-                decayed = decays(module_name, module, param_name)
-            (decay if decayed else no_decay).append(param)
+            if param.requires_grad:
+                decayed = tapnext_decays(module, param_name) if tapnext else decays(module_name, module, param_name)
+                (decay if decayed else no_decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
